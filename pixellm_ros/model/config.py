@@ -1,0 +1,314 @@
+"""PixelLMConfig: every dimension of the network in one place.
+
+The released research code hard-codes most of PixelLM's shape (the second feature layer, the 16x16
+LLM grid, the decoder depth, ...). Here each of those numbers is a field, so that the released
+7B/13B models, the tiny test models and new trained models are all the same class with different
+values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from transformers import CLIPVisionConfig, LlamaConfig
+
+FusionMode = Literal["released_constant", "learned"]
+FUSION_MODES: tuple[str, ...] = ("released_constant", "learned")
+
+# Added vocabulary of the released checkpoints: [SEG0]..[SEG5], <im_start>, <im_end>.
+RELEASED_ADDED_TOKENS = 8
+LLAMA_BASE_VOCAB = 32000
+
+# SAM / ImageNet statistics on 0-255 RGB: the released model normalises CLIP's input with these,
+# not with CLIP's own statistics.
+SAM_PIXEL_MEAN: tuple[float, float, float] = (123.675, 116.28, 103.53)
+SAM_PIXEL_STD: tuple[float, float, float] = (58.395, 57.12, 57.375)
+
+
+def clip_vit_large_patch14_336(image_size: int = 448) -> CLIPVisionConfig:
+    """The vision config of `openai/clip-vit-large-patch14-336`, run at ``image_size``."""
+    return CLIPVisionConfig(
+        hidden_size=1024,
+        intermediate_size=4096,
+        projection_dim=768,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        num_channels=3,
+        image_size=image_size,
+        patch_size=14,
+        hidden_act="quick_gelu",
+        layer_norm_eps=1e-5,
+    )
+
+
+@dataclass
+class PixelLMConfig:
+    """The full description of a PixelLM network.
+
+    ``text`` is the LLaMA config (``vocab_size`` includes the added seg/image tokens);
+    ``vision`` is the CLIP vision config with ``image_size`` = the run size ``S`` (448 released),
+    so the vision grid is ``G = S / patch`` (32) and the low-res mask side is ``M = 4 G`` (128).
+    """
+
+    text: LlamaConfig
+    vision: CLIPVisionConfig
+
+    # Vision tower.
+    vision_pretrained_image_size: int = 336  # the CLIP checkpoint's own size (for the pos-embed resize)
+    vision_select_layers: tuple[int, ...] = (-2, -11)  # one hidden-state index per feature scale
+    mask_padded_patches: bool = True  # key-mask patches that lie fully in the zero padding
+    vision_tower_name: str = "openai/clip-vit-large-patch14-336"
+
+    # Image tokens for the LLM: scale 0 resized to llm_image_grid x llm_image_grid.
+    llm_image_grid: int = 16
+    projector_hidden_factor: int = 2  # mm_projector / out_mm_projector: C -> factor*H -> H
+
+    # Seg codebook.
+    seg_tokens_per_scale: int = 3  # N
+    num_scales: int = 2  # L
+    out_dim: int = 256  # seg embedding / decoder width
+    fusion: str = "released_constant"
+
+    # Pixel decoder (SAM-style).
+    decoder_depth: int = 2
+    decoder_mlp_dim: int = 2048
+    decoder_num_heads: int = 8
+    decoder_attention_downsample: int = 2
+    num_mask_tokens: int = 4  # 3 multimask outputs + 1 single-mask output
+    decoder_upscale_channels: int = 32  # transformer_dim // 8 in the released model
+    iou_head_depth: int = 3
+    iou_head_hidden_dim: int = 256
+    mask_in_chans: int = 16  # prompt encoder mask_downscaling width (present in the checkpoint, unused)
+
+    # Pre-processing and prompting.
+    pixel_mean: tuple[float, float, float] = SAM_PIXEL_MEAN
+    pixel_std: tuple[float, float, float] = SAM_PIXEL_STD
+    use_im_start_end: bool = True
+    max_new_tokens: int = 512
+
+    # Not part of to_dict()'s payload semantics, only a marker of where the config came from.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.vision_select_layers = tuple(int(i) for i in self.vision_select_layers)
+        self.pixel_mean = tuple(float(v) for v in self.pixel_mean)  # type: ignore[assignment]
+        self.pixel_std = tuple(float(v) for v in self.pixel_std)  # type: ignore[assignment]
+        self.validate()
+
+    # ------------------------------------------------------------------ derived sizes
+    @property
+    def image_size(self) -> int:
+        """S: the square side the image is resized and padded to."""
+        return int(self.vision.image_size)
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.vision.patch_size)
+
+    @property
+    def vision_grid(self) -> int:
+        """G: patches per side at the run size (32 released)."""
+        return self.image_size // self.patch_size
+
+    @property
+    def pretrained_vision_grid(self) -> int:
+        """Patches per side of the CLIP checkpoint's own position table (24 for CLIP-L/14-336)."""
+        return self.vision_pretrained_image_size // self.patch_size
+
+    @property
+    def mask_resolution(self) -> int:
+        """M: side of the low-res mask logits (4 G = 128 released)."""
+        return 4 * self.vision_grid
+
+    @property
+    def image_token_len(self) -> int:
+        """Number of image tokens the LLM sees (g*g = 256 released)."""
+        return self.llm_image_grid * self.llm_image_grid
+
+    @property
+    def seg_tokens_per_target(self) -> int:
+        """N*L: seg tokens written per target (6 released)."""
+        return self.seg_tokens_per_scale * self.num_scales
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.text.hidden_size)
+
+    # ------------------------------------------------------------------ checks
+    def validate(self) -> None:
+        if self.fusion not in FUSION_MODES:
+            raise ValueError(f"fusion must be one of {FUSION_MODES}, got {self.fusion!r}")
+        if self.image_size % self.patch_size != 0:
+            raise ValueError(f"image size {self.image_size} is not a multiple of patch {self.patch_size}")
+        if self.vision_grid % self.llm_image_grid != 0:
+            raise ValueError(f"llm_image_grid {self.llm_image_grid} must divide the vision grid {self.vision_grid}")
+        if len(self.vision_select_layers) != self.num_scales:
+            raise ValueError(
+                f"vision_select_layers {self.vision_select_layers} must hold one index per scale ({self.num_scales})"
+            )
+        n_states = int(self.vision.num_hidden_layers) + 1
+        for index in self.vision_select_layers:
+            if not -n_states <= index < n_states:
+                raise ValueError(f"vision layer {index} out of range for {n_states} hidden states")
+        if self.seg_tokens_per_scale < 1 or self.num_scales < 1:
+            raise ValueError("seg_tokens_per_scale and num_scales must be >= 1")
+        if self.out_dim % self.decoder_num_heads != 0:
+            raise ValueError(f"out_dim {self.out_dim} not divisible by decoder_num_heads {self.decoder_num_heads}")
+        if (self.out_dim // self.decoder_attention_downsample) % self.decoder_num_heads != 0:
+            raise ValueError("out_dim / decoder_attention_downsample must be divisible by decoder_num_heads")
+        if self.out_dim % 2 != 0:
+            raise ValueError("out_dim must be even (random positional encoding uses out_dim/2 frequencies)")
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (our own save format); inverse of from_dict()."""
+        payload: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "text" or f.name == "vision":
+                value = value.to_dict()
+            elif isinstance(value, tuple):
+                value = list(value)
+            payload[f.name] = value
+        payload["format"] = "pixellm_ros"
+        return payload
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any]) -> PixelLMConfig:
+        data = dict(payload)
+        data.pop("format", None)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown PixelLMConfig fields: {sorted(unknown)}")
+        data["text"] = LlamaConfig.from_dict(dict(data["text"]))
+        data["vision"] = CLIPVisionConfig.from_dict(dict(data["vision"]))
+        return cls(**data)
+
+    @classmethod
+    def from_released_json(
+        cls, payload: dict[str, Any], vision: CLIPVisionConfig | dict[str, Any] | None = None
+    ) -> PixelLMConfig:
+        """Map a released llava-format ``config.json`` (``model_type: llava``) to a PixelLMConfig.
+
+        The released json does not hold the CLIP architecture (the tower is loaded from
+        ``mm_vision_tower``): pass the CLIP folder's vision config as ``vision`` when at hand,
+        otherwise CLIP-L/14-336 is assumed. Its ``image_size`` is replaced by the run size
+        ``resize_vision_tower_size`` and the checkpoint's own size is kept as
+        ``vision_pretrained_image_size``. N (seg tokens per scale) is not in the json: our default.
+        """
+        if not payload.get("separate_mm_projector", False):
+            raise ValueError("released config without separate_mm_projector is not a PixelLM checkpoint we support")
+        run_size = int(payload.get("resize_vision_tower_size", 448))
+        if vision is None:
+            vision_cfg = clip_vit_large_patch14_336(336)
+        else:
+            vision_cfg = (
+                CLIPVisionConfig.from_dict(dict(vision)) if isinstance(vision, dict) else CLIPVisionConfig.from_dict(vision.to_dict())
+            )
+        pretrained_size = int(vision_cfg.image_size)
+        vision_cfg.image_size = run_size
+        mm_hidden = int(payload.get("mm_hidden_size", vision_cfg.hidden_size))
+        if mm_hidden != int(vision_cfg.hidden_size):
+            raise ValueError(f"mm_hidden_size {mm_hidden} != CLIP hidden size {vision_cfg.hidden_size}")
+
+        text_keys = (
+            "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+            "num_key_value_heads", "hidden_act", "max_position_embeddings", "rms_norm_eps", "bos_token_id",
+            "eos_token_id", "pad_token_id", "tie_word_embeddings", "rope_theta", "rope_scaling",
+            "initializer_range", "attention_bias",
+        )
+        text_kwargs = {k: payload[k] for k in text_keys if k in payload and payload[k] is not None}
+        text_cfg = _llama_config(**text_kwargs)
+
+        scales = int(payload.get("image_feature_scale_num", 2))
+        defaults = cls.__dataclass_fields__["vision_select_layers"].default  # (-2, -11)
+        first_layer = int(payload.get("mm_vision_select_layer", defaults[0]))
+        select = (first_layer,) + tuple(defaults[1:scales])
+        return cls(
+            text=text_cfg,
+            vision=vision_cfg,
+            vision_pretrained_image_size=pretrained_size,
+            vision_select_layers=select,
+            mask_padded_patches=bool(payload.get("pad_train_clip_images", True)),
+            vision_tower_name=str(payload.get("mm_vision_tower", "openai/clip-vit-large-patch14-336")),
+            num_scales=scales,
+            out_dim=int(payload.get("out_dim", 256)),
+            use_im_start_end=bool(payload.get("mm_use_im_start_end", True)),
+            extra={"source": "released", "torch_dtype": payload.get("torch_dtype")},
+        )
+
+    # ------------------------------------------------------------------ presets
+    @classmethod
+    def released_7b(cls, vocab_size: int = LLAMA_BASE_VOCAB + RELEASED_ADDED_TOKENS) -> PixelLMConfig:
+        """PixelLM-7B: LLaVA-Lightning-7B-v1-1 (Vicuna / LLaMA-1), CLIP-L/14-336 at 448."""
+        return cls(
+            text=_llama_config(
+                vocab_size=vocab_size, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                num_attention_heads=32, max_position_embeddings=2048, rms_norm_eps=1e-6,
+            ),
+            vision=clip_vit_large_patch14_336(448),
+        )
+
+    @classmethod
+    def released_13b(cls, vocab_size: int = LLAMA_BASE_VOCAB + RELEASED_ADDED_TOKENS) -> PixelLMConfig:
+        """PixelLM-13B: LLaVA Llama-2-13B-chat lightning preview, CLIP-L/14-336 at 448.
+
+        Llama-2 defaults (4096 positions, rms eps 1e-5) are assumed; a real folder's config.json,
+        read by from_released_json(), always wins over this preset.
+        """
+        return cls(
+            text=_llama_config(
+                vocab_size=vocab_size, hidden_size=5120, intermediate_size=13824, num_hidden_layers=40,
+                num_attention_heads=40, max_position_embeddings=4096, rms_norm_eps=1e-5,
+            ),
+            vision=clip_vit_large_patch14_336(448),
+        )
+
+    @classmethod
+    def tiny(cls, vocab_size: int = 128 + RELEASED_ADDED_TOKENS, image_size: int = 112) -> PixelLMConfig:
+        """A few-MB model for tests: G = image_size/14 (8 at 112), LLM grid G/2, width 64."""
+        vision = CLIPVisionConfig(
+            hidden_size=32, intermediate_size=64, projection_dim=32, num_hidden_layers=4, num_attention_heads=4,
+            num_channels=3, image_size=image_size, patch_size=14, hidden_act="quick_gelu", layer_norm_eps=1e-5,
+        )
+        text = _llama_config(
+            vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, max_position_embeddings=512, rms_norm_eps=1e-6,
+        )
+        return cls(
+            text=text,
+            vision=vision,
+            vision_pretrained_image_size=84,
+            vision_select_layers=(-2, -4),
+            vision_tower_name="tiny-clip",
+            llm_image_grid=(image_size // 14) // 2,
+            out_dim=32,
+            decoder_mlp_dim=64,
+            decoder_num_heads=4,
+            decoder_upscale_channels=4,
+            iou_head_hidden_dim=32,
+            mask_in_chans=8,
+            max_new_tokens=64,
+        )
+
+
+def _llama_config(**kwargs: Any) -> LlamaConfig:
+    """A LlamaConfig with the released models' token ids and untied embeddings."""
+    base: dict[str, Any] = {
+        "hidden_act": "silu",
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "pad_token_id": 0,
+        "tie_word_embeddings": False,
+    }
+    base.update(kwargs)
+    rope_theta = base.pop("rope_theta", None)
+    rope_scaling = base.pop("rope_scaling", None)
+    if rope_scaling is not None:
+        raise ValueError(f"rope_scaling {rope_scaling!r} is not used by any PixelLM checkpoint")
+    if rope_theta is not None:
+        base["rope_parameters"] = {"rope_type": "default", "rope_theta": float(rope_theta)}
+    return LlamaConfig(**base)

@@ -1,0 +1,278 @@
+"""PixelLMForCausalLM: CLIP tower + LLaMA + seg codebook + pixel decoder, as one nn.Module.
+
+Attribute names are chosen so that our state-dict keys map onto the released ones by prefix:
+
+    ours                                   released
+    vision_tower.vision_model.*            (CLIP folder) vision_model.*
+    language_model.model.{embed_tokens, layers, norm}.*   model.{embed_tokens, layers, norm}.*
+    language_model.lm_head.*               lm_head.*
+    {mm_projector, out_mm_projector, image_feature_neck, text_hidden_fcs,
+     prompt_encoder, mask_decoder}.*       model.{same}.*
+    seg_fusion.*                           (only in "learned" fusion mode: new models)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import LlamaForCausalLM
+
+from .codebook import SegTokenFusion, group_seg_embeddings, seg_state_mask
+from .config import PixelLMConfig
+from .decoder import MultiScaleMaskDecoder
+from .losses import IGNORE_INDEX, LossWeights, mask_losses, token_cross_entropy
+from .mask_resize import low_res_to_original
+from .outputs import ImageFeatures, MaskOutput, PixelLMLosses
+from .projector import build_image_feature_neck, build_mm_projector, build_text_hidden_fcs
+from .prompt_encoder import PromptEncoder
+from .vision import CLIPVisionTower, llm_token_mask, patch_padding_mask
+
+IMAGE_TOKEN_INDEX = -200
+
+
+@dataclass
+class SplicedPrompt:
+    """A prompt with its image placeholder replaced by the g*g image tokens.
+
+    embeds (B, T', H); attention_mask (B, T') long; token_ids (B, T') with IMAGE_TOKEN_INDEX at the
+    image positions; labels (B, T') with IGNORE_INDEX at the image positions (None if not given).
+    """
+
+    embeds: torch.Tensor
+    attention_mask: torch.Tensor
+    token_ids: torch.Tensor
+    labels: torch.Tensor | None
+
+
+class PixelLMForCausalLM(nn.Module):
+    def __init__(self, config: PixelLMConfig) -> None:
+        super().__init__()
+        self.config = config
+        vision_dim = int(config.vision.hidden_size)
+        hidden = config.hidden_size
+        grid = config.vision_grid
+
+        self.vision_tower = CLIPVisionTower(config.vision, config.vision_select_layers)
+        self.language_model = LlamaForCausalLM(config.text)
+        self.mm_projector = build_mm_projector(vision_dim, hidden, config.projector_hidden_factor)
+        self.out_mm_projector = build_mm_projector(vision_dim, hidden, config.projector_hidden_factor)
+        self.image_feature_neck = build_image_feature_neck(hidden, config.out_dim)
+        self.text_hidden_fcs = build_text_hidden_fcs(hidden, config.out_dim)
+        self.prompt_encoder = PromptEncoder(config.out_dim, grid, config.image_size, config.mask_in_chans)
+        self.mask_decoder = MultiScaleMaskDecoder(
+            transformer_dim=config.out_dim,
+            num_scales=config.num_scales,
+            depth=config.decoder_depth,
+            mlp_dim=config.decoder_mlp_dim,
+            num_heads=config.decoder_num_heads,
+            attention_downsample_rate=config.decoder_attention_downsample,
+            num_mask_tokens=config.num_mask_tokens,
+            upscale_channels=config.decoder_upscale_channels,
+            iou_head_depth=config.iou_head_depth,
+            iou_head_hidden_dim=config.iou_head_hidden_dim,
+        )
+        self.seg_fusion = SegTokenFusion(config.seg_tokens_per_scale, config.num_scales, config.out_dim, config.fusion)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def device(self) -> torch.device:
+        return self.language_model.lm_head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.language_model.lm_head.weight.dtype
+
+    # ------------------------------------------------------------------ vision
+    def encode_images(self, pixel_values: torch.Tensor, valid_hw: Sequence[tuple[int, int]]) -> ImageFeatures:
+        """pixel_values (B, 3, S, S) normalised and zero-padded bottom/right; valid_hw: B (h, w).
+
+        Scale 0 is resized bilinearly G -> g and projected by ``mm_projector`` for the LLM; every
+        scale goes through ``out_mm_projector`` and the neck at G x G for the decoder, which sees
+        the padded area too (only the vision attention and the LLM mask it out).
+        """
+        cfg = self.config
+        size = cfg.image_size
+        batch = pixel_values.shape[0]
+        if pixel_values.shape[1:] != (3, size, size):
+            raise ValueError(f"pixel_values must be (B, 3, {size}, {size}), got {tuple(pixel_values.shape)}")
+        if len(valid_hw) != batch:
+            raise ValueError(f"{len(valid_hw)} valid sizes for a batch of {batch}")
+        grid, llm_grid = cfg.vision_grid, cfg.llm_image_grid
+        if cfg.mask_padded_patches:
+            patch_mask = patch_padding_mask(valid_hw, size, grid, device=pixel_values.device)
+            llm_mask = llm_token_mask(patch_mask, llm_grid)
+        else:
+            patch_mask = None
+            llm_mask = torch.ones(batch, llm_grid * llm_grid, dtype=torch.bool, device=pixel_values.device)
+
+        tower_dtype = self.vision_tower.vision_model.embeddings.patch_embedding.weight.dtype
+        scales = self.vision_tower(pixel_values.to(tower_dtype), patch_mask)
+        compute_dtype = self.mm_projector[0].weight.dtype
+        scales = [s.to(compute_dtype) for s in scales]
+
+        channels = scales[0].shape[-1]
+        grid_map = scales[0].transpose(1, 2).reshape(batch, channels, grid, grid)
+        # the research code resizes in float32
+        small = F.interpolate(grid_map.float(), size=(llm_grid, llm_grid), mode="bilinear", align_corners=False)
+        llm_tokens = self.mm_projector(small.to(compute_dtype).flatten(2).transpose(1, 2))
+
+        hidden = self.config.hidden_size
+        decoder_features = []
+        for scale in scales:
+            projected = self.out_mm_projector(scale).transpose(1, 2).reshape(batch, hidden, grid, grid)
+            decoder_features.append(self.image_feature_neck(projected))
+        return ImageFeatures(llm_tokens=llm_tokens, llm_mask=llm_mask, decoder_features=decoder_features)
+
+    # ------------------------------------------------------------------ prompt
+    def splice_image(
+        self,
+        input_ids: torch.Tensor,
+        feats: ImageFeatures,
+        labels: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> SplicedPrompt:
+        """Replace each row's single IMAGE_TOKEN_INDEX by the g*g image tokens (see SplicedPrompt).
+
+        input_ids (B, T); feats of batch B (or 1, shared by all rows); labels / attention_mask (B, T).
+        Image tokens from padding get attention 0 and label IGNORE_INDEX.
+        """
+        batch, length = input_ids.shape
+        if feats.batch_size not in (1, batch):
+            raise ValueError(f"features of batch {feats.batch_size} for {batch} prompts")
+        is_image = input_ids == IMAGE_TOKEN_INDEX
+        counts = is_image.sum(dim=1)
+        if not bool((counts == 1).all()):
+            raise ValueError(f"each prompt needs exactly one image placeholder, got counts {counts.tolist()}")
+        positions = is_image.int().argmax(dim=1).tolist()
+        text_embeds = self.language_model.get_input_embeddings()(input_ids.masked_fill(is_image, 0))
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        num_image = feats.llm_tokens.shape[1]
+
+        embeds, masks, ids, new_labels = [], [], [], []
+        for row, pos in enumerate(positions):
+            image_row = row if feats.batch_size == batch else 0
+            image_tokens = feats.llm_tokens[image_row].to(text_embeds.dtype)
+            embeds.append(torch.cat([text_embeds[row, :pos], image_tokens, text_embeds[row, pos + 1 :]]))
+            image_mask = feats.llm_mask[image_row].to(attention_mask.dtype)
+            masks.append(torch.cat([attention_mask[row, :pos], image_mask, attention_mask[row, pos + 1 :]]))
+            image_ids = input_ids.new_full((num_image,), IMAGE_TOKEN_INDEX)
+            ids.append(torch.cat([input_ids[row, :pos], image_ids, input_ids[row, pos + 1 :]]))
+            if labels is not None:
+                ignore = labels.new_full((num_image,), IGNORE_INDEX)
+                new_labels.append(torch.cat([labels[row, :pos], ignore, labels[row, pos + 1 :]]))
+        return SplicedPrompt(
+            embeds=torch.stack(embeds),
+            attention_mask=torch.stack(masks).long(),
+            token_ids=torch.stack(ids),
+            labels=torch.stack(new_labels) if labels is not None else None,
+        )
+
+    def embed_prompt(self, input_ids: torch.Tensor, feats: ImageFeatures) -> tuple[torch.Tensor, torch.Tensor]:
+        """input_ids (B, T) with one IMAGE_TOKEN_INDEX each -> embeds (B, T-1+g*g, H), attention (B, T-1+g*g) long."""
+        spliced = self.splice_image(input_ids, feats)
+        return spliced.embeds, spliced.attention_mask
+
+    # ------------------------------------------------------------------ seg tokens and masks
+    def seg_embeddings(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(..., H) last-layer hidden states before seg tokens -> (..., out_dim)."""
+        return self.text_hidden_fcs[0](hidden)
+
+    def fuse_seg_groups(self, groups: torch.Tensor) -> torch.Tensor:
+        """(T, L, N, out_dim) -> (T, L, out_dim)."""
+        return self.seg_fusion(groups)
+
+    def decode_masks(self, decoder_features: Sequence[torch.Tensor], fused: torch.Tensor) -> MaskOutput:
+        """decoder_features: L tensors (1, out_dim, G, G) of ONE image; fused (T, L, out_dim) -> MaskOutput.
+
+        All T targets are decoded in one batched pass.
+        """
+        if any(f.shape[0] != 1 for f in decoder_features):
+            raise ValueError("decode_masks takes the features of one image (batch 1)")
+        size = self.config.mask_resolution
+        features = list(decoder_features)
+        dtype = features[0].dtype
+        if fused.shape[0] == 0:
+            empty = features[0].new_zeros((0, size, size))
+            return MaskOutput(low_res_logits=empty, iou_scores=features[0].new_zeros((0,)))
+        logits, iou = self.mask_decoder(
+            features,
+            self.prompt_encoder.dense_positional_encoding().to(dtype),
+            self.prompt_encoder.no_mask_dense_embedding().to(dtype),
+            fused.to(dtype),
+        )
+        return MaskOutput(low_res_logits=logits, iou_scores=iou)
+
+    def masks_from_hidden_states(
+        self, seg_hidden: torch.Tensor, decoder_features: Sequence[torch.Tensor]
+    ) -> MaskOutput:
+        """(K, H) hidden states before the K seg tokens of one answer -> one mask per group of N*L."""
+        cfg = self.config
+        groups = group_seg_embeddings(self.seg_embeddings(seg_hidden), cfg.num_scales, cfg.seg_tokens_per_scale)
+        return self.decode_masks(decoder_features, self.fuse_seg_groups(groups))
+
+    # ------------------------------------------------------------------ training
+    def compute_losses(
+        self,
+        pixel_values: torch.Tensor,
+        valid_hw: Sequence[tuple[int, int]],
+        input_ids: torch.Tensor,
+        labels: torch.Tensor,
+        gt_masks: Sequence[torch.Tensor],
+        seg_token_ids: Sequence[int],
+        attention_mask: torch.Tensor | None = None,
+        original_hw: Sequence[tuple[int, int]] | None = None,
+        weights: LossWeights | None = None,
+    ) -> PixelLMLosses:
+        """The training forward for B (image, conversation) samples.
+
+        pixel_values (B, 3, S, S), valid_hw B x (h, w); input_ids / labels / attention_mask (B, T)
+        (one IMAGE_TOKEN_INDEX per row; labels IGNORE_INDEX outside the answer); gt_masks: B tensors
+        (T_b, H_b, W_b) in {0, 1} at each image's original size ``original_hw`` (defaults to
+        valid_hw), one per target in answer order; seg_token_ids: the N*L ids [SEG0].. .
+        The seg embeddings are the last hidden states at the positions just before seg tokens.
+        """
+        weights = weights or LossWeights()
+        cfg = self.config
+        feats = self.encode_images(pixel_values, valid_hw)
+        spliced = self.splice_image(input_ids, feats, labels=labels, attention_mask=attention_mask)
+        hidden = self.language_model.model(
+            inputs_embeds=spliced.embeds, attention_mask=spliced.attention_mask, use_cache=False
+        ).last_hidden_state  # after the final norm
+        logits = self.language_model.lm_head(hidden)
+        assert spliced.labels is not None
+        token_ce = weights.ce * token_cross_entropy(logits, spliced.labels)
+
+        before_seg = seg_state_mask(spliced.token_ids, seg_token_ids) & spliced.attention_mask.bool()
+        sizes = original_hw if original_hw is not None else valid_hw
+        predictions: list[torch.Tensor] = []
+        targets: list[torch.Tensor] = []
+        for row in range(input_ids.shape[0]):
+            seg_hidden = hidden[row][before_seg[row]]
+            masks = self.masks_from_hidden_states(seg_hidden, feats.sample(row).decoder_features)
+            target = gt_masks[row]
+            if masks.num_targets != target.shape[0]:
+                raise ValueError(
+                    f"sample {row}: {masks.num_targets} seg groups in the labels but {target.shape[0]} ground-truth masks"
+                )
+            predictions.append(
+                low_res_to_original(masks.low_res_logits, cfg.image_size, tuple(valid_hw[row]), tuple(sizes[row]))
+            )
+            targets.append(target.to(predictions[-1].device))
+        mask_bce, mask_dice, refinement, num_masks = mask_losses(predictions, targets, weights)
+        return PixelLMLosses(
+            total=token_ce + mask_bce + mask_dice + refinement,
+            token_ce=token_ce,
+            mask_bce=mask_bce,
+            mask_dice=mask_dice,
+            target_refinement=refinement,
+            num_masks=num_masks,
+        )
+
+    def forward(self, **kwargs) -> PixelLMLosses:  # type: ignore[override]
+        """Training forward: see compute_losses()."""
+        return self.compute_losses(**kwargs)

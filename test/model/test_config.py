@@ -1,0 +1,152 @@
+"""PixelLMConfig: presets, JSON round trip, released llava-json mapping, validation."""
+
+import json
+
+import pytest
+from transformers import CLIPVisionConfig
+
+from pixellm_ros.model import PixelLMConfig
+
+RELEASED_7B_JSON = {
+    "_name_or_path": "PixelLM-7B",
+    "architectures": ["PixelLMForCausalLM"],
+    "model_type": "llava",
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "pad_token_id": 0,
+    "hidden_act": "silu",
+    "hidden_size": 4096,
+    "intermediate_size": 11008,
+    "initializer_range": 0.02,
+    "max_position_embeddings": 2048,
+    "num_attention_heads": 32,
+    "num_hidden_layers": 32,
+    "rms_norm_eps": 1e-06,
+    "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16",
+    "vocab_size": 32008,
+    "mm_vision_tower": "openai/clip-vit-large-patch14-336",
+    "mm_vision_select_layer": -2,
+    "mm_hidden_size": 1024,
+    "separate_mm_projector": True,
+    "image_feature_scale_num": 2,
+    "resize_vision_tower": True,
+    "resize_vision_tower_size": 448,
+    "pad_train_clip_images": True,
+    "vision_tower_for_mask": True,
+    "out_dim": 256,
+    "mm_use_im_start_end": True,
+    "use_mm_proj": True,
+    "train_mask_decoder": True,
+}
+
+
+@pytest.mark.parametrize("preset", [PixelLMConfig.tiny, PixelLMConfig.released_7b, PixelLMConfig.released_13b])
+def test_json_round_trip_is_lossless(preset):
+    cfg = preset()
+    payload = json.loads(json.dumps(cfg.to_dict()))
+    back = PixelLMConfig.from_dict(payload)
+    assert back.to_dict() == cfg.to_dict()
+    assert back.vision_select_layers == cfg.vision_select_layers
+    assert back.text.hidden_size == cfg.text.hidden_size
+    assert back.vision.image_size == cfg.vision.image_size
+    assert back.pixel_mean == cfg.pixel_mean
+
+
+def test_round_trip_keeps_non_default_values():
+    cfg = PixelLMConfig.tiny(vocab_size=777)
+    cfg.fusion = "learned"
+    cfg.seg_tokens_per_scale = 2
+    back = PixelLMConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert back.text.vocab_size == 777
+    assert back.fusion == "learned"
+    assert back.seg_tokens_per_scale == 2
+    assert back.seg_tokens_per_target == 4
+
+
+def test_from_dict_rejects_unknown_fields():
+    payload = PixelLMConfig.tiny().to_dict()
+    payload["not_a_field"] = 1
+    with pytest.raises(ValueError, match="not_a_field"):
+        PixelLMConfig.from_dict(payload)
+
+
+def test_released_7b_dimensions():
+    cfg = PixelLMConfig.released_7b()
+    assert (cfg.text.hidden_size, cfg.text.num_hidden_layers, cfg.text.num_attention_heads) == (4096, 32, 32)
+    assert cfg.text.intermediate_size == 11008
+    assert cfg.text.max_position_embeddings == 2048
+    assert cfg.text.rms_norm_eps == 1e-6
+    assert cfg.text.vocab_size == 32008
+    assert cfg.vision.image_size == 448 and cfg.vision.patch_size == 14 and cfg.vision.hidden_size == 1024
+    assert cfg.vision_grid == 32 and cfg.pretrained_vision_grid == 24
+    assert cfg.mask_resolution == 128
+    assert cfg.image_token_len == 256
+    assert cfg.vision_select_layers == (-2, -11)
+    assert (cfg.seg_tokens_per_scale, cfg.num_scales, cfg.out_dim) == (3, 2, 256)
+    assert cfg.pixel_mean == (123.675, 116.28, 103.53) and cfg.pixel_std == (58.395, 57.12, 57.375)
+    assert cfg.max_new_tokens == 512
+
+
+def test_released_13b_dimensions():
+    cfg = PixelLMConfig.released_13b()
+    assert (cfg.text.hidden_size, cfg.text.num_hidden_layers, cfg.text.num_attention_heads) == (5120, 40, 40)
+    assert cfg.text.intermediate_size == 13824
+    assert cfg.text.max_position_embeddings == 4096
+
+
+def test_vocab_size_is_a_parameter():
+    assert PixelLMConfig.released_7b(vocab_size=32001).text.vocab_size == 32001
+    assert PixelLMConfig.tiny(vocab_size=300).text.vocab_size == 300
+
+
+def test_from_released_json_maps_llava_keys():
+    cfg = PixelLMConfig.from_released_json(RELEASED_7B_JSON)
+    assert cfg.text.hidden_size == 4096 and cfg.text.vocab_size == 32008
+    assert cfg.text.max_position_embeddings == 2048 and cfg.text.rms_norm_eps == 1e-6
+    assert cfg.text.pad_token_id == 0
+    assert cfg.vision.image_size == 448
+    assert cfg.vision_pretrained_image_size == 336
+    assert cfg.vision.num_hidden_layers == 24 and cfg.vision.hidden_act == "quick_gelu"
+    assert cfg.vision_select_layers == (-2, -11)
+    assert cfg.num_scales == 2 and cfg.seg_tokens_per_scale == 3  # N from our defaults
+    assert cfg.out_dim == 256
+    assert cfg.mask_padded_patches is True
+    assert cfg.use_im_start_end is True
+    assert cfg.vision_tower_name == "openai/clip-vit-large-patch14-336"
+    # a llava json maps to the same network as our preset
+    preset = PixelLMConfig.released_7b()
+    for name in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size"):
+        assert getattr(cfg.text, name) == getattr(preset.text, name)
+
+
+def test_from_released_json_takes_the_clip_folder_config():
+    clip = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                            image_size=336, patch_size=14, layer_norm_eps=1e-5, hidden_act="quick_gelu")
+    cfg = PixelLMConfig.from_released_json({**RELEASED_7B_JSON, "resize_vision_tower_size": 448}, vision=clip.to_dict())
+    assert cfg.vision.image_size == 448 and cfg.vision_pretrained_image_size == 336
+    assert clip.image_size == 336  # the caller's config is not modified
+
+
+def test_from_released_json_rejects_a_non_pixellm_config():
+    with pytest.raises(ValueError):
+        PixelLMConfig.from_released_json({**RELEASED_7B_JSON, "separate_mm_projector": False})
+    with pytest.raises(ValueError, match="mm_hidden_size"):
+        PixelLMConfig.from_released_json({**RELEASED_7B_JSON, "mm_hidden_size": 768})
+
+
+def test_validation():
+    cfg = PixelLMConfig.tiny()
+    with pytest.raises(ValueError, match="fusion"):
+        PixelLMConfig(text=cfg.text, vision=cfg.vision, fusion="mean", vision_select_layers=(-2, -4),
+                      llm_image_grid=4, vision_pretrained_image_size=84)
+    with pytest.raises(ValueError, match="llm_image_grid"):
+        PixelLMConfig(text=cfg.text, vision=cfg.vision, llm_image_grid=3, vision_select_layers=(-2, -4))
+    with pytest.raises(ValueError, match="out of range"):
+        PixelLMConfig(text=cfg.text, vision=cfg.vision, llm_image_grid=4)  # (-2, -11) on a 4-layer tower
+
+
+def test_tiny_preset_is_consistent():
+    cfg = PixelLMConfig.tiny()
+    assert cfg.vision_grid == 8 and cfg.llm_image_grid == 4 and cfg.mask_resolution == 32
+    assert cfg.vision_grid % cfg.llm_image_grid == 0
