@@ -27,6 +27,7 @@ setup(
         "pyyaml",
         "tqdm",
         "matplotlib",
+        "pycocotools",
     ],
     extras_require={"test": ["pytest", "pytest-timeout"], "quantization": ["bitsandbytes"]},
     entry_points={"console_scripts": ["pixellm-ros = pixellm_ros.cli:main"]},

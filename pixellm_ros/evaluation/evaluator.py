@@ -1,0 +1,154 @@
+"""Evaluating any segmenter on MUSE-format data.
+
+The segmenter is a predictor callable ``(image_rgb (H, W, 3) uint8, instruction str) ->
+sequence of (H, W) masks``, one per target it found, so the evaluator knows nothing of the model.
+Each MUSE question sentence is turned into the instruction with ``instruction_template``
+(PixelLM's training phrasing "{sent} Please respond with segmentation mask." by default).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from pixellm_ros.evaluation.matching import score_question
+from pixellm_ros.evaluation.metrics import MetricAccumulator
+from pixellm_ros.evaluation.muse_data import MuseImage
+from pixellm_ros.world.phrasing import INSTRUCTION_TEMPLATE
+
+Predictor = Callable[[np.ndarray, str], Sequence[np.ndarray]]
+
+
+@dataclass(frozen=True)
+class QuestionRecord:
+    """The outcome of one question (for the JSON report)."""
+
+    image: str
+    question: str
+    kind: str | None
+    num_pred: int
+    num_gt: int
+    iou: float
+    intersection: int
+    union: int
+
+
+@dataclass
+class EvaluationReport:
+    """Overall and per-kind metrics (``metrics.MetricTotals.summary``) and per-question records."""
+
+    overall: dict[str, Any]
+    per_kind: dict[str, dict[str, Any]]
+    num_images: int
+    records: list[QuestionRecord] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {
+            "overall": self.overall,
+            "per_kind": self.per_kind,
+            "num_images": self.num_images,
+            "questions": [asdict(r) for r in self.records],
+        }
+
+    def write_json(self, path: str | Path) -> None:
+        """Write ``to_dict()`` to ``path``."""
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+
+    def table(self) -> str:
+        """A plain-text table: one row overall, then one per question kind."""
+        header = f"{'kind':<14}{'questions':>10}{'gIoU':>9}{'cIoU':>9}{'count acc':>11}{'none acc':>10}"
+        rows = [header, "-" * len(header), _row("all", self.overall)]
+        rows += [_row(kind, summary) for kind, summary in sorted(self.per_kind.items())]
+        return "\n".join(rows)
+
+
+def _row(name: str, summary: dict[str, Any]) -> str:
+    none_acc = summary["none_accuracy"]
+    none_text = "-" if none_acc is None else f"{none_acc:.3f}"
+    return (
+        f"{name:<14}{summary['num_questions']:>10}{summary['giou']:>9.4f}{summary['ciou']:>9.4f}"
+        f"{summary['count_accuracy']:>11.3f}{none_text:>10}"
+    )
+
+
+def _checked_masks(masks: Sequence[np.ndarray], image: MuseImage, question: str) -> list[np.ndarray]:
+    out = []
+    for mask in masks:
+        arr = np.asarray(mask)
+        if arr.shape != (image.height, image.width):
+            raise ValueError(
+                f"predictor returned a mask of shape {arr.shape} for a {image.height}x{image.width} image "
+                f"(question {question!r}); masks must be at the original image size"
+            )
+        out.append(arr)
+    return out
+
+
+def evaluate(
+    images: Sequence[MuseImage],
+    predictor: Predictor,
+    limit: int | None = None,
+    instruction_template: str = INSTRUCTION_TEMPLATE,
+    progress: bool = True,
+) -> EvaluationReport:
+    """Run ``predictor`` on every question and score it against the ground truth.
+
+    Args:
+        images: entries from ``muse_data.load_muse``.
+        predictor: (image_rgb, instruction) -> masks.
+        limit: evaluate at most this many questions (in file order); None for all.
+        instruction_template: turns a MUSE sentence into the instruction (``{sent}`` slot).
+        progress: show a tqdm bar over questions.
+
+    Returns:
+        The report; ``report.table()`` prints it, ``report.write_json(path)`` saves it.
+    """
+    total = sum(len(img.questions) for img in images)
+    if limit is not None:
+        total = min(total, max(limit, 0))
+    accumulator = MetricAccumulator()
+    records: list[QuestionRecord] = []
+    images_seen = 0
+    with tqdm(total=total, desc="eval", unit="q", disable=not progress) as bar:
+        for image in images:
+            if len(records) >= total:
+                break
+            if not image.questions:
+                continue
+            rgb = image.load_rgb()
+            images_seen += 1
+            for qi, sentence in enumerate(image.questions):
+                if len(records) >= total:
+                    break
+                instruction = instruction_template.format(sent=sentence)
+                preds = _checked_masks(predictor(rgb, instruction), image, sentence)
+                score = score_question(preds, image.gt_masks(qi))
+                kind = image.kinds[qi]
+                accumulator.add(score, kind)
+                records.append(
+                    QuestionRecord(
+                        image=str(image.candidates[0].name),
+                        question=sentence,
+                        kind=kind,
+                        num_pred=score.num_pred,
+                        num_gt=score.num_gt,
+                        iou=score.iou,
+                        intersection=score.intersection,
+                        union=score.union,
+                    )
+                )
+                bar.update(1)
+    return EvaluationReport(
+        overall=accumulator.overall.summary(),
+        per_kind={k: t.summary() for k, t in accumulator.per_kind.items()},
+        num_images=images_seen,
+        records=records,
+    )

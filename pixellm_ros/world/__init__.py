@@ -1,0 +1,36 @@
+"""A procedural tabletop world for training and demoing a small PixelLM.
+
+In memory::
+
+    rng = np.random.default_rng(0)
+    scene = sample_scene(rng, (224, 224))          # or (480, 640), split="heldout"
+    rgb, masks = scene.render()                     # (H, W, 3) uint8, (K, H, W) bool visible masks
+    for q in make_questions(scene, rng):            # q.question, q.answer ("... {seg}."), q.target_ids
+        target_masks = masks[list(q.target_ids)]
+
+On disk (MUSE format): ``generate_dataset(out_dir, num_images, seed, split, image_size)``.
+The vocabulary, affordances and held-out pairs are in ``ontology``; the spatial definitions in
+``relations``; the question kinds in ``questions``.
+"""
+
+from pixellm_ros.world.muse_export import generate_dataset, scene_rng
+from pixellm_ros.world.objects import SceneObject
+from pixellm_ros.world.ontology import HELDOUT_COLOUR_SHAPE
+from pixellm_ros.world.phrasing import NO_TARGET_ANSWER, SEG_PLACEHOLDER, fill_seg, format_instruction
+from pixellm_ros.world.questions import Question, make_questions
+from pixellm_ros.world.scene import Scene, sample_scene
+
+__all__ = [
+    "HELDOUT_COLOUR_SHAPE",
+    "NO_TARGET_ANSWER",
+    "SEG_PLACEHOLDER",
+    "Question",
+    "Scene",
+    "SceneObject",
+    "fill_seg",
+    "format_instruction",
+    "generate_dataset",
+    "make_questions",
+    "sample_scene",
+    "scene_rng",
+]
