@@ -1,0 +1,364 @@
+"""The released PixelLM checkpoint layout: key names, the llava-format config.json, and a writer.
+
+A released folder holds ``config.json`` (llava format), ``generation_config.json``, the tokenizer
+files and ``pytorch_model-*.bin`` shards with ``pytorch_model.bin.index.json``. The CLIP tower is a
+separate CLIP folder named by ``mm_vision_tower``, at CLIP's own (pretrained) grid.
+
+Key names, ours -> released::
+
+    language_model.model.{embed_tokens,layers,norm}.*   model.{embed_tokens,layers,norm}.*
+    language_model.lm_head.*                            lm_head.*
+    {mm_projector, out_mm_projector, image_feature_neck,
+     text_hidden_fcs, prompt_encoder, mask_decoder}.*   model.{same}.*
+    vision_tower.vision_model.*                         (CLIP folder) vision_model.*
+
+plus ``model.layers.N.self_attn.rotary_emb.inv_freq``, which transformers 4.31 saved and nothing
+reads: a loader skips exactly these, and the writer puts them in so that written folders look
+like the released ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .clip_folder import (
+    OUR_VISION_PREFIX,
+    POSITION_EMBEDDING_KEY,
+    ClipFolderError,
+    clip_weight_files,
+    is_full_clip_config,
+    read_clip_vision_config,
+    vision_key,
+    write_clip_vision_folder,
+)
+from .config import PixelLMConfig
+from .tokenizer import PixelLMTokenizer
+from .vision import resize_clip_position_embeddings
+from .weight_files import find_weight_files, iter_weight_file, write_bin_shards
+
+RELEASED_ARCHITECTURE = "PixelLMForCausalLM"
+RELEASED_MODEL_TYPE = "llava"
+INV_FREQ_KEY = re.compile(r"model\.layers\.(\d+)\.self_attn\.rotary_emb\.inv_freq")
+# Our top-level modules that the released checkpoint keeps under ``model.``.
+RELEASED_SUBMODULES: tuple[str, ...] = (
+    "mm_projector",
+    "out_mm_projector",
+    "image_feature_neck",
+    "text_hidden_fcs",
+    "prompt_encoder",
+    "mask_decoder",
+)
+_LANGUAGE_PREFIX = "language_model."
+# transformers' default max_shard_size of the 4.31 days
+DEFAULT_MAX_SHARD_BYTES = 10 * 10**9
+
+
+class ReleasedLayoutError(ValueError):
+    """A model or folder that the released layout cannot express."""
+
+
+# ------------------------------------------------------------------------------------ key names
+def is_released_inv_freq(key: str) -> bool:
+    """True exactly for ``model.layers.N.self_attn.rotary_emb.inv_freq``."""
+    return INV_FREQ_KEY.fullmatch(key) is not None
+
+
+def our_key_from_released(key: str) -> str:
+    """Our state-dict key for a released key (the caller decides what to do with inv_freq)."""
+    if key.startswith("model."):
+        head = key[len("model.") :].split(".", 1)[0]
+        if head in RELEASED_SUBMODULES:
+            return key[len("model.") :]
+    return _LANGUAGE_PREFIX + key
+
+
+def released_key_from_ours(key: str) -> str:
+    """The released name of one of our keys (language model and PixelLM heads only)."""
+    if key.startswith(_LANGUAGE_PREFIX):
+        return key[len(_LANGUAGE_PREFIX) :]
+    if key.split(".", 1)[0] in RELEASED_SUBMODULES:
+        return "model." + key
+    raise ReleasedLayoutError(f"{key} has no place in a released checkpoint")
+
+
+def is_released_config(payload: dict[str, Any]) -> bool:
+    return payload.get("model_type") == RELEASED_MODEL_TYPE or RELEASED_ARCHITECTURE in payload.get("architectures", [])
+
+
+# ------------------------------------------------------------------------------------ config.json
+def released_config_payload(config: PixelLMConfig, dtype: torch.dtype, clip_path: str) -> dict[str, Any]:
+    """The llava-format ``config.json`` of a PixelLM model (LLaMA fields + the mm_* fields)."""
+    text = config.text
+    payload: dict[str, Any] = {
+        "_name_or_path": "pixellm_ros",
+        "architectures": [RELEASED_ARCHITECTURE],
+        "model_type": RELEASED_MODEL_TYPE,
+        "bos_token_id": text.bos_token_id,
+        "eos_token_id": text.eos_token_id,
+        "pad_token_id": text.pad_token_id,
+        "hidden_act": text.hidden_act,
+        "hidden_size": text.hidden_size,
+        "initializer_range": text.initializer_range,
+        "intermediate_size": text.intermediate_size,
+        "max_position_embeddings": text.max_position_embeddings,
+        "num_attention_heads": text.num_attention_heads,
+        "num_hidden_layers": text.num_hidden_layers,
+        "num_key_value_heads": text.num_key_value_heads,
+        "rms_norm_eps": text.rms_norm_eps,
+        "tie_word_embeddings": bool(text.tie_word_embeddings),
+        "torch_dtype": str(dtype).removeprefix("torch."),
+        "transformers_version": "4.31.0",
+        "use_cache": True,
+        "vocab_size": text.vocab_size,
+        "freeze_mm_mlp_adapter": False,
+        "image_feature_scale_num": config.num_scales,
+        "mm_hidden_size": int(config.vision.hidden_size),
+        "mm_use_im_patch_token": False,
+        "mm_use_im_start_end": config.use_im_start_end,
+        "mm_vision_select_feature": "patch",
+        "mm_vision_select_layer": config.vision_select_layers[0],
+        "mm_vision_tower": clip_path,
+        "out_dim": config.out_dim,
+        "pad_train_clip_images": config.mask_padded_patches,
+        "resize_vision_tower_size": config.image_size,
+        "separate_mm_projector": True,
+        "tune_mm_mlp_adapter": False,
+        "use_mm_proj": True,
+    }
+    theta = float((text.rope_parameters or {}).get("rope_theta", 10000.0))
+    if theta != 10000.0:  # 4.31 configs only carried it when it was not LLaMA's default
+        payload["rope_theta"] = theta
+    return payload
+
+
+def config_from_released(
+    payload: dict[str, Any], clip_vision_config: Any, tokenizer: PixelLMTokenizer
+) -> PixelLMConfig:
+    """PixelLMConfig of a released folder; N (seg tokens per scale) comes from the tokenizer.
+
+    The released json has no seg-token count: the tokenizer's ``[SEG0]..`` tokens are the truth
+    (N*L of them), and the vocabulary must match the tokenizer's.
+    """
+    config = PixelLMConfig.from_released_json(payload, vision=clip_vision_config)
+    seg_total = len(tokenizer.seg_token_ids)
+    if seg_total == 0 or seg_total % config.num_scales != 0:
+        raise ReleasedLayoutError(
+            f"the tokenizer has {seg_total} seg tokens, not a positive multiple of {config.num_scales} scales"
+        )
+    if int(config.text.vocab_size) != len(tokenizer):
+        raise ReleasedLayoutError(
+            f"config.json vocab_size {config.text.vocab_size} != tokenizer size {len(tokenizer)}"
+        )
+    return dataclasses.replace(config, seg_tokens_per_scale=seg_total // config.num_scales)
+
+
+# Config fields that a released folder cannot hold but that do not change the network.
+_NOT_ARCHITECTURE = frozenset({"vision_tower_name", "extra", "max_new_tokens"})
+_TEXT_ARCHITECTURE = (
+    "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+    "num_key_value_heads", "head_dim", "hidden_act", "max_position_embeddings", "rms_norm_eps",
+    "tie_word_embeddings", "attention_bias", "mlp_bias", "rope_parameters",
+)
+_VISION_ARCHITECTURE = (
+    "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_channels",
+    "image_size", "patch_size", "hidden_act", "layer_norm_eps",
+)
+
+
+def released_config_mismatches(ours: PixelLMConfig, reread: PixelLMConfig) -> list[str]:
+    """Fields where ``reread`` (what a released folder yields) differs from ``ours``."""
+    problems = []
+    for field in dataclasses.fields(PixelLMConfig):
+        if field.name in _NOT_ARCHITECTURE or field.name in ("text", "vision"):
+            continue
+        if getattr(ours, field.name) != getattr(reread, field.name):
+            problems.append(f"{field.name}: {getattr(ours, field.name)!r} -> {getattr(reread, field.name)!r}")
+    for prefix, mine, theirs, names in (
+        ("text", ours.text, reread.text, _TEXT_ARCHITECTURE),
+        ("vision", ours.vision, reread.vision, _VISION_ARCHITECTURE),
+    ):
+        for name in names:
+            if getattr(mine, name, None) != getattr(theirs, name, None):
+                problems.append(f"{prefix}.{name}: {getattr(mine, name, None)!r} -> {getattr(theirs, name, None)!r}")
+    return problems
+
+
+def rotary_inv_freq(config: PixelLMConfig) -> torch.Tensor:
+    """(head_dim / 2,) float32: LLaMA's rotary frequencies, as transformers 4.31 stored them."""
+    head_dim = int(config.text.head_dim)
+    theta = float((config.text.rope_parameters or {}).get("rope_theta", 10000.0))
+    return 1.0 / (theta ** (torch.arange(0, head_dim, 2).float() / head_dim))
+
+
+# ------------------------------------------------------------------------------------ writer
+def save_released_layout(
+    model: torch.nn.Module,
+    tokenizer: PixelLMTokenizer,
+    folder: str | os.PathLike[str],
+    clip_folder: str | os.PathLike[str],
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    clip_source: str | os.PathLike[str] | None = None,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """Write ``model`` as a released-layout folder at ``folder`` and its CLIP tower at ``clip_folder``.
+
+    The CLIP folder must be at CLIP's pretrained grid, and the model only holds the resized
+    position table, which cannot be resized back. So either
+
+    - ``clip_folder`` already holds the CLIP the tower was built from: it is checked (loading
+      and resizing it must give the tower's weights exactly) and left as it is; or
+    - ``clip_source`` names that CLIP: its pretrained position table is taken (after the same
+      check) and the tower's other weights are written to ``clip_folder``; or
+    - the run grid equals the pretrained grid: the tower is written as it is.
+
+    ``config.json`` points ``mm_vision_tower`` at ``clip_folder``. Weights are written in
+    ``dtype`` (default: the model's), with the 4.31 ``rotary_emb.inv_freq`` buffers added.
+    Raises ReleasedLayoutError for models the layout cannot express (learned fusion, vision
+    layer indices or decoder sizes other than the released ones, a vocabulary that is not the
+    tokenizer's).
+    """
+    config: PixelLMConfig = model.config  # type: ignore[assignment]
+    if config.fusion != "released_constant":
+        raise ReleasedLayoutError("the released layout has no place for a learned seg fusion")
+    if int(config.text.vocab_size) != len(tokenizer):
+        raise ReleasedLayoutError(f"model vocabulary {config.text.vocab_size} != tokenizer size {len(tokenizer)}")
+    if len(tokenizer.seg_token_ids) != config.seg_tokens_per_target:
+        raise ReleasedLayoutError(
+            f"the tokenizer has {len(tokenizer.seg_token_ids)} seg tokens, the model needs {config.seg_tokens_per_target}"
+        )
+    out = Path(folder)
+    clip_out = Path(clip_folder).resolve()
+    state = model.state_dict()
+    weight_dtype = dtype or next(t.dtype for t in state.values() if t.is_floating_point())
+
+    # First what config.json can say (before anything is written): re-read it as a loader would.
+    pretrained_config = type(config.vision).from_dict(config.vision.to_dict())
+    pretrained_config.image_size = config.vision_pretrained_image_size
+    payload = released_config_payload(config, weight_dtype, str(clip_out))
+    try:
+        reread = config_from_released(payload, pretrained_config, tokenizer)
+    except ValueError as error:
+        raise ReleasedLayoutError(f"the released config.json cannot express this model: {error}") from error
+    mismatches = released_config_mismatches(config, reread)
+    if mismatches:
+        raise ReleasedLayoutError("the released config.json cannot express this model: " + "; ".join(mismatches))
+
+    tower = {k[len(OUR_VISION_PREFIX) :]: v for k, v in state.items() if k.startswith(OUR_VISION_PREFIX)}
+    _write_or_check_clip(config, pretrained_config, tower, clip_out, clip_source, weight_dtype)
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_bin_shards(dict(_released_tensors(config, state, weight_dtype)), out, max_shard_bytes)
+    (out / "config.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    generation = {
+        "bos_token_id": tokenizer.bos_id,
+        "eos_token_id": tokenizer.eos_id,
+        "pad_token_id": tokenizer.pad_id,
+        "transformers_version": "4.31.0",
+    }
+    (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n", encoding="utf-8")
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def _released_tensors(
+    config: PixelLMConfig, state: dict[str, torch.Tensor], dtype: torch.dtype
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Released (key, tensor) pairs in LLaMA-checkpoint order, inv_freq after each layer's weights."""
+    inv_freq = rotary_inv_freq(config).to(dtype)
+    layer_of = re.compile(r"model\.layers\.(\d+)\.")
+    current_layer: str | None = None
+    language = [k for k in state if k.startswith(_LANGUAGE_PREFIX)]
+    heads = [k for k in state if k.split(".", 1)[0] in RELEASED_SUBMODULES]
+    leftovers = set(state) - set(language) - set(heads) - {k for k in state if k.startswith(OUR_VISION_PREFIX)}
+    if leftovers:
+        raise ReleasedLayoutError(f"keys with no place in a released checkpoint: {sorted(leftovers)}")
+    for key in language + heads:
+        name = released_key_from_ours(key)
+        match = layer_of.match(name)
+        layer = match.group(1) if match else None
+        if current_layer is not None and layer != current_layer:
+            yield f"model.layers.{current_layer}.self_attn.rotary_emb.inv_freq", inv_freq.clone()
+        current_layer = layer
+        tensor = state[key]
+        yield name, tensor.to(dtype) if tensor.is_floating_point() else tensor
+    if current_layer is not None:
+        yield f"model.layers.{current_layer}.self_attn.rotary_emb.inv_freq", inv_freq.clone()
+
+
+def _write_or_check_clip(
+    config: PixelLMConfig,
+    pretrained_config: Any,
+    tower: dict[str, torch.Tensor],
+    clip_out: Path,
+    clip_source: str | os.PathLike[str] | None,
+    dtype: torch.dtype,
+) -> None:
+    """Check or write the CLIP folder (see save_released_layout)."""
+    if find_weight_files(clip_out) and clip_source is None:
+        _check_clip_config(pretrained_config, clip_out)
+        _check_tower_matches_clip(config, tower, clip_out)
+        return
+    table = tower[POSITION_EMBEDDING_KEY]
+    if clip_source is not None:
+        _check_clip_config(pretrained_config, Path(clip_source))
+        _check_tower_matches_clip(config, {POSITION_EMBEDDING_KEY: table}, Path(clip_source))
+        table = _clip_tensor(Path(clip_source), POSITION_EMBEDDING_KEY)
+    elif config.pretrained_vision_grid != config.vision_grid:
+        raise ReleasedLayoutError(
+            f"the tower's position table is resized ({config.pretrained_vision_grid} -> {config.vision_grid} grid) "
+            "and cannot be resized back: pass clip_source (the CLIP it was built from) or an existing clip_folder"
+        )
+    tensors = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in tower.items()}
+    tensors[POSITION_EMBEDDING_KEY] = table.to(dtype)
+    write_clip_vision_folder(clip_out, pretrained_config, tensors)
+
+
+def _check_clip_config(pretrained_config: Any, clip_dir: Path) -> None:
+    theirs = read_clip_vision_config(clip_dir)
+    differing = [
+        f"{name}: {getattr(theirs, name, None)!r} (model {getattr(pretrained_config, name, None)!r})"
+        for name in _VISION_ARCHITECTURE
+        if getattr(theirs, name, None) != getattr(pretrained_config, name, None)
+    ]
+    if differing:
+        raise ReleasedLayoutError(f"the CLIP in {clip_dir} is not the tower's architecture: " + "; ".join(differing))
+
+
+def _clip_tensor(clip_dir: Path, wanted: str) -> torch.Tensor:
+    full = is_full_clip_config(json.loads((clip_dir / "config.json").read_text(encoding="utf-8")))
+    for file in clip_weight_files(clip_dir):
+        for key, tensor in iter_weight_file(file):
+            if vision_key(key, full) == wanted:
+                return tensor
+    raise ClipFolderError(f"no {wanted} in the CLIP weights of {clip_dir}")
+
+
+def _check_tower_matches_clip(config: PixelLMConfig, tower: dict[str, torch.Tensor], clip_dir: Path) -> None:
+    """Every given tower tensor must equal the CLIP folder's (resized, cast) tensor of that name."""
+    full = is_full_clip_config(json.loads((clip_dir / "config.json").read_text(encoding="utf-8")))
+    differing: list[str] = []
+    seen: set[str] = set()
+    for file in clip_weight_files(clip_dir):
+        for key, tensor in iter_weight_file(file):
+            name = vision_key(key, full)
+            if name is None or name not in tower:
+                continue
+            seen.add(name)
+            if name == POSITION_EMBEDDING_KEY and tensor.shape != tower[name].shape:
+                tensor = resize_clip_position_embeddings(tensor, config.vision_grid)
+            mine = tower[name]
+            if tensor.shape != mine.shape or not torch.equal(tensor.to(mine.dtype), mine):
+                differing.append(name)
+    missing = sorted(set(tower) - seen)
+    if differing or missing:
+        raise ReleasedLayoutError(
+            f"the vision tower is not the CLIP in {clip_dir}: differing {sorted(differing)}, absent {missing}"
+        )
