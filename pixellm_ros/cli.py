@@ -1,0 +1,61 @@
+"""``pixellm-ros <command>``: a thin argparse dispatcher over one module per command.
+
+Each command module exposes
+
+    HELP: str                                   one line for ``pixellm-ros --help``
+    def add_arguments(parser) -> None           its own options
+    def run(args) -> int                        the exit status
+
+and keeps heavy imports (torch, rclpy) inside ``run`` so that ``--help`` and unrelated commands
+stay fast and work without ROS. Commands are registered below by module path and imported only
+when the dispatcher builds its parser; a command whose module is not there yet is left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from types import ModuleType
+from typing import Sequence
+
+# command name -> module implementing it. One line per command; each owner adds theirs.
+COMMANDS: dict[str, str] = {
+    "segment": "pixellm_ros.engine.cli_segment",  # engine: one image + instruction -> result.json, overlay.png
+    # "node": "pixellm_ros.ros.cli_node",          # ROS 2 node
+    # "demo": "pixellm_ros.ros.cli_demo",          # camera simulator + node
+    # "train": "pixellm_ros.training.cli_train",   # training
+    "eval": "pixellm_ros.evaluation.cli_eval",  # MUSE evaluation
+    "world": "pixellm_ros.world.cli_world",  # tabletop scene generator
+}
+
+
+def _load_commands() -> dict[str, ModuleType]:
+    modules: dict[str, ModuleType] = {}
+    for name, module_path in COMMANDS.items():
+        try:
+            modules[name] = importlib.import_module(module_path)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_path:  # the module exists but one of its imports is missing
+                raise
+    return modules
+
+
+def build_parser(commands: dict[str, ModuleType] | None = None) -> argparse.ArgumentParser:
+    commands = _load_commands() if commands is None else commands
+    parser = argparse.ArgumentParser(prog="pixellm-ros", description="PixelLM as a ROS 2 perception node and a Python library.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module in commands.items():
+        sub = subparsers.add_parser(name, help=getattr(module, "HELP", None), description=getattr(module, "HELP", None))
+        module.add_arguments(sub)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args._run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

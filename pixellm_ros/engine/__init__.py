@@ -1,0 +1,21 @@
+"""The inference engine: ``PixelLMEngine.segment(image, instruction) -> SegmentationResult``.
+
+Plain Python, no ROS. See docs/architecture.md ("Engine contract").
+"""
+
+from __future__ import annotations
+
+from .errors import EngineError, InvalidInputError
+from .result import SegmentationResult, Target
+
+__all__ = ["EngineError", "InvalidInputError", "PixelLMEngine", "SegmentationResult", "Target"]
+
+
+def __getattr__(name: str) -> object:
+    # The engine pulls in torch, transformers and the model; results and errors do not, so a
+    # consumer that only reads results (the ROS conversions) stays light.
+    if name == "PixelLMEngine":
+        from .engine import PixelLMEngine
+
+        return PixelLMEngine
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

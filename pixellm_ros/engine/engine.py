@@ -1,0 +1,422 @@
+"""PixelLMEngine: ``segment(image, instruction) -> SegmentationResult`` as a plain Python API.
+
+One query runs: pre-process -> vision tower (skipped when the same image's features are cached)
+-> KV-cached greedy generation collecting seg states -> one batched mask-decoder pass for all
+complete seg groups -> post-process to the original size -> answer parsing. The engine owns no ROS
+and no threads; it serialises its own calls with a lock, so a ROS node may call it from callbacks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from pixellm_ros.model import ImageFeatures, PixelLMForCausalLM
+from pixellm_ros.model.tokenizer import PixelLMTokenizer
+
+from .answer import ParsedAnswer, parse_answer
+from .errors import EngineError, InvalidInputError
+from .generation import GenerationOutput, LogitsProcessor, generate_greedy, generate_research_style
+from .static_decoding import StaticKVDecoder
+from .postprocess import postprocess_masks
+from .preprocess import PreprocessedImage, preprocess_image, validate_image
+from .prompt import build_prompt_ids
+from .result import SegmentationResult, Target
+
+# How the KV-cached loop runs (see static_decoding.py):
+#   "dynamic"     transformers DynamicCache, eager (any device; the default)
+#   "static"      StaticCache with explicit masks, eager
+#   "cuda_graph"  StaticCache, the one-token step captured in a CUDA graph (CUDA only)
+#   "compiled"    as "cuda_graph" with the step torch.compile'd first (on the CPU: compiled, no graph)
+DECODE_MODES = ("dynamic", "static", "cuda_graph", "compiled")
+# Static caches are sized in steps of this many positions, so one captured graph serves many
+# prompt lengths while the attention reads little beyond the live positions.
+STATIC_CACHE_BUCKET = 256
+STATIC_DECODERS_KEPT = 2
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "default_model"
+# Our own folders hold pixellm_config.json, released ones config.json (see model/checkpoint.py).
+MODEL_CONFIG_FILES = ("pixellm_config.json", "config.json")
+
+@dataclass
+class EncodedImage:
+    """An image's vision-tower output and its geometry, as kept in the feature cache."""
+
+    features: ImageFeatures
+    valid_hw: tuple[int, int]
+    original_hw: tuple[int, int]
+
+
+def image_key(image: np.ndarray) -> str:
+    """Content hash of an image array: its bytes and its shape (two images differing only in
+    shape have the same bytes)."""
+    digest = hashlib.blake2b(digest_size=20)
+    digest.update(repr(image.shape).encode())
+    digest.update(memoryview(np.ascontiguousarray(image)).cast("B"))
+    return digest.hexdigest()
+
+
+class _CallbackFailed(Exception):
+    """Carries an exception raised by the caller's on_text / should_stop through our own handling,
+    so it reaches the caller unchanged instead of being reported as a model failure."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(repr(original))
+        self.original = original
+
+
+def _guard(callback: Callable | None) -> Callable | None:
+    if callback is None:
+        return None
+
+    def call(*args: object) -> object:
+        try:
+            return callback(*args)
+        except Exception as exc:  # noqa: BLE001 - re-raised unchanged by segment()
+            raise _CallbackFailed(exc) from exc
+
+    return call
+
+
+class PixelLMEngine:
+    """Segment the targets an instruction asks for, and answer it in text.
+
+    model / tokenizer: a PixelLMForCausalLM (already on its device and dtype) and its tokenizer.
+    max_new_tokens: default answer length limit (the config's, 512 for released models).
+    mask_threshold: logit threshold of the masks (0 = probability 0.5, as released).
+    feature_cache_size: how many recent images keep their vision features.
+    logits_processor: default logits hook for every query (see generation.py).
+    decode_mode: "dynamic" (default), "static", "cuda_graph" or "compiled" (see DECODE_MODES).
+    """
+
+    def __init__(
+        self,
+        model: PixelLMForCausalLM,
+        tokenizer: PixelLMTokenizer,
+        max_new_tokens: int | None = None,
+        mask_threshold: float = 0.0,
+        feature_cache_size: int = 4,
+        logits_processor: LogitsProcessor | None = None,
+        decode_mode: str = "dynamic",
+    ) -> None:
+        config = model.config
+        if decode_mode not in DECODE_MODES:
+            raise EngineError(f"decode_mode must be one of {DECODE_MODES}, got {decode_mode!r}")
+        if decode_mode == "cuda_graph" and model.device.type != "cuda":
+            raise EngineError(f"decode_mode 'cuda_graph' needs a CUDA model, this one is on {model.device}")
+        if len(tokenizer.seg_token_ids) != config.seg_tokens_per_target:
+            raise EngineError(
+                f"the tokenizer has {len(tokenizer.seg_token_ids)} seg tokens, the model expects "
+                f"{config.seg_tokens_per_target} (N={config.seg_tokens_per_scale} x L={config.num_scales})"
+            )
+        if len(tokenizer) > config.text.vocab_size:
+            raise EngineError(f"tokenizer has {len(tokenizer)} ids, the model's vocabulary only {config.text.vocab_size}")
+        self._model: PixelLMForCausalLM | None = model.eval()
+        self._tokenizer = tokenizer
+        self.max_new_tokens = int(max_new_tokens if max_new_tokens is not None else config.max_new_tokens)
+        self.mask_threshold = float(mask_threshold)
+        self.feature_cache_size = int(feature_cache_size)
+        self.logits_processor = logits_processor
+        self.decode_mode = decode_mode
+        self._features: OrderedDict[str, EncodedImage] = OrderedDict()
+        self._static_decoders: OrderedDict[int, StaticKVDecoder] = OrderedDict()
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_dir: str | Path | None = None,
+        clip_dir: str | Path | None = None,
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype = "float32",
+        load_in: str = "none",
+        max_new_tokens: int | None = None,
+        mask_threshold: float = 0.0,
+        feature_cache_size: int = 4,
+        decode_mode: str = "dynamic",
+    ) -> PixelLMEngine:
+        """Load a model folder (ours or a released one; ``clip_dir`` for a released one's CLIP).
+
+        ``model_dir=None`` loads the small model shipped inside the package.
+        device: "cpu" | "cuda" | "cuda:N" | "auto"; dtype: "float32" | "bfloat16" | "float16";
+        load_in: "none" | "8bit" | "4bit" (bitsandbytes, CUDA only).
+        Raises EngineError when the folder, its files or the options are unusable.
+        """
+        folder = Path(model_dir) if model_dir is not None else DEFAULT_MODEL_DIR
+        if model_dir is None and not any((folder / name).is_file() for name in MODEL_CONFIG_FILES):
+            raise EngineError(
+                f"the embedded default model is not shipped in this build (expected it at {folder}); "
+                "pass model_dir= (and clip_dir= for a released checkpoint)"
+            )
+        if not folder.is_dir():
+            raise EngineError(f"model folder {folder} does not exist")
+        from pixellm_ros.model.checkpoint import load_pixellm  # heavy: import on use
+
+        try:
+            # load_pixellm validates device ("auto" included), dtype and load_in itself.
+            model, tokenizer = load_pixellm(
+                folder, clip_dir=clip_dir, device=device, dtype=dtype, load_in=None if load_in == "none" else load_in
+            )
+        except Exception as exc:
+            raise EngineError(f"could not load the model from {folder}: {exc}") from exc
+        return cls(
+            model,
+            tokenizer,
+            max_new_tokens=max_new_tokens,
+            mask_threshold=mask_threshold,
+            feature_cache_size=feature_cache_size,
+            decode_mode=decode_mode,
+        )
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def model(self) -> PixelLMForCausalLM:
+        if self._model is None:
+            raise EngineError("the engine was released")
+        return self._model
+
+    @property
+    def tokenizer(self) -> PixelLMTokenizer:
+        return self._tokenizer
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def prompt_ids(self, instruction: str) -> list[int]:
+        """The prompt token ids the model sees for ``instruction`` (InvalidInputError if empty)."""
+        return build_prompt_ids(self._tokenizer, instruction, self.model.config.use_im_start_end)
+
+    # ------------------------------------------------------------------ the API
+    def segment(
+        self,
+        image: np.ndarray,
+        instruction: str,
+        max_new_tokens: int | None = None,
+        on_text: Callable[[str], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        logits_processor: LogitsProcessor | None = None,
+    ) -> SegmentationResult:
+        """Answer ``instruction`` about ``image`` ((H, W, 3) uint8 RGB) with text and masks.
+
+        on_text: called with each new piece of answer text (the pieces concatenate to result.text).
+        should_stop: polled before each generated token; True ends generation (result.stopped).
+        logits_processor: overrides the engine's default logits hook for this query.
+        Raises InvalidInputError for a bad image/instruction/limit, EngineError when the model fails;
+        exceptions raised by on_text / should_stop reach the caller unchanged.
+        """
+        return self._run(image, instruction, max_new_tokens, on_text, should_stop, logits_processor, research=False)
+
+    def segment_many(
+        self, image: np.ndarray, instructions: Sequence[str], **kwargs: object
+    ) -> list[SegmentationResult]:
+        """Several instructions about one image: the image is encoded once (feature cache)."""
+        return [self.segment(image, instruction, **kwargs) for instruction in instructions]  # type: ignore[arg-type]
+
+    def segment_research_style(
+        self,
+        image: np.ndarray,
+        instruction: str,
+        max_new_tokens: int | None = None,
+        logits_processor: LogitsProcessor | None = None,
+    ) -> SegmentationResult:
+        """Reference path for tests and benchmarks: the released code's decoding, with no KV cache
+        and the vision tower and whole sequence recomputed every step. Same result, much slower."""
+        return self._run(image, instruction, max_new_tokens, None, None, logits_processor, research=True)
+
+    def encode_image(self, image: np.ndarray) -> tuple[EncodedImage, bool]:
+        """The image's features from the cache, or from the vision tower (then cached).
+
+        Returns (features, came_from_cache).
+        """
+        image = validate_image(image)
+        key = image_key(image)
+        with self._lock:
+            cached = self._features.get(key)
+            if cached is not None:
+                self._features.move_to_end(key)
+                return cached, True
+            prepared = self._preprocess(image)
+            with torch.inference_mode():
+                features = self.model.encode_images(prepared.pixel_values, [prepared.valid_hw])
+            encoded = EncodedImage(features=features, valid_hw=prepared.valid_hw, original_hw=prepared.original_hw)
+            if self.feature_cache_size > 0:
+                self._features[key] = encoded
+                while len(self._features) > self.feature_cache_size:
+                    self._features.popitem(last=False)
+            return encoded, False
+
+    def clear_cache(self) -> None:
+        """Forget all cached image features."""
+        with self._lock:
+            self._features.clear()
+
+    def release(self) -> None:
+        """Free the model and the cached features (GPU memory included); the engine is unusable after."""
+        with self._lock:
+            self._features.clear()
+            self._static_decoders.clear()
+            model, self._model = self._model, None
+            if model is not None and model.device.type == "cuda":
+                del model
+                torch.cuda.empty_cache()
+
+    # ------------------------------------------------------------------ internals
+    def _preprocess(self, image: np.ndarray) -> PreprocessedImage:
+        # float32 pixels: encode_images casts them to the vision tower's own dtype.
+        config = self.model.config
+        return preprocess_image(image, config.image_size, config.pixel_mean, config.pixel_std, device=self.device)
+
+    def _limit(self, max_new_tokens: int | None, prompt_length: int, warnings: list[str]) -> int:
+        limit = self.max_new_tokens if max_new_tokens is None else max_new_tokens
+        if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
+            raise InvalidInputError(f"max_new_tokens must be a positive int, got {limit!r}")
+        config = self.model.config
+        room = int(config.text.max_position_embeddings) - (prompt_length - 1 + config.image_token_len)
+        if room < 1:
+            raise InvalidInputError(f"the instruction is too long for the model's {config.text.max_position_embeddings} positions")
+        if limit > room:
+            warnings.append(f"max_new_tokens {limit} cut to {room}: the model has {config.text.max_position_embeddings} positions")
+            limit = room
+        return int(limit)
+
+    def _sync(self) -> None:
+        # CUDA work is asynchronous: wait for it so stage timings are true.
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _run(
+        self,
+        image: np.ndarray,
+        instruction: str,
+        max_new_tokens: int | None,
+        on_text: Callable[[str], None] | None,
+        should_stop: Callable[[], bool] | None,
+        logits_processor: LogitsProcessor | None,
+        research: bool,
+    ) -> SegmentationResult:
+        start = time.perf_counter()
+        image = validate_image(image)
+        prompt_ids = self.prompt_ids(instruction)
+        warnings: list[str] = []
+        limit = self._limit(max_new_tokens, len(prompt_ids), warnings)
+        processor = logits_processor if logits_processor is not None else self.logits_processor
+        with self._lock:
+            try:
+                with torch.inference_mode():
+                    return self._answer(
+                        image, prompt_ids, limit, _guard(on_text), _guard(should_stop), processor, research, warnings, start
+                    )
+            except _CallbackFailed as failed:
+                raise failed.original from None
+            except EngineError:
+                raise
+            except Exception as exc:
+                raise EngineError(f"the model failed: {type(exc).__name__}: {exc}") from exc
+
+    def _answer(
+        self,
+        image: np.ndarray,
+        prompt_ids: list[int],
+        limit: int,
+        on_text: Callable[[str], None] | None,
+        should_stop: Callable[[], bool] | None,
+        processor: LogitsProcessor | None,
+        research: bool,
+        warnings: list[str],
+        start: float,
+    ) -> SegmentationResult:
+        model, tokenizer = self.model, self._tokenizer
+        timings: dict[str, float] = {}
+        if research:
+            prepared = self._preprocess(image)
+            generation, features = generate_research_style(
+                model, tokenizer, prompt_ids, prepared.pixel_values, prepared.valid_hw, limit, processor
+            )
+            encoded = EncodedImage(features=features, valid_hw=prepared.valid_hw, original_hw=prepared.original_hw)
+            cached = False
+            timings["vision_ms"] = 0.0  # inside every generation step
+        else:
+            vision_start = time.perf_counter()
+            encoded, cached = self.encode_image(image)
+            self._sync()
+            timings["vision_ms"] = 0.0 if cached else (time.perf_counter() - vision_start) * 1e3
+            decoder = self._static_decoder(len(prompt_ids) - 1 + model.config.image_token_len + limit)
+            generation = generate_greedy(
+                model, tokenizer, prompt_ids, encoded.features, limit, processor, on_text, should_stop, decoder
+            )
+        timings["prefill_ms"] = generation.first_token_s * 1e3
+        timings["generation_ms"] = generation.total_s * 1e3
+        timings["first_token_ms"] = timings["vision_ms"] + timings["prefill_ms"]
+        decode_steps = generation.num_generated - 1
+        decode_s = generation.total_s - generation.first_token_s
+        timings["decode_tokens_per_s"] = decode_steps / decode_s if decode_steps > 0 and decode_s > 0 else 0.0
+
+        parsed = parse_answer(generation.token_ids, tokenizer)
+        warnings.extend(parsed.warnings)
+        decode_start = time.perf_counter()
+        logits = self._decode_masks(generation, parsed, encoded)
+        self._sync()
+        timings["decoding_ms"] = (time.perf_counter() - decode_start) * 1e3
+        post_start = time.perf_counter()
+        masks = postprocess_masks(
+            logits, model.config.image_size, encoded.valid_hw, encoded.original_hw, self.mask_threshold
+        )
+        timings["postprocess_ms"] = (time.perf_counter() - post_start) * 1e3
+        timings["total_ms"] = (time.perf_counter() - start) * 1e3
+        targets = [
+            Target(name=name, mask=m.mask, box=m.box, score=m.score) for name, m in zip(parsed.names, masks)
+        ]
+        return SegmentationResult(
+            text=parsed.text,
+            targets=targets,
+            timings=timings,
+            generated_tokens=generation.num_generated,
+            warnings=warnings,
+            stopped=generation.finish_reason == "stopped",
+            finish_reason=generation.finish_reason,
+            image_hw=encoded.original_hw,
+            vision_cached=cached,
+        )
+
+    def _static_decoder(self, positions: int) -> StaticKVDecoder | None:
+        """The static-cache decoder for answers needing ``positions`` cache entries (None in
+        "dynamic" mode); built once per size bucket, the most recent few kept."""
+        if self.decode_mode == "dynamic":
+            return None
+        limit = int(self.model.config.text.max_position_embeddings)
+        size = min(-(-positions // STATIC_CACHE_BUCKET) * STATIC_CACHE_BUCKET, limit)
+        decoder = self._static_decoders.get(size)
+        if decoder is None:
+            on_cuda = self.device.type == "cuda"
+            decoder = StaticKVDecoder(
+                self.model.language_model,
+                size,
+                use_cuda_graph=on_cuda and self.decode_mode in ("cuda_graph", "compiled"),
+                compile=self.decode_mode == "compiled",
+            )
+            self._static_decoders[size] = decoder
+            while len(self._static_decoders) > STATIC_DECODERS_KEPT:
+                self._static_decoders.popitem(last=False)
+        self._static_decoders.move_to_end(size)
+        return decoder
+
+    def _decode_masks(self, generation: GenerationOutput, parsed: ParsedAnswer, encoded: EncodedImage) -> torch.Tensor:
+        """(T, M, M) low-res logits for the T complete groups, all in one decoder pass."""
+        model = self.model
+        size = model.config.mask_resolution
+        if not parsed.groups:
+            return torch.zeros((0, size, size), device=self.device)
+        row_of = {position: row for row, position in enumerate(generation.seg_positions)}
+        rows = [row_of[p] for group in parsed.groups for p in group.positions]
+        seg_hidden = generation.seg_hidden[torch.tensor(rows, device=generation.seg_hidden.device)]
+        return model.masks_from_hidden_states(seg_hidden, encoded.features.decoder_features).low_res_logits

@@ -1,0 +1,54 @@
+"""The prompt the released PixelLM was trained on: LLaVA's ``llava_v1`` conversation template.
+
+llava_v1 (LLaVA / PixelLM ``conversation.py``, ``conv_llava_v1``): separator style TWO with
+sep " " and sep2 "</s>", roles USER / ASSISTANT, and the system prompt below. A single-turn prompt
+with an empty assistant turn renders as
+
+    {system} USER: <im_start><image><im_end>\n{query} ASSISTANT:
+
+``<image>`` is replaced by the image tokens inside the model (the tokenizer maps it to
+IMAGE_TOKEN_INDEX); the token ids around the added tokens follow the slow-LLaMA rule, which the
+tokenizer owns.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from pixellm_ros.model.tokenizer import PixelLMTokenizer
+
+# Note: "curious human ... human's questions" (llava_v1), not vicuna_v1's "curious user ... user's".
+SYSTEM_PROMPT = (
+    "A chat between a curious human and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the human's questions."
+)
+USER_ROLE = "USER"
+ASSISTANT_ROLE = "ASSISTANT"
+SEPARATOR = " "
+IMAGE_PLACEHOLDER = "<image>"
+IM_START = "<im_start>"
+IM_END = "<im_end>"
+
+
+def build_prompt_text(instruction: str, use_im_start_end: bool = True) -> str:
+    """The llava_v1 prompt for one image and one instruction, ending with "ASSISTANT:".
+
+    Surrounding whitespace of the instruction is dropped (ROS strings often end in a newline);
+    an instruction that is empty after that raises InvalidInputError.
+    """
+    if not isinstance(instruction, str):
+        raise InvalidInputError(f"instruction must be a str, got {type(instruction).__name__}")
+    query = instruction.strip()
+    if not query:
+        raise InvalidInputError("instruction is empty")
+    image = f"{IM_START}{IMAGE_PLACEHOLDER}{IM_END}" if use_im_start_end else IMAGE_PLACEHOLDER
+    user_message = f"{image}\n{query}"
+    return f"{SYSTEM_PROMPT}{SEPARATOR}{USER_ROLE}: {user_message}{SEPARATOR}{ASSISTANT_ROLE}:"
+
+
+def build_prompt_ids(tokenizer: PixelLMTokenizer, instruction: str, use_im_start_end: bool = True) -> list[int]:
+    """Token ids of the prompt, BOS first, with exactly one IMAGE_TOKEN_INDEX."""
+    return tokenizer.encode(build_prompt_text(instruction, use_im_start_end), add_bos=True)
