@@ -37,8 +37,9 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$(req_sum)" ]; then
   req_sum > "$STAMP"
 fi
 
-# Interfaces: rebuild when a .msg/.srv/.action, package.xml or CMakeLists.txt changed.
-IFACE_SUM="$(cat package.xml CMakeLists.txt msg/*.msg srv/*.srv action/*.action | sha256sum | cut -d' ' -f1)"
+# Interfaces: rebuild when an interface, package.xml, CMakeLists.txt or an installed launch/config
+# file changed. The Python package is run from the source tree (scripts/env.sh), so code edits need no rebuild.
+IFACE_SUM="$(cat package.xml CMakeLists.txt msg/*.msg srv/*.srv action/*.action launch/* config/* | sha256sum | cut -d' ' -f1)"
 if [ ! -f install/.pixellm_iface.sha ] || [ "$(cat install/.pixellm_iface.sha)" != "$IFACE_SUM" ]; then
   echo "[setup] building interfaces with colcon"
   # shellcheck disable=SC1091

@@ -1,0 +1,149 @@
+"""``camera_sim_node``: a stand-in camera that publishes ``sensor_msgs/Image`` (rgb8) at a fixed rate.
+
+Frames come from one of three sources (parameter ``source``):
+
+``world``    generated tabletop scenes (``pixellm_ros.world``): a new scene every ``scene_period_s``
+             seconds, the same rendering in between (a still camera over a still table); the
+             objects of each new scene are logged so you know what to ask for.
+``folder``   the images of ``folder`` (png, jpg, jpeg, bmp; sorted by name), one per frame, looping.
+``pattern``  a test pattern (colour bars and a grey square that moves one step per frame).
+
+Every frame is stamped with the node clock's now and ``frame_id`` (default ``camera``). Published
+on ``image_raw`` (remap it) with reliable KEEP_LAST depth 1, which both reliable and best-effort
+subscribers accept.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import cv2
+import numpy as np
+import rclpy
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from .conversions import rgb_to_image_msg
+from .spinning import init_ros, spin
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+SOURCES = ("world", "folder", "pattern")
+
+
+def folder_frames(folder: Path) -> Iterator[np.ndarray]:
+    """The folder's images as (H, W, 3) uint8 RGB, sorted by file name, forever."""
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in '{folder}'")
+    images = []
+    for path in files:
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise ValueError(f"cannot read image '{path}'")
+        images.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    while True:
+        yield from images
+
+
+def pattern_frames(height: int, width: int) -> Iterator[np.ndarray]:
+    """Colour bars with a grey square moving one step right (wrapping) per frame."""
+    colours = np.array([[255, 255, 255], [255, 255, 0], [0, 255, 255], [0, 255, 0],
+                        [255, 0, 255], [255, 0, 0], [0, 0, 255], [0, 0, 0]], dtype=np.uint8)
+    bars = colours[(np.arange(width) * len(colours)) // width]
+    base = np.broadcast_to(bars, (height, width, 3)).copy()
+    side = max(4, min(height, width) // 8)
+    step = 0
+    while True:
+        frame = base.copy()
+        x = (step * max(1, width // 64)) % max(1, width - side)
+        y = (height - side) // 2
+        frame[y : y + side, x : x + side] = 128  # grey: no bar has that colour, so it always shows
+        yield frame
+        step += 1
+
+
+def world_frames(height: int, width: int, seed: int, frames_per_scene: int,
+                 on_new_scene: Any = None) -> Iterator[np.ndarray]:
+    """Rendered tabletop scenes; each is repeated frames_per_scene times."""
+    from pixellm_ros.world.scene import sample_scene
+
+    rng = np.random.default_rng(seed)
+    while True:
+        scene = sample_scene(rng, (height, width))
+        if on_new_scene is not None:
+            on_new_scene(scene)
+        rgb, _masks = scene.render()
+        for _ in range(max(1, frames_per_scene)):
+            yield rgb
+
+
+def _describe(scene: Any) -> str:
+    return ", ".join(f"{obj.size} {obj.colour} {obj.shape}" for obj in scene.objects)
+
+
+class CameraSimNode(Node):
+    """Publishes frames from the configured source on ``image_raw`` at ``rate_hz``."""
+
+    def __init__(self, node_name: str = "camera_sim", **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+
+        def declare(name: str, default: Any, description: str) -> Any:
+            # Dynamic typing: a launch argument "5" (an int) for rate_hz must not stop the node.
+            descriptor = ParameterDescriptor(description=description, dynamic_typing=True)
+            value = self.declare_parameter(name, default, descriptor).value
+            return type(default)(value) if value is not None else default
+
+        source = declare("source", "world", f"frame source: {' | '.join(SOURCES)}")
+        folder = declare("folder", "", "image folder for source=folder")
+        rate_hz = float(declare("rate_hz", 5.0, "frames per second"))
+        width = int(declare("width", 640, "frame width (world, pattern)"))
+        height = int(declare("height", 480, "frame height (world, pattern)"))
+        seed = int(declare("seed", 0, "random seed of the world scenes"))
+        scene_period_s = float(declare("scene_period_s", 5.0, "seconds between new world scenes"))
+        self._frame_id = declare("frame_id", "camera", "header.frame_id of the frames")
+
+        if source not in SOURCES:
+            raise ValueError(f"parameter 'source' is '{source}'; use one of {', '.join(SOURCES)}")
+        if rate_hz <= 0:
+            raise ValueError(f"parameter 'rate_hz' must be > 0, got {rate_hz}")
+        if source == "folder":
+            self._frames = folder_frames(Path(folder).expanduser())
+        elif source == "pattern":
+            self._frames = pattern_frames(height, width)
+        else:
+            self._frames = world_frames(height, width, seed, round(scene_period_s * rate_hz),
+                                        lambda scene: self.get_logger().info(f"new scene: {_describe(scene)}"))
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)
+        self._publisher = self.create_publisher(Image, "image_raw", qos)
+        self._timer = self.create_timer(1.0 / rate_hz, self._publish_next)
+        self.published = 0
+        self.get_logger().info(f"publishing {source} frames on {self._publisher.topic_name} at {rate_hz} Hz")
+
+    def _publish_next(self) -> None:
+        frame = next(self._frames)
+        header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self._frame_id)
+        self._publisher.publish(rgb_to_image_msg(frame, header))
+        self.published += 1
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    init_ros(args)
+    node = CameraSimNode()
+    started = time.monotonic()
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    spin(executor, node.context)
+    node.get_logger().info(f"published {node.published} frames in {time.monotonic() - started:.1f} s")
+    executor.shutdown()
+    node.destroy_node()
+    rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""What travels from the node's callbacks to its worker thread: requests and the newest camera frame."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Union
+
+import numpy as np
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+
+from pixellm_ros.msg import SegmentationResult as SegmentationResultMsg
+
+CameraMsg = Union[Image, CompressedImage]
+
+
+@dataclass(frozen=True)
+class BoundImage:
+    """The image a request is answered against: rgb (H, W, 3) uint8 and the source header."""
+
+    rgb: np.ndarray
+    header: Header
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height), as the result message counts them."""
+        return int(self.rgb.shape[1]), int(self.rgb.shape[0])
+
+
+@dataclass(frozen=True)
+class CameraFrame:
+    """A camera message as received (conversion waits for the worker); seq grows by one per frame."""
+
+    msg: CameraMsg
+    seq: int
+
+    @property
+    def compressed(self) -> bool:
+        return isinstance(self.msg, CompressedImage)
+
+
+class LatestFrame:
+    """Holds only the newest camera frame; written by the image callback, read by the worker."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._frame: CameraFrame | None = None
+        self._seq = 0
+
+    def put(self, msg: CameraMsg) -> None:
+        with self._lock:
+            self._seq += 1
+            self._frame = CameraFrame(msg, self._seq)
+
+    def get(self) -> CameraFrame | None:
+        with self._lock:
+            return self._frame
+
+    def clear(self) -> None:
+        with self._lock:
+            self._frame = None
+
+
+@dataclass
+class SegmentRequest:
+    """One instruction to answer, from any channel ("topic", "service", "action", "standing").
+
+    image: the image given with the request (service/action), already converted; None means the
+        newest camera frame at the moment the worker starts the request.
+    on_text: receives each new piece of answer text (action feedback).
+    cancel_requested: polled while the request waits and runs (action cancel).
+    deliver: receives the one result (service response / action result), on the worker thread or,
+        for a refusal, on the thread that refused it.
+    """
+
+    request_id: str
+    instruction: str
+    channel: str
+    image: BoundImage | None = None
+    on_text: Callable[[str], None] | None = None
+    cancel_requested: Callable[[], bool] | None = None
+    deliver: Callable[[SegmentationResultMsg], None] | None = None
+    accepted_at: float = field(default_factory=time.monotonic)
+    tokens_started: int = 0  # forward passes begun so far (tokens generated, or being generated)
+    _answered: bool = field(default=False, repr=False)
+    _answer_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def cancelled(self) -> bool:
+        return self.cancel_requested is not None and bool(self.cancel_requested())
+
+    def claim_answer(self) -> bool:
+        """True exactly once: the caller that gets True sends the request's one result."""
+        with self._answer_lock:
+            if self._answered:
+                return False
+            self._answered = True
+            return True
+
+    def elapsed_ms(self) -> float:
+        return (time.monotonic() - self.accepted_at) * 1000.0
+
+
+class RequestIds:
+    """Ids "<node>-<n>" for requests that came without one (thread-safe)."""
+
+    def __init__(self, prefix: str) -> None:
+        self._prefix = prefix
+        self._counter = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def next(self) -> str:
+        with self._lock:
+            return f"{self._prefix}-{next(self._counter)}"

@@ -1,0 +1,64 @@
+"""Fixtures of the ROS tests: a domain id of their own, the client node, the tiny model folders.
+
+Every test session talks on its own ROS_DOMAIN_ID (derived from the pid) with localhost-only
+discovery, so parallel runs on one machine (or a team's runs) never see each other's nodes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+# Before any rclpy context exists: discovery on the loopback only (Kilted+; older ROS ignores it,
+# and ROS_LOCALHOST_ONLY is its equivalent there).
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+if os.environ.get("ROS_DISTRO") in ("humble", "iron"):
+    os.environ["ROS_LOCALHOST_ONLY"] = "1"
+
+# 10..109: apart from test_interfaces.py's 150..209, and below Fast DDS's port limit (~232).
+ROS_TEST_DOMAIN_ID = 10 + os.getpid() % 100
+
+
+@pytest.fixture(scope="session")
+def domain_id() -> int:
+    return ROS_TEST_DOMAIN_ID
+
+
+@pytest.fixture(scope="session")
+def client(domain_id: int) -> Iterator["RosClient"]:  # noqa: F821
+    from ros_harness import RosClient
+
+    ros_client = RosClient(domain_id)
+    yield ros_client
+    ros_client.close()
+
+
+@pytest.fixture(scope="session")
+def chain_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny model answering " the red cup" + one seg group, then end of sequence (11 tokens)."""
+    from tiny_model import build_scripted_model
+
+    return build_scripted_model(tmp_path_factory.mktemp("chain_model") / "model", loop=False)
+
+
+@pytest.fixture(scope="session")
+def loop_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny model repeating " the red cup" + a seg group until max_new_tokens."""
+    from tiny_model import build_scripted_model
+
+    return build_scripted_model(tmp_path_factory.mktemp("loop_model") / "model", loop=True)
+
+
+@pytest.fixture(scope="session")
+def single_thread_torch() -> None:
+    # The node subprocesses run with OMP_NUM_THREADS=1; the reference engine here must too, so
+    # that both compute the same floats (and the machine's cores are shared).
+    import torch
+
+    torch.set_num_threads(1)

@@ -1,0 +1,240 @@
+"""The client side of the node tests: a ROS context in this process, and the node in another one.
+
+``RosClient`` owns an rclpy context on the test's own domain id, one node, and an executor that
+spins in a background thread; tests wait on conditions with ``wait_until``. ``NodeProcess`` starts
+pixellm_node through the runner (``python -m pixellm_ros.ros.runner node ...``) exactly as a user
+without ``ros2 launch`` would, and stops it with SIGINT (as Ctrl-C would).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import rclpy
+from lifecycle_msgs.msg import State, Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+from rcl_interfaces.msg import Parameter as ParameterMsg
+from rcl_interfaces.msg import ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from rclpy.action import ActionClient
+from rclpy.context import Context
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+
+from pixellm_ros.action import Segment as SegmentAction
+from pixellm_ros.msg import SegmentationResult
+from pixellm_ros.ros.runner import default_params_file, node_command
+from pixellm_ros.srv import Segment as SegmentService
+
+RELIABLE_DEEP = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=200, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def rgb_image_msg(rgb: np.ndarray, stamp: Any, frame_id: str, encoding: str = "rgb8") -> Image:
+    """An Image of an (H, W, 3) RGB array in rgb8 or bgr8 (built here, not with the node's code)."""
+    pixels = rgb if encoding == "rgb8" else rgb[:, :, ::-1]
+    height, width = rgb.shape[:2]
+    return Image(header=Header(stamp=stamp, frame_id=frame_id), height=height, width=width, encoding=encoding,
+                 step=width * 3, data=np.ascontiguousarray(pixels).tobytes())
+
+
+class ResultLog:
+    """Every SegmentationResult seen on a topic, in arrival order (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: list[SegmentationResult] = []
+
+    def add(self, msg: SegmentationResult) -> None:
+        with self._lock:
+            self._items.append(msg)
+
+    def all(self) -> list[SegmentationResult]:
+        with self._lock:
+            return list(self._items)
+
+    def by_id(self, request_id: str) -> list[SegmentationResult]:
+        return [m for m in self.all() if m.request_id == request_id]
+
+    def where(self, predicate: Callable[[SegmentationResult], bool]) -> list[SegmentationResult]:
+        return [m for m in self.all() if predicate(m)]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+class RosClient:
+    """A client node on ``domain_id``, spun in a background thread."""
+
+    def __init__(self, domain_id: int, name: str = "pixellm_test_client") -> None:
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = rclpy.create_node(name, context=self.context)
+        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except Exception:  # noqa: BLE001 - ends with the context
+            pass
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+        self._thread.join(5)
+
+    def now(self) -> Any:
+        return self.node.get_clock().now().to_msg()
+
+    # -- topics
+    def result_log(self, topic: str) -> ResultLog:
+        log = ResultLog()
+        self.node.create_subscription(SegmentationResult, topic, log.add, RELIABLE_DEEP)
+        return log
+
+    def collect(self, msg_type: Any, topic: str, qos: QoSProfile = RELIABLE_DEEP) -> list[Any]:
+        received: list[Any] = []
+        self.node.create_subscription(msg_type, topic, received.append, qos)
+        return received
+
+    def publisher(self, msg_type: Any, topic: str, depth: int = 10) -> Any:
+        return self.node.create_publisher(msg_type, topic, QoSProfile(depth=depth,
+                                                                      reliability=ReliabilityPolicy.RELIABLE))
+
+    def image_publisher(self, topic: str) -> Any:
+        return self.publisher(Image, topic, depth=1)
+
+    # -- services and actions
+    def call(self, srv_type: Any, name: str, request: Any, timeout: float = 60.0) -> Any:
+        client = self.node.create_client(srv_type, name)
+        try:
+            if not client.wait_for_service(timeout_sec=timeout):
+                raise TimeoutError(f"service {name} did not appear")
+            future = client.call_async(request)
+            if not wait_until(future.done, timeout):
+                raise TimeoutError(f"no response from {name}")
+            return future.result()
+        finally:
+            self.node.destroy_client(client)
+
+    def segment_service(self, node_name: str, image: Image | None, instruction: str, request_id: str = "",
+                        timeout: float = 60.0) -> SegmentationResult:
+        request = SegmentService.Request(instruction=instruction, request_id=request_id)
+        if image is not None:
+            request.image = image
+        return self.call(SegmentService, f"/{node_name}/segment", request, timeout).result
+
+    def action_client(self, node_name: str) -> ActionClient:
+        client = ActionClient(self.node, SegmentAction, f"/{node_name}/segment")
+        if not client.wait_for_server(timeout_sec=30):
+            raise TimeoutError("action server did not appear")
+        return client
+
+    # -- lifecycle and parameters (the node's standard services)
+    def lifecycle_state(self, node_name: str, timeout: float = 60.0) -> int:
+        return self.call(GetState, f"/{node_name}/get_state", GetState.Request(), timeout).current_state.id
+
+    def change_state(self, node_name: str, transition: int, timeout: float = 60.0) -> bool:
+        request = ChangeState.Request(transition=Transition(id=transition))
+        return self.call(ChangeState, f"/{node_name}/change_state", request, timeout).success
+
+    def set_parameters(self, node_name: str, values: Mapping[str, Any]) -> list[bool]:
+        parameters = [ParameterMsg(name=name, value=_parameter_value(value)) for name, value in values.items()]
+        response = self.call(SetParameters, f"/{node_name}/set_parameters", SetParameters.Request(parameters=parameters))
+        return [r.successful for r in response.results]
+
+
+def _parameter_value(value: Any) -> ParameterValue:
+    if isinstance(value, bool):
+        return ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value)
+    if isinstance(value, int):
+        return ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
+    if isinstance(value, float):
+        return ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
+    return ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=str(value))
+
+
+class NodeProcess:
+    """pixellm_node (or the demo) in a subprocess started through the runner; log in ``log_path``."""
+
+    def __init__(self, domain_id: int, node_name: str, parameters: Mapping[str, Any], log_path: Path,
+                 what: str = "node", remappings: Mapping[str, str] | None = None,
+                 command: Sequence[str] | None = None) -> None:
+        """what: "node" (pixellm_node named node_name) or "demo" (camera_sim + pixellm_node, whose
+        name must then be the default: a __node remap would rename both nodes of the process).
+        command: run this instead of the runner (e.g. the scripts/ executable)."""
+        self.node_name = node_name
+        self.log_path = log_path
+        if command is None:
+            command = node_command(default_params_file(), parameters, remappings,
+                                   node_name=node_name if what == "node" else None)
+            if what != "node":
+                command[command.index("node")] = what
+        # One intra-op thread: the in-process reference engine runs with one too, so both compute
+        # bit-identical floats; and the test machine's cores are shared.
+        env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+        self._log = open(log_path, "w")
+        self.process = subprocess.Popen(list(command), env=env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def wait_active(self, client: RosClient, timeout: float = 90.0,
+                    state: int = State.PRIMARY_STATE_ACTIVE) -> None:
+        """Wait until the node's lifecycle state (asked through get_state) is ``state``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"the node process exited ({self.process.returncode}):\n{self.log_tail()}")
+            try:
+                if client.lifecycle_state(self.node_name, timeout=2.0) == state:
+                    return
+            except TimeoutError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"the node did not reach state {state} in {timeout} s:\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        if self.alive():
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self._log.close()
+        return self.process.returncode
+
+
+def compressed_png_msg(rgb: np.ndarray, stamp: Any, frame_id: str) -> CompressedImage:
+    import cv2
+
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    assert ok
+    return CompressedImage(header=Header(stamp=stamp, frame_id=frame_id), format="png", data=encoded.tobytes())

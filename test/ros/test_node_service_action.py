@@ -1,0 +1,299 @@
+"""pixellm_node over real DDS through its service, its action and its lifecycle services.
+
+The node (its own process, through the runner) serves a tiny model that keeps answering until
+max_new_tokens, so an action goal runs long enough to be cancelled half-way. Masks are cropped
+to their boxes here (output.mask_format: cropped).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+from action_msgs.msg import GoalStatus
+from lifecycle_msgs.msg import State, Transition
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header, String
+
+from pixellm_ros.action import Segment as SegmentAction
+from pixellm_ros.msg import SegmentationResult, SegmentedTarget
+from pixellm_ros.ros.conversions import mask_from_msg
+from ros_harness import (
+    NodeProcess,
+    ResultLog,
+    RosClient,
+    compressed_png_msg,
+    rgb_image_msg,
+    wait_until,
+)
+
+NODE = "pixellm_srv"
+MAX_NEW_TOKENS = 200
+
+
+@dataclass
+class ServiceRig:
+    client: RosClient
+    node: NodeProcess
+    results: ResultLog
+    image_pub: object
+    compressed_pub: object
+
+
+@pytest.fixture(scope="module")
+def rig(client: RosClient, domain_id: int, loop_model_dir: Path, tmp_path_factory) -> Iterator[ServiceRig]:
+    results = client.result_log(f"/{NODE}/result")
+    image_pub = client.image_publisher(f"/{NODE}/camera")
+    compressed_pub = client.publisher(CompressedImage, f"/{NODE}/camera/compressed", depth=1)
+    node = NodeProcess(domain_id, NODE, {
+        "model.path": str(loop_model_dir), "model.device": "cpu", "generation.max_new_tokens": MAX_NEW_TOKENS,
+        "queue_size": 2, "max_image_age_s": 5.0, "output.mask_format": "cropped",
+        "topics.compressed_image": f"/{NODE}/camera/compressed",
+    }, tmp_path_factory.mktemp("node_logs") / f"{NODE}.log", remappings={"image_raw": f"/{NODE}/camera"})
+    try:
+        node.wait_active(client)
+        assert wait_until(lambda: image_pub.get_subscription_count() > 0, 30)
+        yield ServiceRig(client, node, results, image_pub, compressed_pub)
+    finally:
+        code = node.stop()
+        print(node.log_tail(80))
+    assert code == 0, f"the node did not exit cleanly on SIGINT (exit code {code})"
+
+
+@pytest.fixture(scope="module")
+def engine(loop_model_dir: Path, single_thread_torch):
+    from pixellm_ros.engine import PixelLMEngine
+
+    return PixelLMEngine.from_pretrained(loop_model_dir, device="cpu")
+
+
+def scene(seed: int, height: int = 36, width: int = 52) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def old_header(frame_id: str) -> Header:
+    header = Header(frame_id=frame_id)
+    header.stamp.sec, header.stamp.nanosec = 42, 7  # decades old: a given image is never refused for age
+    return header
+
+
+def given_image(rgb: np.ndarray, frame_id: str) -> Image:
+    return rgb_image_msg(rgb, old_header(frame_id).stamp, frame_id)
+
+
+def assert_matches_engine(result: SegmentationResult, expected, width: int, height: int) -> None:
+    assert result.status == SegmentationResult.STATUS_OK, result.error
+    assert result.answer == expected.text
+    assert (result.image_width, result.image_height) == (width, height)
+    assert len(result.targets) == len(expected.targets) > 0
+    for got, want in zip(result.targets, expected.targets):
+        assert got.mask_format == SegmentedTarget.MASK_CROPPED
+        x0, y0, x1, y1 = want.box
+        assert (got.box.x_offset, got.box.y_offset, got.box.width, got.box.height) == (x0, y0, x1 - x0, y1 - y0)
+        assert (got.mask.width, got.mask.height) == (x1 - x0, y1 - y0)  # the mask covers the box only
+        np.testing.assert_array_equal(mask_from_msg(got, (width, height)), want.mask)
+
+
+def run_goal(rig: ServiceRig, goal: SegmentAction.Goal, cancel_after_feedback: int | None = None):
+    """Send a goal; optionally cancel it after that many feedback messages. Returns (status, result, feedback)."""
+    action = rig.client.action_client(NODE)
+    feedback: list[SegmentAction.Feedback] = []
+    send = action.send_goal_async(goal, feedback_callback=lambda fb: feedback.append(fb.feedback))
+    assert wait_until(send.done, 30)
+    handle = send.result()
+    assert handle.accepted
+    if cancel_after_feedback is not None:
+        assert wait_until(lambda: len(feedback) >= cancel_after_feedback, 30), rig.node.log_tail()
+        cancel = handle.cancel_goal_async()
+        assert wait_until(cancel.done, 30)
+    result_future = handle.get_result_async()
+    assert wait_until(result_future.done, 60), rig.node.log_tail()
+    wrapped = result_future.result()
+    return wrapped.status, wrapped.result.result, feedback
+
+
+def test_service_without_image_before_any_frame(rig: ServiceRig) -> None:
+    result = rig.client.segment_service(NODE, None, "segment the red cup", request_id="no-frame")
+    assert result.status == SegmentationResult.STATUS_NO_IMAGE
+    assert result.request_id == "no-frame"
+
+
+def test_service_with_its_own_image_matches_the_engine(rig: ServiceRig, engine) -> None:
+    rgb = scene(10)
+    image = given_image(rgb, "camera_left")
+    result = rig.client.segment_service(NODE, image, "segment the red cup", request_id="srv-own-image")
+    expected = engine.segment(rgb, "segment the red cup", max_new_tokens=MAX_NEW_TOKENS)
+    assert result.request_id == "srv-own-image"
+    assert result.header == image.header
+    assert result.generated_tokens == expected.generated_tokens == MAX_NEW_TOKENS
+    assert_matches_engine(result, expected, 52, 36)
+    # every request, whatever its channel, is also published on the result topic (exactly once)
+    assert wait_until(lambda: rig.results.by_id("srv-own-image"), 10)
+    time.sleep(0.3)
+    (published,) = rig.results.by_id("srv-own-image")
+    assert published.answer == result.answer and published.header == result.header
+
+
+def test_service_with_empty_image_uses_the_newest_frame(rig: ServiceRig) -> None:
+    for attempt in range(6):
+        frame = rgb_image_msg(scene(11), rig.client.now(), f"camera_newest_{attempt}")
+        rig.image_pub.publish(frame)
+        time.sleep(0.2 * (attempt + 1))
+        result = rig.client.segment_service(NODE, None, "segment the red cup on the newest frame")
+        if result.header == frame.header:
+            break
+    assert result.header == frame.header, "the service never used the newest camera frame"
+    assert result.status == SegmentationResult.STATUS_OK, result.error
+    assert result.request_id.startswith(f"{NODE}-")  # assigned by the node
+
+
+def test_service_refuses_a_bad_given_image_at_once(rig: ServiceRig) -> None:
+    image = given_image(scene(12), "camera_depth")
+    image.encoding = "16UC1"
+    result = rig.client.segment_service(NODE, image, "segment the red cup", request_id="bad-given")
+    assert result.status == SegmentationResult.STATUS_INVALID_IMAGE
+    assert "the request's image" in result.error and "16UC1" in result.error
+
+
+def test_action_streams_the_answer_as_feedback(rig: ServiceRig, engine) -> None:
+    rgb = scene(13)
+    goal = SegmentAction.Goal(image=given_image(rgb, "camera_action"), instruction="find the cups",
+                              request_id="goal-stream")
+    status, result, feedback = run_goal(rig, goal)
+    expected = engine.segment(rgb, "find the cups", max_new_tokens=MAX_NEW_TOKENS)
+    assert status == GoalStatus.STATUS_SUCCEEDED
+    assert result.request_id == "goal-stream"
+    assert_matches_engine(result, expected, 52, 36)
+    assert len(feedback) >= 10
+    assert "".join(fb.delta for fb in feedback) == result.answer
+    assert feedback[-1].partial_answer == result.answer
+    tokens = [fb.generated_tokens for fb in feedback]
+    assert tokens == sorted(tokens) and 0 < tokens[-1] <= result.generated_tokens
+    for before, after in zip(feedback, feedback[1:]):
+        assert after.partial_answer == before.partial_answer + after.delta
+
+
+def test_action_cancel_stops_generation(rig: ServiceRig) -> None:
+    goal = SegmentAction.Goal(image=given_image(scene(14), "camera_cancel"), instruction="find all the cups",
+                              request_id="goal-cancel")
+    status, result, feedback = run_goal(rig, goal, cancel_after_feedback=2)
+    assert status == GoalStatus.STATUS_CANCELED
+    assert result.status == SegmentationResult.STATUS_CANCELLED
+    assert result.request_id == "goal-cancel" and not result.targets
+    assert result.generated_tokens < MAX_NEW_TOKENS  # stopped before the end
+    assert wait_until(lambda: rig.results.by_id("goal-cancel"), 10)
+
+
+def test_action_cancelled_while_waiting_in_the_queue(rig: ServiceRig) -> None:
+    action = rig.client.action_client(NODE)
+    first_feedback: list[object] = []
+    first = action.send_goal_async(SegmentAction.Goal(image=given_image(scene(15), "cam"), instruction="long one",
+                                                      request_id="goal-first"),
+                                   feedback_callback=first_feedback.append)
+    assert wait_until(first.done, 30) and wait_until(lambda: first_feedback, 30)  # the first one is running
+    second = action.send_goal_async(SegmentAction.Goal(image=given_image(scene(16), "cam"), instruction="waiting one",
+                                                       request_id="goal-second"))
+    assert wait_until(second.done, 30)
+    cancel = second.result().cancel_goal_async()
+    assert wait_until(cancel.done, 30)
+    first_result = first.result().get_result_async()
+    second_result = second.result().get_result_async()
+    assert wait_until(lambda: first_result.done() and second_result.done(), 60)
+    assert first_result.result().status == GoalStatus.STATUS_SUCCEEDED
+    assert second_result.result().status == GoalStatus.STATUS_CANCELED
+    waiting = second_result.result().result.result
+    assert waiting.status == SegmentationResult.STATUS_CANCELLED
+    assert "before it started" in waiting.error and waiting.generated_tokens == 0
+
+
+def test_topic_callbacks_stay_responsive_while_the_model_runs(rig: ServiceRig) -> None:
+    """With the worker busy on a long goal and queue_size 2, a third instruction is refused at once:
+    its refusal arrives while the goal still runs, so the executor was never blocked by inference."""
+    publisher = rig.client.publisher(String, f"/{NODE}/instruction", depth=10)
+    assert wait_until(lambda: publisher.get_subscription_count() > 0, 20)
+    action = rig.client.action_client(NODE)
+    feedback: list[object] = []
+    send = action.send_goal_async(SegmentAction.Goal(image=given_image(scene(21), "cam"), instruction="long",
+                                                     request_id="goal-busy"), feedback_callback=feedback.append)
+    assert wait_until(send.done, 30) and wait_until(lambda: feedback, 30)
+    running = send.result().get_result_async()
+    texts = [f"while busy {i}" for i in range(3)]
+    for text in texts:
+        publisher.publish(String(data=text))
+    assert wait_until(lambda: rig.results.where(lambda m: m.status == SegmentationResult.STATUS_QUEUE_FULL
+                                                and m.instruction in texts), 10)
+    assert not running.done(), "the refusal should come while the model is still busy"
+    assert wait_until(running.done, 30)
+    assert wait_until(lambda: len(rig.results.where(lambda m: m.instruction in texts)) == 3, 30)
+
+
+def test_deactivate_frees_the_model_and_activate_reloads_it(rig: ServiceRig, engine) -> None:
+    client = rig.client
+    # A goal running when the node is deactivated is stopped and answered NOT_READY.
+    action = client.action_client(NODE)
+    feedback: list[object] = []
+    send = action.send_goal_async(SegmentAction.Goal(image=given_image(scene(17), "cam"), instruction="running",
+                                                     request_id="goal-deactivated"),
+                                  feedback_callback=feedback.append)
+    assert wait_until(send.done, 30) and wait_until(lambda: feedback, 30)
+    assert client.change_state(NODE, Transition.TRANSITION_DEACTIVATE)
+    running = send.result().get_result_async()
+    assert wait_until(running.done, 30)
+    assert running.result().status == GoalStatus.STATUS_ABORTED
+    assert running.result().result.result.status == SegmentationResult.STATUS_NOT_READY
+    assert client.lifecycle_state(NODE) == State.PRIMARY_STATE_INACTIVE
+    assert wait_until(lambda: "model released" in rig.node.log_tail(20), 5)
+
+    refused = client.segment_service(NODE, given_image(scene(18), "cam"), "while inactive", request_id="inactive")
+    assert refused.status == SegmentationResult.STATUS_NOT_READY and "not active" in refused.error
+
+    assert client.change_state(NODE, Transition.TRANSITION_ACTIVATE)
+    assert client.lifecycle_state(NODE) == State.PRIMARY_STATE_ACTIVE
+    rgb = scene(19)
+    result = client.segment_service(NODE, given_image(rgb, "cam"), "segment the red cup", request_id="reactivated")
+    assert_matches_engine(result, engine.segment(rgb, "segment the red cup", max_new_tokens=MAX_NEW_TOKENS), 52, 36)
+
+
+def test_reconfigure_bad_device_fails_then_compressed_images_work(rig: ServiceRig, engine) -> None:
+    client = rig.client
+    assert client.change_state(NODE, Transition.TRANSITION_DEACTIVATE)
+    assert client.change_state(NODE, Transition.TRANSITION_CLEANUP)
+    assert client.lifecycle_state(NODE) == State.PRIMARY_STATE_UNCONFIGURED
+
+    assert client.set_parameters(NODE, {"model.device": "quantum"}) == [True]
+    assert not client.change_state(NODE, Transition.TRANSITION_CONFIGURE)  # fails, and says why
+    assert client.lifecycle_state(NODE) == State.PRIMARY_STATE_UNCONFIGURED
+    assert wait_until(lambda: "model.device" in rig.node.log_tail(10) and "quantum" in rig.node.log_tail(10), 5)
+
+    assert client.set_parameters(NODE, {"model.device": "cpu", "topics.use_compressed": True}) == [True, True]
+    assert client.change_state(NODE, Transition.TRANSITION_CONFIGURE)
+    assert client.change_state(NODE, Transition.TRANSITION_ACTIVATE)
+    assert wait_until(lambda: rig.compressed_pub.get_subscription_count() > 0, 20)
+
+    rgb = scene(20)
+    for attempt in range(6):
+        frame = compressed_png_msg(rgb, client.now(), f"camera_png_{attempt}")
+        rig.compressed_pub.publish(frame)
+        time.sleep(0.2 * (attempt + 1))
+        result = client.segment_service(NODE, None, "segment the red cup in the png")
+        if result.header == frame.header:
+            break
+    assert result.header == frame.header
+    # PNG is lossless: the node decoded exactly the image the engine sees here
+    assert_matches_engine(result, engine.segment(rgb, "segment the red cup in the png",
+                                                 max_new_tokens=MAX_NEW_TOKENS), 52, 36)
+
+    for attempt in range(6):
+        garbage = CompressedImage(header=Header(stamp=client.now(), frame_id=f"garbage_{attempt}"), format="jpeg",
+                                  data=b"not a jpeg at all")
+        rig.compressed_pub.publish(garbage)
+        time.sleep(0.2 * (attempt + 1))
+        result = client.segment_service(NODE, None, "segment the red cup in garbage")
+        if result.header == garbage.header:
+            break
+    assert result.header == garbage.header
+    assert result.status == SegmentationResult.STATUS_INVALID_IMAGE and "could not decode" in result.error
