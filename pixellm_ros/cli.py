@@ -22,8 +22,8 @@ from typing import Sequence
 # command name -> module implementing it. One line per command; each owner adds theirs.
 COMMANDS: dict[str, str] = {
     "segment": "pixellm_ros.engine.cli_segment",  # engine: one image + instruction -> result.json, overlay.png
-    # "node": "pixellm_ros.ros.cli_node",          # ROS 2 node
-    # "demo": "pixellm_ros.ros.cli_demo",          # camera simulator + node
+    "node": "pixellm_ros.ros.cli_node",  # ROS 2 node with a parameters file (no ros2 launch needed)
+    "demo": "pixellm_ros.ros.demo",  # camera simulator + node + a client: the README's main job
     # "train": "pixellm_ros.training.cli_train",   # training
     "eval": "pixellm_ros.evaluation.cli_eval",  # MUSE evaluation
     "world": "pixellm_ros.world.cli_world",  # tabletop scene generator
