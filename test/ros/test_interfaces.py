@@ -58,6 +58,20 @@ def stop_peer(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
+@pytest.fixture(scope="module")
+def action_peer(ros):
+    """One action server process for the action tests: a second server under the same name, started
+    right after the first one stopped, can leave the client talking to the stale one."""
+    node, executor = ros
+    peer = start_peer("action")
+    client = ActionClient(node, SegmentAction, "peer/segment_action")
+    try:
+        assert spin_until(executor, client.server_is_ready, timeout=30), "action server never appeared"
+        yield client
+    finally:
+        stop_peer(peer)
+
+
 def spin_until(executor, predicate, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -119,23 +133,17 @@ def test_service_round_trip_between_processes(ros):
     assert_checker_mask(result.targets[0], 64, 48)
 
 
-def test_action_streams_feedback_and_returns_result(ros):
-    node, executor = ros
-    client = ActionClient(node, SegmentAction, "peer/segment_action")
-    peer = start_peer("action")
+def test_action_streams_feedback_and_returns_result(ros, action_peer):
+    _node, executor = ros
     feedback: list[SegmentAction.Feedback] = []
-    try:
-        assert spin_until(executor, client.server_is_ready, timeout=30), "action server never appeared"
-        goal = SegmentAction.Goal(instruction="the apple and the banana")
-        goal.image = Image(height=10, width=20, encoding="rgb8", step=60, data=bytes(600))
-        send = client.send_goal_async(goal, feedback_callback=lambda fb: feedback.append(fb.feedback))
-        assert spin_until(executor, send.done, timeout=30)
-        handle = send.result()
-        assert handle.accepted
-        result_future = handle.get_result_async()
-        assert spin_until(executor, result_future.done, timeout=30)
-    finally:
-        stop_peer(peer)
+    goal = SegmentAction.Goal(instruction="the apple and the banana")
+    goal.image = Image(height=10, width=20, encoding="rgb8", step=60, data=bytes(600))
+    send = action_peer.send_goal_async(goal, feedback_callback=lambda fb: feedback.append(fb.feedback))
+    assert spin_until(executor, send.done, timeout=30)
+    handle = send.result()
+    assert handle.accepted
+    result_future = handle.get_result_async()
+    assert spin_until(executor, result_future.done, timeout=30)
     result = result_future.result().result.result
     assert result.answer == "the apple and the banana"
     assert [fb.delta for fb in feedback] == ["the", " apple", " and", " the", " banana"]
@@ -143,24 +151,18 @@ def test_action_streams_feedback_and_returns_result(ros):
     assert_checker_mask(result.targets[0], 20, 10)
 
 
-def test_action_cancel_is_honoured(ros):
-    node, executor = ros
-    client = ActionClient(node, SegmentAction, "peer/segment_action")
-    peer = start_peer("action")
+def test_action_cancel_is_honoured(ros, action_peer):
+    _node, executor = ros
     feedback: list[SegmentAction.Feedback] = []
-    try:
-        assert spin_until(executor, client.server_is_ready, timeout=30)
-        goal = SegmentAction.Goal(instruction=" ".join(f"w{i}" for i in range(200)))
-        send = client.send_goal_async(goal, feedback_callback=lambda fb: feedback.append(fb.feedback))
-        assert spin_until(executor, send.done, timeout=30)
-        handle = send.result()
-        assert spin_until(executor, lambda: len(feedback) >= 2, timeout=30)
-        cancel = handle.cancel_goal_async()
-        assert spin_until(executor, cancel.done, timeout=30)
-        result_future = handle.get_result_async()
-        assert spin_until(executor, result_future.done, timeout=30)
-    finally:
-        stop_peer(peer)
+    goal = SegmentAction.Goal(instruction=" ".join(f"w{i}" for i in range(200)))
+    send = action_peer.send_goal_async(goal, feedback_callback=lambda fb: feedback.append(fb.feedback))
+    assert spin_until(executor, send.done, timeout=30)
+    handle = send.result()
+    assert spin_until(executor, lambda: len(feedback) >= 2, timeout=30)
+    cancel = handle.cancel_goal_async()
+    assert spin_until(executor, cancel.done, timeout=30)
+    result_future = handle.get_result_async()
+    assert spin_until(executor, result_future.done, timeout=30)
     wrapped = result_future.result()
     assert wrapped.status == 5  # action_msgs/GoalStatus.STATUS_CANCELED
     assert wrapped.result.result.status == SegmentationResult.STATUS_CANCELLED
