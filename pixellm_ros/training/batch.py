@@ -1,0 +1,53 @@
+"""The training batch: a few images, several conversations about each.
+
+As in LISA/PixelLM training, the vision tower runs once per image and each image's features are
+shared by all the conversations (questions) asked about it; ``image_index`` says which image a
+conversation belongs to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class TrainingBatch:
+    """pixel_values: (B_img, 3, S, S) normalised, zero-padded bottom/right.
+    valid_hw / original_hw: B_img (h, w): the resized image inside S x S / the rendered image size.
+    image_index: (B_conv,) long, the image of each conversation.
+    input_ids / labels / attention_mask: (B_conv, T) long, right-padded (pad id, IGNORE_INDEX, 0);
+        one IMAGE_TOKEN_INDEX per row; labels are IGNORE_INDEX outside the answer (+ eos).
+    gt_masks: B_conv float tensors (T_b, H_img, W_img) in {0, 1} at the image's original size, one
+        per target in answer order (T_b = seg groups in that answer, may be 0).
+    """
+
+    pixel_values: torch.Tensor
+    valid_hw: list[tuple[int, int]]
+    original_hw: list[tuple[int, int]]
+    image_index: torch.Tensor
+    input_ids: torch.Tensor
+    labels: torch.Tensor
+    attention_mask: torch.Tensor
+    gt_masks: list[torch.Tensor]
+
+    @property
+    def num_images(self) -> int:
+        return int(self.pixel_values.shape[0])
+
+    @property
+    def num_conversations(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    def to(self, device: torch.device | str) -> TrainingBatch:
+        return TrainingBatch(
+            pixel_values=self.pixel_values.to(device),
+            valid_hw=list(self.valid_hw),
+            original_hw=list(self.original_hw),
+            image_index=self.image_index.to(device),
+            input_ids=self.input_ids.to(device),
+            labels=self.labels.to(device),
+            attention_mask=self.attention_mask.to(device),
+            gt_masks=[m.to(device) for m in self.gt_masks],
+        )

@@ -1,0 +1,126 @@
+"""`pixellm-ros train`: train the small PixelLM on the tabletop world.
+
+    pixellm-ros train --out runs/demo [--steps N] [--resume] [--device auto|cpu|cuda]
+                      [--threads 2] [--export pixellm_ros/assets/default_model] [--eval-images 60]
+
+Writes the run folder described in ``trainer``; ``--export`` also writes the final model folder
+there (the shipped default model lives in ``pixellm_ros/assets/default_model``); ``--eval-images``
+scores the exported model with the engine on held-out world scenes afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from .trainer import Trainer, TrainSettings
+
+DEFAULTS = TrainSettings(out_dir="")
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `pixellm-ros train` (the CLI's subcommand parser calls this)."""
+    parser.add_argument("--out", required=True, help="run folder (checkpoints, curves, final model)")
+    parser.add_argument("--steps", type=int, default=None, help=f"optimizer steps (default {DEFAULTS.steps})")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.add_argument("--device", default=None, help='"auto" (default: cuda if present), "cpu", "cuda", "cuda:N"')
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    parser.add_argument("--workers", type=int, default=None, help="DataLoader workers rendering scenes (default 0)")
+    parser.add_argument("--images-per-step", type=int, default=None, help=f"default {DEFAULTS.images_per_step}")
+    parser.add_argument("--questions-per-image", type=int, default=None, help=f"default {DEFAULTS.questions_per_image}")
+    parser.add_argument("--lr", type=float, default=None, help=f"peak learning rate (default {DEFAULTS.lr})")
+    parser.add_argument("--seed", type=int, default=None, help=f"default {DEFAULTS.seed}")
+    parser.add_argument("--eval-every", type=int, default=None, help=f"default {DEFAULTS.eval_every}")
+    parser.add_argument("--checkpoint-every", type=int, default=None, help=f"default {DEFAULTS.checkpoint_every}")
+    parser.add_argument("--export", default=None, help="also write the final model folder here")
+    parser.add_argument(
+        "--export-dtype", choices=("float16", "float32"), default=None, help="weights on disk (default float16)"
+    )
+    parser.add_argument(
+        "--eval-images", type=int, default=0, help="after training, score the model with the engine on N held-out scenes"
+    )
+    parser.add_argument("--fp32", action="store_true", help="no bf16 autocast on CUDA (CPU is always float32)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+_OVERRIDES = {
+    "steps": "steps",
+    "device": "device",
+    "threads": "threads",
+    "workers": "num_workers",
+    "images_per_step": "images_per_step",
+    "questions_per_image": "questions_per_image",
+    "lr": "lr",
+    "seed": "seed",
+    "eval_every": "eval_every",
+    "checkpoint_every": "checkpoint_every",
+    "export_dtype": "export_dtype",
+}
+
+
+def settings_from_args(args: argparse.Namespace) -> TrainSettings:
+    """Fresh run: defaults + given options. Resume: the run's saved settings + given options."""
+    out = Path(args.out)
+    saved = out / "settings.json"
+    if args.resume and saved.is_file():
+        base = TrainSettings.from_dict(json.loads(saved.read_text()))
+    else:
+        base = TrainSettings(out_dir=str(out))
+    values = base.to_dict()
+    values["out_dir"] = str(out)
+    for arg_name, field_name in _OVERRIDES.items():
+        value = getattr(args, arg_name, None)
+        if value is not None:
+            values[field_name] = value
+    values["progress"] = not getattr(args, "no_progress", False)
+    if getattr(args, "fp32", False):
+        values["amp"] = False
+    return TrainSettings.from_dict(values)
+
+
+def run_train_cli(args: argparse.Namespace) -> int:
+    """Run `pixellm-ros train` with parsed arguments; returns the exit code."""
+    settings = settings_from_args(args)
+    trainer_probe = Path(settings.out_dir) / "checkpoints" / "last.pt"
+    if trainer_probe.is_file() and not args.resume:
+        print(f"{settings.out_dir} already holds a run (checkpoints/last.pt): pass --resume or another --out")
+        return 2
+    trainer = Trainer(settings, resume=args.resume)
+    if args.resume:
+        print(f"resuming at step {trainer.step} of {settings.steps}")
+    result = trainer.run()
+    print(
+        f"trained {result.steps} steps, median {result.seconds_per_step:.2f} s/step; "
+        f"final train loss {result.final_train.get('total', float('nan')):.4f}; model in {result.model_dir}"
+    )
+    if result.final_eval:
+        print("held-out (teacher forced): " + ", ".join(f"{k} {v:.4f}" for k, v in result.final_eval.items() if k != "step"))
+    model_dir = result.model_dir
+    if args.export and model_dir is not None:
+        target = Path(args.export)
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(model_dir, target)
+        print(f"exported the model to {target}")
+    if args.eval_images > 0 and model_dir is not None:
+        from .final_eval import evaluate_model_folder
+
+        device = "cuda" if trainer.device.type == "cuda" else "cpu"
+        # held-out: every question involves an unseen colour x shape pair; train: new scenes, seen pairs
+        for split in ("heldout", "train"):
+            report = evaluate_model_folder(
+                model_dir, Path(settings.out_dir) / "eval_data", split, args.eval_images, device=device,
+                progress=settings.progress,
+            )
+            print(f"\n{split} split ({args.eval_images} scenes, engine generation):")
+            print(report.table())
+            report.write_json(Path(settings.out_dir) / f"eval_{split}.json")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pixellm-ros train", description=__doc__.split("\n\n")[0])
+    add_train_arguments(parser)
+    return run_train_cli(parser.parse_args(argv))

@@ -1,0 +1,61 @@
+"""The loss-curve figure of a training run (matplotlib, written as a PNG without a display)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on training machines
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+TRAIN_CURVES: tuple[str, ...] = ("total", "token_ce", "mask_bce", "mask_dice", "target_refinement")
+
+
+def smooth(values: Sequence[float], window: int) -> np.ndarray:
+    """Trailing moving average (the first points average what exists so far)."""
+    data = np.asarray(values, dtype=float)
+    if window <= 1 or data.size == 0:
+        return data
+    cumulative = np.cumsum(np.insert(data, 0, 0.0))
+    counts = np.minimum(np.arange(1, data.size + 1), window)
+    return (cumulative[1:] - cumulative[np.arange(1, data.size + 1) - counts]) / counts
+
+
+def plot_loss_curve(
+    train: Sequence[Mapping[str, float]], evals: Sequence[Mapping[str, float]], path: str | os.PathLike[str]
+) -> Path:
+    """train: one dict per step ({"step", "total", "token_ce", ...}); evals: one per eval
+    ({"step", "total", "mask_iou", "answer_token_accuracy"}). Writes a two-panel PNG to ``path``."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
+    if train:
+        steps = [row["step"] for row in train]
+        window = max(1, len(train) // 50)
+        for key in TRAIN_CURVES:
+            if key in train[0]:
+                loss_ax.plot(steps, smooth([row[key] for row in train], window), label=f"train {key}")
+    if evals:
+        eval_steps = [row["step"] for row in evals]
+        loss_ax.plot(eval_steps, [row["total"] for row in evals], "o-", color="black", label="held-out total")
+        for key in ("mask_iou", "answer_token_accuracy"):
+            metric_ax.plot(eval_steps, [row[key] for row in evals], "o-", label=f"held-out {key}")
+    loss_ax.set_xlabel("step")
+    loss_ax.set_ylabel("loss (weighted)")
+    loss_ax.set_yscale("log")
+    loss_ax.legend(fontsize=8)
+    loss_ax.grid(alpha=0.3)
+    metric_ax.set_xlabel("step")
+    metric_ax.set_ylim(0.0, 1.0)
+    metric_ax.set_title("teacher-forced held-out metrics")
+    if evals:
+        metric_ax.legend(fontsize=8)
+    metric_ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

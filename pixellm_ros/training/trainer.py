@@ -1,0 +1,340 @@
+"""Training the small PixelLM on the tabletop world: AdamW, warmup + cosine, clipping, checkpoints.
+
+A run lives in one output folder::
+
+    out/tokenizer/            the world tokenizer (trained once, reused on resume)
+    out/checkpoints/last.pt   model + optimizer + scheduler + step + RNG (resumable)
+    out/history.json          per-step training losses and the held-out evaluations
+    out/loss_curve.png        the curves
+    out/settings.json         the settings of the run
+    out/model/                the final model (save_pixellm: config + model.safetensors + tokenizer)
+
+CPU by default when no GPU is present, CUDA otherwise (bf16 autocast there); the thread count
+for CPU math is a setting, since the machines this trains on share their cores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
+
+from pixellm_ros.model.config import PixelLMConfig
+from pixellm_ros.model.losses import LossWeights
+from pixellm_ros.model.pixellm import PixelLMForCausalLM
+from pixellm_ros.model.tokenizer import PixelLMTokenizer
+
+from .batch import TrainingBatch
+from .checkpointing import CHECKPOINT_NAME, TrainingState, load_checkpoint, save_checkpoint
+from .curriculum import Curriculum
+from .dataset import StepBatches, WorldSampler, collate_samples, step_rng
+from .demo_config import demo_config
+from .export import export_model
+from .forward import batch_losses
+from .plotting import plot_loss_curve
+from .teacher_forced import evaluate_batches
+from .tokenizer_corpus import DEFAULT_CORPUS_SCENES, DEFAULT_VOCAB_SIZE, train_world_tokenizer
+
+ConfigBuilder = Callable[[int], PixelLMConfig]
+EVAL_STREAM = 2**31 - 1  # the "step" index of the held-out batches' generators: never a training step
+
+
+@dataclass
+class TrainSettings:
+    """Everything that defines a run (saved as out/settings.json)."""
+
+    out_dir: str
+    steps: int = 2200
+    images_per_step: int = 4
+    questions_per_image: int = 3
+    lr: float = 8e-4
+    min_lr_ratio: float = 0.05
+    warmup_steps: int = 50
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0
+    seed: int = 0
+    device: str = "auto"  # "auto" (cuda if present), "cpu", "cuda", "cuda:N"
+    threads: int | None = None  # torch.set_num_threads on CPU; None keeps torch's default
+    num_workers: int = 0  # DataLoader workers rendering scenes (0: in the training process)
+    eval_every: int = 250
+    eval_images: int = 8
+    checkpoint_every: int = 250
+    image_sizes: list[tuple[int, int]] = field(default_factory=lambda: [(168, 168), (126, 168)])
+    size_weights: list[float] = field(default_factory=lambda: [0.75, 0.25])
+    none_rate: float = 0.1
+    curriculum: bool = True
+    vocab_size: int = DEFAULT_VOCAB_SIZE
+    tokenizer_scenes: int = DEFAULT_CORPUS_SCENES
+    export_dtype: str = "float16"  # weights of the final model folder (see export.py)
+    amp: bool = True  # bf16 autocast on CUDA (CPU always trains in float32)
+    # Loss schedule: token CE off for the first mask_first_steps, then ramped in over ce_ramp_steps
+    # (see loss_weights_at). 0 / 0 = PixelLM's weights from the first step.
+    mask_first_steps: int = 0
+    ce_ramp_steps: int = 0
+    progress: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any]) -> TrainSettings:
+        known = {f.name for f in dataclasses.fields(cls)}
+        data = {k: v for k, v in payload.items() if k in known}
+        if "image_sizes" in data:
+            data["image_sizes"] = [tuple(size) for size in data["image_sizes"]]
+        return cls(**data)
+
+
+def resolve_training_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} asked for, but CUDA is not available")
+    return device
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on matrices and convolution kernels only (not on norms, biases, embeddings' 1-D bits)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (decay if param.ndim >= 2 and "norm" not in name else no_decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def loss_weights_at(step: int, mask_first_steps: int, ce_ramp_steps: int) -> LossWeights:
+    """PixelLM's loss weights, with the token CE scaled by a warm-up factor at ``step`` (0-based).
+
+    Why: trained from scratch, the LLM's states before the seg tokens are pulled by the CE towards
+    one fixed "predict [SEGk+1]" vector per k, the same for every target, before the mask loss has
+    taught them which object they stand for; the decoder then learns one prompt-independent mask.
+    With the CE off at first, those states are shaped by the masks only; the CE then comes in.
+    """
+    base = LossWeights()
+    if step < mask_first_steps:
+        factor = 0.0
+    elif ce_ramp_steps > 0 and step < mask_first_steps + ce_ramp_steps:
+        factor = (step - mask_first_steps + 1) / (ce_ramp_steps + 1)
+    else:
+        factor = 1.0
+    return dataclasses.replace(base, ce=base.ce * factor)
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    final_train: dict[str, float]
+    final_eval: dict[str, float]
+    seconds_per_step: float
+    model_dir: Path | None
+
+
+class Trainer:
+    """Builds (or resumes) a run in ``settings.out_dir`` and trains it to ``settings.steps``.
+
+    tokenizer: use this one instead of training/loading out/tokenizer (tests).
+    config_builder: vocab size -> PixelLMConfig (``demo_config`` for the shipped model).
+    """
+
+    def __init__(
+        self,
+        settings: TrainSettings,
+        tokenizer: PixelLMTokenizer | None = None,
+        config_builder: ConfigBuilder = demo_config,
+        resume: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.out_dir = Path(settings.out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.device = resolve_training_device(settings.device)
+        if settings.threads is not None and self.device.type == "cpu":
+            torch.set_num_threads(int(settings.threads))
+
+        self.tokenizer = tokenizer if tokenizer is not None else self._world_tokenizer()
+        self.config = config_builder(len(self.tokenizer))
+        torch.manual_seed(settings.seed)
+        self.model = PixelLMForCausalLM(self.config).to(self.device)
+        self.model.train()
+        self.optimizer = torch.optim.AdamW(
+            parameter_groups(self.model, settings.weight_decay), lr=settings.lr, betas=(0.9, 0.98), eps=1e-8
+        )
+        self.scheduler = get_cosine_with_min_lr_schedule_with_warmup(
+            self.optimizer, settings.warmup_steps, settings.steps, min_lr_rate=settings.min_lr_ratio
+        )
+        self.state = TrainingState()
+        if resume and self.checkpoint_path.is_file():
+            self.state, _ = load_checkpoint(
+                self.checkpoint_path, self.model, self.optimizer, self.scheduler, map_location=self.device
+            )
+        self.seg_token_ids = self.tokenizer.seg_token_ids
+        self._eval_batches: list[TrainingBatch] | None = None
+        (self.out_dir / "settings.json").write_text(json.dumps(settings.to_dict(), indent=2) + "\n")
+
+    # ------------------------------------------------------------------ paths and parts
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / "checkpoints" / CHECKPOINT_NAME
+
+    @property
+    def step(self) -> int:
+        return self.state.step
+
+    def _world_tokenizer(self) -> PixelLMTokenizer:
+        folder = self.out_dir / "tokenizer"
+        if (folder / "tokenizer.model").is_file():
+            return PixelLMTokenizer.from_pretrained(folder)
+        num_seg = 6  # N * L of the released layout, which demo_config keeps
+        return train_world_tokenizer(
+            folder, num_seg, self.settings.vocab_size, self.settings.tokenizer_scenes, progress=self.settings.progress
+        )
+
+    def sampler(self, split: str = "train") -> WorldSampler:
+        s = self.settings
+        return WorldSampler(
+            tokenizer=self.tokenizer,
+            use_im_start_end=self.config.use_im_start_end,
+            split=split,  # type: ignore[arg-type]
+            image_sizes=[tuple(size) for size in s.image_sizes],  # type: ignore[misc]
+            size_weights=s.size_weights,
+            questions_per_image=s.questions_per_image,
+            none_rate=s.none_rate,
+            curriculum=Curriculum() if (s.curriculum and split == "train") else None,
+        )
+
+    def stream(self, start_step: int) -> StepBatches:
+        s = self.settings
+        return StepBatches(self.sampler("train"), s.images_per_step, s.steps, seed=s.seed, start_step=start_step)
+
+    def batches(self, start_step: int) -> Iterator[TrainingBatch]:
+        """Training batches from ``start_step`` on (rendered in DataLoader workers when configured)."""
+        collate = partial(collate_samples, config=self.config, pad_id=self.tokenizer.pad_id)
+        loader = DataLoader(
+            self.stream(start_step),
+            batch_size=None,
+            num_workers=self.settings.num_workers,
+            collate_fn=collate,
+            pin_memory=self.device.type == "cuda",
+            prefetch_factor=4 if self.settings.num_workers > 0 else None,
+        )
+        return iter(loader)
+
+    def eval_batches(self) -> list[TrainingBatch]:
+        """Fixed held-out batches (held-out colour x shape pairs, full question mix)."""
+        if self._eval_batches is None:
+            s = self.settings
+            sampler = self.sampler("heldout")
+            samples = [
+                sampler.sample(step_rng(s.seed, EVAL_STREAM, i), progress=1.0)
+                for i in range(s.eval_images)
+            ]
+            per_batch = max(1, s.images_per_step)
+            self._eval_batches = [
+                collate_samples(samples[i : i + per_batch], self.config, self.tokenizer.pad_id)
+                for i in range(0, len(samples), per_batch)
+            ]
+        return self._eval_batches
+
+    # ------------------------------------------------------------------ steps
+    def _autocast(self) -> Any:
+        if self.device.type == "cuda" and self.settings.amp:
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return torch.autocast(device_type="cpu", enabled=False)
+
+    def train_step(self, batch: TrainingBatch) -> dict[str, float]:
+        """One optimizer step on ``batch``; returns the step's losses, lr and gradient norm."""
+        self.model.train()
+        batch = batch.to(self.device)
+        weights = loss_weights_at(self.state.step, self.settings.mask_first_steps, self.settings.ce_ramp_steps)
+        with self._autocast():
+            losses = batch_losses(self.model, batch, self.seg_token_ids, weights)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses.total.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.state.step += 1
+        row = {"step": float(self.state.step), **losses.as_floats(), "lr": float(lr), "grad_norm": float(grad_norm)}
+        self.state.train_history.append(row)
+        return row
+
+    def evaluate(self) -> dict[str, float]:
+        with self._autocast():
+            metrics = evaluate_batches(self.model, self.eval_batches(), self.seg_token_ids, self.device)
+        row = {"step": float(self.state.step), **metrics}
+        self.state.eval_history.append(row)
+        return row
+
+    def save_checkpoint(self) -> Path:
+        return save_checkpoint(
+            self.checkpoint_path, self.model, self.optimizer, self.scheduler, self.state,
+            extra={"settings": self.settings.to_dict(), "config": self.config.to_dict()},
+        )
+
+    def write_history(self) -> None:
+        payload = {"train": self.state.train_history, "eval": self.state.eval_history}
+        (self.out_dir / "history.json").write_text(json.dumps(payload) + "\n")
+        plot_loss_curve(self.state.train_history, self.state.eval_history, self.out_dir / "loss_curve.png")
+
+    # ------------------------------------------------------------------ the run
+    def run(self, save_model: bool = True) -> TrainResult:
+        """Train from the current step to ``settings.steps``; checkpoint, evaluate, plot, save the model."""
+        s = self.settings
+        start = self.state.step
+        timings: list[float] = []
+        last: dict[str, float] = {}
+        bar = tqdm(total=s.steps, initial=start, desc="train", unit="step", disable=not s.progress, dynamic_ncols=True)
+        batches = self.batches(start)
+        try:
+            for _ in range(start, s.steps):
+                began = time.perf_counter()
+                batch = next(batches)
+                last = self.train_step(batch)
+                timings.append(time.perf_counter() - began)
+                bar.update(1)
+                bar.set_postfix(
+                    loss=f"{last['total']:.3f}", ce=f"{last['token_ce']:.3f}",
+                    bce=f"{last['mask_bce']:.3f}", dice=f"{last['mask_dice']:.3f}", lr=f"{last['lr']:.1e}",
+                )
+                step = self.state.step
+                if s.eval_every > 0 and (step % s.eval_every == 0 or step == s.steps):
+                    metrics = self.evaluate()
+                    bar.write(
+                        f"step {step}: held-out loss {metrics['total']:.3f}  mask IoU {metrics['mask_iou']:.3f}  "
+                        f"answer token acc {metrics['answer_token_accuracy']:.3f}"
+                    )
+                if s.checkpoint_every > 0 and (step % s.checkpoint_every == 0 or step == s.steps):
+                    self.save_checkpoint()
+                    self.write_history()
+        finally:
+            bar.close()
+        if self.state.step > start:
+            self.save_checkpoint()
+            self.write_history()
+        model_dir = self.save_model() if save_model else None
+        return TrainResult(
+            steps=self.state.step,
+            final_train=last,
+            final_eval=self.state.eval_history[-1] if self.state.eval_history else {},
+            seconds_per_step=float(np.median(timings)) if timings else math.nan,
+            model_dir=model_dir,
+        )
+
+    def save_model(self, folder: str | Path | None = None) -> Path:
+        """The trained model in our folder layout (config + model.safetensors + tokenizer)."""
+        target = Path(folder) if folder is not None else self.out_dir / "model"
+        return export_model(self.model, self.tokenizer, target, self.settings.export_dtype)

@@ -1,0 +1,99 @@
+"""The trainer: it learns a fixed batch, resumes bit-exactly, writes curves and a loadable model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from pixellm_ros.model.checkpoint import load_pixellm
+from pixellm_ros.model.tokenizer import PixelLMTokenizer
+from pixellm_ros.training.cli import add_train_arguments, settings_from_args
+from pixellm_ros.training.dataset import collate_samples, step_rng
+from pixellm_ros.training.trainer import Trainer, TrainSettings
+
+from conftest import TINY_IMAGE_SIZE, tiny_config
+
+
+def _settings(out: Path, **overrides) -> TrainSettings:  # type: ignore[no-untyped-def]
+    values = dict(
+        out_dir=str(out), steps=4, images_per_step=2, questions_per_image=2, lr=2e-3, warmup_steps=1,
+        eval_every=0, checkpoint_every=0, eval_images=2, image_sizes=[(TINY_IMAGE_SIZE, TINY_IMAGE_SIZE)],
+        size_weights=[1.0], progress=False, device="cpu",
+    )
+    values.update(overrides)
+    return TrainSettings(**values)
+
+
+def test_a_few_steps_reduce_the_loss_on_a_fixed_batch(tmp_path: Path, world_tokenizer: PixelLMTokenizer) -> None:
+    trainer = Trainer(_settings(tmp_path, steps=30, warmup_steps=2), world_tokenizer, tiny_config)
+    sampler = trainer.sampler()
+    batch = collate_samples([sampler.sample(step_rng(5, 0, i)) for i in range(2)], trainer.config, 0)
+    losses = [trainer.train_step(batch) for _ in range(20)]
+    first, last = losses[0], losses[-1]
+    assert last["total"] < 0.6 * first["total"]
+    assert last["token_ce"] < 0.6 * first["token_ce"]
+    assert last["mask_bce"] < first["mask_bce"]
+    assert trainer.step == 20
+
+
+def test_resume_continues_with_the_same_next_step(tmp_path: Path, world_tokenizer: PixelLMTokenizer) -> None:
+    straight = Trainer(_settings(tmp_path / "a"), world_tokenizer, tiny_config)
+    batches = straight.batches(0)
+    straight.train_step(next(batches))
+    straight.train_step(next(batches))
+    straight.save_checkpoint()
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    third = straight.train_step(next(batches))
+
+    resumed = Trainer(_settings(tmp_path / "b"), world_tokenizer, tiny_config, resume=True)
+    assert resumed.step == 2
+    assert len(resumed.state.train_history) == 2
+    again = resumed.train_step(next(resumed.batches(resumed.step)))
+    assert again["step"] == third["step"] == 3.0
+    assert again["total"] == third["total"]  # bit-identical on the same machine and thread count
+    assert again["lr"] == third["lr"]
+    for (name, p), q in zip(straight.model.named_parameters(), resumed.model.parameters()):
+        assert torch.equal(p, q), name
+
+
+def test_run_writes_checkpoint_curves_and_a_loadable_model(tmp_path: Path, world_tokenizer: PixelLMTokenizer) -> None:
+    trainer = Trainer(
+        _settings(tmp_path, steps=2, eval_every=2, checkpoint_every=1, export_dtype="float16"), world_tokenizer, tiny_config
+    )
+    result = trainer.run()
+    assert result.steps == 2
+    assert (tmp_path / "checkpoints" / "last.pt").is_file()
+    assert (tmp_path / "loss_curve.png").stat().st_size > 1000
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [row["step"] for row in history["train"]] == [1.0, 2.0]
+    assert history["eval"][0]["step"] == 2.0 and 0.0 <= history["eval"][0]["mask_iou"] <= 1.0
+
+    model, tokenizer = load_pixellm(result.model_dir, progress=False)  # float16 on disk, float32 here
+    assert len(tokenizer) == len(world_tokenizer)
+    for (name, loaded), trained in zip(model.state_dict().items(), trainer.model.state_dict().values()):
+        if trained.is_floating_point():
+            assert loaded.dtype == torch.float32, name
+            assert torch.equal(loaded, trained.half().float()), name
+
+
+def test_cli_settings(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    fresh = settings_from_args(parser.parse_args(["--out", str(tmp_path), "--steps", "7", "--threads", "2"]))
+    assert (fresh.steps, fresh.threads, fresh.out_dir) == (7, 2, str(tmp_path))
+    saved = TrainSettings(out_dir=str(tmp_path), steps=9, lr=1e-3)
+    (tmp_path / "settings.json").write_text(json.dumps(saved.to_dict()))
+    resumed = settings_from_args(parser.parse_args(["--out", str(tmp_path), "--resume"]))
+    assert (resumed.steps, resumed.lr) == (9, 1e-3)  # the run's own settings, not the defaults
+
+
+def test_loss_schedule_turns_the_token_loss_on_gradually() -> None:
+    from pixellm_ros.training.trainer import loss_weights_at
+
+    assert [loss_weights_at(s, 2, 3).ce for s in range(7)] == [0.0, 0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+    assert loss_weights_at(0, 0, 0).ce == 1.0  # default: PixelLM's weights from the first step
+    assert loss_weights_at(0, 2, 3).bce == 2.0 and loss_weights_at(0, 2, 3).dice == 0.5
