@@ -8,7 +8,7 @@ Each command module exposes
 
 and keeps heavy imports (torch, rclpy) inside ``run`` so that ``--help`` and unrelated commands
 stay fast and work without ROS. Commands are registered below by module path and imported only
-when the dispatcher builds its parser; a command whose module is not there yet is left out.
+when the dispatcher builds its parser.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ COMMANDS: dict[str, str] = {
     "segment": "pixellm_ros.engine.cli_segment",  # engine: one image + instruction -> result.json, overlay.png
     "node": "pixellm_ros.ros.cli_node",  # ROS 2 node with a parameters file (no ros2 launch needed)
     "demo": "pixellm_ros.ros.demo",  # camera simulator + node + a client: the README's main job
-    # "train": "pixellm_ros.training.cli_train",   # training
+    "train": "pixellm_ros.training.cli",  # training of the embedded model
     "eval": "pixellm_ros.evaluation.cli_eval",  # MUSE evaluation
     "world": "pixellm_ros.world.cli_world",  # tabletop scene generator
 }
@@ -33,11 +33,7 @@ COMMANDS: dict[str, str] = {
 def _load_commands() -> dict[str, ModuleType]:
     modules: dict[str, ModuleType] = {}
     for name, module_path in COMMANDS.items():
-        try:
-            modules[name] = importlib.import_module(module_path)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_path:  # the module exists but one of its imports is missing
-                raise
+        modules[name] = importlib.import_module(module_path)
     return modules
 
 

@@ -124,3 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pixellm-ros train", description=__doc__.split("\n\n")[0])
     add_train_arguments(parser)
     return run_train_cli(parser.parse_args(argv))
+
+
+# The project CLI's command interface (pixellm_ros/cli.py).
+HELP = "train the small PixelLM on the tabletop world (the embedded default model's recipe)"
+add_arguments = add_train_arguments
+run = run_train_cli
