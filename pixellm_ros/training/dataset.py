@@ -25,7 +25,7 @@ from pixellm_ros.model.losses import IGNORE_INDEX
 from pixellm_ros.model.tokenizer import PixelLMTokenizer
 from pixellm_ros.world.ontology import Split
 from pixellm_ros.world.phrasing import count_placeholders, fill_seg
-from pixellm_ros.world.questions import KIND_WEIGHTS, Question, all_questions
+from pixellm_ros.world.questions import KIND_WEIGHTS, Question, all_questions, draw_questions
 from pixellm_ros.world.scene import sample_scene
 
 from .batch import TrainingBatch
@@ -137,22 +137,7 @@ class WorldSampler:
         """Up to questions_per_image distinct questions: kind by weight ("none" at none_rate), then one of its candidates."""
         weights = self.kind_weights(progress)
         pools = {kind: list(questions) for kind, questions in pools.items()}
-        chosen: list[Question] = []
-        seen: set[str] = set()
-        while len(chosen) < self.questions_per_image:
-            kinds = [k for k, w in weights.items() if w > 0 and pools.get(k)]
-            if pools.get("none") and (not kinds or rng.random() < self.none_rate):
-                kind = "none"
-            elif kinds:
-                p = np.array([weights[k] for k in kinds], dtype=float)
-                kind = kinds[int(rng.choice(len(kinds), p=p / p.sum()))]
-            else:
-                break
-            question = pools[kind].pop(int(rng.integers(len(pools[kind]))))
-            if question.sentence not in seen:
-                seen.add(question.sentence)
-                chosen.append(question)
-        return chosen
+        return draw_questions(pools, rng, self.questions_per_image, weights, self.none_rate)
 
 
 # First word of every training-stream seed: keeps the stream apart from the world's MUSE export

@@ -347,16 +347,30 @@ def make_questions(
     """
     if split not in ("train", "heldout"):
         raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
-    pools = all_questions(scene, rng, split)
+    return draw_questions(all_questions(scene, rng, split), rng, max_questions, KIND_WEIGHTS, none_rate)
+
+
+def draw_questions(
+    pools: dict[str, list[Question]],
+    rng: np.random.Generator,
+    count: int,
+    weights: dict[str, float],
+    none_rate: float,
+) -> list[Question]:
+    """Up to ``count`` distinct questions drawn from per-kind candidate pools (which it consumes).
+
+    Each draw picks "none" with probability ``none_rate`` (or when no other kind is left), else a
+    kind by ``weights`` among kinds with a positive weight and candidates left, then a candidate.
+    """
     chosen: list[Question] = []
     seen: set[str] = set()
-    while len(chosen) < max_questions:
-        kinds = [k for k in KIND_WEIGHTS if pools[k]]
-        if pools["none"] and (not kinds or rng.random() < none_rate):
+    while len(chosen) < count:
+        kinds = [k for k, w in weights.items() if w > 0 and pools.get(k)]
+        if pools.get("none") and (not kinds or rng.random() < none_rate):
             kind = "none"
         elif kinds:
-            weights = np.array([KIND_WEIGHTS[k] for k in kinds])
-            kind = kinds[int(rng.choice(len(kinds), p=weights / weights.sum()))]
+            p = np.array([weights[k] for k in kinds], dtype=float)
+            kind = kinds[int(rng.choice(len(kinds), p=p / p.sum()))]
         else:
             break
         question = pools[kind].pop(int(rng.integers(len(pools[kind]))))
