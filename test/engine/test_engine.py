@@ -197,11 +197,14 @@ def test_released_engine_refuses_work(tiny_model, engine_tokenizer) -> None:  # 
         engine.segment(rgb_image(20, 20), "find it")
 
 
-def test_default_model_missing_is_a_clear_engine_error() -> None:
-    if (DEFAULT_MODEL_DIR / "config.json").is_file():
-        pytest.skip("the default model is shipped in this checkout")
-    with pytest.raises(EngineError, match="default model"):
-        PixelLMEngine.from_pretrained()
+def test_default_model_loads_and_a_missing_folder_is_a_clear_engine_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    engine = PixelLMEngine.from_pretrained()  # the embedded model shipped in the package
+    try:
+        assert engine.model.config.seg_tokens_per_target == len(engine.tokenizer.seg_token_ids) == 6
+    finally:
+        engine.release()
+    with pytest.raises(EngineError, match="does not exist"):
+        PixelLMEngine.from_pretrained(tmp_path / "no_such_model")
 
 
 def test_mismatched_tokenizer_is_refused(tiny_model, engine_tokenizer) -> None:  # type: ignore[no-untyped-def]
