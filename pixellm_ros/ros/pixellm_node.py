@@ -485,13 +485,16 @@ def executor_threads(queue_size: int) -> int:
     return max(4, queue_size + 5)
 
 
-def main(args: Sequence[str] | None = None) -> None:
-    """Run the node until Ctrl-C; configures and activates it unless the parameter autostart is false."""
-    init_ros(args)
-    node = PixelLMNode()
+def run_until_shutdown(node: PixelLMNode, other_nodes: Sequence[Any] = ()) -> None:
+    """Spin ``node`` (and ``other_nodes``) until Ctrl-C, after autostart unless the parameter is false.
+
+    rclpy must already be initialised (``spinning.init_ros``); shuts it down on the way out.
+    """
     queue_size = node.get_parameter("queue_size").value
     executor = MultiThreadedExecutor(num_threads=executor_threads(queue_size if isinstance(queue_size, int) else 4))
     executor.add_node(node)
+    for other in other_nodes:
+        executor.add_node(other)
     try:
         if node.get_parameter("autostart").value is True and not node.autostart():
             node.get_logger().error("autostart failed (see above); the node stays up so it can be reconfigured")
@@ -506,9 +509,13 @@ def main(args: Sequence[str] | None = None) -> None:
         except Exception:  # noqa: BLE001 - e.g. already finalized: free what is left directly
             node.release_all("the node is shutting down")
         executor.shutdown()
+        for other in other_nodes:
+            other.destroy_node()
         node.destroy_node()
         rclpy.try_shutdown()
 
 
-if __name__ == "__main__":
-    main()
+def main(args: Sequence[str] | None = None) -> None:
+    """Run the node until Ctrl-C; configures and activates it unless the parameter autostart is false."""
+    init_ros(args)
+    run_until_shutdown(PixelLMNode())

@@ -94,36 +94,16 @@ def run_demo(
     camera_parameters: Mapping[str, Any] | None = None,
 ) -> int:
     """camera_sim + pixellm_node in one process (what launch/demo.launch.py starts as two)."""
-    import rclpy
-    from rclpy.executors import MultiThreadedExecutor
     from rclpy.parameter import Parameter
 
     from .camera_sim import CameraSimNode
-    from .pixellm_node import PixelLMNode, executor_threads
-    from .spinning import init_ros, spin
+    from .pixellm_node import PixelLMNode, run_until_shutdown
+    from .spinning import init_ros
 
     params = Path(params_file) if params_file is not None else default_params_file()
     init_ros(["pixellm_demo", *ros_arguments(params), *ros_args])
     camera = CameraSimNode(parameter_overrides=[Parameter(k, value=v) for k, v in (camera_parameters or {}).items()])
-    node = PixelLMNode()
-    executor = MultiThreadedExecutor(num_threads=executor_threads(int(node.get_parameter("queue_size").value)))
-    executor.add_node(camera)
-    executor.add_node(node)
-    try:
-        if node.get_parameter("autostart").value is True and not node.autostart():
-            node.get_logger().error("autostart failed (see above)")
-        spin(executor, node.context)
-    except KeyboardInterrupt:  # during autostart
-        pass
-    finally:
-        try:
-            node.trigger_shutdown()
-        except Exception:  # noqa: BLE001 - already finalized
-            node.release_all("the demo is shutting down")
-        executor.shutdown()
-        camera.destroy_node()
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_until_shutdown(PixelLMNode(), [camera])
     return 0
 
 
