@@ -29,9 +29,8 @@ from .mask_resize import low_res_to_original
 from .outputs import ImageFeatures, MaskOutput, PixelLMLosses
 from .projector import build_image_feature_neck, build_mm_projector, build_text_hidden_fcs
 from .prompt_encoder import PromptEncoder
+from .tokenizer import IMAGE_TOKEN_INDEX
 from .vision import CLIPVisionTower, llm_token_mask, patch_padding_mask
-
-IMAGE_TOKEN_INDEX = -200
 
 
 @dataclass

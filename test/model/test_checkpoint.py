@@ -473,5 +473,6 @@ def test_devices(ours_dir: Path) -> None:
 
 def test_image_placeholder_constant_is_shared() -> None:
     from pixellm_ros.model import IMAGE_TOKEN_INDEX as model_index
+    from pixellm_ros.model import pixellm
 
-    assert IMAGE_TOKEN_INDEX == model_index == -200
+    assert IMAGE_TOKEN_INDEX == model_index == pixellm.IMAGE_TOKEN_INDEX == -200
