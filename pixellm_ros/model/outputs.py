@@ -61,12 +61,17 @@ class PixelLMLosses:
     mask_dice: torch.Tensor
     target_refinement: torch.Tensor
     num_masks: int
+    # pixellm_ros's own training aids on the seg prompts (training/forward.py), not PixelLM's losses.
+    prompt_aids: torch.Tensor | None = None
 
     def as_floats(self) -> dict[str, float]:
-        return {
+        values = {
             "total": float(self.total.detach()),
             "token_ce": float(self.token_ce.detach()),
             "mask_bce": float(self.mask_bce.detach()),
             "mask_dice": float(self.mask_dice.detach()),
             "target_refinement": float(self.target_refinement.detach()),
         }
+        if self.prompt_aids is not None:
+            values["prompt_aids"] = float(self.prompt_aids.detach())
+        return values

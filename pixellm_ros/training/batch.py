@@ -7,7 +7,7 @@ conversation belongs to.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -21,6 +21,8 @@ class TrainingBatch:
         one IMAGE_TOKEN_INDEX per row; labels are IGNORE_INDEX outside the answer (+ eos).
     gt_masks: B_conv float tensors (T_b, H_img, W_img) in {0, 1} at the image's original size, one
         per target in answer order (T_b = seg groups in that answer, may be 0).
+    target_names: B_conv tuples of the targets' names ("red ball"), in the order of gt_masks;
+        empty tuples where the data has no names.
     """
 
     pixel_values: torch.Tensor
@@ -31,6 +33,7 @@ class TrainingBatch:
     labels: torch.Tensor
     attention_mask: torch.Tensor
     gt_masks: list[torch.Tensor]
+    target_names: list[tuple[str, ...]] = field(default_factory=list)
 
     @property
     def num_images(self) -> int:
@@ -50,4 +53,5 @@ class TrainingBatch:
             labels=self.labels.to(device),
             attention_mask=self.attention_mask.to(device),
             gt_masks=[m.to(device) for m in self.gt_masks],
+            target_names=list(self.target_names),
         )

@@ -41,6 +41,18 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--eval-images", type=int, default=0, help="after training, score the model with the engine on N held-out scenes"
     )
+    parser.add_argument(
+        "--decoder-pretrain-steps", type=int, default=None,
+        help=f"stage 1: vision + decoder steps on name-prompted objects (default {DEFAULTS.decoder_pretrain_steps}; 0 = none)",
+    )
+    parser.add_argument(
+        "--prompt-distillation", type=float, default=None,
+        help=f"weight of the pull of seg prompts to their stage-1 name vectors (default {DEFAULTS.prompt_distillation})",
+    )
+    parser.add_argument(
+        "--prompt-separation", type=float, default=None,
+        help=f"weight of the push between different objects' seg prompts (default {DEFAULTS.prompt_separation})",
+    )
     parser.add_argument("--fp32", action="store_true", help="no bf16 autocast on CUDA (CPU is always float32)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -57,6 +69,9 @@ _OVERRIDES = {
     "eval_every": "eval_every",
     "checkpoint_every": "checkpoint_every",
     "export_dtype": "export_dtype",
+    "prompt_separation": "prompt_separation",
+    "prompt_distillation": "prompt_distillation",
+    "decoder_pretrain_steps": "decoder_pretrain_steps",
 }
 
 

@@ -63,6 +63,7 @@ class Conversation:
 
     input_ids / labels: equal-length lists (one IMAGE_TOKEN_INDEX in input_ids);
     target_masks: (T, H, W) bool, one per ``{seg}`` of the answer, in answer order.
+    target_names: the T targets' names as the answer writes them ("red ball"); () when unknown.
     """
 
     instruction: str
@@ -71,6 +72,7 @@ class Conversation:
     input_ids: list[int]
     labels: list[int]
     target_masks: np.ndarray
+    target_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -82,15 +84,20 @@ class ImageSample:
 
 
 def make_conversation(
-    tokenizer: PixelLMTokenizer, question: Question, masks: np.ndarray, use_im_start_end: bool = True
+    tokenizer: PixelLMTokenizer,
+    question: Question,
+    masks: np.ndarray,
+    use_im_start_end: bool = True,
+    names: Sequence[str] = (),
 ) -> Conversation:
-    """A world Question + the scene's (K, H, W) instance masks -> Conversation."""
+    """A world Question + the scene's (K, H, W) instance masks (+ its objects' names) -> Conversation."""
     if count_placeholders(question.answer) != len(question.target_ids):
         raise ValueError(f"answer {question.answer!r} does not hold one seg placeholder per target {question.target_ids}")
     answer = fill_seg(question.answer, seg_token_text(tokenizer))
     input_ids, labels = encode_conversation(tokenizer, question.question, answer, use_im_start_end)
     target_masks = masks[list(question.target_ids)] if question.target_ids else np.zeros((0, *masks.shape[1:]), bool)
-    return Conversation(question.question, answer, question.kind, input_ids, labels, target_masks)
+    target_names = tuple(names[i] for i in question.target_ids) if names else ()
+    return Conversation(question.question, answer, question.kind, input_ids, labels, target_masks, target_names)
 
 
 @dataclass
@@ -125,10 +132,13 @@ class WorldSampler:
         size = sizes[int(rng.choice(len(sizes), p=weights))]
         scene = sample_scene(rng, size, split=self.split, min_objects=self.min_objects, max_objects=self.max_objects)
         rgb, masks = scene.render()
+        names = [obj.name for obj in scene.objects]
         questions = self.pick_questions(all_questions(scene, rng, self.split), rng, progress)
         return ImageSample(
             image=rgb,
-            conversations=[make_conversation(self.tokenizer, q, masks, self.use_im_start_end) for q in questions],
+            conversations=[
+                make_conversation(self.tokenizer, q, masks, self.use_im_start_end, names) for q in questions
+            ],
         )
 
     def pick_questions(
@@ -185,6 +195,7 @@ def collate_samples(samples: Sequence[ImageSample], config: PixelLMConfig, pad_i
     image_index: list[int] = []
     rows: list[tuple[list[int], list[int]]] = []
     gt_masks: list[torch.Tensor] = []
+    target_names: list[tuple[str, ...]] = []
     for index, sample in enumerate(samples):
         pre = preprocess_image(sample.image, config.image_size, config.pixel_mean, config.pixel_std)
         pixel_values.append(pre.pixel_values[0])
@@ -194,6 +205,7 @@ def collate_samples(samples: Sequence[ImageSample], config: PixelLMConfig, pad_i
             image_index.append(index)
             rows.append((conversation.input_ids, conversation.labels))
             gt_masks.append(torch.from_numpy(conversation.target_masks).float())
+            target_names.append(conversation.target_names)
     if not rows:
         raise ValueError("a batch needs at least one conversation")
     length = max(len(ids) for ids, _ in rows)
@@ -213,4 +225,5 @@ def collate_samples(samples: Sequence[ImageSample], config: PixelLMConfig, pad_i
         labels=labels,
         attention_mask=attention,
         gt_masks=gt_masks,
+        target_names=target_names,
     )

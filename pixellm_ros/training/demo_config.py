@@ -4,7 +4,8 @@ Same classes as the released 7B/13B model (CLIP ViT, LLaMA, seg codebook with N 
 scale and L = 2 scales, SAM-style two-level decoder), only narrower and shallower, with every part
 trained from scratch on the procedural tabletop world (no CLIP or LLaMA weights exist here).
 
-Sizes and why (chosen so that ~2200 steps fit in about 40 minutes on two CPU cores):
+Sizes and why (chosen so that the default run, 600 + 2300 steps, fits in under an hour on two
+CPU cores):
 * 168 px input, patch 14 -> G = 12 vision grid, so the decoder's low-res masks are 4 G = 48 px;
   world objects are >= ~18 px across at 168, i.e. >= 5 mask pixels.
 * Vision: 3 layers of width 128. Scales are the last layer (semantics: colour, shape, relations)

@@ -12,7 +12,7 @@ matplotlib.use("Agg")  # no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-TRAIN_CURVES: tuple[str, ...] = ("total", "token_ce", "mask_bce", "mask_dice", "target_refinement")
+TRAIN_CURVES: tuple[str, ...] = ("total", "token_ce", "mask_bce", "mask_dice", "target_refinement", "prompt_aids")
 
 
 def smooth(values: Sequence[float], window: int) -> np.ndarray:
@@ -29,7 +29,7 @@ def plot_loss_curve(
     train: Sequence[Mapping[str, float]], evals: Sequence[Mapping[str, float]], path: str | os.PathLike[str]
 ) -> Path:
     """train: one dict per step ({"step", "total", "token_ce", ...}); evals: one per eval
-    ({"step", "total", "mask_iou", "answer_token_accuracy"}). Writes a two-panel PNG to ``path``."""
+    ({"step", "total", "mask_iou", "answer_token_accuracy"}, "prompt_overlap" where measured). Writes a two-panel PNG to ``path``."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -42,8 +42,10 @@ def plot_loss_curve(
     if evals:
         eval_steps = [row["step"] for row in evals]
         loss_ax.plot(eval_steps, [row["total"] for row in evals], "o-", color="black", label="held-out total")
-        for key in ("mask_iou", "answer_token_accuracy"):
-            metric_ax.plot(eval_steps, [row[key] for row in evals], "o-", label=f"held-out {key}")
+        for key in ("mask_iou", "answer_token_accuracy", "prompt_overlap"):
+            points = [(row["step"], row[key]) for row in evals if key in row]
+            if points:
+                metric_ax.plot(*zip(*points), "o-", label=f"held-out {key}")
     loss_ax.set_xlabel("step")
     loss_ax.set_ylabel("loss (weighted)")
     loss_ax.set_yscale("log")

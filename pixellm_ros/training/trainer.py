@@ -1,9 +1,15 @@
 """Training the small PixelLM on the tabletop world: AdamW, warmup + cosine, clipping, checkpoints.
 
+Two stages. Stage 1 (``decoder_pretraining``) trains the vision tower and the pixel decoder to
+segment objects named by a colour + shape prompt vector; stage 2 trains the whole model on
+PixelLM's losses over conversations, with the LLM's seg prompts pulled towards those name vectors
+(the trainer's ``prompt_distillation`` aid) so that the decoder's stage-1 skill is usable at once.
+
 A run lives in one output folder::
 
     out/tokenizer/            the world tokenizer (trained once, reused on resume)
     out/checkpoints/last.pt   model + optimizer + scheduler + step + RNG (resumable)
+    out/checkpoints/name_prompts.pt  stage 1's name vectors and its per-step history
     out/history.json          per-step training losses and the held-out evaluations
     out/loss_curve.png        the curves
     out/settings.json         the settings of the run
@@ -40,6 +46,7 @@ from .batch import TrainingBatch
 from .checkpointing import CHECKPOINT_NAME, TrainingState, load_checkpoint, save_checkpoint
 from .curriculum import Curriculum
 from .dataset import StepBatches, WorldSampler, collate_samples, step_rng
+from .decoder_pretraining import DecoderPretrainSettings, NamePrompts, pretrain_decoder
 from .demo_config import demo_config
 from .export import export_model
 from .forward import batch_losses
@@ -56,9 +63,9 @@ class TrainSettings:
     """Everything that defines a run (saved as out/settings.json)."""
 
     out_dir: str
-    steps: int = 2200
-    images_per_step: int = 4
-    questions_per_image: int = 3
+    steps: int = 2300
+    images_per_step: int = 6  # more scenes per step, fewer questions each: the decoder learns from the images
+    questions_per_image: int = 2
     lr: float = 8e-4
     min_lr_ratio: float = 0.05
     warmup_steps: int = 50
@@ -83,6 +90,15 @@ class TrainSettings:
     # (see loss_weights_at). 0 / 0 = PixelLM's weights from the first step.
     mask_first_steps: int = 0
     ce_ramp_steps: int = 0
+    # Stage 1 (decoder_pretraining): vision tower + decoder learn to segment name-prompted objects
+    # for this many steps before the full model trains (0 = no stage 1, no distillation).
+    decoder_pretrain_steps: int = 600
+    decoder_pretrain_images: int = 8
+    # Training aids on the seg prompts, on top of PixelLM's losses (0 = off): the pull of each
+    # target's fused prompts towards its stage-1 name vector, and the push between the prompts of
+    # different objects (forward.prompt_separation_loss).
+    prompt_distillation: float = 1.0
+    prompt_separation: float = 0.0
     progress: bool = True
 
     def to_dict(self) -> dict[str, Any]:
@@ -181,6 +197,9 @@ class Trainer:
                 self.checkpoint_path, self.model, self.optimizer, self.scheduler, map_location=self.device
             )
         self.seg_token_ids = self.tokenizer.seg_token_ids
+        self.name_prompts: NamePrompts | None = None
+        if resume and self.name_prompts_path.is_file():
+            self.name_prompts = self._load_name_prompts()
         self._eval_batches: list[TrainingBatch] | None = None
         (self.out_dir / "settings.json").write_text(json.dumps(settings.to_dict(), indent=2) + "\n")
 
@@ -188,6 +207,10 @@ class Trainer:
     @property
     def checkpoint_path(self) -> Path:
         return self.out_dir / "checkpoints" / CHECKPOINT_NAME
+
+    @property
+    def name_prompts_path(self) -> Path:
+        return self.out_dir / "checkpoints" / "name_prompts.pt"
 
     @property
     def step(self) -> int:
@@ -260,7 +283,10 @@ class Trainer:
         batch = batch.to(self.device)
         weights = loss_weights_at(self.state.step, self.settings.mask_first_steps, self.settings.ce_ramp_steps)
         with self._autocast():
-            losses = batch_losses(self.model, batch, self.seg_token_ids, weights)
+            losses = batch_losses(
+                self.model, batch, self.seg_token_ids, weights, self.settings.prompt_separation,
+                self.name_prompts, self.settings.prompt_distillation,
+            )
         self.optimizer.zero_grad(set_to_none=True)
         losses.total.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
@@ -290,10 +316,33 @@ class Trainer:
         (self.out_dir / "history.json").write_text(json.dumps(payload) + "\n")
         plot_loss_curve(self.state.train_history, self.state.eval_history, self.out_dir / "loss_curve.png")
 
+    # ------------------------------------------------------------------ stage 1
+    def pretrain_decoder(self) -> NamePrompts:
+        """Stage 1 (see decoder_pretraining); saves the name prompts and a step-0 checkpoint."""
+        s = self.settings
+        stage = DecoderPretrainSettings(
+            steps=s.decoder_pretrain_steps, images_per_step=s.decoder_pretrain_images,
+            image_size=self.config.image_size, seed=s.seed,
+        )
+        self.name_prompts, history = pretrain_decoder(self.model, stage, progress=s.progress)
+        self.name_prompts_path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"state_dict": self.name_prompts.state_dict(), "history": history}, self.name_prompts_path)
+        self.save_checkpoint()
+        return self.name_prompts
+
+    def _load_name_prompts(self) -> NamePrompts:
+        payload = torch.load(self.name_prompts_path, map_location=self.device, weights_only=True)
+        prompts = NamePrompts(self.config.out_dim).to(self.device)
+        prompts.load_state_dict(payload["state_dict"])
+        return prompts.requires_grad_(False)
+
     # ------------------------------------------------------------------ the run
     def run(self, save_model: bool = True) -> TrainResult:
-        """Train from the current step to ``settings.steps``; checkpoint, evaluate, plot, save the model."""
+        """Stage 1 if due, then train from the current step to ``settings.steps``; checkpoint,
+        evaluate, plot, save the model."""
         s = self.settings
+        if self.state.step == 0 and s.decoder_pretrain_steps > 0 and self.name_prompts is None:
+            self.pretrain_decoder()
         start = self.state.step
         timings: list[float] = []
         last: dict[str, float] = {}

@@ -22,7 +22,7 @@ def _settings(out: Path, **overrides) -> TrainSettings:  # type: ignore[no-untyp
     values = dict(
         out_dir=str(out), steps=4, images_per_step=2, questions_per_image=2, lr=2e-3, warmup_steps=1,
         eval_every=0, checkpoint_every=0, eval_images=2, image_sizes=[(TINY_IMAGE_SIZE, TINY_IMAGE_SIZE)],
-        size_weights=[1.0], progress=False, device="cpu",
+        size_weights=[1.0], progress=False, device="cpu", decoder_pretrain_steps=0,
     )
     values.update(overrides)
     return TrainSettings(**values)
@@ -97,3 +97,27 @@ def test_loss_schedule_turns_the_token_loss_on_gradually() -> None:
     assert [loss_weights_at(s, 2, 3).ce for s in range(7)] == [0.0, 0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
     assert loss_weights_at(0, 0, 0).ce == 1.0  # default: PixelLM's weights from the first step
     assert loss_weights_at(0, 2, 3).bce == 2.0 and loss_weights_at(0, 2, 3).dice == 0.5
+
+
+def test_stage_one_trains_the_decoder_and_its_name_prompts_guide_stage_two(
+    tmp_path: Path, world_tokenizer: PixelLMTokenizer
+) -> None:
+    settings = _settings(tmp_path, steps=2, decoder_pretrain_steps=3, decoder_pretrain_images=2, checkpoint_every=1)
+    trainer = Trainer(settings, world_tokenizer, tiny_config)
+    decoder_before = trainer.model.mask_decoder.iou_token.weight.detach().clone()
+    llm_before = trainer.model.language_model.lm_head.weight.detach().clone()
+    trainer.pretrain_decoder()
+    assert trainer.name_prompts is not None and trainer.name_prompts_path.is_file()
+    assert not torch.equal(trainer.model.mask_decoder.iou_token.weight, decoder_before)  # stage 1 trained it
+    assert torch.equal(trainer.model.language_model.lm_head.weight, llm_before)  # and left the LLM alone
+    stage_one = torch.load(trainer.name_prompts_path, weights_only=True)["history"]
+    assert [row["step"] for row in stage_one] == [1.0, 2.0, 3.0]
+
+    trainer.run(save_model=False)
+    rows = trainer.state.train_history
+    assert len(rows) == 2 and all(row["prompt_aids"] > 0 for row in rows)  # the distillation pull is on
+
+    resumed = Trainer(_settings(tmp_path, steps=3, decoder_pretrain_steps=3), world_tokenizer, tiny_config, resume=True)
+    assert resumed.step == 2 and resumed.name_prompts is not None
+    assert not any(p.requires_grad for p in resumed.name_prompts.parameters())
+    torch.testing.assert_close(resumed.name_prompts.colours.weight, trainer.name_prompts.colours.weight)
