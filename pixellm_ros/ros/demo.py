@@ -92,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
+    from lifecycle_msgs.msg import State as LifecycleState
+    from lifecycle_msgs.srv import GetState
+
     from pixellm_ros.action import Segment
     from pixellm_ros.engine.overlay import draw_overlay
     from pixellm_ros.engine.result import SegmentationResult, Target
@@ -132,6 +135,23 @@ def run(args: argparse.Namespace) -> int:
                              QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
                                         reliability=ReliabilityPolicy.RELIABLE))
     client = ActionClient(node, Segment, f"/{NODE_NAME}/segment")
+    # The action server is up from configure on, but the model loads on activate (seconds): ask the
+    # lifecycle state, so the first instruction does not meet a node whose newest frame predates the load.
+    state_client = node.create_client(GetState, f"/{NODE_NAME}/get_state")
+    state_request: list = []  # the pending GetState future, if any
+    seen_active: list[bool] = []
+
+    def node_is_active() -> bool:
+        if seen_active:
+            return True
+        if state_request and state_request[0].done():
+            response = state_request.pop().result()
+            if response is not None and response.current_state.id == LifecycleState.PRIMARY_STATE_ACTIVE:
+                seen_active.append(True)
+                return True
+        if not state_request and state_client.service_is_ready():
+            state_request.append(state_client.call_async(GetState.Request()))
+        return False
 
     def spin_until(done, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -145,10 +165,10 @@ def run(args: argparse.Namespace) -> int:
     scores = []
     try:
         print("[demo] waiting for the node to load the model and for camera frames ...", flush=True)
-        if not spin_until(lambda: client.server_is_ready() and frames, args.timeout):
+        if not spin_until(lambda: client.server_is_ready() and bool(frames) and node_is_active(), args.timeout):
             print(f"[demo] the node or the camera did not come up; see {out}/*.log", file=sys.stderr)
             return 1
-        time.sleep(1.0)  # let the node's image subscription receive a fresh frame
+        time.sleep(1.0)  # let the now active node's image subscription receive a fresh frame
         for number, question in enumerate(questions, start=1):
             print(f"\n[{number}] {question.instruction}", flush=True)
             print("    answer: ", end="", flush=True)
