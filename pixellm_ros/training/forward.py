@@ -93,21 +93,6 @@ class ForwardOutput:
     prompt_overlap: float | None = None  # unweighted prompt_separation_loss; None without two different targets
 
 
-def batch_losses(
-    model: PixelLMForCausalLM,
-    batch: TrainingBatch,
-    seg_token_ids: Sequence[int],
-    weights: LossWeights | None = None,
-    separation_weight: float = 0.0,
-    name_prompts: NamePrompts | None = None,
-    distillation_weight: float = 0.0,
-) -> PixelLMLosses:
-    """The weighted losses of one batch (all on the model's device)."""
-    return batch_forward(
-        model, batch, seg_token_ids, weights, separation_weight, name_prompts, distillation_weight
-    ).losses
-
-
 def batch_forward(
     model: PixelLMForCausalLM,
     batch: TrainingBatch,
@@ -121,6 +106,9 @@ def batch_forward(
 
     separation_weight: weight of ``prompt_separation_loss`` (a training aid on top of PixelLM's
     losses, 0 = off), averaged over the images that have two different targets.
+    name_prompts / distillation_weight: the frozen stage-1 NamePrompts and the weight of
+    ``prompt_distillation_loss`` over all named targets of the batch (needs ``batch.target_names``;
+    None / 0 = off). See ``decoder_pretraining``.
     """
     weights = weights or LossWeights()
     cfg = model.config

@@ -49,7 +49,7 @@ from .dataset import StepBatches, WorldSampler, collate_samples, step_rng
 from .decoder_pretraining import DecoderPretrainSettings, NamePrompts, pretrain_decoder
 from .demo_config import demo_config
 from .export import export_model
-from .forward import batch_losses
+from .forward import batch_forward
 from .plotting import plot_loss_curve
 from .teacher_forced import evaluate_batches
 from .tokenizer_corpus import DEFAULT_CORPUS_SCENES, DEFAULT_VOCAB_SIZE, train_world_tokenizer
@@ -283,10 +283,10 @@ class Trainer:
         batch = batch.to(self.device)
         weights = loss_weights_at(self.state.step, self.settings.mask_first_steps, self.settings.ce_ramp_steps)
         with self._autocast():
-            losses = batch_losses(
+            losses = batch_forward(
                 self.model, batch, self.seg_token_ids, weights, self.settings.prompt_separation,
                 self.name_prompts, self.settings.prompt_distillation,
-            )
+            ).losses
         self.optimizer.zero_grad(set_to_none=True)
         losses.total.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
