@@ -206,13 +206,17 @@ class PixelLMForCausalLM(nn.Module):
         )
         return MaskOutput(low_res_logits=logits, iou_scores=iou)
 
+    def seg_prompts(self, seg_hidden: torch.Tensor) -> torch.Tensor:
+        """(K, H) hidden states before the K seg tokens -> (T, L, out_dim) fused prompts, T = K / (N*L)."""
+        cfg = self.config
+        groups = group_seg_embeddings(self.seg_embeddings(seg_hidden), cfg.num_scales, cfg.seg_tokens_per_scale)
+        return self.fuse_seg_groups(groups)
+
     def masks_from_hidden_states(
         self, seg_hidden: torch.Tensor, decoder_features: Sequence[torch.Tensor]
     ) -> MaskOutput:
         """(K, H) hidden states before the K seg tokens of one answer -> one mask per group of N*L."""
-        cfg = self.config
-        groups = group_seg_embeddings(self.seg_embeddings(seg_hidden), cfg.num_scales, cfg.seg_tokens_per_scale)
-        return self.decode_masks(decoder_features, self.fuse_seg_groups(groups))
+        return self.decode_masks(decoder_features, self.seg_prompts(seg_hidden))
 
     # ------------------------------------------------------------------ training
     def compute_losses(

@@ -138,20 +138,18 @@ def run(args: argparse.Namespace) -> int:
     # The action server is up from configure on, but the model loads on activate (seconds): ask the
     # lifecycle state, so the first instruction does not meet a node whose newest frame predates the load.
     state_client = node.create_client(GetState, f"/{NODE_NAME}/get_state")
-    state_request: list = []  # the pending GetState future, if any
-    seen_active: list[bool] = []
+    pending_state = None  # the GetState future in flight, if any
+    seen_active = False
 
     def node_is_active() -> bool:
-        if seen_active:
-            return True
-        if state_request and state_request[0].done():
-            response = state_request.pop().result()
-            if response is not None and response.current_state.id == LifecycleState.PRIMARY_STATE_ACTIVE:
-                seen_active.append(True)
-                return True
-        if not state_request and state_client.service_is_ready():
-            state_request.append(state_client.call_async(GetState.Request()))
-        return False
+        nonlocal pending_state, seen_active
+        if not seen_active and pending_state is not None and pending_state.done():
+            response = pending_state.result()
+            pending_state = None
+            seen_active = response is not None and response.current_state.id == LifecycleState.PRIMARY_STATE_ACTIVE
+        if not seen_active and pending_state is None and state_client.service_is_ready():
+            pending_state = state_client.call_async(GetState.Request())
+        return seen_active
 
     def spin_until(done, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

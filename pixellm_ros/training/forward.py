@@ -4,7 +4,7 @@
 several questions about every rendered image, so this forward encodes each image once and shares
 its features across its conversations (what LISA/PixelLM's training code does with its
 ``offset``). Everything else is the model's own machinery: ``splice_image``, ``seg_state_mask``
-(hidden states just before each [SEGk]), ``masks_from_hidden_states`` and the loss functions
+(hidden states just before each [SEGk]), ``seg_prompts`` + ``decode_masks`` and the loss functions
 of ``model/losses.py``.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pixellm_ros.model.codebook import group_seg_embeddings, seg_state_mask
+from pixellm_ros.model.codebook import seg_state_mask
 from pixellm_ros.model.losses import LossWeights, mask_losses, token_cross_entropy
 from pixellm_ros.model.mask_resize import low_res_to_original
 from pixellm_ros.model.outputs import ImageFeatures, PixelLMLosses
@@ -147,8 +147,7 @@ def batch_forward(
         if not rows or sum(s.shape[0] for s in states) == 0:
             continue
         image_feats = [f[image : image + 1] for f in feats.decoder_features]
-        groups = group_seg_embeddings(model.seg_embeddings(torch.cat(states)), cfg.num_scales, cfg.seg_tokens_per_scale)
-        prompts = model.fuse_seg_groups(groups)  # (T, L, out_dim): what masks_from_hidden_states decodes
+        prompts = model.seg_prompts(torch.cat(states))  # (T, L, out_dim); the aids below read them too
         masks = model.decode_masks(image_feats, prompts)
         term = prompt_separation_loss(prompts, torch.cat([batch.gt_masks[row] for row in rows]))
         if term is not None:  # computed even at weight 0: it is also a held-out metric
