@@ -16,6 +16,11 @@ from transformers import CLIPVisionConfig, LlamaConfig
 
 FusionMode = Literal["released_constant", "learned"]
 FUSION_MODES: tuple[str, ...] = ("released_constant", "learned")
+# How scale 0 is brought from G x G to the LLM's g x g: "bilinear" is the released resize (for
+# G = 2 g, as released, it is exactly the mean of each 2 x 2 block); "area" is the mean of each
+# (G/g) x (G/g) block, which for G = 4 g still sees every patch where bilinear samples only the
+# central 2 x 2 of each block.
+LLM_IMAGE_RESIZES: tuple[str, ...] = ("bilinear", "area")
 
 # Added vocabulary of the released checkpoints: [SEG0]..[SEG5], <im_start>, <im_end>.
 RELEASED_ADDED_TOKENS = 8
@@ -63,6 +68,7 @@ class PixelLMConfig:
 
     # Image tokens for the LLM: scale 0 resized to llm_image_grid x llm_image_grid.
     llm_image_grid: int = 16
+    llm_image_resize: str = "bilinear"  # LLM_IMAGE_RESIZES
     projector_hidden_factor: int = 2  # mm_projector / out_mm_projector: C -> factor*H -> H
 
     # Seg codebook.
@@ -140,6 +146,8 @@ class PixelLMConfig:
     def validate(self) -> None:
         if self.fusion not in FUSION_MODES:
             raise ValueError(f"fusion must be one of {FUSION_MODES}, got {self.fusion!r}")
+        if self.llm_image_resize not in LLM_IMAGE_RESIZES:
+            raise ValueError(f"llm_image_resize must be one of {LLM_IMAGE_RESIZES}, got {self.llm_image_resize!r}")
         if self.image_size % self.patch_size != 0:
             raise ValueError(f"image size {self.image_size} is not a multiple of patch {self.patch_size}")
         if self.vision_grid % self.llm_image_grid != 0:

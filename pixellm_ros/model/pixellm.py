@@ -89,7 +89,7 @@ class PixelLMForCausalLM(nn.Module):
     def encode_images(self, pixel_values: torch.Tensor, valid_hw: Sequence[tuple[int, int]]) -> ImageFeatures:
         """pixel_values (B, 3, S, S) normalised and zero-padded bottom/right; valid_hw: B (h, w).
 
-        Scale 0 is resized bilinearly G -> g and projected by ``mm_projector`` for the LLM; every
+        Scale 0 is resized G -> g (``config.llm_image_resize``) and projected by ``mm_projector`` for the LLM; every
         scale goes through ``out_mm_projector`` and the neck at G x G for the decoder, which sees
         the padded area too (only the vision attention and the LLM mask it out).
         """
@@ -116,7 +116,10 @@ class PixelLMForCausalLM(nn.Module):
         channels = scales[0].shape[-1]
         grid_map = scales[0].transpose(1, 2).reshape(batch, channels, grid, grid)
         # the research code resizes in float32
-        small = F.interpolate(grid_map.float(), size=(llm_grid, llm_grid), mode="bilinear", align_corners=False)
+        if cfg.llm_image_resize == "area":
+            small = F.adaptive_avg_pool2d(grid_map.float(), llm_grid)
+        else:
+            small = F.interpolate(grid_map.float(), size=(llm_grid, llm_grid), mode="bilinear", align_corners=False)
         llm_tokens = self.mm_projector(small.to(compute_dtype).flatten(2).transpose(1, 2))
 
         hidden = self.config.hidden_size

@@ -57,7 +57,9 @@ def test_round_trip_keeps_non_default_values():
     cfg = PixelLMConfig.tiny(vocab_size=777)
     cfg.fusion = "learned"
     cfg.seg_tokens_per_scale = 2
+    cfg.llm_image_resize = "area"
     back = PixelLMConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert back.llm_image_resize == "area"
     assert back.text.vocab_size == 777
     assert back.fusion == "learned"
     assert back.seg_tokens_per_scale == 2

@@ -1,5 +1,7 @@
 """The assembled model: released key layout, image encoding, prompt splicing, seg codebook."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -174,6 +176,27 @@ def test_llm_tokens_are_scale0_resized_then_projected(tiny):
         expected = tiny.mm_projector(blocks)
     torch.testing.assert_close(feats.llm_tokens, expected, rtol=1e-5, atol=1e-5)
     assert grid == 2 * g
+
+
+def test_area_resize_averages_every_patch_of_a_block():
+    # G = 8, g = 2: each LLM token stands for a 4 x 4 block of patches
+    cfg = dataclasses.replace(PixelLMConfig.tiny(), llm_image_grid=2, llm_image_resize="area")
+    torch.manual_seed(0)
+    model = PixelLMForCausalLM(cfg).eval()
+    pixels = torch.randn(1, 3, cfg.image_size, cfg.image_size)
+    with torch.no_grad():
+        feats = model.encode_images(pixels, [(cfg.image_size, cfg.image_size)])
+        scale0 = model.vision_tower(pixels)[0]
+        blocks = scale0.view(1, 2, 4, 2, 4, -1).mean(dim=(2, 4)).reshape(1, 4, -1)
+        torch.testing.assert_close(feats.llm_tokens, model.mm_projector(blocks), rtol=1e-5, atol=1e-5)
+        # the released bilinear resize would see only the central 2 x 2 patches of each block
+        model.config.llm_image_resize = "bilinear"
+        bilinear = model.encode_images(pixels, [(cfg.image_size, cfg.image_size)]).llm_tokens
+        centres = scale0.view(1, 2, 4, 2, 4, -1)[:, :, 1:3, :, 1:3].mean(dim=(2, 4)).reshape(1, 4, -1)
+        torch.testing.assert_close(bilinear, model.mm_projector(centres), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(bilinear, feats.llm_tokens)
+    with pytest.raises(ValueError, match="llm_image_resize"):
+        dataclasses.replace(cfg, llm_image_resize="nearest")
 
 
 def test_embed_prompt_splices_the_image_tokens(tiny):
