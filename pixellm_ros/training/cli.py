@@ -53,6 +53,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--prompt-separation", type=float, default=None,
         help=f"weight of the push between different objects' seg prompts (default {DEFAULTS.prompt_separation})",
     )
+    parser.add_argument(
+        "--freeze-image-path", action=argparse.BooleanOptionalAction, default=None,
+        help=f"stage 2 keeps stage 1's vision tower and decoder fixed (default {DEFAULTS.freeze_image_path})",
+    )
     parser.add_argument("--fp32", action="store_true", help="no bf16 autocast on CUDA (CPU is always float32)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -72,6 +76,7 @@ _OVERRIDES = {
     "prompt_separation": "prompt_separation",
     "prompt_distillation": "prompt_distillation",
     "decoder_pretrain_steps": "decoder_pretrain_steps",
+    "freeze_image_path": "freeze_image_path",
 }
 
 

@@ -85,6 +85,8 @@ def test_cli_settings(tmp_path: Path) -> None:
     add_train_arguments(parser)
     fresh = settings_from_args(parser.parse_args(["--out", str(tmp_path), "--steps", "7", "--threads", "2"]))
     assert (fresh.steps, fresh.threads, fresh.out_dir) == (7, 2, str(tmp_path))
+    assert fresh.freeze_image_path
+    assert not settings_from_args(parser.parse_args(["--out", str(tmp_path), "--no-freeze-image-path"])).freeze_image_path
     saved = TrainSettings(out_dir=str(tmp_path), steps=9, lr=1e-3)
     (tmp_path / "settings.json").write_text(json.dumps(saved.to_dict()))
     resumed = settings_from_args(parser.parse_args(["--out", str(tmp_path), "--resume"]))
@@ -113,11 +115,41 @@ def test_stage_one_trains_the_decoder_and_its_name_prompts_guide_stage_two(
     stage_one = torch.load(trainer.name_prompts_path, weights_only=True)["history"]
     assert [row["step"] for row in stage_one] == [1.0, 2.0, 3.0]
 
+    image_path_after_stage_one = _image_path_state(trainer)
     trainer.run(save_model=False)
     rows = trainer.state.train_history
     assert len(rows) == 2 and all(row["prompt_aids"] > 0 for row in rows)  # the distillation pull is on
+    assert settings.freeze_image_path  # the default: stage 2 keeps stage 1's vision tower and decoder
+    _assert_same(_image_path_state(trainer), image_path_after_stage_one)
+    assert not torch.equal(trainer.model.language_model.lm_head.weight, llm_before)  # the LLM trained
 
     resumed = Trainer(_settings(tmp_path, steps=3, decoder_pretrain_steps=3), world_tokenizer, tiny_config, resume=True)
     assert resumed.step == 2 and resumed.name_prompts is not None
     assert not any(p.requires_grad for p in resumed.name_prompts.parameters())
     torch.testing.assert_close(resumed.name_prompts.colours.weight, trainer.name_prompts.colours.weight)
+    resumed.run(save_model=False)
+    assert resumed.step == 3
+    _assert_same(_image_path_state(resumed), image_path_after_stage_one)  # still frozen after a resume
+
+
+def test_stage_two_can_keep_training_the_image_path(tmp_path: Path, world_tokenizer: PixelLMTokenizer) -> None:
+    settings = _settings(
+        tmp_path, steps=2, decoder_pretrain_steps=2, decoder_pretrain_images=2, freeze_image_path=False
+    )
+    trainer = Trainer(settings, world_tokenizer, tiny_config)
+    trainer.pretrain_decoder()
+    after_stage_one = _image_path_state(trainer)
+    trainer.run(save_model=False)
+    changed = [k for k, v in _image_path_state(trainer).items() if not torch.equal(v, after_stage_one[k])]
+    assert any(k.startswith("vision_tower.") for k in changed) and any(k.startswith("mask_decoder.") for k in changed)
+
+
+def _image_path_state(trainer: Trainer) -> dict[str, torch.Tensor]:
+    parts = ("vision_tower.", "out_mm_projector.", "image_feature_neck.", "prompt_encoder.", "mask_decoder.")
+    return {k: v.detach().clone() for k, v in trainer.model.state_dict().items() if k.startswith(parts)}
+
+
+def _assert_same(state: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> None:
+    assert state.keys() == reference.keys() and state
+    for key, value in state.items():
+        assert torch.equal(value, reference[key]), key
