@@ -89,9 +89,9 @@ class PixelLMForCausalLM(nn.Module):
     def encode_images(self, pixel_values: torch.Tensor, valid_hw: Sequence[tuple[int, int]]) -> ImageFeatures:
         """pixel_values (B, 3, S, S) normalised and zero-padded bottom/right; valid_hw: B (h, w).
 
-        Scale 0 is resized G -> g (``config.llm_image_resize``) and projected by ``mm_projector`` for the LLM; every
-        scale goes through ``out_mm_projector`` and the neck at G x G for the decoder, which sees
-        the padded area too (only the vision attention and the LLM mask it out).
+        Scale 0 is resized G -> g (``config.llm_image_resize``) and projected by ``mm_projector``
+        for the LLM; every scale goes through ``out_mm_projector`` and the neck at G x G for the
+        decoder, which sees the padded area too (only the vision attention and the LLM mask it out).
         """
         cfg = self.config
         size = cfg.image_size

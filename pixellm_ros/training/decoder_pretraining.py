@@ -9,7 +9,8 @@ for 600+ steps. With a prompt that names the object directly (a learned colour v
 learned shape vector, ``NamePrompts``), the same vision tower and decoder reach usable masks
 within a few hundred steps. Stage 2 (the full model, ``Trainer``) then pulls the LLM's fused
 seg prompts towards the frozen ``NamePrompts`` vector of each target's name
-(``prompt_distillation_loss``) while every part keeps training on PixelLM's own losses.
+(``prompt_distillation_loss``) while the model trains on PixelLM's own losses (the vision tower
+and the decoder only if ``TrainSettings.freeze_image_path`` is off).
 
 The colour + shape sum also covers the held-out colour x shape pairs: both halves are seen in
 training, only their combination is new. ``NamePrompts`` is a training aid; it is not part of

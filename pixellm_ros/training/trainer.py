@@ -1,9 +1,10 @@
 """Training the small PixelLM on the tabletop world: AdamW, warmup + cosine, clipping, checkpoints.
 
 Two stages. Stage 1 (``decoder_pretraining``) trains the vision tower and the pixel decoder to
-segment objects named by a colour + shape prompt vector; stage 2 trains the whole model on
-PixelLM's losses over conversations, with the LLM's seg prompts pulled towards those name vectors
-(the trainer's ``prompt_distillation`` aid) so that the decoder's stage-1 skill is usable at once.
+segment objects named by a colour + shape prompt vector; stage 2 trains the model on PixelLM's
+losses over conversations, with the LLM's seg prompts pulled towards those name vectors (the
+trainer's ``prompt_distillation`` aid) so that the decoder's stage-1 skill is usable at once. By
+default (``freeze_image_path``) stage 2 leaves the vision tower and the decoder as stage 1 made them.
 
 A run lives in one output folder::
 
