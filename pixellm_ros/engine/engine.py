@@ -8,6 +8,7 @@ and no threads; it serialises its own calls with a lock, so a ROS node may call 
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import threading
 import time
@@ -261,13 +262,20 @@ class PixelLMEngine:
             self._features.clear()
 
     def release(self) -> None:
-        """Free the model and the cached features (GPU memory included); the engine is unusable after."""
+        """Free the model and the cached features; the engine is unusable after.
+
+        On CUDA the allocator's cache is emptied too, after a garbage collection (the static decoders'
+        graphs and KV caches can sit in reference cycles), so the memory shows as free to other
+        processes (nvidia-smi), not only to this one.
+        """
         with self._lock:
             self._features.clear()
             self._static_decoders.clear()
             model, self._model = self._model, None
-            if model is not None and model.device.type == "cuda":
-                del model
+            on_cuda = model is not None and model.device.type == "cuda"
+            del model
+            gc.collect()
+            if on_cuda:
                 torch.cuda.empty_cache()
 
     # ------------------------------------------------------------------ internals

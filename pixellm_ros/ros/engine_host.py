@@ -1,8 +1,7 @@
-"""Loading the engine for the node's settings, and giving its memory back (GPU memory included)."""
+"""Loading the engine for the node's settings (``PixelLMEngine.release`` gives its memory back)."""
 
 from __future__ import annotations
 
-import gc
 import math
 from typing import TYPE_CHECKING
 
@@ -29,14 +28,3 @@ def load_engine(settings: NodeSettings) -> PixelLMEngine:
         load_in=settings.load_in,
         mask_threshold=probability_to_logit(settings.mask_threshold),
     )
-
-
-def release_engine(engine: PixelLMEngine) -> None:
-    """Free the model: the engine drops its weights and caches, then CUDA's allocator cache is emptied
-    so that the memory shows as free to other processes (nvidia-smi), not only to this one."""
-    engine.release()
-    gc.collect()
-    import torch
-
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.empty_cache()

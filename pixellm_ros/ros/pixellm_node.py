@@ -85,7 +85,7 @@ from .conversions import (
     result_to_msg,
     rgb_to_image_msg,
 )
-from .engine_host import load_engine, release_engine
+from .engine_host import load_engine
 from .params import NodeSettings, SettingsError, declare_node_parameters, parameter_values, settings_from_values
 from .qos import debug_image_qos, image_qos, instruction_qos, result_qos
 from .requests import BoundImage, LatestFrame, RequestIds, SegmentRequest
@@ -209,7 +209,7 @@ class PixelLMNode(LifecycleNode):
         if worker is not None:
             worker.stop(reason)
         if engine is not None:
-            release_engine(engine)
+            engine.release()
             self.get_logger().info("model released")
 
     def _create_interfaces(self, settings: NodeSettings) -> None:
