@@ -15,12 +15,18 @@ peak < 16 GB.
 
     python benchmarks/gpu_7b.py                      # dynamic cache and CUDA graph modes
     python benchmarks/gpu_7b.py --compile            # + the torch.compile'd CUDA graph mode
+    python benchmarks/gpu_7b.py --size 13b           # the 13B shapes instead
     python benchmarks/gpu_7b.py --tiny               # CPU smoke test of this script (tiny config)
+
+Last, the release check: a second engine is built, answers once and is released the way the node's
+deactivate does it (``PixelLMEngine.release``); allocated / reserved / driver-free memory are printed before
+and after, so a leak on deactivate shows as memory still held.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import sys
 import tempfile
@@ -150,6 +156,28 @@ def median(results: list, key: str) -> float:
     return statistics.median(r.timings[key] for r in results)
 
 
+def memory_line(device: torch.device) -> str:
+    free, total = torch.cuda.mem_get_info(device)
+    return (f"allocated {torch.cuda.memory_allocated(device) / 1e9:.2f} GB, reserved "
+            f"{torch.cuda.memory_reserved(device) / 1e9:.2f} GB, driver free {free / 1e9:.1f} / {total / 1e9:.1f} GB")
+
+
+def release_check(config: PixelLMConfig, tokenizer: PixelLMTokenizer, image: np.ndarray, script: list[int],
+                  device: torch.device, dtype: torch.dtype, tokens: int) -> None:
+    """Build, answer once on the CUDA-graph path, release as the node's deactivate does; print memory."""
+    gc.collect()
+    torch.cuda.empty_cache()
+    log(f"[release] before build  : {memory_line(device)}")
+    engine = PixelLMEngine(build_model(config, device, dtype), tokenizer, max_new_tokens=tokens,
+                           decode_mode="cuda_graph")
+    hook = ScriptedTokens(script, len(engine.prompt_ids(INSTRUCTION)), suppress=[tokenizer.eos_id])
+    engine.segment(image, INSTRUCTION, logits_processor=hook)
+    sync(device)
+    log(f"[release] after a query : {memory_line(device)}")
+    engine.release()
+    log(f"[release] after release : {memory_line(device)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="tiny config on the CPU: checks the script itself")
@@ -159,6 +187,7 @@ def main() -> None:
     parser.add_argument("--modes", default=None, help="comma list of decode modes (default: dynamic,cuda_graph; "
                                                       "dynamic,static on the CPU)")
     parser.add_argument("--compile", action="store_true", help="also run the torch.compile'd mode")
+    parser.add_argument("--size", choices=("7b", "13b"), default="7b", help="released shapes to build")
     args = parser.parse_args()
 
     device = torch.device(args.device or ("cpu" if args.tiny else "cuda"))
@@ -175,7 +204,10 @@ def main() -> None:
         tokenizer = PixelLMTokenizer.build(model_file, num_seg_tokens=6)
     # The released vocabulary (32000 + 8) keeps lm_head and embed_tokens at their real size; the
     # scripted answer only uses ids our small tokenizer knows.
-    config = PixelLMConfig.tiny(vocab_size=len(tokenizer)) if args.tiny else PixelLMConfig.released_7b()
+    if args.tiny:
+        config = PixelLMConfig.tiny(vocab_size=len(tokenizer))
+    else:
+        config = PixelLMConfig.released_13b() if args.size == "13b" else PixelLMConfig.released_7b()
     config.text.max_position_embeddings = max(config.text.max_position_embeddings, 1024)
 
     # Bandwidth first, so its scratch buffers are gone before the peak-memory count starts.
@@ -236,6 +268,10 @@ def main() -> None:
             log(f"[{mode}] peak memory so far  : {torch.cuda.max_memory_allocated(device) / 1e9:.2f} GB (target < 16 GB)")
         engine.clear_cache()
         del engine
+
+    if on_cuda:
+        del model
+        release_check(config, tokenizer, image, script, device, dtype, args.tokens)
 
 
 if __name__ == "__main__":
