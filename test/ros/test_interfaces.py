@@ -123,8 +123,15 @@ def test_service_round_trip_between_processes(ros):
         request.image = Image(header=Header(frame_id="cam"), height=48, width=64, encoding="rgb8",
                               step=64 * 3, data=bytes(64 * 48 * 3))
         request.image.header.stamp.sec = 99
-        future = client.call_async(request)
-        assert spin_until(executor, future.done, timeout=30), "no service response"
+        # service_is_ready only sees the request topic matched: Fast DDS drops a response sent before
+        # the reply topic has matched too ("failed to send response (timeout)" from the peer, seen
+        # on a loaded machine), so a lost answer is asked for again; the echo peer is idempotent.
+        for _attempt in range(6):
+            future = client.call_async(request)
+            if spin_until(executor, future.done, timeout=5):
+                break
+            client.remove_pending_request(future)
+        assert future.done(), "no service response in 6 tries"
     finally:
         stop_peer(peer)
     result = future.result().result
