@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "demo": "pixellm_ros.ros.demo",  # camera simulator + node + a client: the README's main job
     "train": "pixellm_ros.training.cli",  # training of the embedded model
     "eval": "pixellm_ros.evaluation.cli_eval",  # MUSE evaluation
+    "compare": "pixellm_ros.evaluation.cli_compare",  # paired bootstrap of two eval reports
     "world": "pixellm_ros.world.cli_world",  # tabletop scene generator
 }
 
