@@ -26,13 +26,22 @@ def smooth(values: Sequence[float], window: int) -> np.ndarray:
 
 
 def plot_loss_curve(
-    train: Sequence[Mapping[str, float]], evals: Sequence[Mapping[str, float]], path: str | os.PathLike[str]
+    train: Sequence[Mapping[str, float]],
+    evals: Sequence[Mapping[str, float]],
+    path: str | os.PathLike[str],
+    stage_one: Sequence[Mapping[str, float]] = (),
 ) -> Path:
     """train: one dict per step ({"step", "total", "token_ce", ...}); evals: one per eval
-    ({"step", "total", "mask_iou", "answer_token_accuracy"}, "prompt_overlap" where measured). Writes a two-panel PNG to ``path``."""
+    ({"step", "total", "mask_iou", "answer_token_accuracy"}, "prompt_overlap" where measured);
+    stage_one: stage 1's per-step rows ({"step", "loss", "mask_iou"}), drawn in a panel of its own
+    when given. Writes the PNG to ``path``."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
+    panels = 3 if stage_one else 2
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.5))
+    if stage_one:
+        _plot_stage_one(axes[0], stage_one)
+    loss_ax, metric_ax = axes[-2], axes[-1]
     if train:
         steps = [row["step"] for row in train]
         window = max(1, len(train) // 50)
@@ -47,6 +56,7 @@ def plot_loss_curve(
             if points:
                 metric_ax.plot(*zip(*points), "o-", label=f"held-out {key}")
     loss_ax.set_xlabel("step")
+    loss_ax.set_title("full model (stage 2)" if stage_one else "training")
     loss_ax.set_ylabel("loss (weighted)")
     loss_ax.set_yscale("log")
     loss_ax.legend(fontsize=8)
@@ -61,3 +71,20 @@ def plot_loss_curve(
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+def _plot_stage_one(ax: plt.Axes, rows: Sequence[Mapping[str, float]]) -> None:
+    """Stage 1: training mask IoU (0..1, left) and loss (log, right)."""
+    steps = [row["step"] for row in rows]
+    window = max(1, len(rows) // 50)
+    ax.plot(steps, smooth([row["mask_iou"] for row in rows], window), label="train mask_iou")
+    ax.set_ylim(0.0, 1.0)
+    ax.set_xlabel("step")
+    ax.set_title("stage 1: name-prompted masks")
+    ax.grid(alpha=0.3)
+    loss_ax = ax.twinx()
+    loss_ax.plot(steps, smooth([row["loss"] for row in rows], window), color="grey", alpha=0.6, label="train loss")
+    loss_ax.set_yscale("log")
+    lines = ax.get_legend_handles_labels()
+    more = loss_ax.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8, loc="center right")

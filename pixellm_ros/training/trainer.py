@@ -11,8 +11,8 @@ A run lives in one output folder::
     out/tokenizer/            the world tokenizer (trained once, reused on resume)
     out/checkpoints/last.pt   model + optimizer + scheduler + step + RNG (resumable)
     out/checkpoints/name_prompts.pt  stage 1's name vectors and its per-step history
-    out/history.json          per-step training losses and the held-out evaluations
-    out/loss_curve.png        the curves
+    out/history.json          per-step losses of both stages and the held-out evaluations
+    out/loss_curve.png        the curves (stage 1's in a panel of its own)
     out/settings.json         the settings of the run
     out/model/                the final model (save_pixellm: config + model.safetensors + tokenizer)
 
@@ -207,6 +207,7 @@ class Trainer:
             )
         self.seg_token_ids = self.tokenizer.seg_token_ids
         self.name_prompts: NamePrompts | None = None
+        self.stage_one_history: list[dict[str, float]] = []
         if resume and self.name_prompts_path.is_file():
             self.name_prompts = self._load_name_prompts()
         self._eval_batches: list[TrainingBatch] | None = None
@@ -321,9 +322,11 @@ class Trainer:
         )
 
     def write_history(self) -> None:
-        payload = {"train": self.state.train_history, "eval": self.state.eval_history}
+        payload = {"stage_one": self.stage_one_history, "train": self.state.train_history, "eval": self.state.eval_history}
         (self.out_dir / "history.json").write_text(json.dumps(payload) + "\n")
-        plot_loss_curve(self.state.train_history, self.state.eval_history, self.out_dir / "loss_curve.png")
+        plot_loss_curve(
+            self.state.train_history, self.state.eval_history, self.out_dir / "loss_curve.png", self.stage_one_history
+        )
 
     # ------------------------------------------------------------------ stage 1
     def pretrain_decoder(self) -> NamePrompts:
@@ -334,6 +337,7 @@ class Trainer:
             image_size=self.config.image_size, seed=s.seed,
         )
         self.name_prompts, history = pretrain_decoder(self.model, stage, progress=s.progress)
+        self.stage_one_history = history
         self.name_prompts_path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"state_dict": self.name_prompts.state_dict(), "history": history}, self.name_prompts_path)
         self.save_checkpoint()
@@ -348,6 +352,7 @@ class Trainer:
         payload = torch.load(self.name_prompts_path, map_location=self.device, weights_only=True)
         prompts = NamePrompts(self.config.out_dim).to(self.device)
         prompts.load_state_dict(payload["state_dict"])
+        self.stage_one_history = list(payload.get("history", []))
         return prompts.requires_grad_(False)
 
     # ------------------------------------------------------------------ the run

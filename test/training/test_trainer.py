@@ -129,6 +129,9 @@ def test_stage_one_trains_the_decoder_and_its_name_prompts_guide_stage_two(
     torch.testing.assert_close(resumed.name_prompts.colours.weight, trainer.name_prompts.colours.weight)
     resumed.run(save_model=False)
     assert resumed.step == 3
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [row["step"] for row in history["stage_one"]] == [1.0, 2.0, 3.0]  # kept across the resume
+    assert (tmp_path / "loss_curve.png").stat().st_size > 1000
     _assert_same(_image_path_state(resumed), image_path_after_stage_one)  # still frozen after a resume
 
 
