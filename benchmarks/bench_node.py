@@ -31,7 +31,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -57,34 +56,11 @@ def p90(values: list[float]) -> float:
     return sorted(values)[int(0.9 * (len(values) - 1))] if values else float("nan")
 
 
-class Spinner:
-    """A client context + node spun by a background thread."""
+def Spinner(name: str) -> Any:  # noqa: N802 - reads as the class it returns
+    """A client node on the benchmark's domain, spun by a background thread."""
+    from pixellm_ros.ros.spinning import BackgroundNode
 
-    def __init__(self, name: str) -> None:
-        import rclpy
-        from rclpy.context import Context
-        from rclpy.executors import SingleThreadedExecutor
-
-        self.context = Context()
-        rclpy.init(context=self.context, domain_id=DOMAIN_ID)
-        self.node = rclpy.create_node(name, context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self) -> None:
-        try:
-            self.executor.spin()
-        except Exception:  # noqa: BLE001 - ends with the context
-            pass
-
-    def close(self) -> None:
-        import rclpy
-
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
+    return BackgroundNode(name, DOMAIN_ID)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:

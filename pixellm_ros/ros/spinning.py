@@ -1,4 +1,5 @@
-"""Process set-up shared by the executables: rclpy without its own signal handlers, and spinning.
+"""Process set-up shared by the executables: rclpy without its own signal handlers, and spinning
+(``BackgroundNode``: a node spun in a background thread, for scripts that talk to the node).
 
 rclpy's default SIGINT handler shuts the context down at once, so a node's clean-up (answering
 waiting requests, logging, the lifecycle shutdown transition) would then run against a dead
@@ -9,6 +10,7 @@ returns on it and the caller tears down while the context still works, then shut
 from __future__ import annotations
 
 import signal
+import threading
 from typing import Any, Sequence
 
 import rclpy
@@ -53,3 +55,42 @@ def spin(executor: Any, context: Any) -> None:
             executor.spin_once(timeout_sec=SIGNAL_POLL_S)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+
+
+class BackgroundNode:
+    """A node in an rclpy context of its own, spun by a daemon thread.
+
+    For code that talks to the PixelLM node from a plain script (a benchmark, a test, a Python
+    user's tool): the main thread publishes, calls and waits on futures or flags while the
+    executor delivers replies in the background. Its own context keeps it apart from any other
+    rclpy user in the process; ``domain_id`` None takes ROS_DOMAIN_ID. ``threads`` > 1 gives a
+    multi-threaded executor, so one slow callback does not hold up the others.
+    """
+
+    def __init__(self, name: str, domain_id: int | None = None, threads: int = 1) -> None:
+        from rclpy.context import Context
+        from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = rclpy.create_node(name, context=self.context)
+        self.executor = (
+            MultiThreadedExecutor(num_threads=threads, context=self.context)
+            if threads > 1
+            else SingleThreadedExecutor(context=self.context)
+        )
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._spin, name=f"{name}_spin", daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except Exception:  # noqa: BLE001 - the executor raises once close() shuts the context down
+            pass
+
+    def close(self, join_timeout: float = 5.0) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+        self._thread.join(join_timeout)

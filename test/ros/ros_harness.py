@@ -17,15 +17,12 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
-import rclpy
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from rclpy.action import ActionClient
-from rclpy.context import Context
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
@@ -33,6 +30,7 @@ from std_msgs.msg import Header
 from pixellm_ros.action import Segment as SegmentAction
 from pixellm_ros.msg import SegmentationResult
 from pixellm_ros.ros.runner import default_params_file, node_command
+from pixellm_ros.ros.spinning import BackgroundNode
 from pixellm_ros.srv import Segment as SegmentService
 
 RELIABLE_DEEP = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=200, reliability=ReliabilityPolicy.RELIABLE)
@@ -81,29 +79,11 @@ class ResultLog:
             self._items.clear()
 
 
-class RosClient:
-    """A client node on ``domain_id``, spun in a background thread."""
+class RosClient(BackgroundNode):
+    """A client node on ``domain_id``, spun in a background thread (4 executor threads)."""
 
     def __init__(self, domain_id: int, name: str = "pixellm_test_client") -> None:
-        self.context = Context()
-        rclpy.init(context=self.context, domain_id=domain_id)
-        self.node = rclpy.create_node(name, context=self.context)
-        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
-        self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        try:
-            self.executor.spin()
-        except Exception:  # noqa: BLE001 - ends with the context
-            pass
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
-        self._thread.join(5)
+        super().__init__(name, domain_id, threads=4)
 
     def now(self) -> Any:
         return self.node.get_clock().now().to_msg()
