@@ -56,13 +56,6 @@ def p90(values: list[float]) -> float:
     return sorted(values)[int(0.9 * (len(values) - 1))] if values else float("nan")
 
 
-def Spinner(name: str) -> Any:  # noqa: N802 - reads as the class it returns
-    """A client node on the benchmark's domain, spun by a background thread."""
-    from pixellm_ros.ros.spinning import BackgroundNode
-
-    return BackgroundNode(name, DOMAIN_ID)
-
-
 def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -87,6 +80,7 @@ def node_overhead(model_dir: Path, iterations: int, log_path: Path) -> dict[str,
 
     from pixellm_ros.msg import SegmentationResult
     from pixellm_ros.ros.runner import default_params_file, node_command
+    from pixellm_ros.ros.spinning import BackgroundNode
 
     node_name = "pixellm_bench"
     command = node_command(default_params_file(), {
@@ -97,7 +91,7 @@ def node_overhead(model_dir: Path, iterations: int, log_path: Path) -> dict[str,
     }, {"image_raw": "/bench/camera"}, node_name=node_name)
     log = open(log_path, "w")
     process = subprocess.Popen(command, env=bench_env(), stdout=log, stderr=subprocess.STDOUT)
-    client = Spinner("bench_client")
+    client = BackgroundNode("bench_client", DOMAIN_ID)
     results: dict[str, tuple[float, Any]] = {}
 
     def on_result(msg: SegmentationResult) -> None:
@@ -209,9 +203,10 @@ def result_transport(repeats: int) -> list[dict[str, Any]]:
     from pixellm_ros.msg import SegmentationResult as ResultMsg
     from pixellm_ros.msg import SegmentedTarget
     from pixellm_ros.ros.conversions import result_to_msg
+    from pixellm_ros.ros.spinning import BackgroundNode
 
     sink = subprocess.Popen([sys.executable, __file__, "--sink", str(DOMAIN_ID)], env=bench_env())
-    client = Spinner("bench_publisher")
+    client = BackgroundNode("bench_publisher", DOMAIN_ID)
     acks: dict[str, int] = {}
     reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     client.node.create_subscription(String, ACK_TOPIC, lambda m: acks.__setitem__(*m.data.split(" ")), reliable)
