@@ -14,6 +14,8 @@ import threading
 from typing import Any, Sequence
 
 import rclpy
+from rclpy.context import Context
+from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 
 try:  # Humble and later
     from rclpy.executors import ExternalShutdownException
@@ -68,9 +70,6 @@ class BackgroundNode:
     """
 
     def __init__(self, name: str, domain_id: int | None = None, threads: int = 1) -> None:
-        from rclpy.context import Context
-        from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
-
         self.context = Context()
         rclpy.init(context=self.context, domain_id=domain_id)
         self.node = rclpy.create_node(name, context=self.context)
