@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from .runner import default_params_file, node_command, ros_arguments
+from .transport import use_large_frames_profile
 
 HELP = "camera simulator + PixelLM node + a client asking questions; prints answers, writes overlays"
 NODE_NAME = "pixellm"
@@ -109,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
     scene_rgb, questions = scene_questions(args.seed, args.height, args.width, args.questions)
     cv2.imwrite(str(out / "scene.png"), cv2.cvtColor(scene_rgb, cv2.COLOR_RGB2BGR))
 
+    # Before this process's participant and the children exist: camera frames are ~0.9 MB.
+    use_large_frames_profile()
     camera_cmd = [sys.executable, "-m", "pixellm_ros.ros.camera_sim", *ros_arguments(
         parameters={"source": "world", "seed": args.seed, "width": args.width, "height": args.height,
                     "rate_hz": 4.0, "scene_period_s": 1e9},
@@ -185,9 +188,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"\n[{number}] {question.instruction}", flush=True)
             print("    answer: ", end="", flush=True)
             msg = ask(question.instruction)
-            # A loaded 2-core machine can starve the node of camera frames for a few seconds (seen
-            # right after the model load): the node then refuses with a clear error, and a client
-            # asks again once frames flow. Bounded by --timeout, and said on the console.
+            # Frames can still come late (a loaded 2-core machine; before the shared-memory profile,
+            # Fast DDS dropped most 0.9 MB frames to the node for seconds): the node then refuses
+            # with a clear error, and a client asks again once frames flow. Bounded by --timeout.
             deadline = time.monotonic() + args.timeout
             while (msg is not None and msg.status in (ResultMsg.STATUS_STALE_IMAGE, ResultMsg.STATUS_NO_IMAGE)
                    and time.monotonic() < deadline):

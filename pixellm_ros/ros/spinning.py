@@ -17,6 +17,8 @@ import rclpy
 from rclpy.context import Context
 from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 
+from .transport import use_large_frames_profile
+
 try:  # Humble and later
     from rclpy.executors import ExternalShutdownException
 except ImportError:  # pragma: no cover - older rclpy
@@ -36,7 +38,9 @@ def _interrupt(_signum: int, _frame: Any) -> None:
 
 
 def init_ros(args: Sequence[str] | None) -> None:
-    """rclpy.init with our own SIGINT/SIGTERM handling (see the module docstring)."""
+    """rclpy.init for an executable's process: our SIGINT/SIGTERM handling (see the module
+    docstring) and Fast DDS room for camera-sized messages (``transport.use_large_frames_profile``)."""
+    use_large_frames_profile()
     argv = list(args) if args is not None else None
     try:
         rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
