@@ -22,7 +22,13 @@ from sensor_msgs.msg import Image
 
 from pixellm_ros.ros.qos import image_qos
 from pixellm_ros.ros.runner import ros_arguments
-from pixellm_ros.ros.transport import PROFILE_ENV_VARS, large_frames_profile, use_large_frames_profile
+from pixellm_ros.ros.transport import (
+    PROFILE_ENV_VARS,
+    installed_rmw_fastrtps_version,
+    large_frames_profile,
+    profile_env_var,
+    use_large_frames_profile,
+)
 
 NS = {"dds": "http://www.eprosima.com"}
 FULL_HD_RGB8 = 1920 * 1080 * 3
@@ -46,6 +52,15 @@ def test_the_profile_is_set_only_where_nobody_chose_one(tmp_path: Path) -> None:
         assert use_large_frames_profile(env) is None and env == {name: mine}
     env = {"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}
     assert use_large_frames_profile(env) is None and "FASTDDS_DEFAULT_PROFILES_FILE" not in env
+
+
+def test_the_variable_follows_the_fast_dds_generation() -> None:
+    assert profile_env_var("9.3.3") == "FASTDDS_DEFAULT_PROFILES_FILE"  # Fast DDS 3 (Kilted, this venv)
+    assert profile_env_var("8.4.1") == "FASTRTPS_DEFAULT_PROFILES_FILE"  # Fast DDS 2.14 (Jazzy)
+    assert profile_env_var("6.2.7") == "FASTRTPS_DEFAULT_PROFILES_FILE"  # Fast DDS 2.6 (Humble)
+    assert profile_env_var(None) == profile_env_var("unknown") == "FASTDDS_DEFAULT_PROFILES_FILE"
+    version = installed_rmw_fastrtps_version()
+    assert version is not None and int(version.split(".")[0]) >= 9  # the venv's ros-* wheels
 
 
 def test_the_profile_gives_shared_memory_room_for_two_full_hd_frames() -> None:
