@@ -74,6 +74,8 @@ PARAMETER_SPECS: tuple[ParameterSpec, ...] = (
     ParameterSpec("standing_instruction", "", "re-run this instruction on new frames (tracking-style); "
                   "empty = off"),
     ParameterSpec("standing_rate_hz", 1.0, "at most this many standing-instruction runs per second", "> 0"),
+    ParameterSpec("diagnostics_period_s", 1.0, "publish the node's health (diagnostic_msgs/DiagnosticArray) on "
+                  "/diagnostics this often; 0 = off", ">= 0"),
 )
 
 
@@ -125,6 +127,7 @@ class NodeSettings:
     max_instruction_chars: int
     standing_instruction: str
     standing_rate_hz: float
+    diagnostics_period_s: float
 
 
 def _as_bool(values: Mapping[str, Any], name: str) -> bool:
@@ -236,6 +239,10 @@ def settings_from_values(values: Mapping[str, Any]) -> NodeSettings:
     standing_rate_hz = _as_float(values, "standing_rate_hz")
     if standing_rate_hz <= 0:
         raise SettingsError(f"parameter 'standing_rate_hz' must be > 0, got {standing_rate_hz}")
+    diagnostics_period_s = _as_float(values, "diagnostics_period_s")
+    if diagnostics_period_s < 0:
+        raise SettingsError(f"parameter 'diagnostics_period_s' must be >= 0 (0 turns diagnostics off), "
+                            f"got {diagnostics_period_s}")
     max_new_tokens = _as_int(values, "generation.max_new_tokens", 0)
     max_instruction_chars = _as_int(values, "max_instruction_chars", 1)
     standing_instruction = _as_str(values, "standing_instruction")
@@ -267,4 +274,5 @@ def settings_from_values(values: Mapping[str, Any]) -> NodeSettings:
         max_instruction_chars=max_instruction_chars,
         standing_instruction=standing_instruction,
         standing_rate_hz=standing_rate_hz,
+        diagnostics_period_s=diagnostics_period_s,
     )

@@ -29,6 +29,9 @@ Outputs
     ``topics.answer`` (``~/answer``)              std_msgs/String, the answer text of successful requests.
     ``topics.debug_image`` (``~/debug_image``)    rgb8 overlay (masks coloured, names drawn); only drawn
                                                   and published while somebody subscribes.
+    ``/diagnostics``                              diagnostic_msgs/DiagnosticArray every ``diagnostics_period_s``:
+                                                  camera rate and frame age, queue, how requests ended
+                                                  (``diagnostics.py`` has the levels).
 
 Which image, and when is it too old
     A request without its own image (instruction topic, standing instruction, service/action with an
@@ -52,7 +55,8 @@ binding, no image). Masks are mono8 0/255, the full frame or cropped to the box 
 
 Threads and callback groups
     Camera images: a MutuallyExclusive group of their own; the callback only stores the message.
-    Instructions and the standing-instruction timer: one MutuallyExclusive group; they only queue.
+    Instructions, the standing-instruction and diagnostics timers: one MutuallyExclusive group; they
+    only queue or read counters.
     Service and action: a Reentrant group, so several callers can wait for the worker at once.
     Spun by a MultiThreadedExecutor with enough threads for ``queue_size`` waiting callers.
 """
@@ -60,15 +64,18 @@ Threads and callback groups
 from __future__ import annotations
 
 import threading
+import time
 import traceback
 from typing import Any, Sequence
 
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
+from rclpy.qos import QoSProfile
 from rclpy.time import Time
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
@@ -85,6 +92,7 @@ from .conversions import (
     result_to_msg,
     rgb_to_image_msg,
 )
+from .diagnostics import Health, RateMeter, ResultTally, diagnostic_array
 from .engine_host import load_engine
 from .params import NodeSettings, SettingsError, declare_node_parameters, parameter_values, settings_from_values
 from .qos import debug_image_qos, image_qos, instruction_qos, result_qos
@@ -131,6 +139,8 @@ class PixelLMNode(LifecycleNode):
         self._standing_pending = False
         self._standing_seq = 0
         self._overlay_warned = False
+        self._tally = ResultTally()
+        self._frame_rate = RateMeter()
         self._image_group = MutuallyExclusiveCallbackGroup()
         self._instruction_group = MutuallyExclusiveCallbackGroup()
         self._request_group = ReentrantCallbackGroup()
@@ -238,8 +248,15 @@ class PixelLMNode(LifecycleNode):
         self._subscriptions_made = [camera, instructions]
         self._services_made = [service]
         if settings.standing_instruction:
-            self._timers_made = [self.create_timer(1.0 / settings.standing_rate_hz, self._on_standing_tick,
-                                                   callback_group=self._instruction_group)]
+            self._timers_made.append(self.create_timer(1.0 / settings.standing_rate_hz, self._on_standing_tick,
+                                                       callback_group=self._instruction_group))
+        if settings.diagnostics_period_s > 0:
+            # The standard topic, absolute whatever the namespace, with diagnostic_updater's QoS.
+            diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", QoSProfile(depth=10))
+            self._publishers_made.append(diagnostics_pub)
+            self._timers_made.append(self.create_timer(
+                settings.diagnostics_period_s, lambda: self._publish_diagnostics(settings, diagnostics_pub),
+                callback_group=self._instruction_group))
 
     def _destroy_interfaces(self) -> None:
         for timer in self._timers_made:
@@ -453,6 +470,7 @@ class PixelLMNode(LifecycleNode):
         if not request.claim_answer():
             return
         msg.total_ms = request.elapsed_ms()
+        self._tally.record(msg.status, msg.error)
         try:
             if self._result_pub is not None:
                 self._result_pub.publish(msg)
@@ -474,6 +492,30 @@ class PixelLMNode(LifecycleNode):
             if not self._overlay_warned:
                 self._overlay_warned = True
                 self.get_logger().warning(f"debug image not published: {type(error).__name__}: {error}")
+
+    def _publish_diagnostics(self, settings: NodeSettings, publisher: Any) -> None:
+        with self._state_lock:
+            engine, worker = self._engine, self._worker
+        frame = self._frames.get()
+        received = self._frames.received()
+        ok, refused, model_errors, last_model_error = self._tally.snapshot()
+        health = Health(
+            name=f"{self.get_name()}: pixellm",
+            hardware_id=str(getattr(engine, "device", settings.device)),
+            active=engine is not None,
+            camera_topic=self.resolve_topic_name(self._camera_topic(settings)),
+            frames_received=received,
+            frame_rate_hz=self._frame_rate.update(received, time.monotonic()),
+            newest_frame_age_s=None if frame is None else self._age_s(frame.msg.header),
+            max_image_age_s=settings.max_image_age_s,
+            queue_waiting=worker.waiting() if worker is not None else 0,
+            queue_size=settings.queue_size,
+            results_ok=ok,
+            results_refused=refused,
+            model_errors=model_errors,
+            last_model_error=last_model_error,
+        )
+        publisher.publish(diagnostic_array(health, self.get_clock().now().to_msg()))
 
     def _on_worker_crash(self, request: SegmentRequest, error: BaseException) -> None:
         self.get_logger().error(f"request {request.request_id} crashed the worker step: {error!r}")

@@ -59,6 +59,11 @@ class LatestFrame:
         with self._lock:
             return self._frame
 
+    def received(self) -> int:
+        """How many frames have arrived since the node started (the running count ``put`` keeps)."""
+        with self._lock:
+            return self._seq
+
     def clear(self) -> None:
         with self._lock:
             self._frame = None

@@ -8,13 +8,14 @@ without ``ros2 launch`` would, and stops it with SIGINT (as Ctrl-C would).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 from lifecycle_msgs.msg import State, Transition
@@ -210,6 +211,19 @@ class NodeProcess:
                 self.process.wait(5)
         self._log.close()
         return self.process.returncode
+
+
+@contextlib.contextmanager
+def active_node(process: NodeProcess, client: RosClient) -> Iterator[NodeProcess]:
+    """The started node once active; on the way out it is stopped with SIGINT, its log tail printed,
+    and a clean exit (code 0) required."""
+    try:
+        process.wait_active(client)
+        yield process
+    finally:
+        code = process.stop()
+        print(process.log_tail(40))
+    assert code == 0, f"the node did not exit cleanly on SIGINT (exit code {code})"
 
 
 def compressed_png_msg(rgb: np.ndarray, stamp: Any, frame_id: str) -> CompressedImage:

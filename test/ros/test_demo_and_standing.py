@@ -16,7 +16,7 @@ from std_msgs.msg import String
 
 from pixellm_ros.msg import SegmentationResult
 from pixellm_ros.ros.conversions import mask_from_msg
-from ros_harness import NodeProcess, RosClient, rgb_image_msg, wait_until
+from ros_harness import NodeProcess, RosClient, active_node, rgb_image_msg, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 STANDING_RATE_HZ = 2.0
@@ -31,13 +31,8 @@ def demo(client: RosClient, domain_id: int, chain_model_dir: Path, tmp_path_fact
         # camera_sim's parameters (the pixellm node does not declare these names)
         "source": "pattern", "rate_hz": CAMERA_RATE_HZ, "width": 64, "height": 48,
     }, tmp_path_factory.mktemp("node_logs") / "demo.log", what="demo")
-    try:
-        process.wait_active(client)
+    with active_node(process, client):
         yield process
-    finally:
-        code = process.stop()
-        print(process.log_tail(40))
-    assert code == 0
 
 
 def test_camera_sim_publishes_stamped_rgb8_frames(client: RosClient, demo: NodeProcess) -> None:

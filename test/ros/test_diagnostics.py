@@ -1,0 +1,144 @@
+"""The node's health on /diagnostics: the level rules on their own, then the node over real DDS
+going from "no camera frame yet" (WARN) to a measured frame rate (OK), counting how its requests
+ended, and back to WARN when the camera stops."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+
+from pixellm_ros.msg import SegmentationResult as ResultMsg
+from pixellm_ros.ros.diagnostics import Health, RateMeter, ResultTally, diagnostic_array, health_status
+from ros_harness import NodeProcess, RosClient, active_node, rgb_image_msg, wait_until
+
+NODE = "pixellm_health"
+MAX_AGE_S = 1.5
+
+
+def health(**changes: Any) -> Health:
+    base = dict(name="n: pixellm", hardware_id="cpu", active=True, camera_topic="/cam", frames_received=10,
+                frame_rate_hz=5.0, newest_frame_age_s=0.1, max_image_age_s=1.0, queue_waiting=0, queue_size=4,
+                results_ok=0, results_refused=0, model_errors=0, last_model_error="")
+    base.update(changes)
+    return Health(**base)
+
+
+def values(status: DiagnosticStatus) -> dict[str, str]:
+    return {kv.key: kv.value for kv in status.values}
+
+
+def test_levels_follow_the_rules() -> None:
+    ok = health_status(health())
+    assert ok.level == DiagnosticStatus.OK and ok.message == "active: camera 5.0 Hz"
+    assert values(ok)["camera rate (Hz)"] == "5.00" and values(ok)["requests waiting"] == "0/4"
+
+    no_frame = health_status(health(newest_frame_age_s=None, frames_received=0))
+    assert no_frame.level == DiagnosticStatus.WARN and "no camera frame yet on '/cam'" in no_frame.message
+    assert values(no_frame)["newest frame age (s)"] == "none"
+
+    stale = health_status(health(newest_frame_age_s=3.0))
+    assert stale.level == DiagnosticStatus.WARN and "3.0 s old" in stale.message
+    assert health_status(health(newest_frame_age_s=3.0, max_image_age_s=0.0)).level == DiagnosticStatus.OK  # check off
+
+    inactive = health_status(health(active=False, newest_frame_age_s=None))
+    assert inactive.level == DiagnosticStatus.OK and inactive.message.startswith("inactive")
+
+    failed = health_status(health(model_errors=1, last_model_error="RuntimeError: boom"))
+    assert failed.level == DiagnosticStatus.ERROR and "RuntimeError: boom" in failed.message
+    assert values(failed)["model errors"] == "1"
+
+
+def test_tally_and_rate_meter() -> None:
+    tally = ResultTally()
+    tally.record(ResultMsg.STATUS_MODEL_ERROR, "RuntimeError: boom")
+    tally.record(ResultMsg.STATUS_QUEUE_FULL, "queue full")
+    assert tally.snapshot() == (0, 1, 1, "RuntimeError: boom")
+    tally.record(ResultMsg.STATUS_OK, "")
+    assert tally.snapshot() == (1, 1, 1, "")  # a success clears the standing model error
+
+    meter = RateMeter()
+    assert meter.update(5, 10.0) == 0.0  # nothing to compare with yet
+    assert meter.update(15, 12.0) == pytest.approx(5.0)
+    assert meter.update(15, 12.0) == 0.0  # no time passed
+
+
+def test_array_carries_the_stamp() -> None:
+    from builtin_interfaces.msg import Time
+
+    msg = diagnostic_array(health(), Time(sec=7, nanosec=9))
+    assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (7, 9) and len(msg.status) == 1
+
+
+class HealthLog:
+    """This node's statuses from /diagnostics, newest last."""
+
+    def __init__(self, client: RosClient) -> None:
+        self._lock = threading.Lock()
+        self._items: list[DiagnosticStatus] = []
+        client.node.create_subscription(DiagnosticArray, "/diagnostics", self._add, 10)
+
+    def _add(self, msg: DiagnosticArray) -> None:
+        with self._lock:
+            self._items += [s for s in msg.status if s.name == f"{NODE}: pixellm"]
+
+    def wait_for(self, predicate: Any, timeout: float = 20.0) -> DiagnosticStatus:
+        found: list[DiagnosticStatus] = []
+
+        def seen() -> bool:
+            with self._lock:
+                found[:] = [s for s in self._items if predicate(s)]
+            return bool(found)
+
+        assert wait_until(seen, timeout), f"no such status; the last: {self._items[-1:] if self._items else None}"
+        return found[-1]
+
+
+@pytest.fixture(scope="module")
+def node(client: RosClient, domain_id: int, chain_model_dir: Path, tmp_path_factory) -> Iterator[NodeProcess]:
+    process = NodeProcess(domain_id, NODE, {
+        "model.path": str(chain_model_dir), "model.device": "cpu", "max_image_age_s": MAX_AGE_S,
+        "diagnostics_period_s": 0.2,
+    }, tmp_path_factory.mktemp("node_logs") / f"{NODE}.log", remappings={"image_raw": f"/{NODE}/camera"})
+    with active_node(process, client):
+        yield process
+
+
+def test_the_node_reports_its_camera_and_its_requests(client: RosClient, node: NodeProcess) -> None:
+    log = HealthLog(client)
+    waiting = log.wait_for(lambda s: s.level == DiagnosticStatus.WARN)
+    assert f"no camera frame yet on '/{NODE}/camera'" in waiting.message
+    assert values(waiting)["active"] == "true" and values(waiting)["camera frames received"] == "0"
+    assert waiting.hardware_id == "cpu"
+
+    publisher = client.image_publisher(f"/{NODE}/camera")
+    rgb = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    stop = threading.Event()
+
+    def camera() -> None:  # 10 Hz, stamped now
+        while not stop.is_set():
+            publisher.publish(rgb_image_msg(rgb, client.now(), "camera"))
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=camera, daemon=True)
+    thread.start()
+    try:
+        streaming = log.wait_for(lambda s: s.level == DiagnosticStatus.OK and float(values(s)["camera rate (Hz)"]) > 5)
+        assert float(values(streaming)["camera rate (Hz)"]) < 15  # a rate, not a count
+        assert float(values(streaming)["newest frame age (s)"]) < MAX_AGE_S
+
+        assert client.segment_service(NODE, None, "segment the red cup").status == ResultMsg.STATUS_OK
+        assert client.segment_service(NODE, None, "   ").status == ResultMsg.STATUS_INVALID_INSTRUCTION
+        counted = log.wait_for(lambda s: values(s)["results ok"] == "1" and values(s)["results refused"] == "1")
+        assert counted.level == DiagnosticStatus.OK and values(counted)["model errors"] == "0"
+    finally:
+        stop.set()
+        thread.join()
+
+    stale = log.wait_for(lambda s: s.level == DiagnosticStatus.WARN and "stale" in s.message, timeout=MAX_AGE_S + 10)
+    assert float(values(stale)["newest frame age (s)"]) > MAX_AGE_S
