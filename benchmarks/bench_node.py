@@ -17,7 +17,8 @@ Part 2, result messages. Synthetic engine Targets (1, 5, 20 per result) at 640x4
 become result messages through conversions.py, full-frame against cropped masks; each is
 published over DDS to a second process, which reports when it received it. Printed: the
 serialised size, the time to build the message, to publish it, and from the start of the publish
-to the end of the receive callback in the other process (same machine clock).
+to the end of the receive callback in the other process (same machine clock). This process
+publishes with the node's own transport (config/fastdds_large_frames.xml, see ros/transport.py).
 
 Without --model, a tiny scripted model is built in a temporary folder (test/ros/tiny_model.py):
 its answer is " the red cup" + one target, so generation is a constant 11 tokens.
@@ -267,6 +268,11 @@ def main() -> None:
         return
 
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    # Publish results with the transport the node itself starts with (its Fast DDS profile), before
+    # this process or its sink create a DDS participant.
+    from pixellm_ros.ros.transport import use_large_frames_profile
+
+    use_large_frames_profile()
     with tempfile.TemporaryDirectory(prefix="bench_node_") as scratch:
         model_dir = args.model
         if model_dir is None:
