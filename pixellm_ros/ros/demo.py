@@ -29,7 +29,6 @@ import cv2
 import numpy as np
 
 from .runner import default_params_file, node_command, ros_arguments
-from .transport import use_large_frames_profile
 
 HELP = "camera simulator + PixelLM node + a client asking questions; prints answers, writes overlays"
 NODE_NAME = "pixellm"
@@ -110,8 +109,6 @@ def run(args: argparse.Namespace) -> int:
     scene_rgb, questions = scene_questions(args.seed, args.height, args.width, args.questions)
     cv2.imwrite(str(out / "scene.png"), cv2.cvtColor(scene_rgb, cv2.COLOR_RGB2BGR))
 
-    # Before this process's participant and the children exist: camera frames are ~0.9 MB.
-    use_large_frames_profile()
     camera_cmd = [sys.executable, "-m", "pixellm_ros.ros.camera_sim", *ros_arguments(
         parameters={"source": "world", "seed": args.seed, "width": args.width, "height": args.height,
                     "rate_hz": 4.0, "scene_period_s": 1e9},

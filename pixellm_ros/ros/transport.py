@@ -17,6 +17,7 @@ user has chosen a profile file of their own or runs another middleware. Child pr
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import MutableMapping
 
@@ -39,8 +40,6 @@ def profile_env_var(rmw_fastrtps_version: str | None) -> str:
 
 def installed_rmw_fastrtps_version() -> str | None:
     """rmw_fastrtps_cpp's version from its package.xml in the ament index, or None."""
-    import re
-
     try:
         from ament_index_python.packages import get_package_share_directory
 
