@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pixellm_ros.ros.qos import image_qos  # noqa: E402
-from pixellm_ros.ros.runner import ros_arguments  # noqa: E402
+from pixellm_ros.ros.runner import camera_command  # noqa: E402
 from pixellm_ros.ros.spinning import BackgroundNode  # noqa: E402
 from pixellm_ros.ros.transport import PROFILE_ENV_VARS, large_frames_profile  # noqa: E402
 
@@ -50,9 +50,8 @@ def delivered(client: BackgroundNode, topic: str, profile: Path, width: int, hei
     subscription = client.node.create_subscription(Image, topic, on_frame, image_qos("best_effort", 1))
     env = {k: v for k, v in os.environ.items() if k not in PROFILE_ENV_VARS}
     env.update({PROFILE_ENV_VARS[0]: str(profile), "ROS_DOMAIN_ID": str(domain_id), "OMP_NUM_THREADS": "1"})
-    command = [sys.executable, "-m", "pixellm_ros.ros.camera_sim", *ros_arguments(
-        parameters={"source": "pattern", "rate_hz": rate_hz, "width": width, "height": height},
-        remappings={"image_raw": topic}, node_name="bench_transport_camera")]
+    command = camera_command({"source": "pattern", "rate_hz": rate_hz, "width": width, "height": height},
+                             {"image_raw": topic}, "bench_transport_camera")
     camera = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60

@@ -28,7 +28,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from .runner import default_params_file, node_command, ros_arguments
+from .runner import camera_command, default_params_file, node_command
 
 HELP = "camera simulator + PixelLM node + a client asking questions; prints answers, writes overlays"
 NODE_NAME = "pixellm"
@@ -109,10 +109,9 @@ def run(args: argparse.Namespace) -> int:
     scene_rgb, questions = scene_questions(args.seed, args.height, args.width, args.questions)
     cv2.imwrite(str(out / "scene.png"), cv2.cvtColor(scene_rgb, cv2.COLOR_RGB2BGR))
 
-    camera_cmd = [sys.executable, "-m", "pixellm_ros.ros.camera_sim", *ros_arguments(
-        parameters={"source": "world", "seed": args.seed, "width": args.width, "height": args.height,
-                    "rate_hz": 4.0, "scene_period_s": 1e9},
-        node_name=CAMERA_NAME)]
+    camera_cmd = camera_command({"source": "world", "seed": args.seed, "width": args.width,
+                                 "height": args.height, "rate_hz": 4.0, "scene_period_s": 1e9},
+                                node_name=CAMERA_NAME)
     node_cmd = node_command(params, parameters={"model.path": args.model, "model.device": args.device,
                                                 "topics.image": "image_raw",
                                                 # a busy 2-core machine can delay a frame: be lenient

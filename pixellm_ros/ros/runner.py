@@ -84,6 +84,16 @@ def node_command(
     return command + ros_args
 
 
+def camera_command(
+    parameters: Mapping[str, Any] | None = None,
+    remappings: Mapping[str, str] | None = None,
+    node_name: str | None = None,
+) -> list[str]:
+    """argv that starts camera_sim_node in a new process (the demo, tests, benchmarks)."""
+    return [sys.executable, "-m", "pixellm_ros.ros.camera_sim",
+            *ros_arguments(None, parameters, remappings, node_name)]
+
+
 def run_node(params_file: str | Path | None = None, ros_args: Sequence[str] = ()) -> int:
     """Run pixellm_node in this process until Ctrl-C. ros_args: extra ``--ros-args ...`` tokens."""
     from .pixellm_node import main as node_main

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -21,7 +20,7 @@ import pytest
 from sensor_msgs.msg import Image
 
 from pixellm_ros.ros.qos import image_qos
-from pixellm_ros.ros.runner import ros_arguments
+from pixellm_ros.ros.runner import camera_command
 from pixellm_ros.ros.transport import (
     PROFILE_ENV_VARS,
     installed_rmw_fastrtps_version,
@@ -83,9 +82,8 @@ def test_a_best_effort_subscriber_gets_nearly_every_camera_frame(client, domain_
     rate_hz, window_s = 10.0, 4.0
     env = {k: v for k, v in os.environ.items() if k not in PROFILE_ENV_VARS}
     env.update(ROS_DOMAIN_ID=str(domain_id), OMP_NUM_THREADS="1")
-    command = [sys.executable, "-m", "pixellm_ros.ros.camera_sim", *ros_arguments(
-        parameters={"source": "pattern", "rate_hz": rate_hz, "width": 640, "height": 480},
-        remappings={"image_raw": "transport_test/image_raw"}, node_name="transport_test_camera")]
+    command = camera_command({"source": "pattern", "rate_hz": rate_hz, "width": 640, "height": 480},
+                             {"image_raw": "transport_test/image_raw"}, "transport_test_camera")
     arrivals: list[float] = []
     lock = threading.Lock()
 
