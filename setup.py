@@ -24,6 +24,7 @@ setup(
         "numpy",
         "scipy",
         "opencv-python-headless",
+        "pillow",
         "pyyaml",
         "tqdm",
         "matplotlib",

@@ -5,10 +5,25 @@ Plain Python, no ROS. See docs/architecture.md ("Engine contract").
 
 from __future__ import annotations
 
-from .errors import EngineError, InvalidInputError
+from .errors import (
+    EngineError,
+    InvalidImageError,
+    InvalidInputError,
+    InvalidInstructionError,
+    InvalidOptionError,
+)
 from .result import SegmentationResult, Target
 
-__all__ = ["EngineError", "InvalidInputError", "PixelLMEngine", "SegmentationResult", "Target"]
+__all__ = [
+    "EngineError",
+    "InvalidImageError",
+    "InvalidInputError",
+    "InvalidInstructionError",
+    "InvalidOptionError",
+    "PixelLMEngine",
+    "SegmentationResult",
+    "Target",
+]
 
 
 def __getattr__(name: str) -> object:

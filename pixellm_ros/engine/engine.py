@@ -24,7 +24,7 @@ from pixellm_ros.model import ImageFeatures, PixelLMForCausalLM
 from pixellm_ros.model.tokenizer import PixelLMTokenizer
 
 from .answer import ParsedAnswer, parse_answer
-from .errors import EngineError, InvalidInputError
+from .errors import EngineError, InvalidInstructionError, InvalidOptionError
 from .generation import GenerationOutput, LogitsProcessor, generate_greedy, generate_research_style
 from .static_decoding import StaticKVDecoder
 from .postprocess import postprocess_masks
@@ -194,7 +194,7 @@ class PixelLMEngine:
         return self.model.device
 
     def prompt_ids(self, instruction: str) -> list[int]:
-        """The prompt token ids the model sees for ``instruction`` (InvalidInputError if empty)."""
+        """The prompt token ids the model sees for ``instruction`` (InvalidInstructionError if unusable)."""
         return build_prompt_ids(self._tokenizer, instruction, self.model.config.use_im_start_end)
 
     # ------------------------------------------------------------------ the API
@@ -212,7 +212,8 @@ class PixelLMEngine:
         on_text: called with each new piece of answer text (the pieces concatenate to result.text).
         should_stop: polled before each generated token; True ends generation (result.stopped).
         logits_processor: overrides the engine's default logits hook for this query.
-        Raises InvalidInputError for a bad image/instruction/limit, EngineError when the model fails;
+        Raises InvalidImageError / InvalidInstructionError / InvalidOptionError (all InvalidInputError)
+        for a bad image / instruction / option, EngineError when the model fails;
         exceptions raised by on_text / should_stop reach the caller unchanged.
         """
         return self._run(image, instruction, max_new_tokens, on_text, should_stop, logits_processor, research=False)
@@ -287,11 +288,11 @@ class PixelLMEngine:
     def _limit(self, max_new_tokens: int | None, prompt_length: int, warnings: list[str]) -> int:
         limit = self.max_new_tokens if max_new_tokens is None else max_new_tokens
         if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
-            raise InvalidInputError(f"max_new_tokens must be a positive int, got {limit!r}")
+            raise InvalidOptionError(f"max_new_tokens must be a positive int, got {limit!r}")
         config = self.model.config
         room = int(config.text.max_position_embeddings) - (prompt_length - 1 + config.image_token_len)
         if room < 1:
-            raise InvalidInputError(f"the instruction is too long for the model's {config.text.max_position_embeddings} positions")
+            raise InvalidInstructionError(f"the instruction is too long for the model's {config.text.max_position_embeddings} positions")
         if limit > room:
             warnings.append(f"max_new_tokens {limit} cut to {room}: the model has {config.text.max_position_embeddings} positions")
             limit = room

@@ -1,9 +1,16 @@
-"""The two failures the engine reports to its callers.
+"""What the engine reports to its callers, by exception type (callers never parse the text).
 
-The ROS layer maps them to status codes: ``InvalidInputError`` is the caller's fault (a bad image or
-instruction), any other ``EngineError`` is the model's or the machine's. ``InvalidInputError`` is a
-subclass of ``EngineError`` so that ``except EngineError`` catches everything the engine raises on
-purpose; a caller that needs to tell them apart catches ``InvalidInputError`` first.
+``InvalidInputError`` and its subclasses are the caller's fault, each naming what is wrong:
+
+    InvalidImageError        the image array cannot be run (dtype, shape, empty, too thin to resize)
+    InvalidInstructionError  the instruction cannot be run (not text, empty, holds the model's
+                             control tokens, too long for the model's positions)
+    InvalidOptionError       an option of the call is unusable (max_new_tokens, ...)
+
+Any other ``EngineError`` is the model's or the machine's. ``InvalidInputError`` is a subclass of
+``EngineError``, so ``except EngineError`` catches everything the engine raises on purpose; a caller
+that needs to tell them apart catches the specific classes first. The ROS layer maps each class to
+its own status code.
 """
 
 from __future__ import annotations
@@ -14,4 +21,16 @@ class EngineError(RuntimeError):
 
 
 class InvalidInputError(EngineError, ValueError):
-    """The request itself is unusable: bad image array, empty instruction, bad limits."""
+    """The request itself is unusable (one of the subclasses below says which part)."""
+
+
+class InvalidImageError(InvalidInputError):
+    """The image array cannot be run: wrong dtype or shape, empty, or too thin to resize."""
+
+
+class InvalidInstructionError(InvalidInputError):
+    """The instruction cannot be run: not text, empty, control tokens inside, too long."""
+
+
+class InvalidOptionError(InvalidInputError):
+    """An option of the call (max_new_tokens, ...) is unusable."""

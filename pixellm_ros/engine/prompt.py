@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .errors import InvalidInputError
+from .errors import InvalidInstructionError
 
 if TYPE_CHECKING:
     from pixellm_ros.model.tokenizer import PixelLMTokenizer
@@ -37,18 +37,40 @@ def build_prompt_text(instruction: str, use_im_start_end: bool = True) -> str:
     """The llava_v1 prompt for one image and one instruction, ending with "ASSISTANT:".
 
     Surrounding whitespace of the instruction is dropped (ROS strings often end in a newline);
-    an instruction that is empty after that raises InvalidInputError.
+    an instruction that is empty after that, or that holds the image placeholder text, raises
+    InvalidInstructionError.
     """
     if not isinstance(instruction, str):
-        raise InvalidInputError(f"instruction must be a str, got {type(instruction).__name__}")
+        raise InvalidInstructionError(f"instruction must be a str, got {type(instruction).__name__}")
     query = instruction.strip()
     if not query:
-        raise InvalidInputError("instruction is empty")
+        raise InvalidInstructionError("instruction is empty")
+    _refuse_control_text(query, (IMAGE_PLACEHOLDER,))
     image = f"{IM_START}{IMAGE_PLACEHOLDER}{IM_END}" if use_im_start_end else IMAGE_PLACEHOLDER
     user_message = f"{image}\n{query}"
     return f"{SYSTEM_PROMPT}{SEPARATOR}{USER_ROLE}: {user_message}{SEPARATOR}{ASSISTANT_ROLE}:"
 
 
+def _refuse_control_text(query: str, control: tuple[str, ...] | list[str]) -> None:
+    """InvalidInstructionError when the user's text holds one of the model's control strings.
+
+    The tokenizer turns those strings into the control tokens themselves: a second ``<image>``
+    would give the prompt two image placeholders, a ``[SEG0]`` a seg token the user never meant.
+    """
+    found = [token for token in control if token in query]
+    if found:
+        raise InvalidInstructionError(
+            f"the instruction contains the model's control text {', '.join(repr(t) for t in found)}; "
+            "remove it (it would be read as a control token, not as words)"
+        )
+
+
 def build_prompt_ids(tokenizer: PixelLMTokenizer, instruction: str, use_im_start_end: bool = True) -> list[int]:
-    """Token ids of the prompt, BOS first, with exactly one IMAGE_TOKEN_INDEX."""
-    return tokenizer.encode(build_prompt_text(instruction, use_im_start_end), add_bos=True)
+    """Token ids of the prompt, BOS first, with exactly one IMAGE_TOKEN_INDEX.
+
+    Raises InvalidInstructionError for an empty instruction or one that holds control text (the
+    image placeholder or any of the tokenizer's added tokens: ``[SEG0]``.., ``<im_start>``, ``<im_end>``).
+    """
+    text = build_prompt_text(instruction, use_im_start_end)
+    _refuse_control_text(instruction.strip(), list(tokenizer.added_tokens))
+    return tokenizer.encode(text, add_bos=True)

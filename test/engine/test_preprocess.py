@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pixellm_ros.engine.errors import InvalidInputError
+from pixellm_ros.engine.errors import InvalidImageError, InvalidInputError
 from pixellm_ros.engine.preprocess import preprocess_image, resized_shape, validate_image
 from pixellm_ros.model.config import SAM_PIXEL_MEAN, SAM_PIXEL_STD
 
@@ -55,21 +55,35 @@ def test_image_already_at_size_keeps_its_pixels() -> None:
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("hw", [(480, 640), (37, 29)])
-def test_resize_matches_pil_bilinear_used_by_the_research_code(hw: tuple[int, int]) -> None:
-    """The research code resizes a PIL image with torchvision's bilinear resize (antialiased)."""
-    pil_image = pytest.importorskip("PIL.Image")
+@pytest.mark.parametrize("hw", [(480, 640), (37, 29), (333, 1001), (449, 97), (1080, 1920)])
+def test_resize_is_the_research_codes_pil_bilinear_bit_for_bit(hw: tuple[int, int]) -> None:
+    """segment_anything's ResizeLongestSide: torchvision's resize of a PIL image = PIL's bilinear.
+
+    Compared in uint8 (after undoing the normalisation): every value equal, odd sizes included.
+    """
+    from PIL import Image
+
     image = _random_image(*hw, seed=3)
     out = preprocess_image(image, 448, SAM_PIXEL_MEAN, SAM_PIXEL_STD)
     h, w = out.valid_hw
-    reference = np.asarray(pil_image.fromarray(image).resize((w, h), pil_image.BILINEAR)).astype(np.float64)
+    assert (h, w) == resized_shape(*hw, 448)
+    reference = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR)).astype(np.int64)
     mean = np.array(SAM_PIXEL_MEAN).reshape(1, 1, 3)
     std = np.array(SAM_PIXEL_STD).reshape(1, 1, 3)
-    ours = out.pixel_values[0, :, :h, :w].permute(1, 2, 0).numpy() * std + mean
-    # PIL works in fixed point: agreement to one grey level, and exact almost everywhere.
-    diff = np.abs(ours - reference)
-    assert diff.max() <= 1.0 + 1e-3
-    assert (diff > 0.5).mean() < 0.005
+    ours = np.rint(out.pixel_values[0, :, :h, :w].permute(1, 2, 0).double().numpy() * std + mean).astype(np.int64)
+    assert np.array_equal(ours, reference), f"{np.count_nonzero(ours != reference)} values differ from PIL"
+
+
+@pytest.mark.parametrize(("hw", "size"), [((1, 4000), 448), ((4000, 1), 448), ((2, 2000), 448), ((1, 300), 112)])
+def test_an_image_too_thin_to_resize_is_an_invalid_image(hw: tuple[int, int], size: int) -> None:
+    with pytest.raises(InvalidImageError, match="too thin"):
+        preprocess_image(np.zeros((*hw, 3), dtype=np.uint8), size, SAM_PIXEL_MEAN, SAM_PIXEL_STD)
+
+
+def test_the_thinnest_image_that_still_resizes_is_accepted() -> None:
+    # 4000 long: the short side must give >= 0.5 px after scaling by 448 / 4000, i.e. >= 4.46 px.
+    out = preprocess_image(np.zeros((5, 4000, 3), dtype=np.uint8), 448, SAM_PIXEL_MEAN, SAM_PIXEL_STD)
+    assert out.valid_hw == (1, 448)
 
 
 @pytest.mark.parametrize(

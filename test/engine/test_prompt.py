@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pixellm_ros.engine.errors import InvalidInputError
+from pixellm_ros.engine.errors import InvalidInstructionError
 from pixellm_ros.engine.prompt import build_prompt_ids, build_prompt_text
 from pixellm_ros.model.tokenizer import IMAGE_TOKEN_INDEX, PixelLMTokenizer
 
@@ -28,7 +28,7 @@ def test_prompt_without_im_start_end() -> None:
 
 @pytest.mark.parametrize("bad", ["", "   \n", None, 3])
 def test_empty_or_non_string_instruction_is_invalid(bad: object) -> None:
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(InvalidInstructionError):
         build_prompt_text(bad)  # type: ignore[arg-type]
 
 
@@ -44,3 +44,18 @@ def test_prompt_ids_hold_bos_one_image_and_follow_the_slow_rule(engine_tokenizer
     # The slow rule strips the spaces around added tokens; the prompt ends with "ASSISTANT:".
     assert engine_tokenizer.decode(ids).endswith("USER:<im_start><image><im_end> Segment the red cup. ASSISTANT:")
     assert not engine_tokenizer.id_to_token(ids[-1]).endswith("\u2581")
+
+
+@pytest.mark.parametrize("text", ["what is in <image> here?", "segment [SEG0] the cup", "find <im_start>", "a<im_end>b"])
+def test_control_text_in_the_instruction_is_an_invalid_instruction(
+    engine_tokenizer: PixelLMTokenizer, text: str
+) -> None:
+    # Tokenised as control tokens, these would give two image placeholders or stray seg tokens.
+    with pytest.raises(InvalidInstructionError, match="control text"):
+        build_prompt_ids(engine_tokenizer, text)
+
+
+def test_lookalikes_of_control_text_are_ordinary_words(engine_tokenizer: PixelLMTokenizer) -> None:
+    ids = build_prompt_ids(engine_tokenizer, "the image of a [SEG] <im start> cup")
+    assert ids.count(IMAGE_TOKEN_INDEX) == 1
+    assert not set(ids) & set(engine_tokenizer.seg_token_ids)
