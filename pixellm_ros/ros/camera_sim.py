@@ -15,22 +15,18 @@ subscribers accept.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import cv2
 import numpy as np
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from .conversions import rgb_to_image_msg
-from .spinning import init_ros, spin
+from .qos import camera_publisher_qos
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 SOURCES = ("world", "folder", "pattern")
@@ -119,8 +115,7 @@ class CameraSimNode(Node):
         else:
             self._frames = world_frames(height, width, seed, round(scene_period_s * rate_hz),
                                         lambda scene: self.get_logger().info(f"new scene: {_describe(scene)}"))
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)
-        self._publisher = self.create_publisher(Image, "image_raw", qos)
+        self._publisher = self.create_publisher(Image, "image_raw", camera_publisher_qos())
         self._timer = self.create_timer(1.0 / rate_hz, self._publish_next)
         self.published = 0
         self.get_logger().info(f"publishing {source} frames on {self._publisher.topic_name} at {rate_hz} Hz")
@@ -131,19 +126,3 @@ class CameraSimNode(Node):
         self._publisher.publish(rgb_to_image_msg(frame, header))
         self.published += 1
 
-
-def main(args: Sequence[str] | None = None) -> None:
-    init_ros(args)
-    node = CameraSimNode()
-    started = time.monotonic()
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    spin(executor, node.context)
-    node.get_logger().info(f"published {node.published} frames in {time.monotonic() - started:.1f} s")
-    executor.shutdown()
-    node.destroy_node()
-    rclpy.try_shutdown()
-
-
-if __name__ == "__main__":
-    main()

@@ -22,7 +22,10 @@ Anything else (depth images ``16UC1``/``32FC1``, Bayer, 16-bit colour, ...) is r
 ``ImageConversionError`` that names the supported encodings. Rows may be padded (``step`` larger
 than ``width * bytes_per_pixel``) but ``len(data)`` must equal ``step * height`` exactly.
 
-Compressed images (``sensor_msgs/CompressedImage``, JPEG/PNG) are decoded with ``cv2.imdecode``.
+Compressed images (``sensor_msgs/CompressedImage``, JPEG/PNG, ...) are decoded with ``cv2.imdecode``,
+after their size has been read from the file header (PIL reads only the header) and checked against
+the node's limits: a small PNG that claims 20000 x 20000 pixels is refused before it can take seconds
+of decoding and gigabytes of memory.
 
 Results: masks are ``mono8`` images, 0 = background and 255 = target, either the full frame
 (``SegmentedTarget.MASK_FULL``) or only the target's box (``MASK_CROPPED``, pixel (0, 0) is source
@@ -32,10 +35,13 @@ pixel (box.x_offset, box.y_offset)). Every mask, and the result, carries the sou
 from __future__ import annotations
 
 import array
+import io
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 import cv2
 import numpy as np
+from PIL import Image as PILImage
+from PIL import UnidentifiedImageError
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import Header
 
@@ -44,8 +50,6 @@ from pixellm_ros.msg import SegmentedTarget
 
 if TYPE_CHECKING:  # the engine imports torch; conversions stay importable without it
     from pixellm_ros.engine.result import SegmentationResult, Target
-
-MASK_FORMATS: dict[str, int] = {"full": SegmentedTarget.MASK_FULL, "cropped": SegmentedTarget.MASK_CROPPED}
 
 # encoding -> (bytes per pixel, channels of the raw array)
 _RAW_LAYOUTS: dict[str, tuple[int, int]] = {
@@ -93,15 +97,29 @@ def _uint8_array(buffer: np.ndarray) -> array.array:
     return packed
 
 
-def image_msg_to_rgb(msg: Image) -> np.ndarray:
+def is_empty_image(msg: Image) -> bool:
+    """True for an image with no pixels at all (width 0, height 0, no data): "use the camera frame"."""
+    return int(msg.width) == 0 and int(msg.height) == 0 and len(msg.data) == 0
+
+
+def _check_pixels(width: int, height: int, max_pixels: int | None) -> None:
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageConversionError(f"image of {width}x{height} = {width * height} pixels is larger than the limit of "
+                                   f"{max_pixels} pixels (parameter limits.max_image_pixels)")
+
+
+def image_msg_to_rgb(msg: Image, max_pixels: int | None = None) -> np.ndarray:
     """Convert a ``sensor_msgs/Image`` to an (H, W, 3) uint8 RGB array (a copy, C-contiguous).
 
-    Raises ImageConversionError for zero size, an unsupported encoding, or a step/size mismatch.
+    Raises ImageConversionError for zero size (one side or both), more than ``max_pixels`` pixels,
+    an unsupported encoding, or a step/size mismatch.
     """
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     encoding = msg.encoding.strip().lower()
     if width == 0 or height == 0:
-        raise ImageConversionError(f"zero-size image ({width}x{height})")
+        raise ImageConversionError(f"zero-size image ({width}x{height}); only an image with no pixels and no data "
+                                   "at all means 'use the camera frame'")
+    _check_pixels(width, height, max_pixels)
     if encoding not in _RAW_LAYOUTS:
         raise ImageConversionError(
             f"unsupported image encoding '{msg.encoding}'; supported: {', '.join(SUPPORTED_ENCODINGS)}"
@@ -139,11 +157,33 @@ def image_msg_to_rgb(msg: Image) -> np.ndarray:
     return np.ascontiguousarray(pixels[:, :, :3])
 
 
-def compressed_msg_to_rgb(msg: CompressedImage) -> np.ndarray:
-    """Decode a ``sensor_msgs/CompressedImage`` (JPEG, PNG, ...) to (H, W, 3) uint8 RGB."""
+def compressed_image_size(raw: np.ndarray, image_format: str) -> tuple[int, int]:
+    """(width, height) from a compressed image's header, without decoding its pixels."""
+    try:
+        with PILImage.open(io.BytesIO(raw.tobytes())) as header:
+            return int(header.width), int(header.height)
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise ImageConversionError(f"compressed image (format '{image_format}', {raw.size} bytes) is not an image "
+                                   f"file this node can read: {error}") from None
+
+
+def compressed_msg_to_rgb(msg: CompressedImage, max_pixels: int | None = None,
+                          max_bytes: int | None = None) -> np.ndarray:
+    """Decode a ``sensor_msgs/CompressedImage`` (JPEG, PNG, ...) to (H, W, 3) uint8 RGB.
+
+    The payload size and the pixel count in the header are checked against ``max_bytes`` and
+    ``max_pixels`` BEFORE decoding (ImageConversionError when over).
+    """
     raw = _bytes_view(msg.data)
     if raw.size == 0:
         raise ImageConversionError("compressed image has no data")
+    if max_bytes is not None and raw.size > max_bytes:
+        raise ImageConversionError(f"compressed image of {raw.size} bytes is larger than the limit of {max_bytes} bytes "
+                                   "(parameter limits.max_compressed_bytes)")
+    width, height = compressed_image_size(raw, msg.format)
+    if width == 0 or height == 0:
+        raise ImageConversionError(f"compressed image header says {width}x{height} pixels")
+    _check_pixels(width, height, max_pixels)
     bgr = cv2.imdecode(raw, cv2.IMREAD_COLOR)
     if bgr is None or bgr.size == 0:
         raise ImageConversionError(f"could not decode compressed image (format '{msg.format}', {raw.size} bytes)")
@@ -213,6 +253,7 @@ def result_to_msg(
     mask_format: int,
     status: int = SegmentationResultMsg.STATUS_OK,
     error: str = "",
+    camera: str = "",
 ) -> SegmentationResultMsg:
     """An engine result -> the result message. image_size is (width, height) of the source image.
 
@@ -225,6 +266,7 @@ def result_to_msg(
         targets = [target_to_msg(t, i, header, mask_format) for i, t in enumerate(result.targets)]
     return SegmentationResultMsg(
         header=header,
+        camera=camera,
         request_id=request_id,
         instruction=instruction,
         answer=result.text,
@@ -248,12 +290,14 @@ def error_result_msg(
     instruction: str,
     header: Header | None = None,
     image_size: tuple[int, int] = (0, 0),
+    camera: str = "",
 ) -> SegmentationResultMsg:
     """A result that carries only an error: no answer, no targets. header: the source image's, if any."""
-    if status == SegmentationResultMsg.STATUS_OK:
-        raise ValueError("an error result needs a status other than STATUS_OK")
+    if status in (SegmentationResultMsg.STATUS_OK, SegmentationResultMsg.STATUS_UNKNOWN):
+        raise ValueError("an error result needs an error status (not STATUS_OK or STATUS_UNKNOWN)")
     return SegmentationResultMsg(
         header=header if header is not None else Header(),
+        camera=camera,
         request_id=request_id,
         instruction=instruction,
         image_width=image_size[0],

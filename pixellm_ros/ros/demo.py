@@ -28,7 +28,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from .runner import camera_command, default_params_file, node_command
+from .package_files import default_params_file
+from .runner import camera_command, node_command
 
 HELP = "camera simulator + PixelLM node + a client asking questions; prints answers, writes overlays"
 NODE_NAME = "pixellm"

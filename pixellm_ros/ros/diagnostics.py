@@ -3,15 +3,19 @@ diagnostic_aggregator), as ``diagnostic_updater`` publishers do.
 
 Why: a perception node that silently stops seeing its camera only shows up later, as refusals
 (``STATUS_STALE_IMAGE``) or as a robot acting on old frames. Once per ``diagnostics_period_s`` the
-node publishes one ``DiagnosticStatus`` saying whether it is active, how fast camera frames arrive
-and how old the newest is, how full the request queue is and how requests ended.
+node publishes one ``DiagnosticStatus`` for itself (``"<node's full name>: pixellm"``: active or
+not, the queue, how requests ended) and one per camera (``"<node's full name>: camera <name>"``:
+its topic, how fast frames arrive and how old the newest is).
 
 Levels:
-    ERROR  the latest request that reached the model failed (``STATUS_MODEL_ERROR``); cleared by the
-           next successful one.
-    WARN   active, but no camera frame yet, or the newest is older than ``max_image_age_s`` (when
-           that check is on): instructions without an image of their own would be refused.
-    OK     otherwise, including inactive (a commanded lifecycle state, said in the message).
+    node    ERROR  the latest request that reached the model failed (``STATUS_MODEL_ERROR``);
+                   cleared by the next successful one. Bad input never counts as a model error.
+            OK     otherwise, including inactive (a commanded lifecycle state, said in the message).
+    camera  WARN   active, but no frame yet, or the newest is older than ``max_image_age_s`` (when
+                   that check is on): instructions without an image of their own would be refused.
+                   The message says the likely cause when a publisher is still connected (frames
+                   too large for the transport) or when none is (wrong topic, camera down).
+            OK     otherwise.
 """
 
 from __future__ import annotations
@@ -66,17 +70,12 @@ class ResultTally:
 
 
 @dataclass(frozen=True)
-class Health:
+class NodeHealth:
     """What the node knows about itself at one moment."""
 
-    name: str  # "<node name>: pixellm"
+    name: str  # the node's fully qualified name, e.g. "/robot1/pixellm"
     hardware_id: str  # the model's device ("cpu", "cuda:0")
     active: bool
-    camera_topic: str
-    frames_received: int
-    frame_rate_hz: float
-    newest_frame_age_s: float | None  # None: no frame yet
-    max_image_age_s: float  # 0: no age check
     queue_waiting: int
     queue_size: int
     results_ok: int
@@ -85,38 +84,69 @@ class Health:
     last_model_error: str
 
 
-def health_status(health: Health) -> DiagnosticStatus:
-    """One DiagnosticStatus: level and message by the module's rules, every figure as a key-value."""
+@dataclass(frozen=True)
+class CameraHealth:
+    """One camera input at one moment."""
+
+    camera: str
+    topic: str  # as subscribed, remappings applied
+    active: bool
+    frames_received: int
+    frame_rate_hz: float
+    newest_frame_age_s: float | None  # None: no frame yet
+    max_image_age_s: float  # 0: no age check
+    hint: str = ""  # the likely cause when frames are missing (CameraInput.transport_hint)
+
+
+def node_status(health: NodeHealth) -> DiagnosticStatus:
+    """The node's DiagnosticStatus by the module's rules, every figure as a key-value."""
     if health.last_model_error:
         level, message = DiagnosticStatus.ERROR, f"model error on the latest request: {health.last_model_error}"
     elif not health.active:
         level, message = DiagnosticStatus.OK, "inactive: no model loaded (activate the lifecycle node)"
-    elif health.newest_frame_age_s is None:
-        level, message = DiagnosticStatus.WARN, f"no camera frame yet on '{health.camera_topic}'"
-    elif 0 < health.max_image_age_s < health.newest_frame_age_s:
-        level, message = DiagnosticStatus.WARN, (
-            f"camera frames stale: the newest is {health.newest_frame_age_s:.1f} s old "
-            f"(max_image_age_s {health.max_image_age_s:g})")
     else:
-        level, message = DiagnosticStatus.OK, f"active: camera {health.frame_rate_hz:.1f} Hz"
-    age = "none" if health.newest_frame_age_s is None else f"{health.newest_frame_age_s:.3f}"
+        level, message = DiagnosticStatus.OK, f"active: {health.queue_waiting} of {health.queue_size} waiting"
     values = {
         "active": str(health.active).lower(),
-        "camera topic": health.camera_topic,
-        "camera frames received": str(health.frames_received),
-        "camera rate (Hz)": f"{health.frame_rate_hz:.2f}",
-        "newest frame age (s)": age,
         "requests waiting": f"{health.queue_waiting}/{health.queue_size}",
         "results ok": str(health.results_ok),
         "results refused": str(health.results_refused),
         "model errors": str(health.model_errors),
     }
-    return DiagnosticStatus(level=level, name=health.name, message=message, hardware_id=health.hardware_id,
-                            values=[KeyValue(key=k, value=v) for k, v in values.items()])
+    return DiagnosticStatus(level=level, name=f"{health.name}: pixellm", message=message,
+                            hardware_id=health.hardware_id, values=_key_values(values))
 
 
-def diagnostic_array(health: Health, stamp: object) -> DiagnosticArray:
-    """The message to publish: the one status, with ``stamp`` (a builtin_interfaces Time) in its header."""
-    msg = DiagnosticArray(status=[health_status(health)])
+def camera_status(node_name: str, hardware_id: str, health: CameraHealth) -> DiagnosticStatus:
+    """One camera's DiagnosticStatus by the module's rules."""
+    if not health.active:
+        level, message = DiagnosticStatus.OK, "inactive"
+    elif health.newest_frame_age_s is None:
+        level, message = DiagnosticStatus.WARN, f"no camera frame yet on '{health.topic}'.{health.hint}"
+    elif 0 < health.max_image_age_s < health.newest_frame_age_s:
+        level, message = DiagnosticStatus.WARN, (
+            f"camera frames stale on '{health.topic}': the newest is {health.newest_frame_age_s:.1f} s old "
+            f"(max_image_age_s {health.max_image_age_s:g}).{health.hint}")
+    else:
+        level, message = DiagnosticStatus.OK, f"camera {health.frame_rate_hz:.1f} Hz"
+    age = "none" if health.newest_frame_age_s is None else f"{health.newest_frame_age_s:.3f}"
+    values = {
+        "camera topic": health.topic,
+        "camera frames received": str(health.frames_received),
+        "camera rate (Hz)": f"{health.frame_rate_hz:.2f}",
+        "newest frame age (s)": age,
+    }
+    return DiagnosticStatus(level=level, name=f"{node_name}: camera {health.camera}", message=message,
+                            hardware_id=hardware_id, values=_key_values(values))
+
+
+def _key_values(values: dict[str, str]) -> list[KeyValue]:
+    return [KeyValue(key=k, value=v) for k, v in values.items()]
+
+
+def diagnostic_array(node: NodeHealth, cameras: list[CameraHealth], stamp: object) -> DiagnosticArray:
+    """The message to publish: the node's status, then one per camera, ``stamp`` in its header."""
+    statuses = [node_status(node)] + [camera_status(node.name, node.hardware_id, c) for c in cameras]
+    msg = DiagnosticArray(status=statuses)
     msg.header.stamp = stamp
     return msg

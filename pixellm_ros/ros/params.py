@@ -1,98 +1,76 @@
-"""The node's parameters: declaration (with descriptors) and validation into ``NodeSettings``.
+"""The node's parameters: ONE table, and from it the declarations, the checks and NodeSettings.
 
-All parameters are declared when the node is constructed and read on ``configure``; a change takes
-effect at the next configure (``cleanup`` then ``configure``). They are declared with dynamic
-typing so that a YAML ``max_image_age_s: 2`` (an integer) is not a crash at start-up; the values are
-checked in ``settings_from_values``, which raises ``SettingsError`` with a message that says what
-to fix, and the node fails ``configure`` with that message.
+Each ``ParameterSpec`` says everything about one parameter once: its dotted name, type, default,
+range or choices, what it means, and WHEN a new value takes effect:
 
-The shipped defaults are in ``config/pixellm.yaml`` (same names, nested groups).
+    live       at once, from the next request on (``ros2 param set`` is enough)
+    activate   at the next activate (the model is loaded there): deactivate + activate
+    configure  at the next configure (topics, QoS, queue): cleanup + configure
+    startup    only when the process starts (autostart)
+
+From the table come: the declarations with ``ParameterDescriptor`` s (type, description, the
+range as ``integer_range`` / ``floating_point_range`` and the choices in ``additional_constraints``,
+so ``ros2 param describe`` shows them), ``NodeSettings`` (a frozen dataclass, one field per
+parameter), ``check_value`` (used by the node's on-set-parameters callback, which REJECTS a bad
+value or a wrong type at once with the reason), ``settings_from_values`` (the validation at
+configure) and ``config/pixellm.yaml`` (a test fails when its keys or defaults drift from the table).
+
+Several cameras (``cameras.names``): unset, the node has one camera, ``default``, on
+``topics.image`` / ``topics.compressed_image`` / ``topics.use_compressed``. Set to a list of
+names, every name gets the group ``cameras.<name>.*`` (``CAMERA_SPECS``: image topic, compressed
+topic, use_compressed), declared at configure, and ``topics.image`` & co. are not used.
+
+Declared types are static: a value of another type is rejected (``ros2 param set queue_size abc``),
+except an integer for a floating-point parameter, which is taken as that number (a YAML
+``max_image_age_s: 2``), at start-up and, where rclpy has pre-set callbacks (Iron and later), at
+run time too. A parameters-file value of a wrong type does not stop the process: it is reported by
+name when configure fails on it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import importlib.util
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+from rclpy.parameter import Parameter
 
-from .conversions import MASK_FORMATS
+from pixellm_ros.msg import SegmentedTarget
+
 from .qos import RELIABILITY_CHOICES
 
+LIVE, ACTIVATE, CONFIGURE, STARTUP = "live", "activate", "configure", "startup"
+APPLY_HELP = {
+    LIVE: "applies at once",
+    ACTIVATE: "applies at the next activate (deactivate + activate reloads the model)",
+    CONFIGURE: "applies at the next configure (cleanup + configure)",
+    STARTUP: "applies when the process starts",
+}
+DEFAULT_CAMERA = "default"
+MASK_FORMATS: dict[str, int] = {"full": SegmentedTarget.MASK_FULL, "cropped": SegmentedTarget.MASK_CROPPED}
 DEVICE_HELP = "cpu, cuda, cuda:N or auto"
 DTYPE_CHOICES: tuple[str, ...] = ("float32", "bfloat16", "float16")
 LOAD_IN_CHOICES: tuple[str, ...] = ("none", "8bit", "4bit")
+MODEL_CONFIG_FILES = ("pixellm_config.json", "config.json")  # ours (save_pixellm), released (llava)
+CLIP_CONFIG_FILES = ("config.json",)
+# Parameters rclpy itself declares or reads; never "unknown".
+BUILTIN_PARAMETERS = ("use_sim_time", "start_type_description_service", "start_parameter_event_publisher")
+BUILTIN_PREFIXES = ("qos_overrides.",)
 
-
-@dataclass(frozen=True)
-class ParameterSpec:
-    """One parameter: its full dotted name, default value, and what it means."""
-
-    name: str
-    default: Any
-    description: str
-    constraints: str = ""
-
-
-PARAMETER_SPECS: tuple[ParameterSpec, ...] = (
-    ParameterSpec("autostart", True, "configure and activate on start-up (run standalone)"),
-    ParameterSpec("model.path", "", "model folder (save_pixellm output or a released checkpoint); "
-                  "empty = the embedded default model"),
-    ParameterSpec("model.clip_path", "", "local CLIP ViT-L/14-336 folder for released checkpoints; empty = none"),
-    ParameterSpec("model.device", "auto", "where the model runs", DEVICE_HELP),
-    ParameterSpec("model.dtype", "float32", "weights and compute dtype", " | ".join(DTYPE_CHOICES)),
-    ParameterSpec("model.load_in", "none", "quantised loading of the LLM (bitsandbytes, CUDA only)",
-                  " | ".join(LOAD_IN_CHOICES)),
-    ParameterSpec("generation.max_new_tokens", 0, "answer length limit in tokens; 0 = the model's default",
-                  ">= 0"),
-    ParameterSpec("output.mask_threshold", 0.5, "foreground probability above which a pixel is in a mask",
-                  "0 < value < 1"),
-    ParameterSpec("output.mask_format", "full", "full: masks of the image's size; cropped: masks of the "
-                  "target's box only", " | ".join(MASK_FORMATS)),
-    ParameterSpec("output.debug_image", True, "publish the overlay image (only while someone subscribes)"),
-    ParameterSpec("topics.image", "image_raw", "camera images (sensor_msgs/Image)"),
-    ParameterSpec("topics.compressed_image", "image_raw/compressed",
-                  "camera images (sensor_msgs/CompressedImage), used when topics.use_compressed"),
-    ParameterSpec("topics.use_compressed", False, "subscribe to the compressed image topic instead"),
-    ParameterSpec("topics.instruction", "~/instruction", "instructions (std_msgs/String)"),
-    ParameterSpec("topics.result", "~/result", "results (pixellm_ros/msg/SegmentationResult), every request"),
-    ParameterSpec("topics.answer", "~/answer", "answer text (std_msgs/String) of every successful request"),
-    ParameterSpec("topics.debug_image", "~/debug_image", "overlay image (sensor_msgs/Image rgb8)"),
-    ParameterSpec("qos.image_reliability", "best_effort", "camera subscription reliability",
-                  " | ".join(RELIABILITY_CHOICES)),
-    ParameterSpec("qos.image_depth", 1, "camera subscription queue depth", ">= 1"),
-    ParameterSpec("qos.result_depth", 50, "result/answer publisher history depth", ">= 1"),
-    ParameterSpec("queue_size", 4, "requests that may wait while one runs; when full a new request is "
-                  "refused at once with STATUS_QUEUE_FULL", ">= 1"),
-    ParameterSpec("max_image_age_s", 1.0, "refuse (STATUS_STALE_IMAGE) a camera frame older than this: "
-                  "node clock now - header.stamp; 0 disables", ">= 0"),
-    ParameterSpec("max_instruction_chars", 4000, "longer instructions are refused (STATUS_INVALID_INSTRUCTION)",
-                  ">= 1"),
-    ParameterSpec("standing_instruction", "", "re-run this instruction on new frames (tracking-style); "
-                  "empty = off"),
-    ParameterSpec("standing_rate_hz", 1.0, "at most this many standing-instruction runs per second", "> 0"),
-    ParameterSpec("diagnostics_period_s", 1.0, "publish the node's health (diagnostic_msgs/DiagnosticArray) on "
-                  "/diagnostics this often; 0 = off", ">= 0"),
-)
-
-
-def declare_node_parameters(node: Any) -> None:
-    """Declare every parameter of PARAMETER_SPECS on ``node`` (an rclpy Node) with its descriptor."""
-    for spec in PARAMETER_SPECS:
-        node.declare_parameter(
-            spec.name,
-            spec.default,
-            ParameterDescriptor(description=spec.description, additional_constraints=spec.constraints,
-                                dynamic_typing=True),
-        )
-
-
-def parameter_values(node: Any) -> dict[str, Any]:
-    """The current value of every declared parameter, by dotted name."""
-    return {spec.name: node.get_parameter(spec.name).value for spec in PARAMETER_SPECS}
+_TYPES: dict[str, tuple[int, str]] = {
+    "bool": (ParameterType.PARAMETER_BOOL, "true or false"),
+    "int": (ParameterType.PARAMETER_INTEGER, "an integer"),
+    "float": (ParameterType.PARAMETER_DOUBLE, "a number"),
+    "str": (ParameterType.PARAMETER_STRING, "a string"),
+    "str[]": (ParameterType.PARAMETER_STRING_ARRAY, "a list of strings"),
+}
+_INT_MAX = 2**63 - 1
 
 
 class SettingsError(ValueError):
@@ -100,179 +78,404 @@ class SettingsError(ValueError):
 
 
 @dataclass(frozen=True)
-class NodeSettings:
-    """Validated parameters. Paths are None when empty (embedded model / no CLIP folder)."""
+class ParameterSpec:
+    """One parameter, declared once.
 
-    model_path: Path | None
-    clip_path: Path | None
-    device: str
-    dtype: str
-    load_in: str
-    max_new_tokens: int | None
-    mask_threshold: float
-    mask_format: int
-    debug_image: bool
-    image_topic: str
-    compressed_image_topic: str
-    use_compressed: bool
-    instruction_topic: str
-    result_topic: str
-    answer_topic: str
-    debug_image_topic: str
-    image_reliability: str
-    image_depth: int
-    result_depth: int
-    queue_size: int
-    max_image_age_s: float
-    max_instruction_chars: int
-    standing_instruction: str
-    standing_rate_hz: float
-    diagnostics_period_s: float
+    name: the dotted name (``cameras.{camera}.image`` for a per-camera template).
+    kind: "bool" | "int" | "float" | "str" | "str[]"; default: its value (None: unset, "str[]" only).
+    field: the NodeSettings attribute (per-camera templates: the CameraSettings attribute).
+    minimum / maximum: inclusive bounds unless ``exclusive``; choices: allowed strings (any case).
+    check: extra rule, ``check(value) -> error text or None`` (value already type-checked).
+    convert: the settings value from the checked value (default: the value itself).
+    """
 
+    name: str
+    kind: str
+    default: Any
+    description: str
+    apply: str
+    field: str
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive: bool = False
+    choices: tuple[str, ...] = ()
+    check: Callable[[Any], str | None] | None = None
+    convert: Callable[[Any], Any] | None = None
 
-def _as_bool(values: Mapping[str, Any], name: str) -> bool:
-    value = values[name]
-    if not isinstance(value, bool):
-        raise SettingsError(f"parameter '{name}' must be true or false, got {value!r}")
-    return value
+    @property
+    def constraints(self) -> str:
+        """What ``ros2 param describe`` shows as the additional constraints."""
+        parts = []
+        if self.choices:
+            parts.append("one of: " + ", ".join(self.choices))
+        low, high = ("> ", "< ") if self.exclusive else (">= ", "<= ")
+        if self.minimum is not None:
+            parts.append(f"{low}{self.minimum:g}")
+        if self.maximum is not None:
+            parts.append(f"{high}{self.maximum:g}")
+        parts.append(APPLY_HELP[self.apply])
+        return "; ".join(parts)
 
-
-def _as_int(values: Mapping[str, Any], name: str, minimum: int) -> int:
-    value = values[name]
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise SettingsError(f"parameter '{name}' must be an integer, got {value!r}")
-    if value < minimum:
-        raise SettingsError(f"parameter '{name}' must be >= {minimum}, got {value}")
-    return value
-
-
-def _as_float(values: Mapping[str, Any], name: str) -> float:
-    value = values[name]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise SettingsError(f"parameter '{name}' must be a number, got {value!r}")
-    return float(value)
-
-
-def _as_str(values: Mapping[str, Any], name: str) -> str:
-    value = values[name]
-    if not isinstance(value, str):
-        raise SettingsError(f"parameter '{name}' must be a string, got {value!r}")
-    return value.strip()
+    def descriptor(self, name: str | None = None) -> ParameterDescriptor:
+        descriptor = ParameterDescriptor(name=name or self.name, type=_TYPES[self.kind][0],
+                                         description=self.description, additional_constraints=self.constraints)
+        if self.kind == "int" and (self.minimum is not None or self.maximum is not None):
+            descriptor.integer_range = [IntegerRange(
+                from_value=int(self.minimum if self.minimum is not None else -_INT_MAX),
+                to_value=int(self.maximum if self.maximum is not None else _INT_MAX), step=1)]
+        if self.kind == "float" and (self.minimum is not None or self.maximum is not None):
+            descriptor.floating_point_range = [FloatingPointRange(
+                from_value=float(self.minimum if self.minimum is not None else -sys.float_info.max),
+                to_value=float(self.maximum if self.maximum is not None else sys.float_info.max), step=0.0)]
+        return descriptor
 
 
-def _as_choice(values: Mapping[str, Any], name: str, choices: tuple[str, ...] | list[str]) -> str:
-    value = _as_str(values, name).lower()
-    if value not in choices:
-        raise SettingsError(f"parameter '{name}' is '{values[name]}', which is not one of: {', '.join(choices)}")
-    return value
+# ------------------------------------------------------------------------------ value rules
+def _topic_name(value: str) -> str | None:
+    from rclpy.exceptions import InvalidTopicNameException
+    from rclpy.validate_topic_name import validate_topic_name
+
+    try:
+        validate_topic_name(value)
+    except InvalidTopicNameException as error:
+        return str(error).replace("\n", " ")
+    return None
 
 
-def _as_topic(values: Mapping[str, Any], name: str) -> str:
-    value = _as_str(values, name)
-    if not value:
-        raise SettingsError(f"parameter '{name}' (a topic name) must not be empty")
-    return value
-
-
-MODEL_CONFIG_FILES = ("pixellm_config.json", "config.json")  # ours (save_pixellm), released (llava)
-CLIP_CONFIG_FILES = ("config.json",)
-
-
-def check_model_folder(name: str, raw: str, config_files: tuple[str, ...] = MODEL_CONFIG_FILES,
-                       what: str = "model") -> Path | None:
-    """An existing folder holding one of ``config_files``, or None for the empty string."""
-    if not raw:
+def _folder(config_files: tuple[str, ...], what: str) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        if not value:
+            return None
+        path = Path(value).expanduser()
+        if not path.is_dir():
+            return f"folder '{value}' does not exist; point it at a {what} folder or leave it empty"
+        if not any((path / marker).is_file() for marker in config_files):
+            return f"'{value}' holds no {' or '.join(config_files)}, so it is not a {what} folder"
         return None
-    path = Path(raw).expanduser()
-    if not path.is_dir():
-        raise SettingsError(f"parameter '{name}': folder '{raw}' does not exist; point it at a {what} folder "
-                            "or leave it empty")
-    if not any((path / marker).is_file() for marker in config_files):
-        raise SettingsError(f"parameter '{name}': '{raw}' holds no {' or '.join(config_files)}, so it is not "
-                            f"a {what} folder")
-    return path
+
+    return check
 
 
-def check_device(raw: str) -> str:
+def _device(value: str) -> str | None:
     """cpu | auto | cuda | cuda:N where that CUDA device exists on this machine."""
-    device = raw.strip().lower()
+    device = value.lower()
     if device in ("cpu", "auto"):
-        return device
+        return None
     if device == "cuda" or device.startswith("cuda:"):
-        import torch  # only here: the parameter table itself must not need torch
+        import torch  # only here: the table itself must not need torch
 
         if not torch.cuda.is_available():
-            raise SettingsError(f"parameter 'model.device' is '{raw}' but CUDA is not available on this machine "
-                                "(torch.cuda.is_available() is False); use cpu or auto")
+            return (f"'{value}' but CUDA is not available on this machine (torch.cuda.is_available() is False); "
+                    "use cpu or auto")
         if device.startswith("cuda:"):
             index_text = device.split(":", 1)[1]
             if not index_text.isdigit():
-                raise SettingsError(f"parameter 'model.device' is '{raw}'; write cuda:N with N a device number")
+                return f"'{value}'; write cuda:N with N a device number"
             count = torch.cuda.device_count()
             if int(index_text) >= count:
-                raise SettingsError(f"parameter 'model.device' is '{raw}' but this machine has {count} CUDA "
-                                    f"device(s): cuda:0..cuda:{count - 1}")
-        return device
-    raise SettingsError(f"parameter 'model.device' is '{raw}', which is not a device; use {DEVICE_HELP}")
+                return f"'{value}' but this machine has {count} CUDA device(s): cuda:0..cuda:{count - 1}"
+        return None
+    return f"'{value}', which is not a device; use {DEVICE_HELP}"
 
 
-def settings_from_values(values: Mapping[str, Any]) -> NodeSettings:
-    """Validate raw parameter values (dotted names -> values) into NodeSettings.
+def _camera_names(value: list[str]) -> str | None:
+    from rclpy.validate_topic_name import validate_topic_name
 
-    Raises SettingsError naming the first bad parameter and what to put there instead.
-    """
-    load_in = _as_choice(values, "model.load_in", LOAD_IN_CHOICES)
-    device = check_device(_as_str(values, "model.device"))
-    if load_in != "none":
+    if len(set(value)) != len(value):
+        return f"{value} names a camera twice"
+    for name in value:
+        if not name or not name.replace("_", "a").isalnum() or name[0].isdigit():
+            return f"camera name '{name}' must be letters, digits and '_' (not starting with a digit)"
+        validate_topic_name(name)
+    return None
+
+
+def _path_or_none(value: str) -> Path | None:
+    return Path(value).expanduser() if value else None
+
+
+# ------------------------------------------------------------------------------ the table
+PARAMETER_SPECS: tuple[ParameterSpec, ...] = (
+    ParameterSpec("autostart", "bool", True, "configure and activate on start-up (run standalone)", STARTUP,
+                  "autostart"),
+    ParameterSpec("model.path", "str", "", "model folder (save_pixellm output or a released checkpoint); "
+                  "empty = the embedded default model", ACTIVATE, "model_path",
+                  check=_folder(MODEL_CONFIG_FILES, "model"), convert=_path_or_none),
+    ParameterSpec("model.clip_path", "str", "", "local CLIP ViT-L/14-336 folder for released checkpoints; "
+                  "empty = none", ACTIVATE, "clip_path", check=_folder(CLIP_CONFIG_FILES, "CLIP"), convert=_path_or_none),
+    ParameterSpec("model.device", "str", "auto", f"where the model runs: {DEVICE_HELP}", ACTIVATE, "device",
+                  check=_device, convert=str.lower),
+    ParameterSpec("model.dtype", "str", "float32", "weights and compute dtype", ACTIVATE, "dtype",
+                  choices=DTYPE_CHOICES),
+    ParameterSpec("model.load_in", "str", "none", "quantised loading of the LLM (bitsandbytes, CUDA only)",
+                  ACTIVATE, "load_in", choices=LOAD_IN_CHOICES),
+    ParameterSpec("generation.max_new_tokens", "int", 0, "answer length limit in tokens; 0 = the model's default",
+                  LIVE, "max_new_tokens", minimum=0, convert=lambda v: v or None),
+    ParameterSpec("output.mask_threshold", "float", 0.5, "foreground probability above which a pixel is in a mask",
+                  LIVE, "mask_threshold", minimum=0.0, maximum=1.0, exclusive=True),
+    ParameterSpec("output.mask_format", "str", "full", "full: masks of the image's size; cropped: masks of the "
+                  "target's box only", LIVE, "mask_format", choices=tuple(MASK_FORMATS), convert=MASK_FORMATS.__getitem__),
+    ParameterSpec("output.debug_image", "bool", True, "publish the overlay image (only while someone subscribes)",
+                  LIVE, "debug_image"),
+    ParameterSpec("topics.image", "str", "image_raw", "camera images (sensor_msgs/Image) of the default camera",
+                  CONFIGURE, "image_topic", check=_topic_name),
+    ParameterSpec("topics.compressed_image", "str", "image_raw/compressed",
+                  "camera images (sensor_msgs/CompressedImage) of the default camera, when topics.use_compressed",
+                  CONFIGURE, "compressed_image_topic", check=_topic_name),
+    ParameterSpec("topics.use_compressed", "bool", False, "subscribe to topics.compressed_image instead",
+                  CONFIGURE, "use_compressed"),
+    ParameterSpec("topics.instruction", "str", "~/instruction", "instructions (std_msgs/String), answered on the "
+                  "first camera", CONFIGURE, "instruction_topic", check=_topic_name),
+    ParameterSpec("topics.result", "str", "~/result", "results (pixellm_ros/msg/SegmentationResult), every request",
+                  CONFIGURE, "result_topic", check=_topic_name),
+    ParameterSpec("topics.answer", "str", "~/answer", "answer text (std_msgs/String) of every successful request",
+                  CONFIGURE, "answer_topic", check=_topic_name),
+    ParameterSpec("topics.debug_image", "str", "~/debug_image", "overlay image (sensor_msgs/Image rgb8)",
+                  CONFIGURE, "debug_image_topic", check=_topic_name),
+    ParameterSpec("cameras.names", "str[]", None, "camera names; unset = one camera 'default' on topics.image. "
+                  "Each name gets cameras.<name>.image / .compressed_image / .use_compressed and the instruction "
+                  "topic ~/<name>/instruction", CONFIGURE, "camera_names", check=_camera_names,
+                  convert=lambda v: tuple(v or ())),
+    ParameterSpec("qos.image_reliability", "str", "best_effort", "camera subscription reliability", CONFIGURE,
+                  "image_reliability", choices=tuple(RELIABILITY_CHOICES)),
+    ParameterSpec("qos.image_depth", "int", 1, "camera subscription queue depth", CONFIGURE, "image_depth",
+                  minimum=1),
+    ParameterSpec("qos.request_depth", "int", 256, "requests received whole in a burst on each channel "
+                  "(instruction topic, service, action) and results kept for slow subscribers; what the queue "
+                  "cannot hold is answered STATUS_QUEUE_FULL", CONFIGURE, "request_depth", minimum=1),
+    ParameterSpec("queue_size", "int", 4, "requests that may wait while one runs; when full a new request is "
+                  "refused at once with STATUS_QUEUE_FULL (an action goal is rejected)", CONFIGURE, "queue_size",
+                  minimum=1, maximum=1024),
+    ParameterSpec("action_result_timeout_s", "float", 900.0, "how long a finished action goal's result is kept "
+                  "for clients that ask late", CONFIGURE, "action_result_timeout_s", minimum=1.0),
+    ParameterSpec("max_image_age_s", "float", 1.0, "refuse (STATUS_STALE_IMAGE) a camera frame older than this: "
+                  "node clock now - header.stamp; 0 disables", LIVE, "max_image_age_s", minimum=0.0),
+    ParameterSpec("max_instruction_chars", "int", 4000, "longer instructions are refused "
+                  "(STATUS_INVALID_INSTRUCTION)", LIVE, "max_instruction_chars", minimum=1),
+    ParameterSpec("limits.max_image_pixels", "int", 50_000_000, "images with more pixels are refused "
+                  "(STATUS_INVALID_IMAGE), compressed ones from their header, before decoding", LIVE,
+                  "max_image_pixels", minimum=1),
+    ParameterSpec("limits.max_compressed_bytes", "int", 50_000_000, "compressed images with a larger payload are "
+                  "refused (STATUS_INVALID_IMAGE) before decoding", LIVE, "max_compressed_bytes", minimum=1),
+    ParameterSpec("standing_instruction", "str", "", "re-run this instruction on new frames of the first camera "
+                  "(tracking-style); empty = off", LIVE, "standing_instruction"),
+    ParameterSpec("standing_rate_hz", "float", 1.0, "at most this many standing-instruction runs per second", LIVE,
+                  "standing_rate_hz", minimum=0.0, exclusive=True),
+    ParameterSpec("diagnostics_period_s", "float", 1.0, "publish the node's health (diagnostic_msgs/DiagnosticArray) "
+                  "on /diagnostics this often; 0 = off", LIVE, "diagnostics_period_s", minimum=0.0),
+    ParameterSpec("shutdown_timeout_s", "float", 30.0, "on SIGINT / SIGTERM the running request may finish for "
+                  "this long before it is stopped; waiting ones are answered STATUS_NOT_READY", LIVE,
+                  "shutdown_timeout_s", minimum=0.0),
+)
+
+CAMERA_SPECS: tuple[ParameterSpec, ...] = (
+    ParameterSpec("cameras.{camera}.image", "str", "{camera}/image_raw", "the camera's images (sensor_msgs/Image)",
+                  CONFIGURE, "image_topic", check=_topic_name),
+    ParameterSpec("cameras.{camera}.compressed_image", "str", "{camera}/image_raw/compressed",
+                  "the camera's images (sensor_msgs/CompressedImage), when use_compressed", CONFIGURE,
+                  "compressed_image_topic", check=_topic_name),
+    ParameterSpec("cameras.{camera}.use_compressed", "bool", False, "subscribe to the compressed topic instead",
+                  CONFIGURE, "use_compressed"),
+)
+
+SPECS_BY_NAME: dict[str, ParameterSpec] = {spec.name: spec for spec in PARAMETER_SPECS}
+DEFAULTS: dict[str, Any] = {spec.name: spec.default for spec in PARAMETER_SPECS}
+
+NodeSettings = dataclasses.make_dataclass(
+    "NodeSettings", [(spec.field, Any) for spec in PARAMETER_SPECS], frozen=True,
+    namespace={"__doc__": "The node's checked parameters, one field per ParameterSpec (see PARAMETER_SPECS)."},
+)
+
+
+@dataclass(frozen=True)
+class CameraSettings:
+    """One camera input: its name and topics (from topics.* for 'default', else cameras.<name>.*)."""
+
+    name: str
+    image_topic: str
+    compressed_image_topic: str
+    use_compressed: bool
+
+    @property
+    def topic(self) -> str:
+        """The topic actually subscribed (as configured, before remapping)."""
+        return self.compressed_image_topic if self.use_compressed else self.image_topic
+
+
+def camera_spec_name(spec: ParameterSpec, camera: str) -> str:
+    return spec.name.format(camera=camera)
+
+
+def camera_default(spec: ParameterSpec, camera: str) -> Any:
+    return spec.default.format(camera=camera) if isinstance(spec.default, str) else spec.default
+
+
+# ------------------------------------------------------------------------------ checking
+def check_value(spec: ParameterSpec, value: Any, name: str | None = None) -> Any:
+    """The settings value for ``value`` of ``spec``, or SettingsError saying what is wrong and what fits."""
+    name = name or spec.name
+    kind_help = _TYPES[spec.kind][1]
+    if spec.kind == "bool":
+        if not isinstance(value, bool):
+            raise SettingsError(f"parameter '{name}' must be {kind_help}, got {value!r}")
+    elif spec.kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SettingsError(f"parameter '{name}' must be {kind_help}, got {value!r}")
+    elif spec.kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise SettingsError(f"parameter '{name}' must be {kind_help}, got {value!r}")
+        value = float(value)
+    elif spec.kind == "str":
+        if not isinstance(value, str):
+            raise SettingsError(f"parameter '{name}' must be {kind_help}, got {value!r}")
+        value = value.strip()
+        if spec.choices:
+            value = value.lower()
+            if value not in spec.choices:
+                raise SettingsError(f"parameter '{name}' is '{value}', which is not one of: {', '.join(spec.choices)}")
+    elif spec.kind == "str[]":
+        if value is not None and (not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value)):
+            raise SettingsError(f"parameter '{name}' must be {kind_help}, got {value!r}")
+        value = [v.strip() for v in value] if value is not None else None
+    if spec.minimum is not None and (value < spec.minimum or (spec.exclusive and value == spec.minimum)):
+        bound = ">" if spec.exclusive else ">="
+        raise SettingsError(f"parameter '{name}' must be {bound} {spec.minimum:g}, got {value:g}")
+    if spec.maximum is not None and (value > spec.maximum or (spec.exclusive and value == spec.maximum)):
+        bound = "<" if spec.exclusive else "<="
+        raise SettingsError(f"parameter '{name}' must be {bound} {spec.maximum:g}, got {value:g}")
+    if spec.check is not None and value is not None:
+        problem = spec.check(value)
+        if problem:
+            raise SettingsError(f"parameter '{name}': {problem}")
+    return spec.convert(value) if spec.convert is not None else value
+
+
+def cross_check(values: Mapping[str, Any], changed: Iterable[str] | None = None) -> None:
+    """Rules between parameters (SettingsError); ``changed``: only the rules involving these names."""
+    changed = set(values) if changed is None else set(changed)
+    load_in = str(values["model.load_in"]).strip().lower()
+    device = str(values["model.device"]).strip().lower()
+    if changed & {"model.load_in", "model.device"} and load_in != "none":
         if importlib.util.find_spec("bitsandbytes") is None:
             raise SettingsError(f"parameter 'model.load_in' is '{load_in}', which needs the bitsandbytes package "
                                 "(pip install bitsandbytes); or set it to none")
         if device == "cpu":
             raise SettingsError(f"parameter 'model.load_in' is '{load_in}', which needs a CUDA device; "
                                 "set model.device to cuda or model.load_in to none")
-    mask_threshold = _as_float(values, "output.mask_threshold")
-    if not 0.0 < mask_threshold < 1.0:
-        raise SettingsError(f"parameter 'output.mask_threshold' must be strictly between 0 and 1, got {mask_threshold}")
-    max_image_age_s = _as_float(values, "max_image_age_s")
-    if max_image_age_s < 0:
-        raise SettingsError(f"parameter 'max_image_age_s' must be >= 0 (0 disables the check), got {max_image_age_s}")
-    standing_rate_hz = _as_float(values, "standing_rate_hz")
-    if standing_rate_hz <= 0:
-        raise SettingsError(f"parameter 'standing_rate_hz' must be > 0, got {standing_rate_hz}")
-    diagnostics_period_s = _as_float(values, "diagnostics_period_s")
-    if diagnostics_period_s < 0:
-        raise SettingsError(f"parameter 'diagnostics_period_s' must be >= 0 (0 turns diagnostics off), "
-                            f"got {diagnostics_period_s}")
-    max_new_tokens = _as_int(values, "generation.max_new_tokens", 0)
-    max_instruction_chars = _as_int(values, "max_instruction_chars", 1)
-    standing_instruction = _as_str(values, "standing_instruction")
-    if len(standing_instruction) > max_instruction_chars:
-        raise SettingsError(f"parameter 'standing_instruction' has {len(standing_instruction)} characters, more than "
-                            f"max_instruction_chars = {max_instruction_chars}")
-    return NodeSettings(
-        model_path=check_model_folder("model.path", _as_str(values, "model.path")),
-        clip_path=check_model_folder("model.clip_path", _as_str(values, "model.clip_path"), CLIP_CONFIG_FILES, "CLIP"),
-        device=device,
-        dtype=_as_choice(values, "model.dtype", DTYPE_CHOICES),
-        load_in=load_in,
-        max_new_tokens=max_new_tokens or None,
-        mask_threshold=mask_threshold,
-        mask_format=MASK_FORMATS[_as_choice(values, "output.mask_format", list(MASK_FORMATS))],
-        debug_image=_as_bool(values, "output.debug_image"),
-        image_topic=_as_topic(values, "topics.image"),
-        compressed_image_topic=_as_topic(values, "topics.compressed_image"),
-        use_compressed=_as_bool(values, "topics.use_compressed"),
-        instruction_topic=_as_topic(values, "topics.instruction"),
-        result_topic=_as_topic(values, "topics.result"),
-        answer_topic=_as_topic(values, "topics.answer"),
-        debug_image_topic=_as_topic(values, "topics.debug_image"),
-        image_reliability=_as_choice(values, "qos.image_reliability", list(RELIABILITY_CHOICES)),
-        image_depth=_as_int(values, "qos.image_depth", 1),
-        result_depth=_as_int(values, "qos.result_depth", 1),
-        queue_size=_as_int(values, "queue_size", 1),
-        max_image_age_s=max_image_age_s,
-        max_instruction_chars=max_instruction_chars,
-        standing_instruction=standing_instruction,
-        standing_rate_hz=standing_rate_hz,
-        diagnostics_period_s=diagnostics_period_s,
-    )
+    if changed & {"standing_instruction", "max_instruction_chars"}:
+        standing, limit = str(values["standing_instruction"]).strip(), values["max_instruction_chars"]
+        if isinstance(limit, int) and len(standing) > limit:
+            raise SettingsError(f"parameter 'standing_instruction' has {len(standing)} characters, more than "
+                                f"max_instruction_chars = {limit}")
+
+
+def settings_from_values(values: Mapping[str, Any]) -> Any:
+    """Check raw values (dotted names -> values, every name of PARAMETER_SPECS) into NodeSettings.
+
+    Raises SettingsError naming the first bad parameter and what to put there instead.
+    """
+    fields = {spec.field: check_value(spec, values[spec.name]) for spec in PARAMETER_SPECS}
+    cross_check(values)
+    return NodeSettings(**fields)
+
+
+def camera_settings(settings: Any, values: Mapping[str, Any]) -> list[CameraSettings]:
+    """The cameras of ``settings``: 'default' from topics.*, or each name from cameras.<name>.*."""
+    if not settings.camera_names:
+        return [CameraSettings(DEFAULT_CAMERA, settings.image_topic, settings.compressed_image_topic,
+                               settings.use_compressed)]
+    cameras = []
+    for camera in settings.camera_names:
+        fields = {spec.field: check_value(spec, values.get(camera_spec_name(spec, camera), camera_default(spec, camera)),
+                                          camera_spec_name(spec, camera)) for spec in CAMERA_SPECS}
+        cameras.append(CameraSettings(camera, **fields))
+    return cameras
+
+
+def replace_fields(settings: Any, values: Mapping[str, Any], applies: Sequence[str]) -> Any:
+    """``settings`` with the fields of every parameter that applies at ``applies`` re-read from ``values``."""
+    changed = {spec.field: check_value(spec, values[spec.name]) for spec in PARAMETER_SPECS if spec.apply in applies}
+    return dataclasses.replace(settings, **changed)
+
+
+# ------------------------------------------------------------------------------ the node side
+def coerce_overrides(overrides: dict[str, Parameter], specs: Iterable[tuple[str, ParameterSpec]]) -> dict[str, str]:
+    """Fix up a node's parameter overrides in place before they are declared.
+
+    An integer given for a floating-point parameter becomes that number; a value of another
+    wrong type is removed (so that declaring does not raise) and returned as ``{name: problem}``
+    for configure to report. ``specs``: (full name, spec) pairs.
+    """
+    problems: dict[str, str] = {}
+    for name, spec in specs:
+        override = overrides.get(name)
+        if override is None or override.type_ == Parameter.Type.NOT_SET:
+            continue
+        expected = Parameter.Type(_TYPES[spec.kind][0])
+        if override.type_ == expected:
+            continue
+        if expected == Parameter.Type.DOUBLE and override.type_ == Parameter.Type.INTEGER:
+            overrides[name] = Parameter(name, Parameter.Type.DOUBLE, float(override.value))
+            continue
+        if expected == Parameter.Type.STRING_ARRAY and override.type_ == Parameter.Type.BYTE_ARRAY and not override.value:
+            del overrides[name]  # YAML "[]": an empty list has no element type; unset means the same
+            continue
+        problems[name] = (f"parameter '{name}' was given {override.value!r} ({override.type_.name.lower()}); "
+                          f"it must be {_TYPES[spec.kind][1]}")
+        del overrides[name]
+    return problems
+
+
+def declare(node: Any, name: str, spec: ParameterSpec, default: Any) -> None:
+    """Declare one parameter with its descriptor (an unset default declares the type only)."""
+    if default is None:
+        node.declare_parameter(name, Parameter.Type(_TYPES[spec.kind][0]), spec.descriptor(name))
+    else:
+        node.declare_parameter(name, default, spec.descriptor(name))
+
+
+def declare_node_parameters(node: Any) -> dict[str, str]:
+    """Declare every parameter of PARAMETER_SPECS on ``node``; returns the wrong-typed overrides."""
+    problems = coerce_overrides(node._parameter_overrides, SPECS_BY_NAME.items())  # noqa: SLF001 - see coerce_overrides
+    for spec in PARAMETER_SPECS:
+        declare(node, spec.name, spec, spec.default)
+    return problems
+
+
+def declare_camera_parameters(node: Any, cameras: Sequence[str]) -> dict[str, str]:
+    """Declare the cameras.<name>.* group of each camera not declared yet; returns wrong-typed overrides."""
+    pairs = [(camera_spec_name(spec, camera), spec, camera) for camera in cameras for spec in CAMERA_SPECS]
+    problems = coerce_overrides(node._parameter_overrides, [(n, s) for n, s, _ in pairs])  # noqa: SLF001
+    for name, spec, camera in pairs:
+        if not node.has_parameter(name):
+            declare(node, name, spec, camera_default(spec, camera))
+    return problems
+
+
+def parameter_values(node: Any) -> dict[str, Any]:
+    """The current value of every declared parameter, by dotted name."""
+    return {name: parameter.value for name, parameter in node.get_parameters_by_prefix("").items()}
+
+
+def spec_for(name: str, cameras: Sequence[str] = ()) -> ParameterSpec | None:
+    """The spec of a full parameter name, per-camera names included; None when it is not ours."""
+    if name in SPECS_BY_NAME:
+        return SPECS_BY_NAME[name]
+    for camera in cameras:
+        for spec in CAMERA_SPECS:
+            if camera_spec_name(spec, camera) == name:
+                return spec
+    return None
+
+
+def unknown_overrides(overrides: Iterable[str], cameras: Sequence[str]) -> list[str]:
+    """Warnings for override names that are no parameter of the node (a typo like ``model.devic``)."""
+    known = list(SPECS_BY_NAME) + [camera_spec_name(s, c) for c in cameras for s in CAMERA_SPECS]
+    warnings = []
+    for name in sorted(overrides):
+        if name in known or name in BUILTIN_PARAMETERS or name.startswith(BUILTIN_PREFIXES):
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        warnings.append(f"unknown parameter '{name}' is ignored{hint}")
+    return warnings

@@ -1,17 +1,34 @@
-"""Quality-of-service profiles of the node's topics.
+"""Every quality-of-service profile of the package's nodes and clients, in one place.
 
-Images: KEEP_LAST with depth 1 and the sensor-data profile (best effort, volatile) by default.
-A best-effort subscription matches both best-effort and reliable camera publishers, so it is
-the setting that works with every camera driver; ``qos.image_reliability: reliable`` is for
-links where frames must not be dropped (and then only matches reliable publishers). A depth
-above 1 only adds latency here: the node answers against the newest frame and ignores the rest.
+Camera images (``image_qos``): KEEP_LAST depth 1, best effort (the sensor-data profile) by
+default. A best-effort subscription matches both best-effort and reliable camera publishers, so it
+works with every camera driver; ``qos.image_reliability: reliable`` is for links where frames must
+not be dropped (and then only matches reliable publishers). A depth above 1 only adds latency: the
+node answers against the newest frame and ignores the rest.
 
-Results and answers: reliable, KEEP_LAST, volatile, depth ``qos.result_depth``. Each result is
-the one answer to one request, so the history is deeper than the default 10 to ride out bursts
-(e.g. a flood of queue-full refusals) without dropping answers to a slow subscriber.
+Requests (``request_qos``): the instruction subscription, the ``~/segment`` service and every
+channel of the ``~/segment`` action (goal, result and cancel services, feedback) are reliable
+KEEP_LAST with depth ``qos.request_depth``. DDS keeps that many requests per channel until the
+executor takes them; anything beyond it would be dropped inside the middleware with no answer, no
+log and no count (rclpy's defaults are 10 for services and actions). So ``qos.request_depth`` is
+the burst the node promises to receive whole on each channel; what the worker queue cannot hold
+is then answered ``STATUS_QUEUE_FULL``. Clients need the same depth on their side (a reliable
+KEEP_LAST writer overwrites requests that are not yet acknowledged): ``client_request_qos``, used
+by ``pixellm_ros.ros.client``.
 
-Debug overlay: reliable, depth 1 (a viewer only wants the newest picture; a reliable publisher
-matches both reliable and best-effort viewers).
+Results (``result_qos``): the result and answer topics are reliable KEEP_LAST with the same depth,
+so a burst of answers (a flood of queue-full refusals) reaches a subscriber that is slower than
+the node; each result is the one answer to one request.
+
+Action status: rclpy's own profile (transient local, depth 1), so a late client sees the state.
+
+Debug overlay (``debug_image_qos``): reliable, depth 1 (a viewer only wants the newest picture;
+a reliable publisher matches both reliable and best-effort viewers).
+
+Diagnostics (``diagnostics_qos``): what ``diagnostic_updater`` publishes with (reliable, depth 10).
+
+Camera simulator (``camera_publisher_qos``): reliable KEEP_LAST depth 1, which both reliable and
+best-effort subscribers accept.
 """
 
 from __future__ import annotations
@@ -21,6 +38,7 @@ from rclpy.qos import (
     HistoryPolicy,
     QoSProfile,
     ReliabilityPolicy,
+    qos_profile_action_status_default,
     qos_profile_sensor_data,
 )
 
@@ -28,6 +46,12 @@ RELIABILITY_CHOICES: dict[str, ReliabilityPolicy] = {
     "best_effort": ReliabilityPolicy.BEST_EFFORT,
     "reliable": ReliabilityPolicy.RELIABLE,
 }
+DIAGNOSTICS_DEPTH = 10
+
+
+def _reliable(depth: int) -> QoSProfile:
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(1, int(depth)),
+                      reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
 
 
 def image_qos(reliability: str = "best_effort", depth: int = 1) -> QoSProfile:
@@ -44,31 +68,36 @@ def image_qos(reliability: str = "best_effort", depth: int = 1) -> QoSProfile:
     )
 
 
-def result_qos(depth: int = 50) -> QoSProfile:
+def request_qos(depth: int) -> QoSProfile:
+    """Instruction topic, ``~/segment`` service and action channels: a burst of ``depth`` arrives whole."""
+    return _reliable(depth)
+
+
+def result_qos(depth: int) -> QoSProfile:
     """Result and answer topics: every message is an answer somebody waits for."""
-    return QoSProfile(
-        history=HistoryPolicy.KEEP_LAST,
-        depth=max(1, depth),
-        reliability=ReliabilityPolicy.RELIABLE,
-        durability=DurabilityPolicy.VOLATILE,
-    )
+    return _reliable(depth)
+
+
+def action_status_qos() -> QoSProfile:
+    """The action's status topic: rclpy's default (transient local, depth 1)."""
+    return qos_profile_action_status_default
 
 
 def debug_image_qos() -> QoSProfile:
     """The overlay image: newest only; reliable so that every kind of viewer matches it."""
-    return QoSProfile(
-        history=HistoryPolicy.KEEP_LAST,
-        depth=1,
-        reliability=ReliabilityPolicy.RELIABLE,
-        durability=DurabilityPolicy.VOLATILE,
-    )
+    return _reliable(1)
 
 
-def instruction_qos() -> QoSProfile:
-    """Instructions: reliable, deep enough that a burst of them reaches the queue policy intact."""
-    return QoSProfile(
-        history=HistoryPolicy.KEEP_LAST,
-        depth=100,
-        reliability=ReliabilityPolicy.RELIABLE,
-        durability=DurabilityPolicy.VOLATILE,
-    )
+def diagnostics_qos() -> QoSProfile:
+    """``/diagnostics``, as diagnostic_updater publishes it."""
+    return _reliable(DIAGNOSTICS_DEPTH)
+
+
+def camera_publisher_qos() -> QoSProfile:
+    """camera_sim's image publisher: reliable depth 1, matched by reliable and best-effort readers."""
+    return _reliable(1)
+
+
+def client_request_qos(depth: int) -> QoSProfile:
+    """A client's side of the request channels: deep enough that its own burst is not overwritten."""
+    return _reliable(depth)

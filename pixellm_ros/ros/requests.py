@@ -15,6 +15,9 @@ from std_msgs.msg import Header
 from pixellm_ros.msg import SegmentationResult as SegmentationResultMsg
 
 CameraMsg = Union[Image, CompressedImage]
+# Where Fast DDS's default shared-memory segment (512 KB, the writer's) starts to drop frames for
+# a best-effort reader (ros2/rmw_fastrtps#739; measured in benchmarks/bench_transport.py).
+LARGE_FRAME_BYTES = 512 * 1024
 
 
 @dataclass(frozen=True)
@@ -43,17 +46,23 @@ class CameraFrame:
 
 
 class LatestFrame:
-    """Holds only the newest camera frame; written by the image callback, read by the worker."""
+    """Holds only the newest camera frame; written by the image callback, read by the worker.
+
+    ``received`` counts frames since the node started (diagnostics' rate); ``newest_bytes`` is the
+    payload size of the newest frame (the transport hint: frames over ~0.5 MB and Fast DDS).
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._frame: CameraFrame | None = None
         self._seq = 0
+        self._bytes: int | None = None
 
     def put(self, msg: CameraMsg) -> None:
         with self._lock:
             self._seq += 1
             self._frame = CameraFrame(msg, self._seq)
+            self._bytes = len(msg.data)
 
     def get(self) -> CameraFrame | None:
         with self._lock:
@@ -64,15 +73,55 @@ class LatestFrame:
         with self._lock:
             return self._seq
 
+    def newest_bytes(self) -> int | None:
+        """Payload bytes of the newest frame ever received (kept across ``clear``), None before any."""
+        with self._lock:
+            return self._bytes
+
     def clear(self) -> None:
         with self._lock:
             self._frame = None
 
 
 @dataclass
+class CameraInput:
+    """One camera as the request flow sees it: its name, its newest frame, and its subscription.
+
+    topic: the topic actually subscribed (fully resolved, remappings applied), for messages.
+    publisher_count: how many publishers the subscription is matched with now.
+    reliability: the subscription's reliability ("best_effort" | "reliable").
+    """
+
+    name: str
+    frames: LatestFrame
+    topic: str
+    publisher_count: Callable[[], int]
+    reliability: str = "best_effort"
+
+    def transport_hint(self) -> str:
+        """Why frames may be missing although a camera publishes, and what to set ("" : no idea)."""
+        publishers = self.publisher_count()
+        if publishers == 0:
+            return (f" No publisher is connected to '{self.topic}': is the camera running, and is this the topic "
+                    "it publishes (remap image_raw or set the image topic parameter)?")
+        if self.reliability != "best_effort":
+            return ""
+        newest = self.frames.newest_bytes()
+        size = "" if newest is None else f" (the newest one that arrived had {newest / 1e6:.1f} MB)"
+        likely = "likely" if newest is None or newest > LARGE_FRAME_BYTES else "possibly"
+        return (f" {publishers} publisher(s) still connected to '{self.topic}': the frames are {likely} lost in "
+                f"transport{size}. Fast DDS's default 512 KB shared-memory segment drops frames over ~0.5 MB for a "
+                "best-effort subscriber: start the camera driver with the large-frames profile "
+                "(FASTDDS_DEFAULT_PROFILES_FILE=<share>/pixellm_ros/config/fastdds_large_frames.xml; "
+                "FASTRTPS_DEFAULT_PROFILES_FILE on Humble and Jazzy), or set qos.image_reliability: reliable if "
+                "the camera publishes reliably.")
+
+
+@dataclass
 class SegmentRequest:
     """One instruction to answer, from any channel ("topic", "service", "action", "standing").
 
+    camera: the camera whose newest frame answers it (empty: the first one; set at admission).
     image: the image given with the request (service/action), already converted; None means the
         newest camera frame at the moment the worker starts the request.
     on_text: receives each new piece of answer text (action feedback).
@@ -84,6 +133,7 @@ class SegmentRequest:
     request_id: str
     instruction: str
     channel: str
+    camera: str = ""
     image: BoundImage | None = None
     on_text: Callable[[str], None] | None = None
     cancel_requested: Callable[[], bool] | None = None

@@ -18,26 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-PACKAGE = "pixellm_ros"
-PARAMS_FILE_NAME = "pixellm.yaml"
-
-
-def package_config_file(name: str) -> Path:
-    """config/NAME of the source tree, else the installed share/pixellm_ros/config copy.
-
-    Raises ament_index_python's PackageNotFoundError when neither exists.
-    """
-    source = Path(__file__).resolve().parents[2] / "config" / name
-    if source.is_file():
-        return source
-    from ament_index_python.packages import get_package_share_directory
-
-    return Path(get_package_share_directory(PACKAGE)) / "config" / name
-
-
-def default_params_file() -> Path:
-    """The shipped node parameters, config/pixellm.yaml (see ``package_config_file``)."""
-    return package_config_file(PARAMS_FILE_NAME)
+from .package_files import default_params_file
 
 
 def ros_arguments(
@@ -90,13 +71,13 @@ def camera_command(
     node_name: str | None = None,
 ) -> list[str]:
     """argv that starts camera_sim_node in a new process (the demo, tests, benchmarks)."""
-    return [sys.executable, "-m", "pixellm_ros.ros.camera_sim",
+    return [sys.executable, "-m", "pixellm_ros.ros.runner", "camera",
             *ros_arguments(None, parameters, remappings, node_name)]
 
 
 def run_node(params_file: str | Path | None = None, ros_args: Sequence[str] = ()) -> int:
     """Run pixellm_node in this process until Ctrl-C. ros_args: extra ``--ros-args ...`` tokens."""
-    from .pixellm_node import main as node_main
+    from .executables import node_main
 
     params = Path(params_file) if params_file is not None else default_params_file()
     if not params.is_file():
@@ -115,7 +96,8 @@ def run_demo(
     from rclpy.parameter import Parameter
 
     from .camera_sim import CameraSimNode
-    from .pixellm_node import PixelLMNode, run_until_shutdown
+    from .executables import run_until_shutdown
+    from .pixellm_node import PixelLMNode
     from .spinning import init_ros
 
     params = Path(params_file) if params_file is not None else default_params_file()
@@ -127,7 +109,8 @@ def run_demo(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pixellm_ros.ros.runner", description=__doc__.split("\n")[0])
-    parser.add_argument("what", choices=("node", "demo"), help="node: pixellm_node; demo: camera_sim + pixellm_node")
+    parser.add_argument("what", choices=("node", "demo", "camera"),
+                        help="node: pixellm_node; demo: camera_sim + pixellm_node; camera: camera_sim")
     parser.add_argument("--params-file", type=Path, default=None, help="ROS parameters YAML (default: the shipped one)")
     argv = list(sys.argv[1:] if argv is None else argv)
     # Everything from the first --ros-args on belongs to rclpy (it may hold its own --params-file).
@@ -136,6 +119,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ros_args = argv[split:]
     if args.what == "node":
         return run_node(args.params_file, ros_args)
+    if args.what == "camera":
+        from .executables import camera_main
+
+        camera_main(["camera_sim_node", *ros_args])
+        return 0
     return run_demo(args.params_file, ros_args)
 
 

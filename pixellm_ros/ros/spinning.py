@@ -3,13 +3,16 @@
 
 rclpy's default SIGINT handler shuts the context down at once, so a node's clean-up (answering
 waiting requests, logging, the lifecycle shutdown transition) would then run against a dead
-context. Here SIGINT and SIGTERM raise KeyboardInterrupt in the main thread instead; ``spin``
-returns on it and the caller tears down while the context still works, then shuts rclpy down.
+context. Here the FIRST SIGINT or SIGTERM raises KeyboardInterrupt in the main thread instead;
+``spin`` returns on it and the caller tears down while the context still works, then shuts rclpy
+down. Every later signal only prints that the shutdown is under way: a second Ctrl-C neither
+raises a traceback in the middle of the clean-up nor skips it.
 """
 
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from typing import Any, Sequence
 
@@ -33,8 +36,21 @@ except ImportError:  # pragma: no cover - older rclpy
 SIGNAL_POLL_S = 0.2
 
 
-def _interrupt(_signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt
+_signals_seen = 0
+
+
+def _interrupt(signum: int, _frame: Any) -> None:
+    global _signals_seen
+    _signals_seen += 1
+    if _signals_seen == 1:
+        raise KeyboardInterrupt
+    print(f"[pixellm_ros] signal {signal.Signals(signum).name} again: the shutdown is under way, answering "
+          "the requests the node holds first", file=sys.stderr, flush=True)
+
+
+def shutdown_requested() -> bool:
+    """True once SIGINT / SIGTERM arrived in this process (after ``init_ros``)."""
+    return _signals_seen > 0
 
 
 def init_ros(args: Sequence[str] | None) -> None:

@@ -21,6 +21,8 @@ import re
 from pathlib import Path
 from typing import MutableMapping
 
+from .package_files import package_config_file
+
 PROFILE_FILE_NAME = "fastdds_large_frames.xml"
 # Fast DDS 3 (rmw_fastrtps 9+, Kilted on) reads the first and warns that the second is deprecated;
 # Fast DDS 2 (Humble, Jazzy) reads only the second.
@@ -52,8 +54,6 @@ def installed_rmw_fastrtps_version() -> str | None:
 
 def large_frames_profile() -> Path | None:
     """The shipped profile file, or None where the package's config folder cannot be found."""
-    from .runner import package_config_file
-
     try:
         path = package_config_file(PROFILE_FILE_NAME)
     except Exception:  # noqa: BLE001 - no ament index / not installed: run with Fast DDS's defaults

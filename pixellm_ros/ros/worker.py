@@ -7,10 +7,14 @@ Policy (the node's README text):
   requests wait while one runs.
 * When the queue is full, the NEW request is refused at once (``STATUS_QUEUE_FULL``); requests
   already waiting keep their place. A refused request still gets its one (error) result.
+* A place can be RESERVED before the request exists (an action goal is accepted or rejected before
+  its execution starts): a reservation counts as a waiting request until ``submit(..., reserved=True)``
+  takes it up or ``release`` gives it back; one never taken up lapses after ``RESERVATION_TTL_S``.
 * Every accepted request gets exactly one result, and accepted requests are answered in the order
-  they were accepted. Stopping the worker (deactivate, shutdown) first lets the running request
-  end (the node asks it to stop), then answers the requests still waiting, in order, with the
-  reason given to ``stop`` (the node uses ``STATUS_NOT_READY``), and only then returns.
+  they were accepted. Stopping the worker (deactivate, shutdown) lets the running request end —
+  at once when asked to stop (deactivate), or after at most ``finish_within`` seconds of running
+  on (shutdown) — then answers the requests still waiting, in order, with the reason given to
+  ``stop`` (the node uses ``STATUS_NOT_READY``), and only then returns.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ from __future__ import annotations
 import collections
 import enum
 import threading
+import time
 from typing import Callable, Deque, Generic, TypeVar
 
 RequestT = TypeVar("RequestT")
+RESERVATION_TTL_S = 30.0
 
 
 class SubmitOutcome(enum.Enum):
@@ -53,6 +59,7 @@ class RequestWorker(Generic[RequestT]):
         self._refuse = refuse
         self._on_crash = on_crash
         self._queue: Deque[RequestT] = collections.deque()
+        self._reserved: Deque[float] = collections.deque()  # expiry times, oldest first
         self._cond = threading.Condition()
         self._closed = False
         self._close_reason = ""
@@ -68,40 +75,83 @@ class RequestWorker(Generic[RequestT]):
         return self._capacity
 
     def waiting(self) -> int:
-        """Requests accepted but not yet started."""
+        """Requests accepted but not yet started (reservations included)."""
         with self._cond:
-            return len(self._queue)
+            self._drop_lapsed()
+            return len(self._queue) + len(self._reserved)
+
+    def _drop_lapsed(self) -> None:
+        now = time.monotonic()
+        while self._reserved and self._reserved[0] < now:
+            self._reserved.popleft()
+
+    def reserve(self) -> SubmitOutcome:
+        """Hold one place in the queue for a request to come (see the module docstring)."""
+        with self._cond:
+            if self._closed:
+                return SubmitOutcome.CLOSED
+            self._drop_lapsed()
+            if len(self._queue) + len(self._reserved) >= self._capacity:
+                return SubmitOutcome.FULL
+            self._reserved.append(time.monotonic() + RESERVATION_TTL_S)
+            return SubmitOutcome.ACCEPTED
+
+    def release(self) -> None:
+        """Give back one reservation that will not be taken up."""
+        with self._cond:
+            if self._reserved:
+                self._reserved.pop()
 
     def idle(self) -> bool:
         """Nothing running and nothing waiting."""
         with self._cond:
             return not self._running and not self._queue
 
-    def submit(self, request: RequestT) -> SubmitOutcome:
-        """Queue a request unless the worker is stopping or the queue is full (never blocks)."""
+    def submit(self, request: RequestT, reserved: bool = False) -> SubmitOutcome:
+        """Queue a request unless the worker is stopping or the queue is full (never blocks).
+
+        reserved: the request takes up a reservation (``reserve``); it is queued even if the
+        reservation lapsed meanwhile, as long as the worker is not stopping.
+        """
         with self._cond:
+            if reserved and self._reserved:
+                self._reserved.pop()
             if self._closed:
                 return SubmitOutcome.CLOSED
-            if len(self._queue) >= self._capacity:
+            self._drop_lapsed()
+            if not reserved and len(self._queue) + len(self._reserved) >= self._capacity:
                 return SubmitOutcome.FULL
             self._queue.append(request)
             self._cond.notify()
             return SubmitOutcome.ACCEPTED
 
-    def stop(self, reason: str, timeout: float | None = None) -> bool:
+    def stop(self, reason: str, finish_within: float = 0.0, timeout: float | None = None) -> bool:
         """Refuse new requests, let the running one end, answer the waiting ones with ``reason``.
 
+        finish_within: seconds the running request may go on before it is asked to stop (0: at once).
         Returns True when the thread has finished (False only if ``timeout`` ran out first).
         """
         with self._cond:
             self._closed = True
             self._close_reason = reason
-            self.stopping.set()
+            self._reserved.clear()
+            if finish_within <= 0:
+                self.stopping.set()
             self._cond.notify_all()
         if not self._thread.is_alive():
             return True
+        if finish_within > 0:
+            self._until_idle_or(finish_within)
+            self.stopping.set()
         self._thread.join(timeout)
         return not self._thread.is_alive()
+
+    def _until_idle_or(self, seconds: float) -> None:
+        """Wait until the running request has ended (or ``seconds`` passed)."""
+        deadline = time.monotonic() + seconds
+        with self._cond:
+            while self._running and time.monotonic() < deadline:
+                self._cond.wait(min(0.1, max(0.0, deadline - time.monotonic())))
 
     def _run(self) -> None:
         while True:
@@ -126,3 +176,4 @@ class RequestWorker(Generic[RequestT]):
             finally:
                 with self._cond:
                     self._running = False
+                    self._cond.notify_all()

@@ -30,7 +30,9 @@ from std_msgs.msg import Header
 
 from pixellm_ros.action import Segment as SegmentAction
 from pixellm_ros.msg import SegmentationResult
-from pixellm_ros.ros.runner import default_params_file, node_command
+from pixellm_ros.ros.package_files import default_params_file
+from pixellm_ros.ros.qos import client_request_qos
+from pixellm_ros.ros.runner import node_command
 from pixellm_ros.ros.spinning import BackgroundNode
 from pixellm_ros.srv import Segment as SegmentService
 
@@ -128,7 +130,10 @@ class RosClient(BackgroundNode):
         return self.call(SegmentService, f"/{node_name}/segment", request, timeout).result
 
     def action_client(self, node_name: str) -> ActionClient:
-        client = ActionClient(self.node, SegmentAction, f"/{node_name}/segment")
+        deep = client_request_qos(256)
+        client = ActionClient(self.node, SegmentAction, f"/{node_name}/segment", goal_service_qos_profile=deep,
+                              result_service_qos_profile=deep, cancel_service_qos_profile=deep,
+                              feedback_sub_qos_profile=deep)
         if not client.wait_for_server(timeout_sec=30):
             raise TimeoutError("action server did not appear")
         return client
@@ -142,9 +147,13 @@ class RosClient(BackgroundNode):
         return self.call(ChangeState, f"/{node_name}/change_state", request, timeout).success
 
     def set_parameters(self, node_name: str, values: Mapping[str, Any]) -> list[bool]:
+        return [r.successful for r in self.set_parameters_results(node_name, values)]
+
+    def set_parameters_results(self, node_name: str, values: Mapping[str, Any]) -> list[Any]:
+        """rcl_interfaces SetParametersResult per value (successful, reason), as ``ros2 param set`` sees them."""
         parameters = [ParameterMsg(name=name, value=_parameter_value(value)) for name, value in values.items()]
         response = self.call(SetParameters, f"/{node_name}/set_parameters", SetParameters.Request(parameters=parameters))
-        return [r.successful for r in response.results]
+        return list(response.results)
 
 
 def _parameter_value(value: Any) -> ParameterValue:

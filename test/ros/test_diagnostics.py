@@ -14,19 +14,33 @@ import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 
 from pixellm_ros.msg import SegmentationResult as ResultMsg
-from pixellm_ros.ros.diagnostics import Health, RateMeter, ResultTally, diagnostic_array, health_status
+from pixellm_ros.ros.diagnostics import (
+    CameraHealth,
+    NodeHealth,
+    RateMeter,
+    ResultTally,
+    camera_status,
+    diagnostic_array,
+    node_status,
+)
 from ros_harness import NodeProcess, RosClient, active_node, rgb_image_msg, wait_until
 
 NODE = "pixellm_health"
 MAX_AGE_S = 1.5
 
 
-def health(**changes: Any) -> Health:
-    base = dict(name="n: pixellm", hardware_id="cpu", active=True, camera_topic="/cam", frames_received=10,
-                frame_rate_hz=5.0, newest_frame_age_s=0.1, max_image_age_s=1.0, queue_waiting=0, queue_size=4,
-                results_ok=0, results_refused=0, model_errors=0, last_model_error="")
+def node_health(**changes: Any) -> NodeHealth:
+    base = dict(name="/robot/n", hardware_id="cpu", active=True, queue_waiting=0, queue_size=4, results_ok=0,
+                results_refused=0, model_errors=0, last_model_error="")
     base.update(changes)
-    return Health(**base)
+    return NodeHealth(**base)
+
+
+def camera_health(**changes: Any) -> CameraHealth:
+    base = dict(camera="default", topic="/cam", active=True, frames_received=10, frame_rate_hz=5.0,
+                newest_frame_age_s=0.1, max_image_age_s=1.0)
+    base.update(changes)
+    return CameraHealth(**base)
 
 
 def values(status: DiagnosticStatus) -> dict[str, str]:
@@ -34,24 +48,26 @@ def values(status: DiagnosticStatus) -> dict[str, str]:
 
 
 def test_levels_follow_the_rules() -> None:
-    ok = health_status(health())
-    assert ok.level == DiagnosticStatus.OK and ok.message == "active: camera 5.0 Hz"
-    assert values(ok)["camera rate (Hz)"] == "5.00" and values(ok)["requests waiting"] == "0/4"
-
-    no_frame = health_status(health(newest_frame_age_s=None, frames_received=0))
-    assert no_frame.level == DiagnosticStatus.WARN and "no camera frame yet on '/cam'" in no_frame.message
-    assert values(no_frame)["newest frame age (s)"] == "none"
-
-    stale = health_status(health(newest_frame_age_s=3.0))
-    assert stale.level == DiagnosticStatus.WARN and "3.0 s old" in stale.message
-    assert health_status(health(newest_frame_age_s=3.0, max_image_age_s=0.0)).level == DiagnosticStatus.OK  # check off
-
-    inactive = health_status(health(active=False, newest_frame_age_s=None))
+    ok = node_status(node_health())
+    assert ok.level == DiagnosticStatus.OK and ok.name == "/robot/n: pixellm"  # the namespace is in the name
+    assert values(ok)["requests waiting"] == "0/4"
+    inactive = node_status(node_health(active=False))
     assert inactive.level == DiagnosticStatus.OK and inactive.message.startswith("inactive")
-
-    failed = health_status(health(model_errors=1, last_model_error="RuntimeError: boom"))
+    failed = node_status(node_health(model_errors=1, last_model_error="RuntimeError: boom"))
     assert failed.level == DiagnosticStatus.ERROR and "RuntimeError: boom" in failed.message
     assert values(failed)["model errors"] == "1"
+
+    streaming = camera_status("/robot/n", "cpu", camera_health())
+    assert streaming.level == DiagnosticStatus.OK and streaming.message == "camera 5.0 Hz"
+    assert streaming.name == "/robot/n: camera default" and values(streaming)["camera rate (Hz)"] == "5.00"
+    no_frame = camera_status("/robot/n", "cpu", camera_health(newest_frame_age_s=None, frames_received=0,
+                                                              hint=" No publisher is connected"))
+    assert no_frame.level == DiagnosticStatus.WARN and "no camera frame yet on '/cam'" in no_frame.message
+    assert no_frame.message.endswith("No publisher is connected") and values(no_frame)["newest frame age (s)"] == "none"
+    stale = camera_status("/robot/n", "cpu", camera_health(newest_frame_age_s=3.0))
+    assert stale.level == DiagnosticStatus.WARN and "3.0 s old" in stale.message
+    assert camera_status("/r", "cpu", camera_health(newest_frame_age_s=3.0, max_image_age_s=0.0)).level == DiagnosticStatus.OK
+    assert camera_status("/r", "cpu", camera_health(active=False, newest_frame_age_s=None)).level == DiagnosticStatus.OK
 
 
 def test_tally_and_rate_meter() -> None:
@@ -68,24 +84,26 @@ def test_tally_and_rate_meter() -> None:
     assert meter.update(15, 12.0) == 0.0  # no time passed
 
 
-def test_array_carries_the_stamp() -> None:
+def test_array_carries_the_stamp_and_one_status_per_camera() -> None:
     from builtin_interfaces.msg import Time
 
-    msg = diagnostic_array(health(), Time(sec=7, nanosec=9))
-    assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (7, 9) and len(msg.status) == 1
+    msg = diagnostic_array(node_health(), [camera_health(), camera_health(camera="wrist")], Time(sec=7, nanosec=9))
+    assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (7, 9)
+    assert [s.name for s in msg.status] == ["/robot/n: pixellm", "/robot/n: camera default", "/robot/n: camera wrist"]
 
 
 class HealthLog:
     """This node's statuses from /diagnostics, newest last."""
 
-    def __init__(self, client: RosClient) -> None:
+    def __init__(self, client: RosClient, name: str) -> None:
         self._lock = threading.Lock()
         self._items: list[DiagnosticStatus] = []
+        self._name = name
         client.node.create_subscription(DiagnosticArray, "/diagnostics", self._add, 10)
 
     def _add(self, msg: DiagnosticArray) -> None:
         with self._lock:
-            self._items += [s for s in msg.status if s.name == f"{NODE}: pixellm"]
+            self._items += [s for s in msg.status if s.name == self._name]
 
     def wait_for(self, predicate: Any, timeout: float = 20.0) -> DiagnosticStatus:
         found: list[DiagnosticStatus] = []
@@ -110,11 +128,13 @@ def node(client: RosClient, domain_id: int, chain_model_dir: Path, tmp_path_fact
 
 
 def test_the_node_reports_its_camera_and_its_requests(client: RosClient, node: NodeProcess) -> None:
-    log = HealthLog(client)
-    waiting = log.wait_for(lambda s: s.level == DiagnosticStatus.WARN)
-    assert f"no camera frame yet on '/{NODE}/camera'" in waiting.message
-    assert values(waiting)["active"] == "true" and values(waiting)["camera frames received"] == "0"
-    assert waiting.hardware_id == "cpu"
+    log = HealthLog(client, f"/{NODE}: pixellm")
+    camera_log = HealthLog(client, f"/{NODE}: camera default")
+    waiting = camera_log.wait_for(lambda s: s.level == DiagnosticStatus.WARN)
+    # the topic as remapped, and the likely cause: nobody publishes there yet
+    assert f"no camera frame yet on '/{NODE}/camera'" in waiting.message and "No publisher" in waiting.message
+    assert values(waiting)["camera frames received"] == "0" and waiting.hardware_id == "cpu"
+    assert values(log.wait_for(lambda s: s.level == DiagnosticStatus.OK))["active"] == "true"
 
     publisher = client.image_publisher(f"/{NODE}/camera")
     rgb = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
@@ -128,7 +148,8 @@ def test_the_node_reports_its_camera_and_its_requests(client: RosClient, node: N
     thread = threading.Thread(target=camera, daemon=True)
     thread.start()
     try:
-        streaming = log.wait_for(lambda s: s.level == DiagnosticStatus.OK and float(values(s)["camera rate (Hz)"]) > 5)
+        streaming = camera_log.wait_for(
+            lambda s: s.level == DiagnosticStatus.OK and float(values(s)["camera rate (Hz)"]) > 5)
         assert float(values(streaming)["camera rate (Hz)"]) < 15  # a rate, not a count
         assert float(values(streaming)["newest frame age (s)"]) < MAX_AGE_S
 
@@ -140,5 +161,8 @@ def test_the_node_reports_its_camera_and_its_requests(client: RosClient, node: N
         stop.set()
         thread.join()
 
-    stale = log.wait_for(lambda s: s.level == DiagnosticStatus.WARN and "stale" in s.message, timeout=MAX_AGE_S + 10)
+    stale = camera_log.wait_for(lambda s: s.level == DiagnosticStatus.WARN and "stale" in s.message,
+                                timeout=MAX_AGE_S + 10)
     assert float(values(stale)["newest frame age (s)"]) > MAX_AGE_S
+    # the test's publisher is still matched: the message names the transport as the likely cause
+    assert "still connected" in stale.message and "large-frames profile" in stale.message

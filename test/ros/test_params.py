@@ -1,23 +1,27 @@
-"""Parameters: the shipped YAML, validation messages, and configure failing on bad values (in-process rclpy)."""
+"""Parameters: one table -> the YAML, descriptors, checks; configure failing with its reason; values
+set at run time rejected with the reason or applied (in-process rclpy, and over real DDS)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import pytest
 import rclpy
 import yaml
+from rcl_interfaces.msg import ParameterType
 from rclpy.context import Context
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 
-from pixellm_ros.msg import SegmentedTarget
-from pixellm_ros.ros.params import PARAMETER_SPECS, SettingsError, settings_from_values
+from pixellm_ros.msg import SegmentationResult, SegmentedTarget
+from pixellm_ros.ros import params as P
+from pixellm_ros.ros.package_files import default_params_file
 from pixellm_ros.ros.qos import image_qos
-from pixellm_ros.ros.runner import default_params_file
+from ros_harness import NodeProcess, RosClient, active_node, rgb_image_msg
 
-DEFAULTS = {spec.name: spec.default for spec in PARAMETER_SPECS}
+DEFAULTS = {name: value for name, value in P.DEFAULTS.items() if value is not None}  # unset ones stay out of YAML
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -35,14 +39,28 @@ def test_shipped_yaml_holds_exactly_the_declared_parameters_with_their_defaults(
     document = yaml.safe_load(default_params_file().read_text())
     values = flatten(document["/**"]["ros__parameters"])
     assert values == DEFAULTS
-    settings = settings_from_values(values)
+    settings = P.settings_from_values({**values, "cameras.names": None})
     assert settings.model_path is None and settings.device == "auto" and settings.queue_size == 4
     assert settings.mask_format == SegmentedTarget.MASK_FULL and settings.max_new_tokens is None
     assert settings.image_reliability == "best_effort" and settings.image_depth == 1
+    assert settings.camera_names == () and settings.request_depth == 256
+
+
+def test_every_spec_has_its_settings_field_and_a_descriptor_with_its_range_and_choices() -> None:
+    assert len({s.field for s in P.PARAMETER_SPECS}) == len(P.PARAMETER_SPECS)
+    queue = P.SPECS_BY_NAME["queue_size"].descriptor()
+    assert queue.type == ParameterType.PARAMETER_INTEGER
+    assert (queue.integer_range[0].from_value, queue.integer_range[0].to_value) == (1, 1024)
+    assert "applies at the next configure" in queue.additional_constraints
+    threshold = P.SPECS_BY_NAME["output.mask_threshold"].descriptor()
+    assert threshold.type == ParameterType.PARAMETER_DOUBLE and threshold.floating_point_range[0].to_value == 1.0
+    assert "> 0" in threshold.additional_constraints and "applies at once" in threshold.additional_constraints
+    assert "one of: full, cropped" in P.SPECS_BY_NAME["output.mask_format"].descriptor().additional_constraints
+    assert {s.apply for s in P.PARAMETER_SPECS} == {P.LIVE, P.ACTIVATE, P.CONFIGURE, P.STARTUP}
 
 
 def with_values(**changes: Any) -> dict[str, Any]:
-    values = dict(DEFAULTS)
+    values = dict(P.DEFAULTS)
     values.update({name.replace("__", "."): value for name, value in changes.items()})
     return values
 
@@ -50,42 +68,62 @@ def with_values(**changes: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"model__device": "quantum"}, "'model.device' is 'quantum', which is not a device"),
+        ({"model__device": "quantum"}, "'model.device': 'quantum', which is not a device"),
         ({"model__device": "cuda:x"}, "model.device"),
         ({"model__dtype": "float8"}, "'model.dtype' is 'float8', which is not one of: float32, bfloat16, float16"),
         ({"model__load_in": "2bit"}, "model.load_in"),
         ({"model__path": "/nonexistent/model"}, "'model.path': folder '/nonexistent/model' does not exist"),
         ({"model__clip_path": "/nonexistent/clip"}, "model.clip_path"),
         ({"output__mask_format": "polygon"}, "'output.mask_format' is 'polygon', which is not one of: full, cropped"),
-        ({"output__mask_threshold": 1.5}, "strictly between 0 and 1"),
+        ({"output__mask_threshold": 1.5}, "'output.mask_threshold' must be < 1"),
+        ({"output__mask_threshold": 0.0}, "'output.mask_threshold' must be > 0"),
         ({"qos__image_reliability": "sometimes"}, "not one of: best_effort, reliable"),
         ({"qos__image_depth": 0}, "'qos.image_depth' must be >= 1"),
         ({"queue_size": 0}, "'queue_size' must be >= 1"),
         ({"queue_size": "4"}, "'queue_size' must be an integer"),
         ({"max_image_age_s": -1.0}, "'max_image_age_s' must be >= 0"),
         ({"standing_rate_hz": 0.0}, "'standing_rate_hz' must be > 0"),
-        ({"topics__result": ""}, "'topics.result' (a topic name) must not be empty"),
+        ({"topics__result": ""}, "'topics.result': Invalid topic name: topic name must not be empty"),
+        ({"topics__image": "my camera"}, "'topics.image': Invalid topic name"),
         ({"output__debug_image": "yes"}, "'output.debug_image' must be true or false"),
         ({"standing_instruction": "x" * 4001}, "'standing_instruction' has 4001 characters"),
+        ({"cameras__names": ["head", "head"]}, "names a camera twice"),
+        ({"cameras__names": ["head cam"]}, "must be letters, digits and '_'"),
     ],
 )
 def test_bad_values_name_the_parameter_and_the_fix(changes: dict[str, Any], message: str) -> None:
-    with pytest.raises(SettingsError) as error:
-        settings_from_values(with_values(**changes))
+    with pytest.raises(P.SettingsError) as error:
+        P.settings_from_values(with_values(**changes))
     assert message in str(error.value)
 
 
 def test_a_folder_without_a_model_config_is_not_a_model(tmp_path: Path) -> None:
-    with pytest.raises(SettingsError, match="holds no pixellm_config.json or config.json"):
-        settings_from_values(with_values(model__path=str(tmp_path)))
+    with pytest.raises(P.SettingsError, match="holds no pixellm_config.json or config.json"):
+        P.settings_from_values(with_values(model__path=str(tmp_path)))
     (tmp_path / "pixellm_config.json").write_text("{}")
-    assert settings_from_values(with_values(model__path=str(tmp_path))).model_path == tmp_path
+    assert P.settings_from_values(with_values(model__path=str(tmp_path))).model_path == tmp_path
 
 
 def test_integers_are_accepted_for_floats_and_case_is_ignored() -> None:
-    settings = settings_from_values(with_values(max_image_age_s=2, model__device="CPU", output__mask_format="Cropped"))
-    assert settings.max_image_age_s == 2.0 and settings.device == "cpu"
-    assert settings.mask_format == SegmentedTarget.MASK_CROPPED
+    settings = P.settings_from_values(with_values(max_image_age_s=2, model__device="CPU", output__mask_format="Cropped"))
+    assert settings.max_image_age_s == 2.0 and isinstance(settings.max_image_age_s, float)
+    assert settings.device == "cpu" and settings.mask_format == SegmentedTarget.MASK_CROPPED
+
+
+def test_cameras_get_their_own_topics_with_defaults_from_their_names() -> None:
+    settings = P.settings_from_values(with_values(cameras__names=["head", "wrist"]))
+    cameras = P.camera_settings(settings, {"cameras.wrist.image": "/arm/cam", "cameras.wrist.use_compressed": True})
+    assert [(c.name, c.topic) for c in cameras] == [("head", "head/image_raw"), ("wrist", "wrist/image_raw/compressed")]
+    assert cameras[1].image_topic == "/arm/cam"
+    [default] = P.camera_settings(P.settings_from_values(with_values()), {})
+    assert (default.name, default.topic) == (P.DEFAULT_CAMERA, "image_raw")
+
+
+def test_unknown_keys_are_named_with_the_closest_parameter() -> None:
+    warnings = P.unknown_overrides(["model.devic", "use_sim_time", "qos_overrides./x.depth", "cameras.head.image",
+                                    "frobnicate"], ["head"])
+    assert warnings == ["unknown parameter 'frobnicate' is ignored",
+                        "unknown parameter 'model.devic' is ignored; did you mean 'model.device'?"]
 
 
 def test_image_qos_follows_the_parameters() -> None:
@@ -98,12 +136,32 @@ def test_image_qos_follows_the_parameters() -> None:
         image_qos("sometimes", 1)
 
 
+# ---------------------------------------------------------------------------- a node in this process
 @pytest.fixture()
 def ros_context(domain_id: int) -> Iterator[Context]:
     context = Context()
     rclpy.init(context=context, domain_id=domain_id)
     yield context
     rclpy.try_shutdown(context=context)
+
+
+def make_node(context: Context, overrides: dict[str, Any], logged: list[str]) -> Any:
+    from pixellm_ros.ros.pixellm_node import PixelLMNode
+
+    node = PixelLMNode("pixellm_param_test", context=context,
+                       parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
+    logger = node.get_logger()
+    # One wrapper per level: rclpy's logger pins one severity per call site.
+    error, warning, info = logger.error, logger.warning, logger.info
+    logger.error = lambda text, **kw: (logged.append(text), error(text, **kw))[1]  # type: ignore[method-assign]
+    logger.warning = lambda text, **kw: (logged.append(text), warning(text, **kw))[1]  # type: ignore[method-assign]
+    logger.info = lambda text, **kw: (logged.append(text), info(text, **kw))[1]  # type: ignore[method-assign]
+    return node
+
+
+def result_publishers(node: Any) -> list[str]:
+    """The node's own result publishers (its entity list, not the graph, which needs discovery time)."""
+    return [p.topic_name for p in node.publishers if p.topic_name.endswith("/result")]
 
 
 @pytest.mark.parametrize(
@@ -114,26 +172,106 @@ def ros_context(domain_id: int) -> Iterator[Context]:
         ({"model.dtype": "float8"}, "model.dtype"),
         ({"output.mask_format": "rle"}, "output.mask_format"),
         ({"qos.image_reliability": "sometimes"}, "qos.image_reliability"),
+        ({"topics.result": "bad topic"}, "'topics.result': Invalid topic name"),
+        ({"queue_size": "4"}, "parameter 'queue_size' was given '4' (string); it must be an integer"),
+        ({"autostart": "yes"}, "parameter 'autostart' was given 'yes' (string); it must be true or false"),
     ],
 )
-def test_configure_fails_on_bad_values_and_the_node_stays_unconfigured(
-        ros_context: Context, overrides: dict[str, Any], logged: str, caplog) -> None:
-    from pixellm_ros.ros.pixellm_node import PixelLMNode
-
-    node = PixelLMNode("pixellm_param_test", context=ros_context,
-                       parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
-    errors: list[str] = []
-    original_error = node.get_logger().error
-    node.get_logger().error = lambda text, **kw: (errors.append(text), original_error(text, **kw))[1]  # type: ignore[method-assign]
+def test_configure_fails_with_its_reason_and_leaves_nothing_behind(
+        ros_context: Context, overrides: dict[str, Any], logged: str) -> None:
+    lines: list[str] = []
+    node = make_node(ros_context, overrides, lines)
     try:
-        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
-        assert errors and logged in errors[0] and errors[0].startswith("configure failed")
-        # nothing was created: no result publisher exists
-        assert not [name for name, _ in node.get_publisher_names_and_types_by_node(node.get_name(), "/")
-                    if name.endswith("/result")]
-        # fixed, it configures
-        node.set_parameters([Parameter(k, value=DEFAULTS[k]) for k in overrides])
-        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        for _ in range(3):  # retries must not leak a publisher each
+            assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+            errors = [line for line in lines if line.startswith("configure failed")]
+            assert errors and logged in errors[-1]
+            assert not result_publishers(node)
+        if "autostart" in overrides:
+            assert node.startup_problem("autostart")
     finally:
         node.release_all("test over")
         node.destroy_node()
+
+
+def test_an_invalid_topic_that_passes_the_name_rules_still_fails_with_a_reason(ros_context: Context) -> None:
+    lines: list[str] = []
+    node = make_node(ros_context, {"topics.answer": "a//b"}, lines)
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert any(line.startswith("configure failed") and "a//b" in line for line in lines)
+        assert not result_publishers(node)  # the publishers created before the failing one are gone
+        node.set_parameters([Parameter("topics.answer", value="~/answer")])
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert len(result_publishers(node)) == 1
+    finally:
+        node.release_all("test over")
+        node.destroy_node()
+
+
+def test_unknown_keys_are_warned_about_at_configure(ros_context: Context) -> None:
+    lines: list[str] = []
+    node = make_node(ros_context, {"model.devic": "cpu"}, lines)
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert "unknown parameter 'model.devic' is ignored; did you mean 'model.device'?" in lines
+    finally:
+        node.release_all("test over")
+        node.destroy_node()
+
+
+def test_set_at_run_time_is_checked_and_live_values_apply(ros_context: Context) -> None:
+    lines: list[str] = []
+    node = make_node(ros_context, {}, lines)
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        [bad] = node.set_parameters([Parameter("queue_size", value=0)])
+        assert not bad.successful and "queue_size" in bad.reason
+        [wrong_type] = node.set_parameters([Parameter("queue_size", value="many")])
+        assert not wrong_type.successful and "type" in wrong_type.reason.lower()
+        assert node.get_parameter("queue_size").value == 4  # neither value nor type changed
+        [coerced] = node.set_parameters([Parameter("max_image_age_s", value=3)])
+        assert coerced.successful and node.get_parameter("max_image_age_s").value == 3.0
+        assert node._settings.max_image_age_s == 3.0  # live: in effect at once
+        [later] = node.set_parameters([Parameter("queue_size", value=8)])
+        assert later.successful and any("'queue_size' applies at the next configure" in line for line in lines)
+        assert node._settings.queue_size == 4  # not until the next configure
+        [threshold] = node.set_parameters([Parameter("output.mask_threshold", value=1.0)])
+        assert not threshold.successful and "must be < 1" in threshold.reason
+    finally:
+        node.release_all("test over")
+        node.destroy_node()
+
+
+# ---------------------------------------------------------------------------- over real DDS
+NODE = "pixellm_params_dds"
+
+
+@pytest.fixture(scope="module")
+def live_node(client: RosClient, domain_id: int, chain_model_dir: Path, tmp_path_factory) -> Iterator[NodeProcess]:
+    process = NodeProcess(domain_id, NODE, {"model.path": str(chain_model_dir), "model.device": "cpu",
+                                            "max_image_age_s": 0.0},
+                          tmp_path_factory.mktemp("params_logs") / f"{NODE}.log")
+    with active_node(process, client):
+        yield process
+
+
+def test_over_dds_a_bad_queue_size_is_refused_and_the_mask_format_applies_to_the_next_result(
+        client: RosClient, live_node: NodeProcess) -> None:
+    [refused] = client.set_parameters_results(NODE, {"queue_size": -3})
+    assert not refused.successful and "queue_size" in refused.reason and "-3" in refused.reason
+    [wrong] = client.set_parameters_results(NODE, {"queue_size": "eight"})
+    assert not wrong.successful and "type" in wrong.reason.lower()
+
+    rgb = np.random.default_rng(4).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    image = rgb_image_msg(rgb, client.now(), "cam")
+    full = client.segment_service(NODE, image, "segment the red cup")
+    assert full.status == SegmentationResult.STATUS_OK and full.targets
+    assert full.targets[0].mask_format == SegmentedTarget.MASK_FULL and full.targets[0].mask.width == 64
+
+    assert client.set_parameters(NODE, {"output.mask_format": "cropped"}) == [True]
+    cropped = client.segment_service(NODE, image, "segment the red cup")
+    target = cropped.targets[0]
+    assert target.mask_format == SegmentedTarget.MASK_CROPPED
+    assert (target.mask.width, target.mask.height) == (target.box.width, target.box.height)
+    assert client.set_parameters(NODE, {"output.mask_format": "full"}) == [True]

@@ -1,0 +1,210 @@
+"""``PixelLMClient``: ask a running pixellm_node from plain Python (a script, a test, a planner).
+
+    from pixellm_ros.ros.client import PixelLMClient
+
+    with PixelLMClient("/pixellm") as pixellm:
+        pixellm.wait_until_active(timeout=120)
+        result = pixellm.segment("segment the red cup", on_text=lambda delta: print(delta, end=""))
+        for target in result.targets:
+            print(target.name, target.box, target.score)
+
+The client owns an rclpy context, a node and the thread that spins it, so it works next to any
+other rclpy user in the process. ``segment`` goes through the action by default (the answer text
+streams to ``on_text``; a timeout or Ctrl-C cancels the goal) or through the service
+(``channel="service"``); ``image`` is an (H, W, 3) uint8 RGB array or a ``sensor_msgs/Image``
+(None: the node's newest camera frame, of ``camera``). It always returns the node's
+``SegmentationResult`` — read ``status`` — and raises only when no result can come:
+
+    NodeNotActiveError   the node is not there, or not active (its service and action exist only
+                         once it is configured; it answers only while active)
+    TimeoutError         no result within ``timeout`` (the goal is cancelled)
+    ResultLostError      the node no longer knew the goal when the result was asked for
+                         (``action_result_timeout_s`` passed)
+
+A goal the node rejects because its queue is full comes back as a result with STATUS_QUEUE_FULL
+(the node publishes the same result on its result topic). All request channels use the node's
+``qos.request_depth`` on the client's side too (``qos.client_request_qos``), so a burst of calls
+from one client is not overwritten before the node has it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable
+
+import numpy as np
+from lifecycle_msgs.msg import State
+from lifecycle_msgs.srv import GetState
+from rclpy.action import ActionClient
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from pixellm_ros.action import Segment as SegmentAction
+from pixellm_ros.msg import SegmentationResult
+from pixellm_ros.srv import Segment as SegmentService
+
+from .conversions import error_result_msg, rgb_to_image_msg
+from .qos import client_request_qos
+from .spinning import BackgroundNode
+
+DEFAULT_REQUEST_DEPTH = 256
+# Fast DDS matches a service's response path a moment after its request path: a request sent the
+# instant the server is discovered can have its response dropped. Wait this long once, before the
+# first request (measured: 0.1-0.3 s on a loaded 2-core machine).
+DISCOVERY_SETTLE_S = 0.5
+_STATE_NAMES = {State.PRIMARY_STATE_UNCONFIGURED: "unconfigured", State.PRIMARY_STATE_INACTIVE: "inactive",
+                State.PRIMARY_STATE_ACTIVE: "active", State.PRIMARY_STATE_FINALIZED: "finalized"}
+
+
+class NodeNotActiveError(RuntimeError):
+    """The node is not reachable, or not in the active state (the text says which, and what to do)."""
+
+
+class ResultLostError(RuntimeError):
+    """The node answered the result request for a goal it no longer knew (a default result)."""
+
+
+class PixelLMClient:
+    """A client of one pixellm_node (``node``: its fully qualified name, e.g. "/pixellm")."""
+
+    def __init__(self, node: str = "/pixellm", domain_id: int | None = None, name: str = "pixellm_client",
+                 request_depth: int = DEFAULT_REQUEST_DEPTH) -> None:
+        self.node_name = node if node.startswith("/") else "/" + node
+        self._background = BackgroundNode(name, domain_id, threads=2)
+        ros_node = self._background.node
+        request_qos = client_request_qos(request_depth)
+        self._action = ActionClient(ros_node, SegmentAction, f"{self.node_name}/segment",
+                                    goal_service_qos_profile=request_qos, result_service_qos_profile=request_qos,
+                                    cancel_service_qos_profile=request_qos, feedback_sub_qos_profile=request_qos)
+        self._service = ros_node.create_client(SegmentService, f"{self.node_name}/segment", qos_profile=request_qos)
+        self._state = ros_node.create_client(GetState, f"{self.node_name}/get_state")
+        self._settled: set[str] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def ros_node(self) -> Any:
+        """The client's own rclpy node (to add subscriptions next to the calls)."""
+        return self._background.node
+
+    def __enter__(self) -> PixelLMClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._background.close()
+
+    # ------------------------------------------------------------------ the node's state
+    def lifecycle_state(self, timeout: float = 5.0) -> str:
+        """The node's lifecycle state ("unconfigured", "inactive", "active", "finalized", ...)."""
+        if not self._state.wait_for_service(timeout_sec=timeout):
+            raise NodeNotActiveError(f"no node {self.node_name}: its lifecycle services did not appear in {timeout} s "
+                                     "(is it running, in this ROS_DOMAIN_ID, under this name and namespace?)")
+        future = self._state.call_async(GetState.Request())
+        if not _wait(future.done, timeout):
+            raise NodeNotActiveError(f"{self.node_name} did not answer get_state within {timeout} s")
+        state = future.result().current_state
+        return _STATE_NAMES.get(state.id, state.label)
+
+    def wait_until_active(self, timeout: float = 60.0) -> None:
+        """Return once the node is active, or raise NodeNotActiveError saying what state it is in."""
+        deadline = time.monotonic() + timeout
+        state = "unknown"
+        while True:
+            try:
+                state = self.lifecycle_state(timeout=max(0.1, min(5.0, deadline - time.monotonic())))
+            except NodeNotActiveError:
+                if time.monotonic() >= deadline:
+                    raise
+            if state == "active":
+                return
+            if time.monotonic() >= deadline:
+                raise NodeNotActiveError(
+                    f"{self.node_name} is {state}, not active, after {timeout} s: it answers only while active "
+                    f"(ros2 lifecycle set {self.node_name} configure, then activate; or set autostart: true)")
+            time.sleep(0.1)
+
+    # ------------------------------------------------------------------ asking
+    def segment(self, instruction: str, image: np.ndarray | Image | None = None,
+                on_text: Callable[[str], None] | None = None, timeout: float = 60.0, channel: str = "action",
+                camera: str = "", request_id: str = "") -> SegmentationResult:
+        """One instruction's result (see the module docstring for what raises)."""
+        image_msg = _image_msg(image)
+        if channel == "service":
+            return self._segment_service(instruction, image_msg, timeout, camera, request_id)
+        if channel != "action":
+            raise ValueError(f"channel must be 'action' or 'service', got {channel!r}")
+        return self._segment_action(instruction, image_msg, on_text, timeout, camera, request_id)
+
+    def _ready(self, what: str, is_ready: Callable[[float], bool], timeout: float) -> None:
+        if not is_ready(min(timeout, 5.0)):
+            state = self.lifecycle_state(timeout=min(timeout, 5.0))  # raises when the node is not there at all
+            if state != "active" and not is_ready(0.0):
+                raise NodeNotActiveError(f"{self.node_name} is {state}: its {what} exists only once the node is "
+                                         f"configured, and it answers only while active")
+            if not is_ready(max(0.0, timeout - 5.0)):
+                raise TimeoutError(f"the {what} of {self.node_name} did not appear within {timeout} s")
+        with self._lock:
+            if what not in self._settled:
+                time.sleep(DISCOVERY_SETTLE_S)
+                self._settled.add(what)
+
+    def _segment_service(self, instruction: str, image: Image, timeout: float, camera: str,
+                         request_id: str) -> SegmentationResult:
+        self._ready("service", lambda t: self._service.wait_for_service(timeout_sec=t), timeout)
+        request = SegmentService.Request(image=image, instruction=instruction, request_id=request_id, camera=camera)
+        future = self._service.call_async(request)
+        if not _wait(future.done, timeout):
+            self._service.remove_pending_request(future)
+            raise TimeoutError(f"no answer from {self.node_name}/segment within {timeout} s")
+        return _checked(future.result().result)
+
+    def _segment_action(self, instruction: str, image: Image, on_text: Callable[[str], None] | None,
+                        timeout: float, camera: str, request_id: str) -> SegmentationResult:
+        self._ready("action", lambda t: self._action.wait_for_server(timeout_sec=t), timeout)
+        deadline = time.monotonic() + timeout
+        goal = SegmentAction.Goal(image=image, instruction=instruction, request_id=request_id, camera=camera)
+        feedback = (lambda msg: on_text(msg.feedback.delta)) if on_text is not None else None
+        sent = self._action.send_goal_async(goal, feedback_callback=feedback)
+        if not _wait(sent.done, timeout):
+            raise TimeoutError(f"{self.node_name} did not acknowledge the goal within {timeout} s")
+        handle = sent.result()
+        if not handle.accepted:
+            return error_result_msg(SegmentationResult.STATUS_QUEUE_FULL, f"{self.node_name} rejected the goal: "
+                                    "its request queue is full (its result topic has the same answer)",
+                                    request_id, instruction.strip(), image.header if image.width else None,
+                                    camera=camera)
+        result = handle.get_result_async()
+        try:
+            if not _wait(result.done, max(0.0, deadline - time.monotonic())):
+                raise TimeoutError(f"no result from {self.node_name} within {timeout} s (the goal was cancelled)")
+        except BaseException:  # TimeoutError, KeyboardInterrupt: the node must not work on for nobody
+            handle.cancel_goal_async()
+            raise
+        return _checked(result.result().result.result)
+
+
+def _image_msg(image: np.ndarray | Image | None) -> Image:
+    if image is None:
+        return Image()  # no pixels at all: the node's newest camera frame
+    if isinstance(image, Image):
+        return image
+    return rgb_to_image_msg(np.ascontiguousarray(image), Header(frame_id="pixellm_client"))
+
+
+def _checked(result: SegmentationResult) -> SegmentationResult:
+    if result.status == SegmentationResult.STATUS_UNKNOWN:
+        raise ResultLostError("the node answered with an empty result: it no longer knew the request "
+                              "(for an action, action_result_timeout_s may have passed)")
+    return result
+
+
+def _wait(done: Callable[[], bool], timeout: float, interval: float = 0.01) -> bool:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+    return True
