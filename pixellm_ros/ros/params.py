@@ -479,3 +479,32 @@ def unknown_overrides(overrides: Iterable[str], cameras: Sequence[str]) -> list[
         hint = f"; did you mean '{close[0]}'?" if close else ""
         warnings.append(f"unknown parameter '{name}' is ignored{hint}")
     return warnings
+
+
+def coerce_run_time(parameters: list[Parameter], cameras: Sequence[str]) -> list[Parameter]:
+    """Pre-set step: an integer for a floating-point parameter is taken as that number (``ros2 param set x 2``)."""
+    out = []
+    for parameter in parameters:
+        spec = spec_for(parameter.name, cameras)
+        if spec is not None and spec.kind == "float" and parameter.type_ == Parameter.Type.INTEGER:
+            parameter = Parameter(parameter.name, Parameter.Type.DOUBLE, float(parameter.value))
+        out.append(parameter)
+    return out
+
+
+def check_run_time(parameters: list[Parameter], values: dict[str, Any], cameras: Sequence[str]) -> list[str]:
+    """Check values set at run time (SettingsError with the reason); ``values`` is updated with them.
+
+    Returns, for the parameters that do not apply at once, when they will.
+    """
+    later = []
+    for parameter in parameters:
+        spec = spec_for(parameter.name, cameras)
+        if spec is None:
+            continue
+        check_value(spec, parameter.value, parameter.name)
+        values[parameter.name] = parameter.value
+        if spec.apply != LIVE:
+            later.append(f"'{parameter.name}' {APPLY_HELP[spec.apply]}")
+    cross_check(values, [p.name for p in parameters])
+    return later

@@ -232,10 +232,10 @@ def test_set_at_run_time_is_checked_and_live_values_apply(ros_context: Context) 
         assert node.get_parameter("queue_size").value == 4  # neither value nor type changed
         [coerced] = node.set_parameters([Parameter("max_image_age_s", value=3)])
         assert coerced.successful and node.get_parameter("max_image_age_s").value == 3.0
-        assert node._settings.max_image_age_s == 3.0  # live: in effect at once
+        assert node._desk.settings.max_image_age_s == 3.0  # live: in effect at once
         [later] = node.set_parameters([Parameter("queue_size", value=8)])
         assert later.successful and any("'queue_size' applies at the next configure" in line for line in lines)
-        assert node._settings.queue_size == 4  # not until the next configure
+        assert node._desk.settings.queue_size == 4  # not until the next configure
         [threshold] = node.set_parameters([Parameter("output.mask_threshold", value=1.0)])
         assert not threshold.successful and "must be < 1" in threshold.reason
     finally:

@@ -1,0 +1,247 @@
+"""The node's front desk: it takes requests from every channel and sends each one's single result.
+
+    topic        ``on_instruction``                  the result goes to the result topic only
+    service      ``on_service``                      the caller waits on its executor thread
+    action       ``on_goal`` / ``on_goal_execute``   a goal that finds the queue full is REJECTED at
+                                                     acceptance (its place is reserved otherwise)
+    standing     ``on_standing_tick``                skipped, not refused, while the queue is full
+    the worker   ``run_request``                     bind, run, answer
+
+Every path ends in exactly one ``answer``: the result topic, the answer topic when OK, then the
+waiting caller. The node owns the desk's entities (it sets ``settings``, ``worker``, ``cameras``
+and the publishers on configure / activate); the desk holds no ROS entity of its own.
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from typing import Any, Callable
+
+from rclpy.action import GoalResponse
+from sensor_msgs.msg import Image
+from std_msgs.msg import String
+
+from pixellm_ros.action import Segment as SegmentAction
+from pixellm_ros.msg import SegmentationResult as ResultMsg
+from pixellm_ros.srv import Segment as SegmentService
+
+from .conversions import error_result_msg, rgb_to_image_msg
+from .diagnostics import ResultTally
+from .request_flow import RequestFlow, RequestRefused
+from .requests import BoundImage, CameraInput, RequestIds, SegmentRequest
+from .worker import RequestWorker, SubmitOutcome
+
+SHUTTING_DOWN = "the node is shutting down"
+NOT_ACTIVE = "the node is not active (the model is not loaded); activate it first"
+
+
+class RequestDesk:
+    """Admission, queueing and answering of requests (see the module docstring)."""
+
+    def __init__(self, node_name: str, logger: Any, flow: RequestFlow, context_ok: Callable[[], bool]) -> None:
+        self.settings: Any = None
+        self.worker: RequestWorker[SegmentRequest] | None = None
+        self.cameras: dict[str, CameraInput] = {}
+        self.result_pub: Any = None
+        self.answer_pub: Any = None
+        self.debug_pub: Any = None
+        self.accepting = True
+        self.tally = ResultTally()
+        self._name = node_name
+        self._ids = RequestIds(node_name)
+        self._logger = logger
+        self._flow = flow
+        self._context_ok = context_ok
+        self._lock = threading.Lock()
+        self._in_flight = 0  # service / action callers waiting for their result
+        self._reserved_goals: set[int] = set()  # id() of goal messages holding a queue place
+        self._standing_pending = False
+        self._standing_seq = 0
+        self._overlay_warned = False
+
+    def in_flight(self) -> int:
+        with self._lock:
+            return self._in_flight
+
+    # ------------------------------------------------------------------ channels
+    def on_instruction(self, msg: String, camera: str) -> None:
+        self._submit(SegmentRequest(self._ids.next(), msg.data, "topic", camera=camera), None)
+
+    def on_service(self, request: SegmentService.Request, response: SegmentService.Response) -> Any:
+        response.result = self._wait_for_result(SegmentRequest(
+            request.request_id or self._ids.next(), request.instruction, "service", camera=request.camera),
+            request.image)
+        return response
+
+    def on_goal(self, goal: SegmentAction.Goal) -> GoalResponse:
+        """Reject a goal that finds the queue full (its QUEUE_FULL result still goes out on the topic)."""
+        worker = self.worker
+        if worker is None or not self.accepting:
+            return GoalResponse.ACCEPT  # executed at once: the result says STATUS_NOT_READY
+        if worker.reserve() == SubmitOutcome.FULL:
+            request = SegmentRequest(goal.request_id or self._ids.next(), goal.instruction, "action", camera=goal.camera)
+            header = goal.image.header if goal.image.width or goal.image.height else None
+            self._refuse(request, RequestRefused(ResultMsg.STATUS_QUEUE_FULL, _full_text(worker), header,
+                                                 (goal.image.width, goal.image.height)))
+            return GoalResponse.REJECT
+        with self._lock:
+            self._reserved_goals.add(id(goal))
+        return GoalResponse.ACCEPT
+
+    def on_goal_execute(self, goal_handle: Any) -> SegmentAction.Result:
+        goal = goal_handle.request
+        text: list[str] = []
+
+        def on_text(delta: str) -> None:
+            text.append(delta)
+            goal_handle.publish_feedback(SegmentAction.Feedback(
+                partial_answer="".join(text), delta=delta, generated_tokens=seg.tokens_started))
+
+        seg = SegmentRequest(goal.request_id or self._ids.next(), goal.instruction, "action", camera=goal.camera,
+                             on_text=on_text, cancel_requested=lambda: goal_handle.is_cancel_requested)
+        with self._lock:
+            reserved = id(goal) in self._reserved_goals
+            self._reserved_goals.discard(id(goal))
+        result = self._wait_for_result(seg, goal.image, reserved)
+        if result.status == ResultMsg.STATUS_CANCELLED and goal_handle.is_cancel_requested:
+            goal_handle.canceled()
+        elif result.status == ResultMsg.STATUS_OK:
+            goal_handle.succeed()
+        else:
+            goal_handle.abort()
+        return SegmentAction.Result(result=result)
+
+    def on_standing_tick(self) -> None:
+        settings, worker = self.settings, self.worker
+        camera = next(iter(self.cameras.values()), None)
+        frame = camera.frames.get() if camera is not None else None
+        with self._lock:
+            if (settings is None or worker is None or frame is None or self._standing_pending
+                    or frame.seq == self._standing_seq or not settings.standing_instruction):
+                return
+            self._standing_pending, self._standing_seq = True, frame.seq
+
+        def standing_done(_msg: ResultMsg | None = None) -> None:
+            with self._lock:
+                self._standing_pending = False
+
+        request = SegmentRequest(f"{self._name}-standing-{frame.seq}", settings.standing_instruction, "standing",
+                                 camera=camera.name, deliver=standing_done)
+        if worker.submit(request) != SubmitOutcome.ACCEPTED:
+            standing_done()  # skipped while the queue is full: no result, try again on a later frame
+
+    def reset_standing(self) -> None:
+        with self._lock:
+            self._standing_pending = False
+
+    # ------------------------------------------------------------------ admission
+    def _wait_for_result(self, request: SegmentRequest, image: Image, reserved: bool = False) -> ResultMsg:
+        """Submit a service / action request and wait (on this executor thread) for its one result."""
+        done = threading.Event()
+        box: list[ResultMsg] = []
+        request.deliver = lambda msg: (box.append(msg), done.set())
+        with self._lock:
+            self._in_flight += 1
+        try:
+            self._submit(request, image, reserved)
+            while not done.wait(0.2):
+                if not self._context_ok():
+                    return error_result_msg(ResultMsg.STATUS_NOT_READY, "the node shut down before answering",
+                                            request.request_id, request.instruction)
+            return box[0]
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _submit(self, request: SegmentRequest, given_image: Image | None, reserved: bool = False) -> None:
+        """Admit a request and queue it, or answer it at once with the reason it cannot run."""
+        settings, worker = self.settings, self.worker
+        holding = reserved  # a reservation not yet taken up by worker.submit
+        try:
+            if not self.accepting:
+                raise RequestRefused(ResultMsg.STATUS_NOT_READY, SHUTTING_DOWN)
+            if settings is None or worker is None:
+                raise RequestRefused(ResultMsg.STATUS_NOT_READY, NOT_ACTIVE)
+            self._flow.admit(request, given_image, settings, self.cameras)
+            outcome = worker.submit(request, reserved)
+            holding = False
+            if outcome != SubmitOutcome.ACCEPTED:
+                header, size = (request.image.header, request.image.size) if request.image else (None, (0, 0))
+                if outcome == SubmitOutcome.FULL:
+                    raise RequestRefused(ResultMsg.STATUS_QUEUE_FULL, _full_text(worker), header, size)
+                raise RequestRefused(ResultMsg.STATUS_NOT_READY, "the node is deactivating", header, size)
+        except RequestRefused as refused:
+            if holding and worker is not None:
+                worker.release()
+            self._refuse(request, refused)
+
+    # ------------------------------------------------------------------ the worker's job
+    def run_request(self, engine: Any, request: SegmentRequest) -> None:
+        """Bind, run, answer (every path ends in exactly one result). Runs on the worker thread."""
+        settings, worker = self.settings, self.worker
+
+        def should_stop() -> bool:  # polled by the engine before each forward pass
+            stop = request.cancelled() or (worker is not None and worker.stopping.is_set())
+            request.tokens_started += 0 if stop else 1
+            return stop
+
+        try:
+            image = self._flow.bind(request, settings, self.cameras)
+            msg, result = self._flow.run(engine, request, image, settings, should_stop)
+        except RequestRefused as refused:
+            if refused.status == ResultMsg.STATUS_MODEL_ERROR:
+                self._logger.error(f"request {request.request_id} failed:\n"
+                                   + "".join(traceback.format_exception(refused.__cause__)))
+            self._refuse(request, refused)
+            return
+        self.answer(request, msg)
+        if msg.status == ResultMsg.STATUS_OK:
+            self._publish_overlay(settings, image, result)
+
+    def refuse_waiting(self, request: SegmentRequest, reason: str) -> None:
+        """The worker's answer for a request it will not run (stopping)."""
+        self._refuse(request, RequestRefused(ResultMsg.STATUS_NOT_READY, reason))
+
+    def on_worker_crash(self, request: SegmentRequest, error: BaseException) -> None:
+        self._logger.error(f"request {request.request_id} crashed the worker step: {error!r}")
+        self._refuse(request, RequestRefused(ResultMsg.STATUS_MODEL_ERROR,
+                                             f"internal error: {type(error).__name__}: {error}"))
+
+    # ------------------------------------------------------------------ answers
+    def _refuse(self, request: SegmentRequest, refused: RequestRefused) -> None:
+        camera = request.camera if request.image is None else ""
+        self.answer(request, error_result_msg(refused.status, refused.error, request.request_id, request.instruction,
+                                              refused.header, refused.size, camera))
+
+    def answer(self, request: SegmentRequest, msg: ResultMsg) -> None:
+        """Send a request's one result: result topic, answer topic (when OK), then the waiting caller."""
+        if not request.claim_answer():
+            return
+        msg.total_ms = request.elapsed_ms()
+        self.tally.record(msg.status, msg.error)
+        try:
+            if self.result_pub is not None:
+                self.result_pub.publish(msg)
+            if self.answer_pub is not None and msg.status == ResultMsg.STATUS_OK:
+                self.answer_pub.publish(String(data=msg.answer))
+        finally:
+            if request.deliver is not None:
+                request.deliver(msg)
+
+    def _publish_overlay(self, settings: Any, image: BoundImage, result: Any) -> None:
+        pub = self.debug_pub
+        if not settings.debug_image or pub is None or pub.get_subscription_count() == 0:
+            return
+        try:
+            from pixellm_ros.engine.overlay import draw_overlay
+
+            pub.publish(rgb_to_image_msg(draw_overlay(image.rgb, result), image.header))
+        except Exception as error:  # noqa: BLE001 - a debug picture must never cost a result
+            if not self._overlay_warned:
+                self._overlay_warned = True
+                self._logger.warning(f"debug image not published: {type(error).__name__}: {error}")
+
+
+def _full_text(worker: RequestWorker[SegmentRequest]) -> str:
+    return f"the request queue is full ({worker.capacity} waiting); try again later"
