@@ -162,6 +162,9 @@ def compressed_image_size(raw: np.ndarray, image_format: str) -> tuple[int, int]
     try:
         with PILImage.open(io.BytesIO(raw.tobytes())) as header:
             return int(header.width), int(header.height)
+    except PILImage.DecompressionBombError:
+        raise ImageConversionError(f"compressed image header claims more than {2 * PILImage.MAX_IMAGE_PIXELS} "
+                                   "pixels (a decompression bomb); refused before decoding") from None
     except (UnidentifiedImageError, OSError, ValueError) as error:
         raise ImageConversionError(f"compressed image (format '{image_format}', {raw.size} bytes) is not an image "
                                    f"file this node can read: {error}") from None
