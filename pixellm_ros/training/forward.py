@@ -22,7 +22,7 @@ from pixellm_ros.model.outputs import ImageFeatures, PixelLMLosses
 from pixellm_ros.model.pixellm import PixelLMForCausalLM
 
 from .batch import TrainingBatch
-from .decoder_pretraining import NamePrompts, prompt_distillation_loss
+from .name_prompts import NamePrompts, prompt_distillation_loss
 
 
 def seg_hidden_states(
@@ -108,7 +108,7 @@ def batch_forward(
     losses, 0 = off), averaged over the images that have two different targets.
     name_prompts / distillation_weight: the frozen stage-1 NamePrompts and the weight of
     ``prompt_distillation_loss`` over all named targets of the batch (needs ``batch.target_names``;
-    None / 0 = off). See ``decoder_pretraining``.
+    None / 0 = off). See ``name_prompts``.
     """
     weights = weights or LossWeights()
     cfg = model.config

@@ -47,10 +47,11 @@ from .batch import TrainingBatch
 from .checkpointing import CHECKPOINT_NAME, TrainingState, load_checkpoint, save_checkpoint
 from .curriculum import Curriculum
 from .dataset import StepBatches, WorldSampler, collate_samples, step_rng
-from .decoder_pretraining import DecoderPretrainSettings, NamePrompts, decoder_parameters, pretrain_decoder
+from .decoder_pretraining import DecoderPretrainSettings, decoder_parameters, pretrain_decoder
 from .demo_config import demo_config
 from .export import export_model
 from .forward import batch_forward
+from .name_prompts import NamePrompts
 from .plotting import plot_loss_curve
 from .teacher_forced import evaluate_batches
 from .tokenizer_corpus import DEFAULT_CORPUS_SCENES, DEFAULT_VOCAB_SIZE, train_world_tokenizer

@@ -8,7 +8,7 @@ import torch
 from pixellm_ros.model import PixelLMForCausalLM
 from pixellm_ros.model.tokenizer import PixelLMTokenizer
 from pixellm_ros.training.dataset import WorldSampler, collate_samples, step_rng
-from pixellm_ros.training.decoder_pretraining import NamePrompts, prompt_distillation_loss
+from pixellm_ros.training.name_prompts import NamePrompts, prompt_distillation_loss
 from pixellm_ros.training.forward import (
     batch_forward,
     conversation_features,
