@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from transformers import CLIPVisionConfig, LlamaConfig
 
+from .constants import RELEASED_ADDED_TOKENS
+
 FusionMode = Literal["released_constant", "learned"]
 FUSION_MODES: tuple[str, ...] = ("released_constant", "learned")
 # How scale 0 is brought from G x G to the LLM's g x g: "bilinear" is the released resize (for
@@ -22,8 +24,6 @@ FUSION_MODES: tuple[str, ...] = ("released_constant", "learned")
 # central 2 x 2 of each block.
 LLM_IMAGE_RESIZES: tuple[str, ...] = ("bilinear", "area")
 
-# Added vocabulary of the released checkpoints: [SEG0]..[SEG5], <im_start>, <im_end>.
-RELEASED_ADDED_TOKENS = 8
 LLAMA_BASE_VOCAB = 32000
 
 # SAM / ImageNet statistics on 0-255 RGB: the released model normalises CLIP's input with these,

@@ -23,13 +23,13 @@ from transformers import LlamaForCausalLM
 
 from .codebook import SegTokenFusion, group_seg_embeddings, seg_state_mask
 from .config import PixelLMConfig
+from .constants import IMAGE_TOKEN_INDEX
 from .decoder import MultiScaleMaskDecoder
 from .losses import IGNORE_INDEX, LossWeights, mask_losses, token_cross_entropy
 from .mask_resize import low_res_to_original
 from .outputs import ImageFeatures, MaskOutput, PixelLMLosses
 from .projector import build_image_feature_neck, build_mm_projector, build_text_hidden_fcs
 from .prompt_encoder import PromptEncoder
-from .tokenizer import IMAGE_TOKEN_INDEX
 from .vision import CLIPVisionTower, llm_token_mask, patch_padding_mask
 
 
@@ -51,30 +51,16 @@ class PixelLMForCausalLM(nn.Module):
     def __init__(self, config: PixelLMConfig) -> None:
         super().__init__()
         self.config = config
-        vision_dim = int(config.vision.hidden_size)
-        hidden = config.hidden_size
-        grid = config.vision_grid
-
-        self.vision_tower = CLIPVisionTower(config.vision, config.vision_select_layers)
+        # Every part sizes itself from the config (its from_config / build_* function).
+        self.vision_tower = CLIPVisionTower.from_config(config)
         self.language_model = LlamaForCausalLM(config.text)
-        self.mm_projector = build_mm_projector(vision_dim, hidden, config.projector_hidden_factor)
-        self.out_mm_projector = build_mm_projector(vision_dim, hidden, config.projector_hidden_factor)
-        self.image_feature_neck = build_image_feature_neck(hidden, config.out_dim)
-        self.text_hidden_fcs = build_text_hidden_fcs(hidden, config.out_dim)
-        self.prompt_encoder = PromptEncoder(config.out_dim, grid, config.image_size, config.mask_in_chans)
-        self.mask_decoder = MultiScaleMaskDecoder(
-            transformer_dim=config.out_dim,
-            num_scales=config.num_scales,
-            depth=config.decoder_depth,
-            mlp_dim=config.decoder_mlp_dim,
-            num_heads=config.decoder_num_heads,
-            attention_downsample_rate=config.decoder_attention_downsample,
-            num_mask_tokens=config.num_mask_tokens,
-            upscale_channels=config.decoder_upscale_channels,
-            iou_head_depth=config.iou_head_depth,
-            iou_head_hidden_dim=config.iou_head_hidden_dim,
-        )
-        self.seg_fusion = SegTokenFusion(config.seg_tokens_per_scale, config.num_scales, config.out_dim, config.fusion)
+        self.mm_projector = build_mm_projector(config)
+        self.out_mm_projector = build_mm_projector(config)
+        self.image_feature_neck = build_image_feature_neck(config)
+        self.text_hidden_fcs = build_text_hidden_fcs(config)
+        self.prompt_encoder = PromptEncoder.from_config(config)
+        self.mask_decoder = MultiScaleMaskDecoder.from_config(config)
+        self.seg_fusion = SegTokenFusion.from_config(config)
 
     # ------------------------------------------------------------------ properties
     @property
