@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pixellm_ros.engine import PixelLMEngine, SegmentationResult  # noqa: E402
 from pixellm_ros.engine.forcing import ScriptedTokens  # noqa: E402
 from pixellm_ros.model import PixelLMConfig, PixelLMForCausalLM  # noqa: E402
-from pixellm_ros.model.config import _llama_config  # noqa: E402
+from pixellm_ros.model.config import llama_text_config  # noqa: E402
 from pixellm_ros.model.sentencepiece_training import train_llama_style_sentencepiece  # noqa: E402
 from pixellm_ros.model.tokenizer import PixelLMTokenizer  # noqa: E402
 
@@ -50,7 +50,7 @@ def mid_size_config(vocab_size: int) -> PixelLMConfig:
         hidden_size=512, intermediate_size=2048, projection_dim=512, num_hidden_layers=4, num_attention_heads=8,
         num_channels=3, image_size=448, patch_size=14, hidden_act="quick_gelu", layer_norm_eps=1e-5,
     )
-    text = _llama_config(
+    text = llama_text_config(
         vocab_size=vocab_size, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
         num_attention_heads=4, max_position_embeddings=2048, rms_norm_eps=1e-6,
     )

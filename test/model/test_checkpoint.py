@@ -21,7 +21,7 @@ from pixellm_ros.model.checkpoint import (
     save_pixellm,
     save_released_layout,
 )
-from pixellm_ros.model.released_layout import ReleasedLayoutError
+from pixellm_ros.model.released_config import ReleasedLayoutError
 from pixellm_ros.model.tokenizer import IMAGE_TOKEN_INDEX, PixelLMTokenizer
 from pixellm_ros.model.vision import resize_clip_position_embeddings
 
