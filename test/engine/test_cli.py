@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from engine_helpers import rgb_image, scripted
+from support.engine import rgb_image, scripted
 from pixellm_ros.cli import main
 from pixellm_ros.engine import EngineError, PixelLMEngine, SegmentationResult, Target
 from pixellm_ros.engine.overlay import draw_overlay, target_color

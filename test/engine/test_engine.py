@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine_helpers import rgb_image, scripted
+from support.engine import rgb_image, scripted
 from pixellm_ros.engine import EngineError, InvalidInputError, PixelLMEngine
 from pixellm_ros.engine.engine import DEFAULT_MODEL_DIR
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine_helpers import rgb_image, scripted
+from support.engine import rgb_image, scripted
 from pixellm_ros.engine.engine import PixelLMEngine
 from pixellm_ros.engine.generation import generate_greedy, generate_research_style
 from pixellm_ros.engine.static_decoding import StaticKVDecoder
