@@ -31,6 +31,7 @@ from pixellm_ros.engine import PixelLMEngine, SegmentationResult  # noqa: E402
 from pixellm_ros.engine.forcing import ScriptedTokens  # noqa: E402
 from pixellm_ros.model import PixelLMConfig, PixelLMForCausalLM  # noqa: E402
 from pixellm_ros.model.config import llama_text_config  # noqa: E402
+from pixellm_ros.model.constants import seg_group_text  # noqa: E402
 from pixellm_ros.model.sentencepiece_training import train_llama_style_sentencepiece  # noqa: E402
 from pixellm_ros.model.tokenizer import PixelLMTokenizer  # noqa: E402
 
@@ -41,7 +42,7 @@ CORPUS = (
     "You can use the mug on the left, next to the bowl. The robot should pick up the blue block.",
 )
 INSTRUCTION = "Segment the red cup and the blue block. Please respond with segmentation mask."
-GROUP = "[SEG0][SEG1][SEG2][SEG3][SEG4][SEG5]"
+GROUP = seg_group_text()  # one target: "[SEG0]..[SEG5]"
 
 
 def mid_size_config(vocab_size: int) -> PixelLMConfig:
