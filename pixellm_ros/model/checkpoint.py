@@ -30,7 +30,7 @@ from .clip_folder import (
     ClipFolderError,
     check_legacy_position_ids,
     clip_weight_files,
-    is_full_clip_config,
+    is_full_clip_folder,
     read_clip_vision_config,
     vision_key,
 )
@@ -201,7 +201,7 @@ def _released_tensors(root: Path, progress: bool) -> TensorSource:
 
 def _clip_tensors(clip_dir: Path, config: PixelLMConfig) -> TensorSource:
     """CLIP vision tensors under our names; the position table resized to the run grid."""
-    full = is_full_clip_config(json.loads((clip_dir / "config.json").read_text(encoding="utf-8")))
+    full = is_full_clip_folder(clip_dir)
     pretrained = read_clip_vision_config(clip_dir)
     pretrained_grid = int(pretrained.image_size) // int(pretrained.patch_size)
     if pretrained_grid != config.pretrained_vision_grid:

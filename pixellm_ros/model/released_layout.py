@@ -33,7 +33,7 @@ from .clip_folder import (
     POSITION_EMBEDDING_KEY,
     ClipFolderError,
     clip_weight_files,
-    is_full_clip_config,
+    is_full_clip_folder,
     read_clip_vision_config,
     vision_key,
     write_clip_vision_folder,
@@ -232,7 +232,7 @@ def _check_clip_config(pretrained_config: Any, clip_dir: Path) -> None:
 
 
 def _clip_tensor(clip_dir: Path, wanted: str) -> torch.Tensor:
-    full = is_full_clip_config(json.loads((clip_dir / "config.json").read_text(encoding="utf-8")))
+    full = is_full_clip_folder(clip_dir)
     for file in clip_weight_files(clip_dir):
         for key, tensor in iter_weight_file(file):
             if vision_key(key, full) == wanted:
@@ -242,7 +242,7 @@ def _clip_tensor(clip_dir: Path, wanted: str) -> torch.Tensor:
 
 def _check_tower_matches_clip(config: PixelLMConfig, tower: dict[str, torch.Tensor], clip_dir: Path) -> None:
     """Every given tower tensor must equal the CLIP folder's (resized, cast) tensor of that name."""
-    full = is_full_clip_config(json.loads((clip_dir / "config.json").read_text(encoding="utf-8")))
+    full = is_full_clip_folder(clip_dir)
     differing: list[str] = []
     seen: set[str] = set()
     for file in clip_weight_files(clip_dir):

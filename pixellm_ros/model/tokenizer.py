@@ -84,7 +84,7 @@ class PixelLMTokenizer:
         )
         self._seg_ids = [i for _, i in seg]
         if seg and [t for t, _ in seg] != seg_token_names(len(seg)):
-            raise ValueError(f"seg tokens must be [SEG] or [SEG0]..[SEGk] without gaps, got {[t for t, _ in seg]}")
+            raise ValueError(f"{len(seg)} seg tokens must be {seg_token_names(len(seg))}, got {[t for t, _ in seg]}")
 
         # The base vocabulary's control pieces, split out of text without stripping (see module doc).
         self._control_pieces: dict[str, int] = {
