@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pixellm_ros.engine import PixelLMEngine, SegmentationResult  # noqa: E402
 from pixellm_ros.engine.forcing import ScriptedTokens  # noqa: E402
 from pixellm_ros.model import PixelLMConfig, PixelLMForCausalLM  # noqa: E402
-from pixellm_ros.model.config import _llama_config  # noqa: E402
+from pixellm_ros.model.config import llama_text_config  # noqa: E402
+from pixellm_ros.model.constants import seg_group_text  # noqa: E402
 from pixellm_ros.model.sentencepiece_training import train_llama_style_sentencepiece  # noqa: E402
 from pixellm_ros.model.tokenizer import PixelLMTokenizer  # noqa: E402
 
@@ -41,7 +42,7 @@ CORPUS = (
     "You can use the mug on the left, next to the bowl. The robot should pick up the blue block.",
 )
 INSTRUCTION = "Segment the red cup and the blue block. Please respond with segmentation mask."
-GROUP = "[SEG0][SEG1][SEG2][SEG3][SEG4][SEG5]"
+GROUP = seg_group_text()  # one target: "[SEG0]..[SEG5]"
 
 
 def mid_size_config(vocab_size: int) -> PixelLMConfig:
@@ -50,7 +51,7 @@ def mid_size_config(vocab_size: int) -> PixelLMConfig:
         hidden_size=512, intermediate_size=2048, projection_dim=512, num_hidden_layers=4, num_attention_heads=8,
         num_channels=3, image_size=448, patch_size=14, hidden_act="quick_gelu", layer_norm_eps=1e-5,
     )
-    text = _llama_config(
+    text = llama_text_config(
         vocab_size=vocab_size, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
         num_attention_heads=4, max_position_embeddings=2048, rms_norm_eps=1e-6,
     )

@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pixellm_ros.engine import PixelLMEngine  # noqa: E402
 from pixellm_ros.engine.forcing import ScriptedTokens  # noqa: E402
 from pixellm_ros.model import PixelLMConfig, PixelLMForCausalLM  # noqa: E402
+from pixellm_ros.model.constants import seg_group_text  # noqa: E402
 from pixellm_ros.model.sentencepiece_training import train_llama_style_sentencepiece  # noqa: E402
 from pixellm_ros.model.tokenizer import PixelLMTokenizer  # noqa: E402
 
@@ -57,7 +58,7 @@ CORPUS = (
     "You can use the mug on the left, next to the bowl. The robot should pick up the blue block.",
 )
 INSTRUCTION = "Segment every cup and block on the table. Please respond with segmentation mask."
-GROUP = "[SEG0][SEG1][SEG2][SEG3][SEG4][SEG5]"
+GROUP = seg_group_text()  # one target: "[SEG0]..[SEG5]"
 ANSWER_PIECES = ("the red cup", "the blue block", "the mug on the left", "the bowl")
 
 

@@ -15,22 +15,42 @@ from .errors import (
 from .result import SegmentationResult, Target
 
 __all__ = [
+    "DTYPE_NAMES",
     "EngineError",
     "InvalidImageError",
     "InvalidInputError",
     "InvalidInstructionError",
     "InvalidOptionError",
+    "LOAD_IN_CHOICES",
+    "LoadOptionError",
+    "LoadOptions",
     "PixelLMEngine",
     "SegmentationResult",
     "Target",
+    "resolve_device",
+    "resolve_dtype",
+    "resolve_load_in",
+    "resolve_load_options",
 ]
+
+# Imported on first use: the engine and the load options pull in torch, transformers and the
+# model; results and errors do not, so a consumer that only reads results (the ROS conversions)
+# stays light. The load options are the model's (model/load_options.py), offered here so that
+# layers above the engine (the ROS node's parameters) check device, dtype and load_in by the
+# same rules as the loader without importing the model.
+_LOAD_OPTIONS = frozenset({
+    "DTYPE_NAMES", "LOAD_IN_CHOICES", "LoadOptionError", "LoadOptions",
+    "resolve_device", "resolve_dtype", "resolve_load_in", "resolve_load_options",
+})
 
 
 def __getattr__(name: str) -> object:
-    # The engine pulls in torch, transformers and the model; results and errors do not, so a
-    # consumer that only reads results (the ROS conversions) stays light.
     if name == "PixelLMEngine":
         from .engine import PixelLMEngine
 
         return PixelLMEngine
+    if name in _LOAD_OPTIONS:
+        from pixellm_ros.model import load_options
+
+        return getattr(load_options, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 
 from pixellm_ros.model import ImageFeatures, PixelLMForCausalLM
+from pixellm_ros.model.released_config import RELEASED_CONFIG_FILE
+from pixellm_ros.model.saving import OUR_CONFIG_FILE
 from pixellm_ros.model.tokenizer import PixelLMTokenizer
 
 from .answer import ParsedAnswer, parse_answer
@@ -44,8 +46,8 @@ STATIC_CACHE_BUCKET = 256
 STATIC_DECODERS_KEPT = 2
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "default_model"
-# Our own folders hold pixellm_config.json, released ones config.json (see model/checkpoint.py).
-MODEL_CONFIG_FILES = ("pixellm_config.json", "config.json")
+# Our own folders hold pixellm_config.json, released ones config.json.
+MODEL_CONFIG_FILES = (OUR_CONFIG_FILE, RELEASED_CONFIG_FILE)
 
 @dataclass
 class EncodedImage:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Callable, Literal, Sequence
 import torch
 from transformers import DynamicCache, LlamaForCausalLM
 
-from pixellm_ros.model.tokenizer import IMAGE_TOKEN_INDEX
+from pixellm_ros.model.constants import IMAGE_TOKEN_INDEX
 
 from .static_decoding import StaticKVDecoder, cache_argument
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pixellm_ros.model.constants import IM_END_TOKEN, IM_START_TOKEN, IMAGE_TOKEN
+
 from .errors import InvalidInstructionError
 
 if TYPE_CHECKING:
@@ -28,9 +30,6 @@ SYSTEM_PROMPT = (
 USER_ROLE = "USER"
 ASSISTANT_ROLE = "ASSISTANT"
 SEPARATOR = " "
-IMAGE_PLACEHOLDER = "<image>"
-IM_START = "<im_start>"
-IM_END = "<im_end>"
 
 
 def build_prompt_text(instruction: str, use_im_start_end: bool = True) -> str:
@@ -45,8 +44,8 @@ def build_prompt_text(instruction: str, use_im_start_end: bool = True) -> str:
     query = instruction.strip()
     if not query:
         raise InvalidInstructionError("instruction is empty")
-    _refuse_control_text(query, (IMAGE_PLACEHOLDER,))
-    image = f"{IM_START}{IMAGE_PLACEHOLDER}{IM_END}" if use_im_start_end else IMAGE_PLACEHOLDER
+    _refuse_control_text(query, (IMAGE_TOKEN,))
+    image = f"{IM_START_TOKEN}{IMAGE_TOKEN}{IM_END_TOKEN}" if use_im_start_end else IMAGE_TOKEN
     user_message = f"{image}\n{query}"
     return f"{SYSTEM_PROMPT}{SEPARATOR}{USER_ROLE}: {user_message}{SEPARATOR}{ASSISTANT_ROLE}:"
 

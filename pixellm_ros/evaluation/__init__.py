@@ -9,9 +9,9 @@ metrics in ``metrics``.
 """
 
 from pixellm_ros.evaluation.evaluator import EvaluationReport, Predictor, evaluate
-from pixellm_ros.evaluation.mask_codec import decode_segmentation, encode_rle
 from pixellm_ros.evaluation.matching import QuestionScore, matching_cost, score_question
 from pixellm_ros.evaluation.muse_data import MuseImage, load_muse
+from pixellm_ros.muse.mask_codec import decode_segmentation, encode_rle
 
 __all__ = [
     "EvaluationReport",

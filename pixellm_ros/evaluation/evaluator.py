@@ -20,7 +20,7 @@ from tqdm import tqdm
 from pixellm_ros.evaluation.matching import score_question
 from pixellm_ros.evaluation.metrics import MetricAccumulator
 from pixellm_ros.evaluation.muse_data import MuseImage
-from pixellm_ros.world.phrasing import INSTRUCTION_TEMPLATE
+from pixellm_ros.muse.instruction import INSTRUCTION_TEMPLATE, format_instruction
 
 Predictor = Callable[[np.ndarray, str], Sequence[np.ndarray]]
 
@@ -128,7 +128,7 @@ def evaluate(
             for qi, sentence in enumerate(image.questions):
                 if len(records) >= total:
                     break
-                instruction = instruction_template.format(sent=sentence)
+                instruction = format_instruction(sentence, instruction_template)
                 preds = _checked_masks(predictor(rgb, instruction), image, sentence)
                 score = score_question(preds, image.gt_masks(qi))
                 kind = image.kinds[qi]

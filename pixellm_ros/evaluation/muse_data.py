@@ -1,6 +1,6 @@
 """Reading MUSE-format JSON: images, questions and ground-truth masks.
 
-Works on the released MUSE files and on ours (``world.muse_export``). An image is found under
+Works on the released MUSE files and on ours (``world.muse_export``); the keys are ``muse.schema``'s. An image is found under
 the image root by ``file_name``; entries with only a ``coco_url`` are found by the URL's file
 name, directly under the root or in a COCO split folder named in the URL (``train2017/``,
 ``val2017/``...). Ground-truth masks are decoded per question, when needed.
@@ -17,7 +17,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pixellm_ros.evaluation.mask_codec import decode_segmentation
+from pixellm_ros.muse.mask_codec import decode_segmentation
 
 _COCO_SPLIT_FOLDERS = ("train2017", "val2017", "train2014", "val2014", "test2017")
 

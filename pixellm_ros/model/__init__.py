@@ -6,9 +6,10 @@ from typing import Any
 
 from .codebook import SegTokenFusion, group_seg_embeddings, seg_state_mask
 from .config import PixelLMConfig
+from .constants import IMAGE_TOKEN_INDEX
 from .losses import IGNORE_INDEX, LossWeights
 from .outputs import ImageFeatures, MaskOutput, PixelLMLosses
-from .pixellm import IMAGE_TOKEN_INDEX, PixelLMForCausalLM
+from .pixellm import PixelLMForCausalLM
 from .vision import resize_clip_position_embeddings
 
 __all__ = [

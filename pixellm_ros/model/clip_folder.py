@@ -22,6 +22,7 @@ from .weight_files import SAFETENSORS_FILE, find_weight_files
 
 OUR_VISION_PREFIX = "vision_tower.vision_model."
 CLIP_VISION_PREFIX = "vision_model."
+CLIP_CONFIG_FILE = "config.json"
 POSITION_EMBEDDING_KEY = "embeddings.position_embedding.weight"
 POSITION_IDS_KEY = "embeddings.position_ids"  # a persistent buffer in checkpoints of transformers < 4.31
 # The text half of a full CLIPModel checkpoint, which the vision tower does not use.
@@ -35,7 +36,7 @@ class ClipFolderError(RuntimeError):
 
 def read_clip_vision_config(clip_dir: str | os.PathLike[str]) -> CLIPVisionConfig:
     """The vision config of a CLIPModel or CLIPVisionModel folder, at the checkpoint's own size."""
-    path = Path(clip_dir) / "config.json"
+    path = Path(clip_dir) / CLIP_CONFIG_FILE
     if not path.is_file():
         raise ClipFolderError(f"no CLIP config.json in {clip_dir}")
     payload = json.loads(path.read_text(encoding="utf-8"))
@@ -48,6 +49,11 @@ def read_clip_vision_config(clip_dir: str | os.PathLike[str]) -> CLIPVisionConfi
 def is_full_clip_config(payload: Mapping[str, object]) -> bool:
     """True for a CLIPModel config (text + vision), False for a CLIPVisionModel one."""
     return "vision_config" in payload or payload.get("model_type") == "clip"
+
+
+def is_full_clip_folder(clip_dir: str | os.PathLike[str]) -> bool:
+    """is_full_clip_config of a folder's config.json: whose keys hold a text half to skip."""
+    return is_full_clip_config(json.loads((Path(clip_dir) / CLIP_CONFIG_FILE).read_text(encoding="utf-8")))
 
 
 def clip_weight_files(clip_dir: str | os.PathLike[str]) -> list[Path]:

@@ -8,9 +8,13 @@ position just BEFORE it (the state that predicts it), passed through ``text_hidd
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from .config import PixelLMConfig
 
 
 def seg_state_mask(token_ids: torch.Tensor, seg_token_ids: Sequence[int]) -> torch.Tensor:
@@ -64,6 +68,11 @@ class SegTokenFusion(nn.Module):
                 self.projection.bias.zero_()
         else:
             raise ValueError(f"unknown fusion mode {mode!r}")
+
+    @classmethod
+    def from_config(cls, config: PixelLMConfig) -> SegTokenFusion:
+        """The fusion of a PixelLM: N tokens per scale, L scales, width ``out_dim``, ``config.fusion``."""
+        return cls(config.seg_tokens_per_scale, config.num_scales, config.out_dim, config.fusion)
 
     def forward(self, groups: torch.Tensor) -> torch.Tensor:
         if groups.ndim != 4 or groups.shape[1:3] != (self.num_scales, self.tokens_per_scale):

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from transformers import CLIPVisionConfig, LlamaConfig
 
+from .constants import RELEASED_ADDED_TOKENS
+
 FusionMode = Literal["released_constant", "learned"]
 FUSION_MODES: tuple[str, ...] = ("released_constant", "learned")
 # How scale 0 is brought from G x G to the LLM's g x g: "bilinear" is the released resize (for
@@ -22,9 +24,8 @@ FUSION_MODES: tuple[str, ...] = ("released_constant", "learned")
 # central 2 x 2 of each block.
 LLM_IMAGE_RESIZES: tuple[str, ...] = ("bilinear", "area")
 
-# Added vocabulary of the released checkpoints: [SEG0]..[SEG5], <im_start>, <im_end>.
-RELEASED_ADDED_TOKENS = 8
 LLAMA_BASE_VOCAB = 32000
+DEFAULT_ROPE_THETA = 10000.0  # LLaMA's rotary base
 
 # SAM / ImageNet statistics on 0-255 RGB: the released model normalises CLIP's input with these,
 # not with CLIP's own statistics.
@@ -195,65 +196,12 @@ class PixelLMConfig:
         data["vision"] = CLIPVisionConfig.from_dict(dict(data["vision"]))
         return cls(**data)
 
-    @classmethod
-    def from_released_json(
-        cls, payload: dict[str, Any], vision: CLIPVisionConfig | dict[str, Any] | None = None
-    ) -> PixelLMConfig:
-        """Map a released llava-format ``config.json`` (``model_type: llava``) to a PixelLMConfig.
-
-        The released json does not hold the CLIP architecture (the tower is loaded from
-        ``mm_vision_tower``): pass the CLIP folder's vision config as ``vision`` when at hand,
-        otherwise CLIP-L/14-336 is assumed. Its ``image_size`` is replaced by the run size
-        ``resize_vision_tower_size`` and the checkpoint's own size is kept as
-        ``vision_pretrained_image_size``. N (seg tokens per scale) is not in the json: our default.
-        """
-        if not payload.get("separate_mm_projector", False):
-            raise ValueError("released config without separate_mm_projector is not a PixelLM checkpoint we support")
-        run_size = int(payload.get("resize_vision_tower_size", 448))
-        if vision is None:
-            vision_cfg = clip_vit_large_patch14_336(336)
-        else:
-            vision_cfg = (
-                CLIPVisionConfig.from_dict(dict(vision)) if isinstance(vision, dict) else CLIPVisionConfig.from_dict(vision.to_dict())
-            )
-        pretrained_size = int(vision_cfg.image_size)
-        vision_cfg.image_size = run_size
-        mm_hidden = int(payload.get("mm_hidden_size", vision_cfg.hidden_size))
-        if mm_hidden != int(vision_cfg.hidden_size):
-            raise ValueError(f"mm_hidden_size {mm_hidden} != CLIP hidden size {vision_cfg.hidden_size}")
-
-        text_keys = (
-            "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-            "num_key_value_heads", "hidden_act", "max_position_embeddings", "rms_norm_eps", "bos_token_id",
-            "eos_token_id", "pad_token_id", "tie_word_embeddings", "rope_theta", "rope_scaling",
-            "initializer_range", "attention_bias",
-        )
-        text_kwargs = {k: payload[k] for k in text_keys if k in payload and payload[k] is not None}
-        text_cfg = _llama_config(**text_kwargs)
-
-        scales = int(payload.get("image_feature_scale_num", 2))
-        defaults = cls.__dataclass_fields__["vision_select_layers"].default  # (-2, -11)
-        first_layer = int(payload.get("mm_vision_select_layer", defaults[0]))
-        select = (first_layer,) + tuple(defaults[1:scales])
-        return cls(
-            text=text_cfg,
-            vision=vision_cfg,
-            vision_pretrained_image_size=pretrained_size,
-            vision_select_layers=select,
-            mask_padded_patches=bool(payload.get("pad_train_clip_images", True)),
-            vision_tower_name=str(payload.get("mm_vision_tower", "openai/clip-vit-large-patch14-336")),
-            num_scales=scales,
-            out_dim=int(payload.get("out_dim", 256)),
-            use_im_start_end=bool(payload.get("mm_use_im_start_end", True)),
-            extra={"source": "released", "torch_dtype": payload.get("torch_dtype")},
-        )
-
     # ------------------------------------------------------------------ presets
     @classmethod
     def released_7b(cls, vocab_size: int = LLAMA_BASE_VOCAB + RELEASED_ADDED_TOKENS) -> PixelLMConfig:
         """PixelLM-7B: LLaVA-Lightning-7B-v1-1 (Vicuna / LLaMA-1), CLIP-L/14-336 at 448."""
         return cls(
-            text=_llama_config(
+            text=llama_text_config(
                 vocab_size=vocab_size, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
                 num_attention_heads=32, max_position_embeddings=2048, rms_norm_eps=1e-6,
             ),
@@ -265,10 +213,10 @@ class PixelLMConfig:
         """PixelLM-13B: LLaVA Llama-2-13B-chat lightning preview, CLIP-L/14-336 at 448.
 
         Llama-2 defaults (4096 positions, rms eps 1e-5) are assumed; a real folder's config.json,
-        read by from_released_json(), always wins over this preset.
+        read by released_config.config_from_released_json(), always wins over this preset.
         """
         return cls(
-            text=_llama_config(
+            text=llama_text_config(
                 vocab_size=vocab_size, hidden_size=5120, intermediate_size=13824, num_hidden_layers=40,
                 num_attention_heads=40, max_position_embeddings=4096, rms_norm_eps=1e-5,
             ),
@@ -282,7 +230,7 @@ class PixelLMConfig:
             hidden_size=32, intermediate_size=64, projection_dim=32, num_hidden_layers=4, num_attention_heads=4,
             num_channels=3, image_size=image_size, patch_size=14, hidden_act="quick_gelu", layer_norm_eps=1e-5,
         )
-        text = _llama_config(
+        text = llama_text_config(
             vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
             num_attention_heads=4, max_position_embeddings=512, rms_norm_eps=1e-6,
         )
@@ -303,8 +251,10 @@ class PixelLMConfig:
         )
 
 
-def _llama_config(**kwargs: Any) -> LlamaConfig:
-    """A LlamaConfig with the released models' token ids and untied embeddings."""
+def llama_text_config(**kwargs: Any) -> LlamaConfig:
+    """A LlamaConfig with the released models' token ids (bos 1, eos 2, pad 0), SiLU and untied
+    embeddings; ``kwargs`` override them and give the sizes. ``rope_theta`` becomes transformers 5's
+    ``rope_parameters``; a ``rope_scaling`` is refused (no PixelLM checkpoint uses one)."""
     base: dict[str, Any] = {
         "hidden_act": "silu",
         "bos_token_id": 1,

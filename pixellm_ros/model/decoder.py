@@ -18,6 +18,7 @@ Keys: ``transformer.{l}.*``, ``iou_token``, ``mask_tokens``, ``output_upscaling.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,9 @@ from torch import nn
 from .layers import MLP, LayerNorm2d
 from .prompt_encoder import PositionEmbeddingRandom
 from .two_way_transformer import TwoWayTransformer
+
+if TYPE_CHECKING:
+    from .config import PixelLMConfig
 
 
 class MultiScaleMaskDecoder(nn.Module):
@@ -68,6 +72,22 @@ class MultiScaleMaskDecoder(nn.Module):
         )
         self.iou_prediction_head = MLP(transformer_dim, iou_head_hidden_dim, num_mask_tokens, iou_head_depth)
         self.level_embed = nn.Embedding(num_scales, transformer_dim)
+
+    @classmethod
+    def from_config(cls, config: PixelLMConfig) -> MultiScaleMaskDecoder:
+        """The decoder of a PixelLM: width ``out_dim``, one level per scale, the ``decoder_*`` sizes."""
+        return cls(
+            transformer_dim=config.out_dim,
+            num_scales=config.num_scales,
+            depth=config.decoder_depth,
+            mlp_dim=config.decoder_mlp_dim,
+            num_heads=config.decoder_num_heads,
+            attention_downsample_rate=config.decoder_attention_downsample,
+            num_mask_tokens=config.num_mask_tokens,
+            upscale_channels=config.decoder_upscale_channels,
+            iou_head_depth=config.iou_head_depth,
+            iou_head_hidden_dim=config.iou_head_hidden_dim,
+        )
 
     def forward(
         self,

@@ -24,6 +24,15 @@ class ImageFeatures:
     def batch_size(self) -> int:
         return int(self.llm_tokens.shape[0])
 
+    def for_conversations(self, image_index: torch.Tensor) -> ImageFeatures:
+        """The LLM-side features of each of B_conv conversations, ``image_index`` (B_conv,) long
+        naming the image of each; ``decoder_features`` stay per image (empty here)."""
+        return ImageFeatures(
+            llm_tokens=self.llm_tokens.index_select(0, image_index),
+            llm_mask=self.llm_mask.index_select(0, image_index),
+            decoder_features=[],
+        )
+
     def sample(self, index: int) -> ImageFeatures:
         """The features of image ``index`` as a batch of 1."""
         return ImageFeatures(
@@ -61,7 +70,8 @@ class PixelLMLosses:
     mask_dice: torch.Tensor
     target_refinement: torch.Tensor
     num_masks: int
-    # pixellm_ros's own training aids on the seg prompts (training/forward.py), not PixelLM's losses.
+    # pixellm_ros's own training aids on the seg prompts (training/forward.py, already in total),
+    # not PixelLM's losses.
     prompt_aids: torch.Tensor | None = None
 
     def as_floats(self) -> dict[str, float]:
@@ -75,3 +85,33 @@ class PixelLMLosses:
         if self.prompt_aids is not None:
             values["prompt_aids"] = float(self.prompt_aids.detach())
         return values
+
+
+@dataclass
+class ImageSegPrompts:
+    """The fused seg prompts of one image's targets: those of its conversations ``rows``, in order.
+
+    prompts: (T, L, out_dim), T = all targets of those conversations.
+    """
+
+    image: int
+    rows: list[int]
+    prompts: torch.Tensor
+
+
+@dataclass
+class PixelLMTrainingOutput:
+    """The training forward's losses and what they were computed from.
+
+    token_logits: (B_conv, T', V) and labels (B_conv, T') of the spliced sequences (image
+    positions included, IGNORE_INDEX there); mask_logits / mask_targets: one (T_b, H, W) pair per
+    conversation of an image with targets, logits at the image's original size; seg_prompts: per
+    such image, the fused prompts its masks were decoded from.
+    """
+
+    losses: PixelLMLosses
+    token_logits: torch.Tensor
+    labels: torch.Tensor
+    mask_logits: list[torch.Tensor]
+    mask_targets: list[torch.Tensor]
+    seg_prompts: list[ImageSegPrompts]

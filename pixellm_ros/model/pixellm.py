@@ -23,13 +23,13 @@ from transformers import LlamaForCausalLM
 
 from .codebook import SegTokenFusion, group_seg_embeddings, seg_state_mask
 from .config import PixelLMConfig
+from .constants import IMAGE_TOKEN_INDEX
 from .decoder import MultiScaleMaskDecoder
 from .losses import IGNORE_INDEX, LossWeights, mask_losses, token_cross_entropy
 from .mask_resize import low_res_to_original
-from .outputs import ImageFeatures, MaskOutput, PixelLMLosses
+from .outputs import ImageFeatures, ImageSegPrompts, MaskOutput, PixelLMLosses, PixelLMTrainingOutput
 from .projector import build_image_feature_neck, build_mm_projector, build_text_hidden_fcs
 from .prompt_encoder import PromptEncoder
-from .tokenizer import IMAGE_TOKEN_INDEX
 from .vision import CLIPVisionTower, llm_token_mask, patch_padding_mask
 
 
@@ -51,30 +51,16 @@ class PixelLMForCausalLM(nn.Module):
     def __init__(self, config: PixelLMConfig) -> None:
         super().__init__()
         self.config = config
-        vision_dim = int(config.vision.hidden_size)
-        hidden = config.hidden_size
-        grid = config.vision_grid
-
-        self.vision_tower = CLIPVisionTower(config.vision, config.vision_select_layers)
+        # Every part sizes itself from the config (its from_config / build_* function).
+        self.vision_tower = CLIPVisionTower.from_config(config)
         self.language_model = LlamaForCausalLM(config.text)
-        self.mm_projector = build_mm_projector(vision_dim, hidden, config.projector_hidden_factor)
-        self.out_mm_projector = build_mm_projector(vision_dim, hidden, config.projector_hidden_factor)
-        self.image_feature_neck = build_image_feature_neck(hidden, config.out_dim)
-        self.text_hidden_fcs = build_text_hidden_fcs(hidden, config.out_dim)
-        self.prompt_encoder = PromptEncoder(config.out_dim, grid, config.image_size, config.mask_in_chans)
-        self.mask_decoder = MultiScaleMaskDecoder(
-            transformer_dim=config.out_dim,
-            num_scales=config.num_scales,
-            depth=config.decoder_depth,
-            mlp_dim=config.decoder_mlp_dim,
-            num_heads=config.decoder_num_heads,
-            attention_downsample_rate=config.decoder_attention_downsample,
-            num_mask_tokens=config.num_mask_tokens,
-            upscale_channels=config.decoder_upscale_channels,
-            iou_head_depth=config.iou_head_depth,
-            iou_head_hidden_dim=config.iou_head_hidden_dim,
-        )
-        self.seg_fusion = SegTokenFusion(config.seg_tokens_per_scale, config.num_scales, config.out_dim, config.fusion)
+        self.mm_projector = build_mm_projector(config)
+        self.out_mm_projector = build_mm_projector(config)
+        self.image_feature_neck = build_image_feature_neck(config)
+        self.text_hidden_fcs = build_text_hidden_fcs(config)
+        self.prompt_encoder = PromptEncoder.from_config(config)
+        self.mask_decoder = MultiScaleMaskDecoder.from_config(config)
+        self.seg_fusion = SegTokenFusion.from_config(config)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -233,19 +219,30 @@ class PixelLMForCausalLM(nn.Module):
         attention_mask: torch.Tensor | None = None,
         original_hw: Sequence[tuple[int, int]] | None = None,
         weights: LossWeights | None = None,
-    ) -> PixelLMLosses:
-        """The training forward for B (image, conversation) samples.
+        image_index: torch.Tensor | None = None,
+    ) -> PixelLMTrainingOutput:
+        """The training forward: B_conv conversations about B_img images -> losses (+ what made them).
 
-        pixel_values (B, 3, S, S), valid_hw B x (h, w); input_ids / labels / attention_mask (B, T)
-        (one IMAGE_TOKEN_INDEX per row; labels IGNORE_INDEX outside the answer); gt_masks: B tensors
-        (T_b, H_b, W_b) in {0, 1} at each image's original size ``original_hw`` (defaults to
-        valid_hw), one per target in answer order; seg_token_ids: the N*L ids [SEG0].. .
-        The seg embeddings are the last hidden states at the positions just before seg tokens.
+        pixel_values (B_img, 3, S, S), valid_hw / original_hw B_img x (h, w) (original defaults to
+        valid); image_index (B_conv,) long: the image of each conversation (None: one image per
+        conversation, B_img = B_conv). As in LISA/PixelLM training the vision tower runs once per
+        image and its features serve all the conversations about it. input_ids / labels /
+        attention_mask (B_conv, T): one IMAGE_TOKEN_INDEX per row, labels IGNORE_INDEX outside the
+        answer; gt_masks: B_conv tensors (T_b, H_b, W_b) in {0, 1} at the image's original size,
+        one per target in answer order; seg_token_ids: the N*L ids [SEG0].. .
+        The seg embeddings are the last hidden states at the positions just before seg tokens; one
+        decoder pass per image decodes the targets of all its conversations.
         """
         weights = weights or LossWeights()
         cfg = self.config
+        per_target = cfg.seg_tokens_per_target
+        conversations = input_ids.shape[0]
+        if image_index is None:
+            image_index = torch.arange(conversations, device=input_ids.device)
         feats = self.encode_images(pixel_values, valid_hw)
-        spliced = self.splice_image(input_ids, feats, labels=labels, attention_mask=attention_mask)
+        spliced = self.splice_image(
+            input_ids, feats.for_conversations(image_index), labels=labels, attention_mask=attention_mask
+        )
         hidden = self.language_model.model(
             inputs_embeds=spliced.embeds, attention_mask=spliced.attention_mask, use_cache=False
         ).last_hidden_state  # after the final norm
@@ -254,23 +251,38 @@ class PixelLMForCausalLM(nn.Module):
         token_ce = weights.ce * token_cross_entropy(logits, spliced.labels)
 
         before_seg = seg_state_mask(spliced.token_ids, seg_token_ids) & spliced.attention_mask.bool()
+        seg_states = [hidden[row][before_seg[row]] for row in range(conversations)]
         sizes = original_hw if original_hw is not None else valid_hw
+        image_of = image_index.tolist()
         predictions: list[torch.Tensor] = []
         targets: list[torch.Tensor] = []
-        for row in range(input_ids.shape[0]):
-            seg_hidden = hidden[row][before_seg[row]]
-            masks = self.masks_from_hidden_states(seg_hidden, feats.sample(row).decoder_features)
-            target = gt_masks[row]
-            if masks.num_targets != target.shape[0]:
-                raise ValueError(
-                    f"sample {row}: {masks.num_targets} seg groups in the labels but {target.shape[0]} ground-truth masks"
-                )
-            predictions.append(
-                low_res_to_original(masks.low_res_logits, cfg.image_size, tuple(valid_hw[row]), tuple(sizes[row]))
-            )
-            targets.append(target.to(predictions[-1].device))
-        mask_bce, mask_dice, refinement, num_masks = mask_losses(predictions, targets, weights)
-        return PixelLMLosses(
+        seg_prompts: list[ImageSegPrompts] = []
+        for image in range(feats.batch_size):
+            rows = [row for row, owner in enumerate(image_of) if owner == image]
+            for row in rows:
+                if seg_states[row].shape[0] != gt_masks[row].shape[0] * per_target:
+                    raise ValueError(
+                        f"conversation {row}: {seg_states[row].shape[0]} seg tokens in the labels, but "
+                        f"{gt_masks[row].shape[0]} ground-truth masks need {gt_masks[row].shape[0] * per_target}"
+                    )
+            if sum(seg_states[row].shape[0] for row in rows) == 0:
+                continue
+            prompts = self.seg_prompts(torch.cat([seg_states[row] for row in rows]))  # (T, L, out_dim)
+            masks = self.decode_masks([f[image : image + 1] for f in feats.decoder_features], prompts)
+            full = low_res_to_original(masks.low_res_logits, cfg.image_size, tuple(valid_hw[image]), tuple(sizes[image]))
+            seg_prompts.append(ImageSegPrompts(image, rows, prompts))
+            start = 0
+            for row in rows:
+                count = gt_masks[row].shape[0]
+                predictions.append(full[start : start + count])  # one question: refinement works within it
+                targets.append(gt_masks[row].to(full.device))
+                start += count
+        if predictions:
+            mask_bce, mask_dice, refinement, num_masks = mask_losses(predictions, targets, weights)
+        else:  # a batch with no targets at all: keep the decoder in the graph with zero weight
+            zero = hidden.sum() * 0.0
+            mask_bce, mask_dice, refinement, num_masks = zero, zero, zero, 0
+        losses = PixelLMLosses(
             total=token_ce + mask_bce + mask_dice + refinement,
             token_ce=token_ce,
             mask_bce=mask_bce,
@@ -278,7 +290,8 @@ class PixelLMForCausalLM(nn.Module):
             target_refinement=refinement,
             num_masks=num_masks,
         )
+        return PixelLMTrainingOutput(losses, logits, spliced.labels, predictions, targets, seg_prompts)
 
-    def forward(self, **kwargs) -> PixelLMLosses:  # type: ignore[override]
+    def forward(self, **kwargs) -> PixelLMTrainingOutput:  # type: ignore[override]
         """Training forward: see compute_losses()."""
         return self.compute_losses(**kwargs)

@@ -9,11 +9,15 @@ because the released checkpoint holds them and a strict loader maps every key; n
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from .layers import LayerNorm2d
+
+if TYPE_CHECKING:
+    from .config import PixelLMConfig
 
 
 class PositionEmbeddingRandom(nn.Module):
@@ -60,6 +64,11 @@ class PromptEncoder(nn.Module):
             nn.Conv2d(mask_in_chans, embed_dim, kernel_size=1),
         )
         self.no_mask_embed = nn.Embedding(1, embed_dim)
+
+    @classmethod
+    def from_config(cls, config: PixelLMConfig) -> PromptEncoder:
+        """The prompt encoder of a PixelLM: width ``out_dim`` over the G x G grid of an S x S input."""
+        return cls(config.out_dim, config.vision_grid, config.image_size, config.mask_in_chans)
 
     def dense_positional_encoding(self) -> torch.Tensor:
         """(1, D, G, G): the positional encoding matching the image embedding."""

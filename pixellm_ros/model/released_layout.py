@@ -1,4 +1,4 @@
-"""The released PixelLM checkpoint layout: key names, the llava-format config.json, and a writer.
+"""The released PixelLM checkpoint layout: key names and a writer (config.json: ``released_config``).
 
 A released folder holds ``config.json`` (llava format), ``generation_config.json``, the tokenizer
 files and ``pytorch_model-*.bin`` shards with ``pytorch_model.bin.index.json``. The CLIP tower is a
@@ -19,7 +19,6 @@ like the released ones.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -34,18 +33,25 @@ from .clip_folder import (
     POSITION_EMBEDDING_KEY,
     ClipFolderError,
     clip_weight_files,
-    is_full_clip_config,
+    is_full_clip_folder,
     read_clip_vision_config,
     vision_key,
     write_clip_vision_folder,
 )
 from .config import PixelLMConfig
+from .released_config import (
+    RELEASED_CONFIG_FILE,
+    VISION_ARCHITECTURE,
+    ReleasedLayoutError,
+    config_from_released,
+    released_config_mismatches,
+    released_config_payload,
+    rope_theta,
+)
 from .tokenizer import PixelLMTokenizer
 from .vision import resize_clip_position_embeddings
 from .weight_files import find_weight_files, iter_weight_file, write_bin_shards
 
-RELEASED_ARCHITECTURE = "PixelLMForCausalLM"
-RELEASED_MODEL_TYPE = "llava"
 INV_FREQ_KEY = re.compile(r"model\.layers\.(\d+)\.self_attn\.rotary_emb\.inv_freq")
 # Our top-level modules that the released checkpoint keeps under ``model.``.
 RELEASED_SUBMODULES: tuple[str, ...] = (
@@ -59,10 +65,6 @@ RELEASED_SUBMODULES: tuple[str, ...] = (
 _LANGUAGE_PREFIX = "language_model."
 # transformers' default max_shard_size of the 4.31 days
 DEFAULT_MAX_SHARD_BYTES = 10 * 10**9
-
-
-class ReleasedLayoutError(ValueError):
-    """A model or folder that the released layout cannot express."""
 
 
 # ------------------------------------------------------------------------------------ key names
@@ -89,113 +91,10 @@ def released_key_from_ours(key: str) -> str:
     raise ReleasedLayoutError(f"{key} has no place in a released checkpoint")
 
 
-def is_released_config(payload: dict[str, Any]) -> bool:
-    return payload.get("model_type") == RELEASED_MODEL_TYPE or RELEASED_ARCHITECTURE in payload.get("architectures", [])
-
-
-# ------------------------------------------------------------------------------------ config.json
-def released_config_payload(config: PixelLMConfig, dtype: torch.dtype, clip_path: str) -> dict[str, Any]:
-    """The llava-format ``config.json`` of a PixelLM model (LLaMA fields + the mm_* fields)."""
-    text = config.text
-    payload: dict[str, Any] = {
-        "_name_or_path": "pixellm_ros",
-        "architectures": [RELEASED_ARCHITECTURE],
-        "model_type": RELEASED_MODEL_TYPE,
-        "bos_token_id": text.bos_token_id,
-        "eos_token_id": text.eos_token_id,
-        "pad_token_id": text.pad_token_id,
-        "hidden_act": text.hidden_act,
-        "hidden_size": text.hidden_size,
-        "initializer_range": text.initializer_range,
-        "intermediate_size": text.intermediate_size,
-        "max_position_embeddings": text.max_position_embeddings,
-        "num_attention_heads": text.num_attention_heads,
-        "num_hidden_layers": text.num_hidden_layers,
-        "num_key_value_heads": text.num_key_value_heads,
-        "rms_norm_eps": text.rms_norm_eps,
-        "tie_word_embeddings": bool(text.tie_word_embeddings),
-        "torch_dtype": str(dtype).removeprefix("torch."),
-        "transformers_version": "4.31.0",
-        "use_cache": True,
-        "vocab_size": text.vocab_size,
-        "freeze_mm_mlp_adapter": False,
-        "image_feature_scale_num": config.num_scales,
-        "mm_hidden_size": int(config.vision.hidden_size),
-        "mm_use_im_patch_token": False,
-        "mm_use_im_start_end": config.use_im_start_end,
-        "mm_vision_select_feature": "patch",
-        "mm_vision_select_layer": config.vision_select_layers[0],
-        "mm_vision_tower": clip_path,
-        "out_dim": config.out_dim,
-        "pad_train_clip_images": config.mask_padded_patches,
-        "resize_vision_tower_size": config.image_size,
-        "separate_mm_projector": True,
-        "tune_mm_mlp_adapter": False,
-        "use_mm_proj": True,
-    }
-    theta = float((text.rope_parameters or {}).get("rope_theta", 10000.0))
-    if theta != 10000.0:  # 4.31 configs only carried it when it was not LLaMA's default
-        payload["rope_theta"] = theta
-    return payload
-
-
-def config_from_released(
-    payload: dict[str, Any], clip_vision_config: Any, tokenizer: PixelLMTokenizer
-) -> PixelLMConfig:
-    """PixelLMConfig of a released folder; N (seg tokens per scale) comes from the tokenizer.
-
-    The released json has no seg-token count: the tokenizer's ``[SEG0]..`` tokens are the truth
-    (N*L of them), and the vocabulary must match the tokenizer's.
-    """
-    config = PixelLMConfig.from_released_json(payload, vision=clip_vision_config)
-    seg_total = len(tokenizer.seg_token_ids)
-    if seg_total == 0 or seg_total % config.num_scales != 0:
-        raise ReleasedLayoutError(
-            f"the tokenizer has {seg_total} seg tokens, not a positive multiple of {config.num_scales} scales"
-        )
-    if int(config.text.vocab_size) != len(tokenizer):
-        raise ReleasedLayoutError(
-            f"config.json vocab_size {config.text.vocab_size} != tokenizer size {len(tokenizer)}"
-        )
-    return dataclasses.replace(config, seg_tokens_per_scale=seg_total // config.num_scales)
-
-
-# Config fields that a released folder cannot hold but that do not change the network.
-_NOT_ARCHITECTURE = frozenset({"vision_tower_name", "extra", "max_new_tokens"})
-_TEXT_ARCHITECTURE = (
-    "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-    "num_key_value_heads", "head_dim", "hidden_act", "max_position_embeddings", "rms_norm_eps",
-    "tie_word_embeddings", "attention_bias", "mlp_bias", "rope_parameters",
-)
-_VISION_ARCHITECTURE = (
-    "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_channels",
-    "image_size", "patch_size", "hidden_act", "layer_norm_eps",
-)
-
-
-def released_config_mismatches(ours: PixelLMConfig, reread: PixelLMConfig) -> list[str]:
-    """Fields where ``reread`` (what a released folder yields) differs from ``ours``."""
-    problems = []
-    for field in dataclasses.fields(PixelLMConfig):
-        if field.name in _NOT_ARCHITECTURE or field.name in ("text", "vision"):
-            continue
-        if getattr(ours, field.name) != getattr(reread, field.name):
-            problems.append(f"{field.name}: {getattr(ours, field.name)!r} -> {getattr(reread, field.name)!r}")
-    for prefix, mine, theirs, names in (
-        ("text", ours.text, reread.text, _TEXT_ARCHITECTURE),
-        ("vision", ours.vision, reread.vision, _VISION_ARCHITECTURE),
-    ):
-        for name in names:
-            if getattr(mine, name, None) != getattr(theirs, name, None):
-                problems.append(f"{prefix}.{name}: {getattr(mine, name, None)!r} -> {getattr(theirs, name, None)!r}")
-    return problems
-
-
 def rotary_inv_freq(config: PixelLMConfig) -> torch.Tensor:
     """(head_dim / 2,) float32: LLaMA's rotary frequencies, as transformers 4.31 stored them."""
     head_dim = int(config.text.head_dim)
-    theta = float((config.text.rope_parameters or {}).get("rope_theta", 10000.0))
-    return 1.0 / (theta ** (torch.arange(0, head_dim, 2).float() / head_dim))
+    return 1.0 / (rope_theta(config) ** (torch.arange(0, head_dim, 2).float() / head_dim))
 
 
 # ------------------------------------------------------------------------------------ writer
@@ -256,7 +155,7 @@ def save_released_layout(
 
     out.mkdir(parents=True, exist_ok=True)
     write_bin_shards(dict(_released_tensors(config, state, weight_dtype)), out, max_shard_bytes)
-    (out / "config.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    (out / RELEASED_CONFIG_FILE).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     generation = {
         "bos_token_id": tokenizer.bos_id,
         "eos_token_id": tokenizer.eos_id,
@@ -325,7 +224,7 @@ def _check_clip_config(pretrained_config: Any, clip_dir: Path) -> None:
     theirs = read_clip_vision_config(clip_dir)
     differing = [
         f"{name}: {getattr(theirs, name, None)!r} (model {getattr(pretrained_config, name, None)!r})"
-        for name in _VISION_ARCHITECTURE
+        for name in VISION_ARCHITECTURE
         if getattr(theirs, name, None) != getattr(pretrained_config, name, None)
     ]
     if differing:
@@ -333,7 +232,7 @@ def _check_clip_config(pretrained_config: Any, clip_dir: Path) -> None:
 
 
 def _clip_tensor(clip_dir: Path, wanted: str) -> torch.Tensor:
-    full = is_full_clip_config(json.loads((clip_dir / "config.json").read_text(encoding="utf-8")))
+    full = is_full_clip_folder(clip_dir)
     for file in clip_weight_files(clip_dir):
         for key, tensor in iter_weight_file(file):
             if vision_key(key, full) == wanted:
@@ -343,7 +242,7 @@ def _clip_tensor(clip_dir: Path, wanted: str) -> torch.Tensor:
 
 def _check_tower_matches_clip(config: PixelLMConfig, tower: dict[str, torch.Tensor], clip_dir: Path) -> None:
     """Every given tower tensor must equal the CLIP folder's (resized, cast) tensor of that name."""
-    full = is_full_clip_config(json.loads((clip_dir / "config.json").read_text(encoding="utf-8")))
+    full = is_full_clip_folder(clip_dir)
     differing: list[str] = []
     seen: set[str] = set()
     for file in clip_weight_files(clip_dir):

@@ -31,11 +31,15 @@ from typing import Any
 
 import sentencepiece as spm
 
-IMAGE_TOKEN = "<image>"
-IMAGE_TOKEN_INDEX = -200  # LLaVA's placeholder id, replaced by the g*g image tokens in the model
-IM_START_TOKEN = "<im_start>"
-IM_END_TOKEN = "<im_end>"
-SEG_TOKEN_PATTERN = re.compile(r"^\[SEG(\d*)\]$")
+from .constants import (
+    IM_END_TOKEN,
+    IM_START_TOKEN,
+    IMAGE_TOKEN,
+    IMAGE_TOKEN_INDEX,
+    SEG_TOKEN_PATTERN,
+    added_token_names,
+    seg_token_names,
+)
 
 TOKENIZER_MODEL_FILE = "tokenizer.model"
 ADDED_TOKENS_FILE = "added_tokens.json"
@@ -45,15 +49,6 @@ TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 # Unicode categories of characters that hug the preceding word (closing brackets, ".", ",", final
 # quotes): decode() does not put the artefact space of the slow rule in front of them.
 _NO_SPACE_BEFORE_CATEGORIES = frozenset({"Pe", "Po", "Pf"})
-
-
-def seg_token_names(num_seg_tokens: int) -> list[str]:
-    """The seg tokens of a model with N*L = ``num_seg_tokens``: ``[SEG]`` alone, else ``[SEG0]..``."""
-    if num_seg_tokens < 1:
-        raise ValueError(f"num_seg_tokens must be >= 1, got {num_seg_tokens}")
-    if num_seg_tokens == 1:
-        return ["[SEG]"]
-    return [f"[SEG{k}]" for k in range(num_seg_tokens)]
 
 
 class PixelLMTokenizer:
@@ -89,7 +84,7 @@ class PixelLMTokenizer:
         )
         self._seg_ids = [i for _, i in seg]
         if seg and [t for t, _ in seg] != seg_token_names(len(seg)):
-            raise ValueError(f"seg tokens must be [SEG] or [SEG0]..[SEGk] without gaps, got {[t for t, _ in seg]}")
+            raise ValueError(f"{len(seg)} seg tokens must be {seg_token_names(len(seg))}, got {[t for t, _ in seg]}")
 
         # The base vocabulary's control pieces, split out of text without stripping (see module doc).
         self._control_pieces: dict[str, int] = {
@@ -112,10 +107,7 @@ class PixelLMTokenizer:
         cls, sp_model_path: str | os.PathLike[str], num_seg_tokens: int, use_im_start_end: bool = True
     ) -> PixelLMTokenizer:
         """Add ``num_seg_tokens`` seg tokens (and ``<im_start>``/``<im_end>``) to a base model."""
-        added = seg_token_names(num_seg_tokens)
-        if use_im_start_end:
-            added += [IM_START_TOKEN, IM_END_TOKEN]
-        return cls(Path(sp_model_path).read_bytes(), added)
+        return cls(Path(sp_model_path).read_bytes(), added_token_names(num_seg_tokens, use_im_start_end))
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike[str]) -> PixelLMTokenizer:

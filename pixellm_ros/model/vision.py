@@ -8,11 +8,15 @@ so an ``openai/clip-vit-large-patch14-336`` state dict loads with one prefix.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
+
+if TYPE_CHECKING:
+    from .config import PixelLMConfig
 
 
 def resize_clip_position_embeddings(weight: torch.Tensor, new_grid: int) -> torch.Tensor:
@@ -83,6 +87,11 @@ class CLIPVisionTower(nn.Module):
         num_states = config.num_hidden_layers + 1  # embeddings + one per layer
         self._state_indices = tuple(i if i >= 0 else num_states + i for i in self.select_layers)
         self.grid = config.image_size // config.patch_size
+
+    @classmethod
+    def from_config(cls, config: PixelLMConfig) -> CLIPVisionTower:
+        """The tower of a PixelLM: ``config.vision`` at the run size, ``config.vision_select_layers``."""
+        return cls(config.vision, config.vision_select_layers)
 
     @property
     def hidden_size(self) -> int:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib.util
 import math
 import sys
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 from rclpy.parameter import Parameter
 
+from pixellm_ros.engine import DTYPE_NAMES, LOAD_IN_CHOICES, LoadOptionError, resolve_device, resolve_load_in
 from pixellm_ros.msg import SegmentedTarget
 
 from .qos import RELIABILITY_CHOICES
@@ -55,8 +55,6 @@ APPLY_HELP = {
 DEFAULT_CAMERA = "default"
 MASK_FORMATS: dict[str, int] = {"full": SegmentedTarget.MASK_FULL, "cropped": SegmentedTarget.MASK_CROPPED}
 DEVICE_HELP = "cpu, cuda, cuda:N or auto"
-DTYPE_CHOICES: tuple[str, ...] = ("float32", "bfloat16", "float16")
-LOAD_IN_CHOICES: tuple[str, ...] = ("none", "8bit", "4bit")
 MODEL_CONFIG_FILES = ("pixellm_config.json", "config.json")  # ours (save_pixellm), released (llava)
 CLIP_CONFIG_FILES = ("config.json",)
 # Parameters rclpy itself declares or reads; never "unknown".
@@ -157,25 +155,12 @@ def _folder(config_files: tuple[str, ...], what: str) -> Callable[[str], str | N
 
 
 def _device(value: str) -> str | None:
-    """cpu | auto | cuda | cuda:N where that CUDA device exists on this machine."""
-    device = value.lower()
-    if device in ("cpu", "auto"):
-        return None
-    if device == "cuda" or device.startswith("cuda:"):
-        import torch  # only here: the table itself must not need torch
-
-        if not torch.cuda.is_available():
-            return (f"'{value}' but CUDA is not available on this machine (torch.cuda.is_available() is False); "
-                    "use cpu or auto")
-        if device.startswith("cuda:"):
-            index_text = device.split(":", 1)[1]
-            if not index_text.isdigit():
-                return f"'{value}'; write cuda:N with N a device number"
-            count = torch.cuda.device_count()
-            if int(index_text) >= count:
-                return f"'{value}' but this machine has {count} CUDA device(s): cuda:0..cuda:{count - 1}"
-        return None
-    return f"'{value}', which is not a device; use {DEVICE_HELP}"
+    """The project's one device rule (``resolve_device``: cpu | auto | cuda | cuda:N that exists here)."""
+    try:
+        resolve_device(value)
+    except LoadOptionError as error:
+        return str(error)
+    return None
 
 
 def _camera_names(value: list[str]) -> str | None:
@@ -206,7 +191,7 @@ PARAMETER_SPECS: tuple[ParameterSpec, ...] = (
     ParameterSpec("model.device", "str", "auto", f"where the model runs: {DEVICE_HELP}", ACTIVATE, "device",
                   check=_device, convert=str.lower),
     ParameterSpec("model.dtype", "str", "float32", "weights and compute dtype", ACTIVATE, "dtype",
-                  choices=DTYPE_CHOICES),
+                  choices=DTYPE_NAMES),
     ParameterSpec("model.load_in", "str", "none", "quantised loading of the LLM (bitsandbytes, CUDA only)",
                   ACTIVATE, "load_in", choices=LOAD_IN_CHOICES),
     ParameterSpec("generation.max_new_tokens", "int", 0, "answer length limit in tokens; 0 = the model's default",
@@ -356,12 +341,11 @@ def cross_check(values: Mapping[str, Any], changed: Iterable[str] | None = None)
     load_in = str(values["model.load_in"]).strip().lower()
     device = str(values["model.device"]).strip().lower()
     if changed & {"model.load_in", "model.device"} and load_in != "none":
-        if importlib.util.find_spec("bitsandbytes") is None:
-            raise SettingsError(f"parameter 'model.load_in' is '{load_in}', which needs the bitsandbytes package "
-                                "(pip install bitsandbytes); or set it to none")
-        if device == "cpu":
-            raise SettingsError(f"parameter 'model.load_in' is '{load_in}', which needs a CUDA device; "
-                                "set model.device to cuda or model.load_in to none")
+        try:
+            resolve_load_in(load_in, resolve_device(device))
+        except LoadOptionError as error:
+            raise SettingsError(f"parameter 'model.load_in' is '{load_in}' with model.device '{device}': {error}; "
+                                "or set model.load_in to none") from None
     if changed & {"standing_instruction", "max_instruction_chars"}:
         standing, limit = str(values["standing_instruction"]).strip(), values["max_instruction_chars"]
         if isinstance(limit, int) and len(standing) > limit:

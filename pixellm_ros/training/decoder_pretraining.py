@@ -6,10 +6,10 @@ can only learn to pick out the named object once the LLM's seg prompts differ by
 LLM's prompts only get a gradient that makes them differ once the decoder uses them; measured
 here, the seg prompts of different targets start at cosine ~0.99 and masks stayed at IoU < 0.1
 for 600+ steps. With a prompt that names the object directly (a learned colour vector plus a
-learned shape vector, ``NamePrompts``), the same vision tower and decoder reach usable masks
+learned shape vector, ``name_prompts.NamePrompts``), the same vision tower and decoder reach usable masks
 within a few hundred steps. Stage 2 (the full model, ``Trainer``) then pulls the LLM's fused
 seg prompts towards the frozen ``NamePrompts`` vector of each target's name
-(``prompt_distillation_loss``) while the model trains on PixelLM's own losses (the vision tower
+(``name_prompts.prompt_distillation_loss``) while the model trains on PixelLM's own losses (the vision tower
 and the decoder only if ``TrainSettings.freeze_image_path`` is off).
 
 The colour + shape sum also covers the held-out colour x shape pairs: both halves are seen in
@@ -19,7 +19,6 @@ the shipped model.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,31 +30,13 @@ from pixellm_ros.engine.preprocess import preprocess_image
 from pixellm_ros.model.losses import LossWeights, mask_losses
 from pixellm_ros.model.mask_resize import low_res_to_original
 from pixellm_ros.model.pixellm import PixelLMForCausalLM
-from pixellm_ros.world.ontology import COLOUR_NAMES, SHAPE_NAMES
 from pixellm_ros.world.scene import sample_scene
+
+from .metrics import mean_mask_iou
+from .name_prompts import NamePrompts
 
 # First word of the stage-1 stream's seeds (the stage-2 stream uses dataset.TRAIN_STREAM_TAG).
 DECODER_STREAM_TAG = 0xDEC0DE
-
-
-class NamePrompts(nn.Module):
-    """Target name "colour shape" -> a prompt vector colour_vector + shape_vector, (T, dim)."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.colours = nn.Embedding(len(COLOUR_NAMES), dim)
-        self.shapes = nn.Embedding(len(SHAPE_NAMES), dim)
-        self._colour_index = {name: i for i, name in enumerate(COLOUR_NAMES)}
-        self._shape_index = {name: i for i, name in enumerate(SHAPE_NAMES)}
-
-    def forward(self, names: Sequence[str]) -> torch.Tensor:
-        colour_ids, shape_ids = [], []
-        for name in names:
-            colour, shape = name.split(" ", 1)
-            colour_ids.append(self._colour_index[colour])
-            shape_ids.append(self._shape_index[shape])
-        device = self.colours.weight.device
-        return self.colours(torch.tensor(colour_ids, device=device)) + self.shapes(torch.tensor(shape_ids, device=device))
 
 
 def decoder_parameters(model: PixelLMForCausalLM) -> list[nn.Parameter]:
@@ -128,8 +109,6 @@ def pretrain_decoder(
 ) -> tuple[NamePrompts, list[dict[str, float]]]:
     """Train the vision tower + decoder with name prompts; returns the (trained) NamePrompts and a
     per-step history ({"step", "loss", "mask_iou"}). The LLM's weights are not touched."""
-    from .teacher_forced import mean_mask_iou  # local: teacher_forced imports forward, which imports this module
-
     device = model.mask_decoder.iou_token.weight.device
     torch.manual_seed(settings.seed)
     prompts = NamePrompts(model.config.out_dim).to(device)
@@ -153,11 +132,3 @@ def pretrain_decoder(
         bar.set_postfix(loss=f"{recent[-1]['loss']:.3f}", iou=f"{sum(r['mask_iou'] for r in recent) / len(recent):.3f}")
     prompts.requires_grad_(False)
     return prompts, history
-
-
-def prompt_distillation_loss(prompts: torch.Tensor, names: Sequence[str], name_prompts: NamePrompts) -> torch.Tensor:
-    """prompts (T, L, D) fused seg vectors of T targets, their names -> mean squared distance to the
-    frozen NamePrompts vector of each name (the same target vector for every scale)."""
-    with torch.no_grad():
-        target = name_prompts(names).to(prompts.dtype)
-    return (prompts - target.unsqueeze(1)).pow(2).mean()

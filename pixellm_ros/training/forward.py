@@ -1,40 +1,27 @@
-"""The training forward over a TrainingBatch: token CE + mask BCE + Dice + target refinement.
+"""The trainer's forward: PixelLM's own training forward plus our training aids on the seg prompts.
 
-``PixelLMForCausalLM.compute_losses`` runs the vision tower once per conversation; training asks
-several questions about every rendered image, so this forward encodes each image once and shares
-its features across its conversations (what LISA/PixelLM's training code does with its
-``offset``). Everything else is the model's own machinery: ``splice_image``, ``seg_state_mask``
-(hidden states just before each [SEGk]), ``seg_prompts`` + ``decode_masks`` and the loss functions
-of ``model/losses.py``.
+``PixelLMForCausalLM.compute_losses`` is the training forward (token CE + mask BCE + Dice +
+target refinement, each image encoded once and shared by its conversations). This module adds
+what is ours, not PixelLM's: the push between the seg prompts of different objects
+(``prompt_separation_loss``) and the pull of each target's prompts towards its stage-1 name
+vector (``name_prompts.prompt_distillation_loss``), both read from the prompts the forward
+decoded the masks from.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
-from pixellm_ros.model.codebook import seg_state_mask
-from pixellm_ros.model.losses import LossWeights, mask_losses, token_cross_entropy
-from pixellm_ros.model.mask_resize import low_res_to_original
-from pixellm_ros.model.outputs import ImageFeatures, PixelLMLosses
+from pixellm_ros.model.losses import LossWeights
+from pixellm_ros.model.outputs import PixelLMLosses
 from pixellm_ros.model.pixellm import PixelLMForCausalLM
 
 from .batch import TrainingBatch
-from .decoder_pretraining import NamePrompts, prompt_distillation_loss
-
-
-def seg_hidden_states(
-    hidden: torch.Tensor, token_ids: torch.Tensor, attention_mask: torch.Tensor, seg_token_ids: Sequence[int]
-) -> list[torch.Tensor]:
-    """hidden (B, T, H) after the final norm; token_ids / attention_mask (B, T) of the spliced prompt.
-
-    Returns B tensors (K_b, H): the states at the positions just BEFORE each seg token, in order
-    (the state that predicts [SEGk] is the one the codebook uses).
-    """
-    before_seg = seg_state_mask(token_ids, seg_token_ids) & attention_mask.bool()
-    return [hidden[row][before_seg[row]] for row in range(hidden.shape[0])]
+from .name_prompts import NamePrompts, prompt_distillation_loss
 
 
 def distinct_target_pairs(masks: torch.Tensor, max_iou: float = 0.5) -> torch.Tensor:
@@ -69,15 +56,6 @@ def prompt_separation_loss(prompts: torch.Tensor, masks: torch.Tensor) -> torch.
     return cosine.relu()[:, pairs].mean()
 
 
-def conversation_features(feats: ImageFeatures, image_index: torch.Tensor) -> ImageFeatures:
-    """Image features of B_img images -> the LLM-side features of each of B_conv conversations."""
-    return ImageFeatures(
-        llm_tokens=feats.llm_tokens.index_select(0, image_index),
-        llm_mask=feats.llm_mask.index_select(0, image_index),
-        decoder_features=[],  # the decoder reads the per-image features directly
-    )
-
-
 @dataclass
 class ForwardOutput:
     """losses: the weighted losses; token_logits (B_conv, T', V) and labels (B_conv, T') of the
@@ -102,87 +80,44 @@ def batch_forward(
     name_prompts: NamePrompts | None = None,
     distillation_weight: float = 0.0,
 ) -> ForwardOutput:
-    """The training forward of one batch: losses plus what they were computed from.
+    """The trainer's forward of one batch: PixelLM's losses plus the aids, and what they came from.
 
     separation_weight: weight of ``prompt_separation_loss`` (a training aid on top of PixelLM's
     losses, 0 = off), averaged over the images that have two different targets.
     name_prompts / distillation_weight: the frozen stage-1 NamePrompts and the weight of
     ``prompt_distillation_loss`` over all named targets of the batch (needs ``batch.target_names``;
-    None / 0 = off). See ``decoder_pretraining``.
+    None / 0 = off). See ``name_prompts``.
     """
-    weights = weights or LossWeights()
-    cfg = model.config
-    per_target = cfg.seg_tokens_per_target
-    feats = model.encode_images(batch.pixel_values, batch.valid_hw)
-    spliced = model.splice_image(
-        batch.input_ids, conversation_features(feats, batch.image_index), labels=batch.labels,
+    out = model.compute_losses(
+        pixel_values=batch.pixel_values,
+        valid_hw=batch.valid_hw,
+        input_ids=batch.input_ids,
+        labels=batch.labels,
+        gt_masks=batch.gt_masks,
+        seg_token_ids=seg_token_ids,
         attention_mask=batch.attention_mask,
+        original_hw=batch.original_hw,
+        weights=weights,
+        image_index=batch.image_index,
     )
-    hidden = model.language_model.model(
-        inputs_embeds=spliced.embeds, attention_mask=spliced.attention_mask, use_cache=False
-    ).last_hidden_state  # after the final norm
-    logits = model.language_model.lm_head(hidden)
-    assert spliced.labels is not None
-    token_ce = weights.ce * token_cross_entropy(logits, spliced.labels)
-
-    seg_states = seg_hidden_states(hidden, spliced.token_ids, spliced.attention_mask, seg_token_ids)
-    image_of = batch.image_index.tolist()
-    predictions: list[torch.Tensor] = []
-    targets: list[torch.Tensor] = []
     separation_terms: list[torch.Tensor] = []
     all_prompts: list[torch.Tensor] = []
     all_names: list[str] = []
     has_names = len(batch.target_names) == batch.num_conversations
-    # One decoder pass per image for the targets of all its conversations (shared image-side work).
-    for image in range(batch.num_images):
-        rows = [row for row, owner in enumerate(image_of) if owner == image]
-        states = [seg_states[row] for row in rows]
-        for row, state in zip(rows, states):
-            expected = batch.gt_masks[row].shape[0] * per_target
-            if state.shape[0] != expected:
-                raise ValueError(
-                    f"conversation {row}: {state.shape[0]} seg tokens in the labels, "
-                    f"expected {expected} for {batch.gt_masks[row].shape[0]} target masks"
-                )
-        if not rows or sum(s.shape[0] for s in states) == 0:
-            continue
-        image_feats = [f[image : image + 1] for f in feats.decoder_features]
-        prompts = model.seg_prompts(torch.cat(states))  # (T, L, out_dim); the aids below read them too
-        masks = model.decode_masks(image_feats, prompts)
-        term = prompt_separation_loss(prompts, torch.cat([batch.gt_masks[row] for row in rows]))
+    for image in out.seg_prompts:
+        masks = torch.cat([batch.gt_masks[row] for row in image.rows])
+        term = prompt_separation_loss(image.prompts, masks)
         if term is not None:  # computed even at weight 0: it is also a held-out metric
             separation_terms.append(term)
         if name_prompts is not None and distillation_weight > 0 and has_names:
-            all_prompts.append(prompts)
-            all_names.extend(name for row in rows for name in batch.target_names[row])
-        full = low_res_to_original(
-            masks.low_res_logits, cfg.image_size, tuple(batch.valid_hw[image]), tuple(batch.original_hw[image])
-        )
-        start = 0
-        for row, state in zip(rows, states):
-            count = state.shape[0] // per_target
-            predictions.append(full[start : start + count])  # one question: refinement works within it
-            targets.append(batch.gt_masks[row])
-            start += count
-    if predictions:
-        mask_bce, mask_dice, refinement, num_masks = mask_losses(predictions, targets, weights)
-    else:  # a batch with no targets at all: keep the decoder in the graph with zero weight
-        zero = hidden.sum() * 0.0
-        mask_bce, mask_dice, refinement, num_masks = zero, zero, zero, 0
+            all_prompts.append(image.prompts)
+            all_names.extend(name for row in image.rows for name in batch.target_names[row])
+    zero = out.losses.total.new_zeros(())
     overlap = torch.stack(separation_terms).mean() if separation_terms else None
-    separation = separation_weight * overlap if overlap is not None else hidden.sum() * 0.0
-    aids = separation
+    aids = separation_weight * overlap if overlap is not None else zero
     if all_prompts:
         assert name_prompts is not None
         aids = aids + distillation_weight * prompt_distillation_loss(torch.cat(all_prompts), all_names, name_prompts)
-    losses = PixelLMLosses(
-        total=token_ce + mask_bce + mask_dice + refinement + aids,
-        token_ce=token_ce,
-        mask_bce=mask_bce,
-        mask_dice=mask_dice,
-        target_refinement=refinement,
-        num_masks=num_masks,
-        prompt_aids=aids,
-    )
+    losses = dataclasses.replace(out.losses, total=out.losses.total + aids, prompt_aids=aids)
     prompt_overlap = float(overlap.detach()) if overlap is not None else None
-    return ForwardOutput(losses, logits, spliced.labels, predictions, targets, prompt_overlap)
+    return ForwardOutput(losses, out.token_logits, out.labels, out.mask_logits, out.mask_targets, prompt_overlap)

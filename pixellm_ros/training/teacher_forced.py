@@ -3,8 +3,9 @@
 answer_token_accuracy: share of answer tokens (and eos) whose argmax prediction is right;
 mask_iou: mean IoU of the predicted masks (logit > 0) with their targets, the seg tokens being
 given; prompt_overlap: mean positive cosine between the seg prompts of different objects (near 1:
-the prompts have collapsed and the decoder cannot tell targets apart). They track learning cheaply; the real metrics (gIoU, cIoU, count accuracy) come from the
-engine on generated answers (``final_eval``).
+the prompts have collapsed and the decoder cannot tell targets apart). The first two are
+``metrics``'; they track learning cheaply, the real metrics (gIoU, cIoU, count accuracy) come
+from the engine on generated answers (``final_eval``).
 """
 
 from __future__ import annotations
@@ -13,33 +14,11 @@ from collections.abc import Sequence
 
 import torch
 
-from pixellm_ros.model.losses import IGNORE_INDEX
 from pixellm_ros.model.pixellm import PixelLMForCausalLM
 
 from .batch import TrainingBatch
 from .forward import ForwardOutput, batch_forward
-
-
-def answer_token_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """logits (B, T, V), labels (B, T) -> accuracy of predicting labels[:, 1:] from logits[:, :-1]."""
-    target = labels[:, 1:]
-    keep = target != IGNORE_INDEX
-    if not bool(keep.any()):
-        return 0.0
-    right = (logits[:, :-1].argmax(-1) == target) & keep
-    return float(right.sum()) / float(keep.sum())
-
-
-def mean_mask_iou(mask_logits: Sequence[torch.Tensor], mask_targets: Sequence[torch.Tensor]) -> float:
-    """Mean IoU over all masks (T_b, H, W) of all conversations; 0 if there are none."""
-    ious: list[torch.Tensor] = []
-    for logits, target in zip(mask_logits, mask_targets):
-        predicted = logits > 0
-        truth = target > 0.5
-        inter = (predicted & truth).flatten(1).sum(1).float()
-        union = (predicted | truth).flatten(1).sum(1).float()
-        ious.append(torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union)))
-    return float(torch.cat(ious).mean()) if ious else 0.0
+from .metrics import answer_token_accuracy, mean_mask_iou
 
 
 @torch.no_grad()

@@ -21,7 +21,8 @@ from pixellm_ros.model.sentencepiece_training import train_llama_style_sentencep
 from pixellm_ros.model.tokenizer import PixelLMTokenizer
 from pixellm_ros.world import make_questions, sample_scene
 from pixellm_ros.world.muse_export import scene_rng
-from pixellm_ros.world.phrasing import NO_TARGET_ANSWER, SEG_PLACEHOLDER
+from pixellm_ros.muse.schema import SEG_PLACEHOLDER
+from pixellm_ros.world.phrasing import NO_TARGET_ANSWER
 
 DEFAULT_VOCAB_SIZE = 640  # upper bound; 259 of it are control and byte pieces
 DEFAULT_CORPUS_SCENES = 400

@@ -39,6 +39,7 @@ from tqdm import tqdm
 from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
 
 from pixellm_ros.model.config import PixelLMConfig
+from pixellm_ros.model.load_options import resolve_device
 from pixellm_ros.model.losses import LossWeights
 from pixellm_ros.model.pixellm import PixelLMForCausalLM
 from pixellm_ros.model.tokenizer import PixelLMTokenizer
@@ -47,10 +48,11 @@ from .batch import TrainingBatch
 from .checkpointing import CHECKPOINT_NAME, TrainingState, load_checkpoint, save_checkpoint
 from .curriculum import Curriculum
 from .dataset import StepBatches, WorldSampler, collate_samples, step_rng
-from .decoder_pretraining import DecoderPretrainSettings, NamePrompts, decoder_parameters, pretrain_decoder
+from .decoder_pretraining import DecoderPretrainSettings, decoder_parameters, pretrain_decoder
 from .demo_config import demo_config
 from .export import export_model
 from .forward import batch_forward
+from .name_prompts import NamePrompts
 from .plotting import plot_loss_curve
 from .teacher_forced import evaluate_batches
 from .tokenizer_corpus import DEFAULT_CORPUS_SCENES, DEFAULT_VOCAB_SIZE, train_world_tokenizer
@@ -122,15 +124,6 @@ class TrainSettings:
         return cls(**data)
 
 
-def resolve_training_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} asked for, but CUDA is not available")
-    return device
-
-
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Weight decay on matrices and convolution kernels only (not on norms, biases, embeddings' 1-D bits)."""
     decay, no_decay = [], []
@@ -185,7 +178,7 @@ class Trainer:
         self.settings = settings
         self.out_dir = Path(settings.out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.device = resolve_training_device(settings.device)
+        self.device = resolve_device(settings.device)  # the loader's rule: LoadOptionError if absent
         if settings.threads is not None and self.device.type == "cpu":
             torch.set_num_threads(int(settings.threads))
 

@@ -13,10 +13,12 @@ The vocabulary, affordances and held-out pairs are in ``ontology``; the spatial 
 ``relations``; the question kinds in ``questions``.
 """
 
+from pixellm_ros.muse.instruction import format_instruction
+from pixellm_ros.muse.schema import SEG_PLACEHOLDER
 from pixellm_ros.world.muse_export import generate_dataset, scene_rng
 from pixellm_ros.world.objects import SceneObject
 from pixellm_ros.world.ontology import HELDOUT_COLOUR_SHAPE
-from pixellm_ros.world.phrasing import NO_TARGET_ANSWER, SEG_PLACEHOLDER, fill_seg, format_instruction
+from pixellm_ros.world.phrasing import NO_TARGET_ANSWER, fill_seg
 from pixellm_ros.world.questions import Question, make_questions
 from pixellm_ros.world.scene import Scene, sample_scene
 

@@ -8,7 +8,8 @@ Instances: ``category_id`` = 1 + index in ``ontology.SHAPE_NAMES``, ``category_n
 shape, ``rephrased_name`` = "size colour shape", ``bbox`` = COCO [x, y, w, h] of the visible
 mask, ``segmentation`` = uncompressed COCO RLE of the visible mask (exact), ``attributes`` =
 colour, size, affordances, centre and radius. ``questions`` hold the bare sentences, as in MUSE;
-the instruction a model sees is ``phrasing.format_instruction(sentence)``.
+the instruction a model sees is ``muse.format_instruction(sentence)``. The keys are
+``muse.schema``'s.
 
 Scene i of a dataset is drawn from ``scene_rng(seed, split, i)``, so any single scene can be
 regenerated without the others.
@@ -18,13 +19,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from pixellm_ros.evaluation.mask_codec import encode_rle, mask_bbox
+from pixellm_ros.muse.mask_codec import encode_rle, mask_bbox
+from pixellm_ros.muse.schema import MuseImageEntry, MuseInstance
 from pixellm_ros.world.objects import SceneObject
 from pixellm_ros.world.ontology import AFFORDANCES, SHAPE_NAMES, SPLITS, Split
 from pixellm_ros.world.questions import Question, make_questions
@@ -44,7 +45,7 @@ def normalise_size(image_size: int | tuple[int, int]) -> tuple[int, int]:
     return (int(height), int(width))
 
 
-def instance_record(obj: SceneObject, mask: np.ndarray) -> dict[str, Any]:
+def instance_record(obj: SceneObject, mask: np.ndarray) -> MuseInstance:
     """The MUSE ``ann_list`` entry of one object, from its visible mask (H, W) bool."""
     return {
         "id": obj.id,
@@ -65,7 +66,7 @@ def instance_record(obj: SceneObject, mask: np.ndarray) -> dict[str, Any]:
     }
 
 
-def scene_record(scene: Scene, masks: np.ndarray, questions: list[Question], file_name: str) -> dict[str, Any]:
+def scene_record(scene: Scene, masks: np.ndarray, questions: list[Question], file_name: str) -> MuseImageEntry:
     """The MUSE image dict of a rendered scene; ``masks`` (K, H, W) from ``scene.render()``."""
     anns = [instance_record(obj, masks[obj.id]) for obj in scene.objects]
     return {

@@ -1,4 +1,4 @@
-"""Wording shared by the data, training and evaluation: the instruction suffix and answer forms.
+"""The world's answer forms (the instruction phrasing is MUSE's: ``muse.instruction``).
 
 Answers carry one ``{seg}`` placeholder right after each target's phrase (MUSE's
 ``text_answers`` convention); training replaces it with the real seg token string with
@@ -14,16 +14,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from pixellm_ros.muse.schema import SEG_PLACEHOLDER
 from pixellm_ros.world.ontology import HELDOUT_COLOUR_SHAPE, plural
 
-SEG_PLACEHOLDER = "{seg}"
-INSTRUCTION_TEMPLATE = "{sent} Please respond with segmentation mask."
 NO_TARGET_ANSWER = "There is no such object."
-
-
-def format_instruction(sentence: str) -> str:
-    """The instruction the model sees, in PixelLM's training phrasing."""
-    return INSTRUCTION_TEMPLATE.format(sent=sentence)
 
 
 def compose_answer(phrases: Sequence[str]) -> str:

@@ -41,7 +41,8 @@ from pixellm_ros.world.ontology import (
     is_heldout_pair,
     plural,
 )
-from pixellm_ros.world.phrasing import compose_answer, format_instruction, mentions_heldout_pair
+from pixellm_ros.muse.instruction import format_instruction
+from pixellm_ros.world.phrasing import compose_answer, mentions_heldout_pair
 from pixellm_ros.world.scene import Scene
 
 MAX_TARGETS = 8

@@ -11,11 +11,11 @@ import cv2
 import numpy as np
 import pytest
 
-from engine_helpers import rgb_image, scripted
 from pixellm_ros.cli import main
 from pixellm_ros.engine import EngineError, PixelLMEngine, SegmentationResult, Target
 from pixellm_ros.engine.overlay import draw_overlay, target_color
 from pixellm_ros.model.checkpoint import save_pixellm
+from support.engine import rgb_image, scripted
 
 REPO = Path(__file__).resolve().parents[2]
 GROUP = "[SEG0][SEG1][SEG2][SEG3][SEG4][SEG5]"

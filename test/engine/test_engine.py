@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine_helpers import rgb_image, scripted
 from pixellm_ros.engine import EngineError, InvalidInputError, PixelLMEngine
-from pixellm_ros.engine.engine import DEFAULT_MODEL_DIR
+from support.engine import rgb_image, scripted
 
 GROUP = "[SEG0][SEG1][SEG2][SEG3][SEG4][SEG5]"
 TWO_TARGETS = [f"Sure, the red cup {GROUP} and the blue block {GROUP}."]

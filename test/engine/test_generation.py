@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from engine_helpers import rgb_image, scripted
 from pixellm_ros.engine.engine import PixelLMEngine
 from pixellm_ros.engine.generation import generate_greedy, generate_research_style
 from pixellm_ros.engine.static_decoding import StaticKVDecoder
 from pixellm_ros.model.codebook import seg_state_mask
+from support.engine import rgb_image, scripted
 
 GROUP = "[SEG0][SEG1][SEG2][SEG3][SEG4][SEG5]"
 

@@ -13,7 +13,7 @@ from pycocotools import mask as coco_mask
 
 from pixellm_ros.evaluation import evaluate, load_muse
 from pixellm_ros.evaluation.cli_eval import add_eval_arguments, run_eval_cli
-from pixellm_ros.evaluation.mask_codec import encode_rle
+from pixellm_ros.muse.mask_codec import encode_rle
 
 H, W = 6, 8
 

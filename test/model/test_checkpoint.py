@@ -21,7 +21,7 @@ from pixellm_ros.model.checkpoint import (
     save_pixellm,
     save_released_layout,
 )
-from pixellm_ros.model.released_layout import ReleasedLayoutError
+from pixellm_ros.model.released_config import ReleasedLayoutError
 from pixellm_ros.model.tokenizer import IMAGE_TOKEN_INDEX, PixelLMTokenizer
 from pixellm_ros.model.vision import resize_clip_position_embeddings
 
@@ -473,6 +473,7 @@ def test_devices(ours_dir: Path) -> None:
 
 def test_image_placeholder_constant_is_shared() -> None:
     from pixellm_ros.model import IMAGE_TOKEN_INDEX as model_index
-    from pixellm_ros.model import pixellm
+    from pixellm_ros.model import constants, pixellm
 
-    assert IMAGE_TOKEN_INDEX == model_index == pixellm.IMAGE_TOKEN_INDEX == -200
+    assert constants.IMAGE_TOKEN_INDEX == -200  # LLaVA's placeholder id
+    assert IMAGE_TOKEN_INDEX is model_index is pixellm.IMAGE_TOKEN_INDEX is constants.IMAGE_TOKEN_INDEX

@@ -16,13 +16,8 @@ torch.set_num_threads(1)
 def _parts(seed: int = 0):
     torch.manual_seed(seed)
     cfg = PixelLMConfig.tiny()
-    prompt = PromptEncoder(cfg.out_dim, cfg.vision_grid, cfg.image_size, cfg.mask_in_chans).eval()
-    decoder = MultiScaleMaskDecoder(
-        transformer_dim=cfg.out_dim, num_scales=cfg.num_scales, depth=cfg.decoder_depth, mlp_dim=cfg.decoder_mlp_dim,
-        num_heads=cfg.decoder_num_heads, attention_downsample_rate=cfg.decoder_attention_downsample,
-        num_mask_tokens=cfg.num_mask_tokens, upscale_channels=cfg.decoder_upscale_channels,
-        iou_head_depth=cfg.iou_head_depth, iou_head_hidden_dim=cfg.iou_head_hidden_dim,
-    ).eval()
+    prompt = PromptEncoder.from_config(cfg).eval()
+    decoder = MultiScaleMaskDecoder.from_config(cfg).eval()
     # non-trivial no_mask_embed / level embeddings so that every input path matters
     with torch.no_grad():
         prompt.no_mask_embed.weight.normal_()

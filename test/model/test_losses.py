@@ -146,7 +146,7 @@ def test_training_forward_gives_finite_gradients_in_every_trainable_part():
     model = PixelLMForCausalLM(cfg).train()
     model.vision_tower.requires_grad_(False)  # frozen, as in the released training
     batch = _training_batch(cfg)
-    losses = model(**batch)
+    losses = model(**batch).losses
     assert losses.num_masks == 3
     for name in ("total", "token_ce", "mask_bce", "mask_dice", "target_refinement"):
         assert torch.isfinite(getattr(losses, name)), name

@@ -54,7 +54,7 @@ def test_resize_rejects_a_non_square_table():
 def _tiny_tower(seed: int = 0) -> tuple[CLIPVisionTower, PixelLMConfig]:
     torch.manual_seed(seed)
     cfg = PixelLMConfig.tiny()
-    return CLIPVisionTower(cfg.vision, cfg.vision_select_layers).eval(), cfg
+    return CLIPVisionTower.from_config(cfg).eval(), cfg
 
 
 def test_table_row_p_is_added_to_sequence_position_p():

@@ -7,13 +7,10 @@ discovery, so parallel runs on one machine (or a team's runs) never see each oth
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Iterator
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
 
 # Before any rclpy context exists: discovery on the loopback only (Kilted+; older ROS ignores it,
 # and ROS_LOCALHOST_ONLY is its equivalent there).
@@ -42,7 +39,7 @@ def client(domain_id: int) -> Iterator["RosClient"]:  # noqa: F821
 @pytest.fixture(scope="session")
 def chain_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Tiny model answering " the red cup" + one seg group, then end of sequence (11 tokens)."""
-    from tiny_model import build_scripted_model
+    from support.scripted_model import build_scripted_model
 
     return build_scripted_model(tmp_path_factory.mktemp("chain_model") / "model", loop=False)
 
@@ -50,7 +47,7 @@ def chain_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def loop_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Tiny model repeating " the red cup" + a seg group until max_new_tokens."""
-    from tiny_model import build_scripted_model
+    from support.scripted_model import build_scripted_model
 
     return build_scripted_model(tmp_path_factory.mktemp("loop_model") / "model", loop=True)
 

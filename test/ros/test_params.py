@@ -68,7 +68,7 @@ def with_values(**changes: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"model__device": "quantum"}, "'model.device': 'quantum', which is not a device"),
+        ({"model__device": "quantum"}, "'model.device': unknown device 'quantum'"),
         ({"model__device": "cuda:x"}, "model.device"),
         ({"model__dtype": "float8"}, "'model.dtype' is 'float8', which is not one of: float32, bfloat16, float16"),
         ({"model__load_in": "2bit"}, "model.load_in"),

@@ -11,8 +11,7 @@ from pixellm_ros.model.config import PixelLMConfig
 from pixellm_ros.model.tokenizer import PixelLMTokenizer
 from pixellm_ros.training.dataset import WorldSampler
 from pixellm_ros.training.tokenizer_corpus import train_world_tokenizer
-
-TINY_IMAGE_SIZE = 112
+from support.tiny_models import TINY_IMAGE_SIZE, tiny_config
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -31,11 +30,6 @@ def world_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def world_tokenizer(world_tokenizer_dir: Path) -> PixelLMTokenizer:
     return PixelLMTokenizer.from_pretrained(world_tokenizer_dir)
-
-
-def tiny_config(vocab_size: int) -> PixelLMConfig:
-    """The test model: PixelLMConfig.tiny at 112 px (G = 8, 32 x 32 low-res masks)."""
-    return PixelLMConfig.tiny(vocab_size=vocab_size, image_size=TINY_IMAGE_SIZE)
 
 
 @pytest.fixture(scope="session")

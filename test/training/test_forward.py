@@ -1,5 +1,5 @@
-"""The training forward: seg states come from the positions before [SEGk]; shared image features
-give the same losses as the model's own one-image-per-conversation compute_losses."""
+"""The training forward: seg states come from the positions before [SEGk]; features shared by the
+conversations about an image give the same losses as one image copy per conversation; the aids."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ import torch
 from pixellm_ros.model import PixelLMForCausalLM
 from pixellm_ros.model.tokenizer import PixelLMTokenizer
 from pixellm_ros.training.dataset import WorldSampler, collate_samples, step_rng
-from pixellm_ros.training.decoder_pretraining import NamePrompts, prompt_distillation_loss
+from pixellm_ros.training.name_prompts import NamePrompts, prompt_distillation_loss
 from pixellm_ros.training.forward import (
     batch_forward,
-    conversation_features,
     distinct_target_pairs,
     prompt_separation_loss,
 )
@@ -41,7 +40,7 @@ def test_seg_states_are_the_hidden_states_before_each_seg_token(
     with torch.no_grad():
         feats = model.encode_images(batch.pixel_values, batch.valid_hw)
         spliced = model.splice_image(
-            batch.input_ids, conversation_features(feats, batch.image_index), attention_mask=batch.attention_mask
+            batch.input_ids, feats.for_conversations(batch.image_index), attention_mask=batch.attention_mask
         )
         hidden = model.language_model.model(
             inputs_embeds=spliced.embeds, attention_mask=spliced.attention_mask
@@ -81,7 +80,7 @@ def test_shared_image_features_match_compute_losses(
             seg_token_ids=world_tokenizer.seg_token_ids,
             attention_mask=batch.attention_mask,
             original_hw=[batch.original_hw[i] for i in index.tolist()],
-        )
+        ).losses
     for name in ("total", "token_ce", "mask_bce", "mask_dice", "target_refinement"):
         torch.testing.assert_close(getattr(ours, name), getattr(reference, name), rtol=1e-4, atol=1e-5)
     assert ours.num_masks == reference.num_masks

@@ -15,7 +15,7 @@ from pixellm_ros.training.cli import add_train_arguments, settings_from_args
 from pixellm_ros.training.dataset import collate_samples, step_rng
 from pixellm_ros.training.trainer import Trainer, TrainSettings
 
-from conftest import TINY_IMAGE_SIZE, tiny_config
+from support.tiny_models import TINY_IMAGE_SIZE, tiny_config
 
 
 def _settings(out: Path, **overrides) -> TrainSettings:  # type: ignore[no-untyped-def]

@@ -21,19 +21,12 @@ from pathlib import Path
 import torch
 
 from pixellm_ros.engine.prompt import build_prompt_ids
-from pixellm_ros.model import PixelLMConfig, PixelLMForCausalLM
+from pixellm_ros.model import PixelLMForCausalLM
 from pixellm_ros.model.checkpoint import save_pixellm
-from pixellm_ros.model.sentencepiece_training import train_llama_style_sentencepiece
-from pixellm_ros.model.tokenizer import PixelLMTokenizer
 
-CORPUS: tuple[str, ...] = (
-    "A chat between a curious human and an artificial intelligence assistant.",
-    "The assistant gives helpful, detailed, and polite answers to the human's questions.",
-    "USER: Segment the red cup on the table. ASSISTANT: Sure, it is the red cup.",
-    "USER: What can I use to drink hot coffee? ASSISTANT: You can use the mug on the left.",
-    "Find every bottle on the shelf. There are 2 bottles and 1 glass, and the red cup.",
-    "The robot should pick up the blue block and place it in the tray.",
-)
+from .tiny_models import tiny_config
+from .tokenizers import build_tiny_tokenizer
+
 ANSWER_TEXT = " the red cup"
 EMBED_SCALE = 30.0   # residual stream dominated by the token's own embedding
 LOGIT_SCALE = 8.0    # successor's logit margin over the random rows
@@ -41,10 +34,8 @@ LOGIT_SCALE = 8.0    # successor's logit margin over the random rows
 
 def build_scripted_model(folder: Path, loop: bool = False, seed: int = 0) -> Path:
     """Write a tiny model (save_pixellm layout) answering "the red cup" + one seg group to ``folder``."""
-    spm_path = train_llama_style_sentencepiece(list(CORPUS) * 8, folder.parent / f"{folder.name}_spm" / "tokenizer.model",
-                                               vocab_size=360, model_type="bpe")
-    tokenizer = PixelLMTokenizer.build(spm_path, num_seg_tokens=6)
-    config = PixelLMConfig.tiny(vocab_size=len(tokenizer))
+    tokenizer = build_tiny_tokenizer(folder.parent / f"{folder.name}_spm", vocab_size=360)
+    config = tiny_config(len(tokenizer))
     torch.manual_seed(seed)
     model = PixelLMForCausalLM(config).eval()
 

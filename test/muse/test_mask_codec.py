@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as coco_mask
 
-from pixellm_ros.evaluation.mask_codec import decode_segmentation, encode_rle, mask_bbox
+from pixellm_ros.muse.mask_codec import decode_segmentation, encode_rle, mask_bbox
 
 # A 3x4 mask; column-major reading: col0 = 0,0,1  col1 = 1,1,0  col2 = col3 = 0
 # -> runs: 2 zeros, 3 ones, 7 zeros.

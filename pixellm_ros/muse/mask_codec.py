@@ -1,4 +1,4 @@
-"""COCO segmentation <-> binary masks: polygons, uncompressed RLE, compressed RLE.
+"""COCO segmentation <-> binary masks: polygons, uncompressed RLE, compressed RLE (MUSE's masks).
 
 Decoding is pycocotools' (the reference implementation the MUSE files were made with).
 Encoding writes UNCOMPRESSED RLE — exact, and what ``pycocotools.mask.frPyObjects`` accepts,
