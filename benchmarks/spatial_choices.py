@@ -126,11 +126,13 @@ def main() -> int:
                 for background in BACKGROUNDS:
                     group = cases[(bleed, background)]
                     err = centroid_errors_mm(group, run(group, options))
-                    cells.append(f"{np.mean(err):.1f} / {np.percentile(err, 95):.1f} ({100 * within_spec(group, err):.0f}%)")
+                    share = 100 * within_spec(group, err)
+                    cells.append(f"{np.mean(err):.1f} / {np.percentile(err, 95):.1f} ({share:.0f}%)")
             print(f"| {erode} | {label} | " + " | ".join(cells) + " |")
 
     print(f"\nBox: share of the ground-truth points it holds, mean / minimum (objects holding >= 95%), at the"
-          f" defaults (erode {base.erode_px} px, MAD k={base.mad_k}, band >= {base.band_extent} size); the box around the whole mask's inliers"
+          f" defaults (erode {base.erode_px} px, MAD k={base.mad_k}, band >= {base.band_extent} size); the box"
+          " around the whole mask's inliers"
           " or around the eroded core's only")
     print("| box points | box | " + " | ".join(f"bleed {b} px, {g}" for b in BLEEDS for g in BACKGROUNDS) + " |")
     print("|---|---|" + "---|" * (len(BLEEDS) * len(BACKGROUNDS)))
@@ -144,7 +146,8 @@ def main() -> int:
                 cells.append(f"{100 * h.mean():.1f}% / {100 * h.min():.1f}% ({100 * np.mean(h >= 0.95):.0f}%)")
             print(f"| {box_points} | {which.split('_')[0]} | " + " | ".join(cells) + " |")
 
-    print("\nAxis-aligned vs oriented, at the defaults, bleed 0 (all shapes: volume; cylinders: long axis and grasp width)")
+    print("\nAxis-aligned vs oriented, at the defaults, bleed 0 (all shapes: volume; cylinders: long axis and"
+          " grasp width)")
     group = cases[(0, "table")]
     results = run(group, base)
     ratio = np.array([r.oriented_box.volume / r.aligned_box.volume for r in results])

@@ -85,8 +85,11 @@ def world_frames(height: int, width: int, seed: int, frames_per_scene: int,
         yield rgb
 
 
+WorldView = tuple[np.ndarray, "np.ndarray | None", PinholeIntrinsics]
+
+
 def world_views(height: int, width: int, seed: int, frames_per_scene: int, on_new_scene: Any = None,
-                depth_encoding: str | None = "16UC1") -> Iterator[tuple[np.ndarray, np.ndarray | None, PinholeIntrinsics]]:
+                depth_encoding: str | None = "16UC1") -> Iterator[WorldView]:
     """(rgb, depth, intrinsics) of rendered tabletop scenes, each scene repeated frames_per_scene times.
 
     depth: (H, W) uint16 millimetres for "16UC1", float32 metres for "32FC1", None for None (not rendered).

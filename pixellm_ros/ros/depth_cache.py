@@ -129,5 +129,5 @@ class DepthCache:
                 f"the colour image is {lead:.3f} s older than every cached depth image ({len(stamps)} kept, {tol}):"
                 " a larger depth cache would hold its depth"))
         return DepthLookup(camera_info=info, offset_s=offset_ns / NS_PER_S, reason=(
-            f"no depth image within {self.tolerance_s:g} s of the colour image (nearest {abs(offset_ns) / NS_PER_S:.3f} s"
-            f" away): a gap in '{self.depth_topic}', or depth and colour stamped by different clocks"))
+            f"no depth image within {self.tolerance_s:g} s of the colour image"
+            f" (nearest {abs(offset_ns) / NS_PER_S:.3f} s away): a gap in '{self.depth_topic}', or depth and colour stamped by different clocks"))

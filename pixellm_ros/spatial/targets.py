@@ -24,7 +24,7 @@ mask (full frame, or cropped with its offset) into a ``Target3D``:
    (the visible surface's normal, towards the camera); its first two axes are those of the
    smallest-area rectangle around the points projected on that plane, long side first
    (``box_in_plane="min_area"``; "pca" keeps the principal axes, which are arbitrary for square
-   and round footprints: measured, the rectangle's box is 31% smaller for the world's boxes).
+   and round footprints: measured, the rectangle's box is 28% smaller for the world's boxes, median).
 
 Fewer than ``min_points`` valid points: ``ok`` is False and ``reason`` says why; nothing else is
 computed. The defaults are the choices ``benchmarks/spatial_choices.py`` measured on the world's
@@ -60,7 +60,7 @@ class Targets3DOptions:
     min_points: int = 30  # fewer valid points than this: no 3D
     box: BoxKind = "oriented"  # which box ``Target3D.box`` is (both are computed)
     box_points: Literal["mask", "core"] = "mask"  # the boxes hold the whole mask's inliers, or the core's
-    box_in_plane: Literal["pca", "min_area"] = "min_area"  # oriented box: in-plane axes from PCA or a min-area rectangle
+    box_in_plane: Literal["pca", "min_area"] = "min_area"  # oriented box's in-plane axes: PCA | min-area rectangle
     keep_points: bool = True  # keep the points (N, 3) for point clouds
 
     def __post_init__(self) -> None:
@@ -127,7 +127,8 @@ class AlignedDepth:
         if depth.size != (width, height):
             check_same_aspect(depth.size, (width, height), "the depth image", "the colour image")
             # Colour pixel centre (u + 0.5) / W of the way across -> the depth pixel holding it.
-            self._col_map = np.minimum(((np.arange(width) + 0.5) * depth.width / width).astype(np.intp), depth.width - 1)
+            self._col_map = np.minimum(((np.arange(width) + 0.5) * depth.width / width).astype(np.intp),
+                                       depth.width - 1)
             self._row_map = np.minimum(((np.arange(height) + 0.5) * depth.height / height).astype(np.intp),
                                        depth.height - 1)
         else:

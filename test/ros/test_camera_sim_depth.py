@@ -32,8 +32,8 @@ W, H, SEED = 320, 240, 11
 def camera(domain_id: int, log_path: Path, prefix: str, **parameters: Any) -> Iterator[subprocess.Popen]:
     params = {"source": "world", "rate_hz": 10.0, "width": W, "height": H, "seed": SEED, "frame_id": "sim_optical",
               **parameters}
-    command = camera_command(params, {"image_raw": f"{prefix}/image_raw", "depth/image_raw": f"{prefix}/depth/image_raw",
-                                      "camera_info": f"{prefix}/camera_info"}, f"{prefix}_camera")
+    remaps = {name: f"{prefix}/{name}" for name in ("image_raw", "depth/image_raw", "camera_info")}
+    command = camera_command(params, remaps, f"{prefix}_camera")
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), OMP_NUM_THREADS="1")
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)

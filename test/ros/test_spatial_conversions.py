@@ -79,7 +79,8 @@ def test_depth_images_round_trip_in_both_encodings_and_byte_orders() -> None:
 
 
 @pytest.mark.parametrize("msg, message", [
-    (Image(height=2, width=2, encoding="rgb8", step=6, data=bytes(12)), "unsupported depth encoding 'rgb8'.*16UC1.*32FC1"),
+    (Image(height=2, width=2, encoding="rgb8", step=6, data=bytes(12)),
+     "unsupported depth encoding 'rgb8'.*16UC1.*32FC1"),
     (Image(height=2, width=2, encoding="mono16", step=4, data=bytes(8)), "unsupported depth encoding 'mono16'"),
     (Image(height=0, width=2, encoding="16UC1", step=4, data=b""), "zero-size"),
     (Image(height=2, width=2, encoding="16UC1", step=2, data=bytes(4)), "step 2 is smaller than width"),
@@ -162,7 +163,8 @@ def test_every_bad_depth_input_gives_targets_without_3d_and_a_warning_that_says_
         "no camera_info": (_lookup(depth, None), "no camera_info received yet on 'camera_info'"),
         "wrong encoding": (_lookup(rgb, info), "unsupported depth encoding 'rgb8'"),
         "size mismatch (bytes)": (_lookup(truncated, info), "bytes but step \\* height"),
-        "size mismatch (aspect)": (_lookup(wrong_aspect, info), "depth image is 640x360 but the colour image is 640x480"),
+        "size mismatch (aspect)": (_lookup(wrong_aspect, info),
+                                   "depth image is 640x360 but the colour image is 640x480"),
         "unsupported distortion": (_lookup(depth, distorted), "distortion model 'vendor_poly'"),
         "all-invalid depth (0 mm)": (_lookup(all_invalid, info), "no valid reading \\(every pixel 0, NaN or inf\\)"),
         "all-invalid depth (NaN)": (_lookup(nan_depth, info), "no valid reading"),
@@ -195,7 +197,8 @@ def test_a_depth_frame_id_other_than_the_colour_frame_is_warned_about() -> None:
     scene, depth, info = _world_inputs(header=Header(stamp=HEADER.stamp, frame_id="camera_depth_optical_frame"))
     result3d, msg = _failed_result([scene.visible_masks[0]], _lookup(depth, info))
     assert msg.targets[0].has_3d and msg.depth_header.frame_id == "camera_depth_optical_frame"
-    assert "'camera_depth_optical_frame' differs from the colour image's 'camera_color_optical_frame'" in msg.warnings[1]
+    assert ("'camera_depth_optical_frame' differs from the colour image's 'camera_color_optical_frame'"
+            in msg.warnings[1])
 
 
 def test_point_clouds_of_one_target_and_of_all() -> None:
@@ -229,7 +232,8 @@ def test_markers_draw_a_box_and_a_label_per_target_with_3d() -> None:
     assert all(m.header == HEADER and m.ns == "pixellm_targets" for m in markers)
     cube, label = markers[1], markers[2]
     box = targets[0].box
-    np.testing.assert_allclose([cube.pose.position.x, cube.pose.position.y, cube.pose.position.z], box.center, atol=1e-9)
+    position = cube.pose.position
+    np.testing.assert_allclose([position.x, position.y, position.z], box.center, atol=1e-9)
     np.testing.assert_allclose([cube.scale.x, cube.scale.y, cube.scale.z], np.maximum(box.size, 0.002), atol=1e-9)
     assert label.text.startswith("0: cup (") and label.text.endswith(" m)")
     assert label.pose.position.y < cube.pose.position.y  # above the box: up is -y in the optical frame

@@ -15,7 +15,8 @@ K = np.array([[500.0, 0.0, 319.5], [0.0, 500.0, 239.5], [0.0, 0.0, 1.0]])
 
 
 def _plane(depth_m: float = 1.0) -> AlignedDepth:
-    return AlignedDepth(DepthImage(np.full((H, W), depth_m, np.float32)), PinholeIntrinsics.from_matrix(K, W, H), (W, H))
+    depth = DepthImage(np.full((H, W), depth_m, np.float32))
+    return AlignedDepth(depth, PinholeIntrinsics.from_matrix(K, W, H), (W, H))
 
 
 def _square(x0: int, y0: int, side: int) -> np.ndarray:
@@ -46,7 +47,8 @@ def test_a_square_on_a_fronto_parallel_plane_worked_by_hand() -> None:
 def test_a_cropped_mask_with_its_offset_is_the_same_target() -> None:
     scene = sample_scene(np.random.default_rng(2), (H, W))
     geo = scene.geometry
-    frame = AlignedDepth(DepthImage(geo.depth_image("16UC1")), PinholeIntrinsics.from_matrix(geo.camera.K, W, H), (W, H))
+    intr = PinholeIntrinsics.from_matrix(geo.camera.K, W, H)
+    frame = AlignedDepth(DepthImage(geo.depth_image("16UC1")), intr, (W, H))
     mask = scene.visible_masks[0]
     x, y, w, h = cv2.boundingRect(mask.view(np.uint8))
     full = frame.target(mask)
@@ -157,7 +159,8 @@ def test_distortion_is_undone_per_pixel() -> None:
     box = t.aligned_box
     lo, hi = box.center - box.size / 2, box.center + box.size / 2
     np.testing.assert_allclose([lo[0], hi[0], lo[1], hi[1]], [0.2, 0.4, -0.1, 0.1], atol=0.004)
-    ignored = AlignedDepth(DepthImage(depth), PinholeIntrinsics.from_matrix(K, W, H), (W, H)).target(mask, options=options)
+    pinhole = AlignedDepth(DepthImage(depth), PinholeIntrinsics.from_matrix(K, W, H), (W, H))
+    ignored = pinhole.target(mask, options=options)
     hi_ignored = ignored.aligned_box.center + ignored.aligned_box.size / 2
     assert abs(hi_ignored[0] - 0.4) > 0.01  # the lens moves the square's far edge by centimetres
 
