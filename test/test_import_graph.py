@@ -24,12 +24,13 @@ PACKAGE = "pixellm_ros"
 # Which top-level subpackages of pixellm_ros each one may import (besides itself).
 LAYERS: dict[str, frozenset[str]] = {
     "muse": frozenset(),                                                  # the MUSE format: a leaf
+    "spatial": frozenset(),                                               # targets in 3D: a leaf
     "world": frozenset({"muse"}),                                         # the tabletop world
     "model": frozenset(),                                                 # the network
     "engine": frozenset({"model"}),                                       # inference
     "evaluation": frozenset({"engine", "model", "world", "muse"}),
     "training": frozenset({"engine", "model", "evaluation", "world", "muse"}),
-    "ros": frozenset({"engine", "evaluation", "world", "muse"}),          # never the model
+    "ros": frozenset({"engine", "evaluation", "world", "muse", "spatial"}),  # never the model
 }
 # Modules that may import anything of ours.
 UNRESTRICTED: frozenset[str] = frozenset({"cli", "__main__"})

@@ -7,6 +7,9 @@ In memory::
     rgb, masks = scene.render()                     # (H, W, 3) uint8, (K, H, W) bool visible masks
     for q in make_questions(scene, rng):            # q.question, q.answer ("... {seg}."), q.target_ids
         target_masks = masks[list(q.target_ids)]
+    geo = scene.geometry                            # the same scene in 3D (``geometry``):
+    geo.camera.K, geo.depth_image("16UC1")          # intrinsics, aligned depth (uint16 mm / float32 m)
+    geo.object_points(i), geo.object_centroid(i)    # exact optical-frame points of object i's visible pixels
 
 On disk (MUSE format): ``generate_dataset(out_dir, num_images, seed, split, image_size)``.
 The vocabulary, affordances and held-out pairs are in ``ontology``; the spatial definitions in

@@ -4,6 +4,8 @@ Depth: the camera looks down at the table at an angle, so an object lower in the
 nearer and is drawn over the objects behind it. Objects are painted back to front with hard
 edges; an instance mask is the set of pixels its object painted that no nearer object painted
 over (the VISIBLE pixels). Shadows darken what lies under them but belong to no mask.
+``scene.geometry`` (``geometry``) adds the 3D side: a metric camera, a depth image aligned with
+the colour image and each object's exact ground-truth points.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from functools import cached_property
 import cv2
 import numpy as np
 
+from pixellm_ros.world.geometry import SceneGeometry
 from pixellm_ros.world.objects import SceneObject
 from pixellm_ros.world.ontology import (
     ALL_COLOUR_SHAPE,
@@ -85,6 +88,11 @@ class Scene:
         """(K, H, W) bool visible pixels of each object, in ``objects`` order."""
         ids = np.arange(len(self.objects), dtype=np.int16)
         return self.label_map[None, :, :] == ids[:, None, None]
+
+    @cached_property
+    def geometry(self) -> SceneGeometry:
+        """The scene in 3D: camera model and pose, aligned depth image, ground-truth points."""
+        return SceneGeometry(self)
 
     def visible_fraction(self, obj: SceneObject) -> float:
         """Share of the object's own footprint that is visible."""

@@ -201,3 +201,52 @@ def appearance(obj: SceneObject, fp: Footprint, light: np.ndarray) -> np.ndarray
     rgb = base[None, None, :] * intensity[..., None]
     rgb = rgb + (255.0 - rgb) * specular[..., None]
     return np.clip(rgb, 0.0, 255.0).astype(np.float32)
+
+
+# Height of each shape's visible top surface above the table, in units of the object's radius
+# (ball: a sphere of that radius, seen from above down to its equator; box: a cube of side 1.64 r
+# with a chamfered rim; wedge: a ramp rising towards its apex; ring: a torus of tube radius 0.25 r;
+# cylinder: lying on its side, radius 0.5 r; star, cross: plates; cup: rim 1.3 r high, its floor
+# seen through the opening, the handle at mid height).
+SHAPE_HEIGHT: dict[str, float] = {
+    "ball": 2.0, "box": 1.64, "wedge": 1.0, "ring": 0.5, "cylinder": 1.0, "star": 0.35, "cross": 0.45, "cup": 1.3,
+}
+
+
+def height_profile(obj: SceneObject, fp: Footprint) -> np.ndarray:
+    """Height of ``obj``'s top surface over its footprint window, in units of its radius.
+
+    The surface is a height field over the object's IMAGE footprint: the camera ray through
+    each footprint pixel meets the object at this height above the table (``geometry``), so
+    colour, masks and depth agree pixel for pixel.
+
+    Returns:
+        (h, w) float64, meaningful where ``fp.mask`` (0 elsewhere), at most ``SHAPE_HEIGHT``.
+    """
+    h, w = fp.mask.shape
+    f = _local_frame(obj, fp.y0, fp.y0 + h, fp.x0, fp.x0 + w)
+    r = max(obj.radius, 1e-6)
+    rho = np.hypot(f.dx, f.dy) / r
+    top = SHAPE_HEIGHT[obj.shape]
+    if obj.shape == "ball":
+        height = 1.0 + np.sqrt(np.clip(1.0 - rho**2, 0.0, 1.0))
+    elif obj.shape == "ring":
+        tube = 0.25
+        height = tube + np.sqrt(np.clip(tube**2 - (rho - 0.75) ** 2, 0.0, None))
+    elif obj.shape == "cylinder":
+        across = _capsule_distance(f, 0.62 * r) / r
+        height = 0.5 + np.sqrt(np.clip(0.25 - across**2, 0.0, None))
+    elif obj.shape == "cup":
+        handle = rho > 0.9
+        height = np.where(rho <= 0.68, 0.15, top)
+        height = np.where(handle, 0.5 * top, height)
+    else:  # box, wedge, star, cross: flat tops with a chamfer over the bevel band
+        if obj.shape == "wedge":  # apex at v = -1.08 r, base edge at v = +0.54 r
+            along = np.clip((0.54 * r - f.v) / (1.62 * r), 0.0, 1.0)
+            height = top * (0.25 + 0.75 * along)
+        else:
+            height = np.full((h, w), top)
+        bevel = max(1.0, 0.08 * r)
+        inside = cv2.distanceTransform(np.pad(fp.mask, 1).astype(np.uint8), cv2.DIST_L2, 3)[1:-1, 1:-1]
+        height = height * (1.0 - 0.12 * np.clip(1.0 - inside / bevel, 0.0, 1.0))
+    return np.where(fp.mask, height, 0.0)
