@@ -31,7 +31,8 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$(req_sum)" ]; then
   # at this venv's real Python and numpy headers so CMake accepts them.
   py_inc="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
   np_inc="$("$VENV/bin/python" -c 'import numpy; print(numpy.get_include())')"
-  grep -rlZ "/opt/python/cp311-cp311" "$VENV/share" --include='*.cmake' | xargs -0 -r sed -i \
+  # (grep finds nothing once every file is rewritten: not an error)
+  { grep -rlZ "/opt/python/cp311-cp311" "$VENV/share" --include='*.cmake' || true; } | xargs -0 -r sed -i \
     -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#${np_inc}#g" \
     -e "s#/opt/python/cp311-cp311/include/python3.11#${py_inc}#g"
   req_sum > "$STAMP"

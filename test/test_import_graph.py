@@ -266,7 +266,7 @@ def test_the_checks_see_every_kind_of_import(tmp_path: Path) -> None:
     assert layer_violations(graph) == [  # engine -> model is allowed, muse -> engine and ros -> model are not
         "pixellm_ros/muse/__init__.py:1 (pixellm_ros.muse imports pixellm_ros.engine.run): muse/ may import nothing of ours",
         "pixellm_ros/ros/node.py:5 (pixellm_ros.ros.node imports pixellm_ros.model.parts): "
-        "ros/ may import engine, evaluation, muse, world",
+        "ros/ may import engine, evaluation, muse, spatial, world",
     ]
 
     _write(tmp_path, {"pixellm_ros/ros/typo.py": "from pixellm_ros.modle import Net\n"})

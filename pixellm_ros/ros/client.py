@@ -131,12 +131,49 @@ class PixelLMClient:
                 on_text: Callable[[str], None] | None = None, timeout: float = 60.0, channel: str = "action",
                 camera: str = "", request_id: str = "") -> SegmentationResult:
         """One instruction's result (see the module docstring for what raises)."""
-        image_msg = _image_msg(image)
-        if channel == "service":
-            return self._segment_service(instruction, image_msg, timeout, camera, request_id)
-        if channel != "action":
+        pending = self.request(instruction, image, on_text, timeout, channel, camera, request_id)
+        try:
+            return pending.result(timeout)
+        except BaseException:  # TimeoutError, KeyboardInterrupt: the node must not work on for nobody
+            pending.cancel()
+            raise
+
+    def request(self, instruction: str, image: np.ndarray | Image | None = None,
+                on_text: Callable[[str], None] | None = None, timeout: float = 60.0, channel: str = "action",
+                camera: str = "", request_id: str = "") -> PendingResult:
+        """Send a request and return at once; ``PendingResult.result()`` waits for its answer.
+
+        For many requests at once (several robots, a burst): each one gets exactly one result.
+        ``timeout`` bounds only the wait for the node's service / action to be there.
+        """
+        if channel not in ("action", "service"):
             raise ValueError(f"channel must be 'action' or 'service', got {channel!r}")
-        return self._segment_action(instruction, image_msg, on_text, timeout, camera, request_id)
+        image_msg = _image_msg(image)
+        pending = PendingResult(self.node_name)
+        if channel == "service":
+            self._ready("service", lambda t: self._service.wait_for_service(timeout_sec=t), timeout)
+            future = self._service.call_async(SegmentService.Request(
+                image=image_msg, instruction=instruction, request_id=request_id, camera=camera))
+            future.add_done_callback(lambda f: pending.finish(f.result().result))
+            pending.forget = lambda: self._service.remove_pending_request(future)
+            return pending
+        self._ready("action", lambda t: self._action.wait_for_server(timeout_sec=t), timeout)
+        goal = SegmentAction.Goal(image=image_msg, instruction=instruction, request_id=request_id, camera=camera)
+        feedback = (lambda msg: on_text(msg.feedback.delta)) if on_text is not None else None
+
+        def on_goal_response(future: Any) -> None:
+            handle = future.result()
+            if not handle.accepted:
+                pending.finish(error_result_msg(
+                    SegmentationResult.STATUS_QUEUE_FULL, f"{self.node_name} rejected the goal: its request queue "
+                    "is full (its result topic has the same answer)", request_id, instruction.strip(),
+                    image_msg.header if image_msg.width else None, camera=camera))
+                return
+            pending.handle = handle
+            handle.get_result_async().add_done_callback(lambda f: pending.finish(f.result().result.result))
+
+        self._action.send_goal_async(goal, feedback_callback=feedback).add_done_callback(on_goal_response)
+        return pending
 
     def _ready(self, what: str, is_ready: Callable[[float], bool], timeout: float) -> None:
         if not is_ready(min(timeout, 5.0)):
@@ -151,39 +188,37 @@ class PixelLMClient:
                 time.sleep(DISCOVERY_SETTLE_S)
                 self._settled.add(what)
 
-    def _segment_service(self, instruction: str, image: Image, timeout: float, camera: str,
-                         request_id: str) -> SegmentationResult:
-        self._ready("service", lambda t: self._service.wait_for_service(timeout_sec=t), timeout)
-        request = SegmentService.Request(image=image, instruction=instruction, request_id=request_id, camera=camera)
-        future = self._service.call_async(request)
-        if not _wait(future.done, timeout):
-            self._service.remove_pending_request(future)
-            raise TimeoutError(f"no answer from {self.node_name}/segment within {timeout} s")
-        return _checked(future.result().result)
+class PendingResult:
+    """The answer to a request sent with ``PixelLMClient.request``; filled by the client's spin thread."""
 
-    def _segment_action(self, instruction: str, image: Image, on_text: Callable[[str], None] | None,
-                        timeout: float, camera: str, request_id: str) -> SegmentationResult:
-        self._ready("action", lambda t: self._action.wait_for_server(timeout_sec=t), timeout)
-        deadline = time.monotonic() + timeout
-        goal = SegmentAction.Goal(image=image, instruction=instruction, request_id=request_id, camera=camera)
-        feedback = (lambda msg: on_text(msg.feedback.delta)) if on_text is not None else None
-        sent = self._action.send_goal_async(goal, feedback_callback=feedback)
-        if not _wait(sent.done, timeout):
-            raise TimeoutError(f"{self.node_name} did not acknowledge the goal within {timeout} s")
-        handle = sent.result()
-        if not handle.accepted:
-            return error_result_msg(SegmentationResult.STATUS_QUEUE_FULL, f"{self.node_name} rejected the goal: "
-                                    "its request queue is full (its result topic has the same answer)",
-                                    request_id, instruction.strip(), image.header if image.width else None,
-                                    camera=camera)
-        result = handle.get_result_async()
-        try:
-            if not _wait(result.done, max(0.0, deadline - time.monotonic())):
-                raise TimeoutError(f"no result from {self.node_name} within {timeout} s (the goal was cancelled)")
-        except BaseException:  # TimeoutError, KeyboardInterrupt: the node must not work on for nobody
-            handle.cancel_goal_async()
-            raise
-        return _checked(result.result().result.result)
+    def __init__(self, node_name: str) -> None:
+        self._node_name = node_name
+        self._done = threading.Event()
+        self._result: SegmentationResult | None = None
+        self.handle: Any = None  # the accepted goal's handle (action)
+        self.forget: Callable[[], None] | None = None  # drop a pending service call
+
+    def finish(self, result: SegmentationResult) -> None:
+        if not self._done.is_set():
+            self._result = result
+            self._done.set()
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def result(self, timeout: float | None = None) -> SegmentationResult:
+        """The node's result; TimeoutError after ``timeout`` s, ResultLostError for an empty result."""
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"no result from {self._node_name} within {timeout} s")
+        assert self._result is not None
+        return _checked(self._result)
+
+    def cancel(self) -> None:
+        """Cancel the goal (action) or stop waiting for the response (service)."""
+        if self.handle is not None and not self._done.is_set():
+            self.handle.cancel_goal_async()
+        elif self.forget is not None and not self._done.is_set():
+            self.forget()
 
 
 def _image_msg(image: np.ndarray | Image | None) -> Image:

@@ -26,14 +26,27 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
 from pixellm_ros.world.shapes import height_profile
 
-if TYPE_CHECKING:
-    from pixellm_ros.world.scene import Scene
+
+class Scene(Protocol):
+    """What the geometry reads of a ``world.scene.Scene`` (a protocol: scene.py builds the geometry,
+    so the geometry must not import scene.py back)."""
+
+    height: int
+    width: int
+    objects: Sequence[Any]
+
+    @property
+    def label_map(self) -> np.ndarray: ...
+
+    def footprint(self, obj: Any) -> Any: ...  # world.shapes.Footprint
+
+    def visible_fraction(self, obj: Any) -> float: ...
 
 CAMERA_HEIGHT_M = 0.75
 CAMERA_PITCH_DEG = 70.0

@@ -53,6 +53,15 @@ def loop_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def slow_loop_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The loop model with a 12-layer LLM and 4096 positions: 2000 tokens take seconds."""
+    from support.scripted_model import build_scripted_model
+
+    return build_scripted_model(tmp_path_factory.mktemp("slow_loop_model") / "model", loop=True, llm_layers=12,
+                                max_positions=4096)
+
+
+@pytest.fixture(scope="session")
 def single_thread_torch() -> None:
     # The node subprocesses run with OMP_NUM_THREADS=1; the reference engine here must too, so
     # that both compute the same floats (and the machine's cores are shared).

@@ -32,10 +32,19 @@ EMBED_SCALE = 30.0   # residual stream dominated by the token's own embedding
 LOGIT_SCALE = 8.0    # successor's logit margin over the random rows
 
 
-def build_scripted_model(folder: Path, loop: bool = False, seed: int = 0) -> Path:
-    """Write a tiny model (save_pixellm layout) answering "the red cup" + one seg group to ``folder``."""
+def build_scripted_model(folder: Path, loop: bool = False, seed: int = 0, llm_layers: int | None = None,
+                         max_positions: int | None = None) -> Path:
+    """Write a tiny model (save_pixellm layout) answering "the red cup" + one seg group to ``folder``.
+
+    llm_layers / max_positions: a deeper LLM with more positions, for an answer that runs for
+    seconds (the node tests that need a request still running when something happens).
+    """
     tokenizer = build_tiny_tokenizer(folder.parent / f"{folder.name}_spm", vocab_size=360)
     config = tiny_config(len(tokenizer))
+    if llm_layers is not None:
+        config.text.num_hidden_layers = llm_layers
+    if max_positions is not None:
+        config.text.max_position_embeddings = max_positions
     torch.manual_seed(seed)
     model = PixelLMForCausalLM(config).eval()
 
