@@ -50,7 +50,14 @@ def build_parser(commands: dict[str, ModuleType] | None = None) -> argparse.Argu
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Everything from the first --ros-args on belongs to rclpy (ROS's own command-line rules:
+    # -p name:=value, -r from:=to, --params-file), whatever argparse would make of it.
+    split = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
+    args = build_parser().parse_args(argv[:split])
+    args.ros_args = argv[split:]
+    if args.ros_args and not getattr(args, "_takes_ros_args", False):
+        build_parser().error(f"'pixellm-ros {args.command}' takes no --ros-args")
     return int(args._run(args))
 
 

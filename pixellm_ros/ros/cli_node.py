@@ -10,8 +10,9 @@ HELP = "run pixellm_node with a parameters file (what launch/pixellm.launch.py s
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params-file", type=Path, default=None, help="ROS parameters YAML (default: the shipped one)")
-    parser.add_argument("ros_args", nargs=argparse.REMAINDER,
-                        help="--ros-args ... passed to rclpy (e.g. --ros-args -p model.device:=cuda -r __ns:=/robot1)")
+    parser.epilog = ("anything after --ros-args goes to rclpy, e.g. --ros-args -p model.device:=cuda -r __ns:=/robot1 "
+                     "-r image_raw:=/camera/color/image_raw")
+    parser.set_defaults(_takes_ros_args=True)
 
 
 def run(args: argparse.Namespace) -> int:

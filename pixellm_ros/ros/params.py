@@ -16,9 +16,10 @@ value or a wrong type at once with the reason), ``settings_from_values`` (the va
 configure) and ``config/pixellm.yaml`` (a test fails when its keys or defaults drift from the table).
 
 Several cameras (``cameras.names``): unset, the node has one camera, ``default``, on
-``topics.image`` / ``topics.compressed_image`` / ``topics.use_compressed``. Set to a list of
-names, every name gets the group ``cameras.<name>.*`` (``CAMERA_SPECS``: image topic, compressed
-topic, use_compressed), declared at configure, and ``topics.image`` & co. are not used.
+``topics.image`` / ``topics.compressed_image`` / ``topics.use_compressed`` (and, with depth,
+``topics.depth_image`` / ``topics.camera_info``). Set to a list of names, every name gets the group
+``cameras.<name>.*`` (``CAMERA_SPECS``: the same five), declared at configure, and ``topics.image``
+& co. are not used.
 
 Declared types are static: a value of another type is rejected (``ros2 param set queue_size abc``),
 except an integer for a floating-point parameter, which is taken as that number (a YAML
@@ -209,6 +210,11 @@ PARAMETER_SPECS: tuple[ParameterSpec, ...] = (
                   CONFIGURE, "compressed_image_topic", check=_topic_name),
     ParameterSpec("topics.use_compressed", "bool", False, "subscribe to topics.compressed_image instead",
                   CONFIGURE, "use_compressed"),
+    ParameterSpec("topics.depth_image", "str", "depth/image_raw", "depth images aligned with the default camera's "
+                  "(sensor_msgs/Image 16UC1 mm or 32FC1 m), when depth.enabled", CONFIGURE, "depth_image_topic",
+                  check=_topic_name),
+    ParameterSpec("topics.camera_info", "str", "camera_info", "the default camera's sensor_msgs/CameraInfo (of the "
+                  "depth image), when depth.enabled", CONFIGURE, "camera_info_topic", check=_topic_name),
     ParameterSpec("topics.instruction", "str", "~/instruction", "instructions (std_msgs/String), answered on the "
                   "first camera", CONFIGURE, "instruction_topic", check=_topic_name),
     ParameterSpec("topics.result", "str", "~/result", "results (pixellm_ros/msg/SegmentationResult), every request",
@@ -217,6 +223,20 @@ PARAMETER_SPECS: tuple[ParameterSpec, ...] = (
                   CONFIGURE, "answer_topic", check=_topic_name),
     ParameterSpec("topics.debug_image", "str", "~/debug_image", "overlay image (sensor_msgs/Image rgb8)",
                   CONFIGURE, "debug_image_topic", check=_topic_name),
+    ParameterSpec("topics.targets_cloud", "str", "~/targets_cloud", "the targets' 3D points (sensor_msgs/PointCloud2 "
+                  "xyz float32 + uint32 target), when output.point_cloud", CONFIGURE, "targets_cloud_topic",
+                  check=_topic_name),
+    ParameterSpec("topics.markers", "str", "~/markers", "the targets' 3D boxes and names "
+                  "(visualization_msgs/MarkerArray, for RViz), drawn only while somebody subscribes", CONFIGURE,
+                  "markers_topic", check=_topic_name),
+    ParameterSpec("depth.enabled", "bool", False, "subscribe to aligned depth + camera_info and give every target "
+                  "of a camera frame its 3D centroid, box and point count", CONFIGURE, "depth_enabled"),
+    ParameterSpec("depth.sync_tolerance_s", "float", 0.02, "largest |depth stamp - colour stamp| that still "
+                  "matches", CONFIGURE, "depth_sync_tolerance_s", minimum=0.0),
+    ParameterSpec("depth.cache_size", "int", 10, "recent depth frames kept for matching by stamp", CONFIGURE,
+                  "depth_cache_size", minimum=1, maximum=1000),
+    ParameterSpec("output.point_cloud", "bool", False, "publish the targets' points on topics.targets_cloud",
+                  LIVE, "point_cloud"),
     ParameterSpec("cameras.names", "str[]", None, "camera names; unset = one camera 'default' on topics.image. "
                   "Each name gets cameras.<name>.image / .compressed_image / .use_compressed and the instruction "
                   "topic ~/<name>/instruction", CONFIGURE, "camera_names", check=_camera_names,
@@ -261,6 +281,10 @@ CAMERA_SPECS: tuple[ParameterSpec, ...] = (
                   "compressed_image_topic", check=_topic_name),
     ParameterSpec("cameras.{camera}.use_compressed", "bool", False, "subscribe to the compressed topic instead",
                   CONFIGURE, "use_compressed"),
+    ParameterSpec("cameras.{camera}.depth_image", "str", "{camera}/depth/image_raw", "the camera's aligned depth "
+                  "images, when depth.enabled", CONFIGURE, "depth_image_topic", check=_topic_name),
+    ParameterSpec("cameras.{camera}.camera_info", "str", "{camera}/camera_info", "the camera's CameraInfo, when "
+                  "depth.enabled", CONFIGURE, "camera_info_topic", check=_topic_name),
 )
 
 SPECS_BY_NAME: dict[str, ParameterSpec] = {spec.name: spec for spec in PARAMETER_SPECS}
@@ -280,6 +304,8 @@ class CameraSettings:
     image_topic: str
     compressed_image_topic: str
     use_compressed: bool
+    depth_image_topic: str
+    camera_info_topic: str
 
     @property
     def topic(self) -> str:
@@ -367,7 +393,7 @@ def camera_settings(settings: Any, values: Mapping[str, Any]) -> list[CameraSett
     """The cameras of ``settings``: 'default' from topics.*, or each name from cameras.<name>.*."""
     if not settings.camera_names:
         return [CameraSettings(DEFAULT_CAMERA, settings.image_topic, settings.compressed_image_topic,
-                               settings.use_compressed)]
+                               settings.use_compressed, settings.depth_image_topic, settings.camera_info_topic)]
     cameras = []
     for camera in settings.camera_names:
         fields = {spec.field: check_value(spec, values.get(camera_spec_name(spec, camera), camera_default(spec, camera)),

@@ -32,8 +32,9 @@ from rclpy.duration import Duration
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.time import Time
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header, String
+from visualization_msgs.msg import MarkerArray
 
 from pixellm_ros.action import Segment as SegmentAction
 from pixellm_ros.msg import SegmentationResult as ResultMsg
@@ -41,11 +42,13 @@ from pixellm_ros.srv import Segment as SegmentService
 
 from . import params as P
 from . import qos
+from .depth_cache import DepthCache
 from .diagnostics import CameraHealth, NodeHealth, RateMeter, diagnostic_array
 from .engine_host import load_engine, probability_to_logit
 from .request_desk import SHUTTING_DOWN, RequestDesk
 from .request_flow import RequestFlow
 from .requests import CameraInput, LatestFrame, SegmentRequest
+from .spatial_conversions import stamp_ns
 from .worker import RequestWorker
 
 NODE_NAME = "pixellm"
@@ -185,6 +188,11 @@ class PixelLMNode(LifecycleNode):
         add(("publisher", self._desk.answer_pub))
         self._desk.debug_pub = self.create_publisher(Image, settings.debug_image_topic, qos.debug_image_qos())
         add(("publisher", self._desk.debug_pub))
+        if settings.depth_enabled:
+            self._desk.cloud_pub = self.create_publisher(PointCloud2, settings.targets_cloud_topic, qos.result_qos(1))
+            add(("publisher", self._desk.cloud_pub))
+            self._desk.markers_pub = self.create_publisher(MarkerArray, settings.markers_topic, qos.result_qos(1))
+            add(("publisher", self._desk.markers_pub))
         camera_qos = qos.image_qos(settings.image_reliability, settings.image_depth)
         for index, camera in enumerate(cameras):
             frames = LatestFrame()
@@ -193,7 +201,8 @@ class PixelLMNode(LifecycleNode):
                                                     callback_group=self._groups["image"])
             add(("subscription", subscription))
             self._desk.cameras[camera.name] = CameraInput(camera.name, frames, subscription.topic_name,
-                                                     subscription.get_publisher_count, settings.image_reliability)
+                                                          subscription.get_publisher_count, settings.image_reliability,
+                                                          self._depth_input(settings, camera))
             self._meters[camera.name] = RateMeter()
             topics = ([settings.instruction_topic] if index == 0 else []) + (
                 [f"~/{camera.name}/instruction"] if settings.camera_names else [])
@@ -212,6 +221,20 @@ class PixelLMNode(LifecycleNode):
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", qos.diagnostics_qos())
         add(("publisher", self._diagnostics_pub))
         self._make_timers(settings)
+
+    def _depth_input(self, settings: Any, camera: P.CameraSettings) -> DepthCache | None:
+        """The camera's depth + camera_info subscriptions and their cache (None without depth)."""
+        if not settings.depth_enabled:
+            return None
+        cache = DepthCache(settings.depth_cache_size, settings.depth_sync_tolerance_s)
+        depth = self.create_subscription(Image, camera.depth_image_topic,
+                                         lambda msg: cache.add_depth(stamp_ns(msg.header.stamp), msg),
+                                         qos.depth_qos(settings.image_reliability), callback_group=self._groups["image"])
+        info = self.create_subscription(CameraInfo, camera.camera_info_topic, cache.set_camera_info,
+                                        qos.camera_info_qos(), callback_group=self._groups["image"])
+        self._made += [("subscription", depth), ("subscription", info)]
+        cache.depth_topic, cache.info_topic = depth.topic_name, info.topic_name
+        return cache
 
     def _make_timers(self, settings: Any) -> None:
         for timer in self._made_timers.values():
@@ -234,6 +257,7 @@ class PixelLMNode(LifecycleNode):
             destroy[kind](entity)
         self._made_timers, self._made, self._desk.cameras, self._meters = {}, [], {}, {}
         self._desk.result_pub = self._desk.answer_pub = self._desk.debug_pub = None
+        self._desk.cloud_pub = self._desk.markers_pub = None
 
     # ------------------------------------------------------------------ parameters at run time
     def _coerce_parameters(self, parameters: list[Any]) -> list[Any]:

@@ -20,6 +20,10 @@ Results (``result_qos``): the result and answer topics are reliable KEEP_LAST wi
 so a burst of answers (a flood of queue-full refusals) reaches a subscriber that is slower than
 the node; each result is the one answer to one request.
 
+Depth and camera_info (``depth_qos``, ``camera_info_qos``): sensor data like the colour images,
+KEEP_LAST 5: the node keeps a few recent depth frames (``depth.cache_size``) to match them to a
+colour frame by stamp.
+
 Action status: rclpy's own profile (transient local, depth 1), so a late client sees the state.
 
 Debug overlay (``debug_image_qos``): reliable, depth 1 (a viewer only wants the newest picture;
@@ -47,6 +51,7 @@ RELIABILITY_CHOICES: dict[str, ReliabilityPolicy] = {
     "reliable": ReliabilityPolicy.RELIABLE,
 }
 DIAGNOSTICS_DEPTH = 10
+DEPTH_DEPTH = 5
 
 
 def _reliable(depth: int) -> QoSProfile:
@@ -66,6 +71,16 @@ def image_qos(reliability: str = "best_effort", depth: int = 1) -> QoSProfile:
         reliability=RELIABILITY_CHOICES[reliability],
         durability=qos_profile_sensor_data.durability,
     )
+
+
+def depth_qos(reliability: str = "best_effort") -> QoSProfile:
+    """Aligned depth images: as the camera's colour images, a few deep (the cache matches them by stamp)."""
+    return image_qos(reliability, DEPTH_DEPTH)
+
+
+def camera_info_qos() -> QoSProfile:
+    """camera_info: sensor data, best effort (matches reliable drivers too), the newest few."""
+    return image_qos("best_effort", DEPTH_DEPTH)
 
 
 def request_qos(depth: int) -> QoSProfile:

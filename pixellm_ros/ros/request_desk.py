@@ -30,6 +30,7 @@ from .conversions import error_result_msg, rgb_to_image_msg
 from .diagnostics import ResultTally
 from .request_flow import RequestFlow, RequestRefused
 from .requests import BoundImage, CameraInput, RequestIds, SegmentRequest
+from .spatial_conversions import targets_cloud_msg, targets_marker_array
 from .worker import RequestWorker, SubmitOutcome
 
 SHUTTING_DOWN = "the node is shutting down"
@@ -46,6 +47,8 @@ class RequestDesk:
         self.result_pub: Any = None
         self.answer_pub: Any = None
         self.debug_pub: Any = None
+        self.cloud_pub: Any = None
+        self.markers_pub: Any = None
         self.accepting = True
         self.tally = ResultTally()
         self._name = node_name
@@ -58,7 +61,7 @@ class RequestDesk:
         self._reserved_goals: set[int] = set()  # id() of goal messages holding a queue place
         self._standing_pending = False
         self._standing_seq = 0
-        self._overlay_warned = False
+        self._extras_warned = False
 
     def in_flight(self) -> int:
         with self._lock:
@@ -188,16 +191,16 @@ class RequestDesk:
 
         try:
             image = self._flow.bind(request, settings, self.cameras)
-            msg, result = self._flow.run(engine, request, image, settings, should_stop)
+            outcome = self._flow.run(engine, request, image, settings, should_stop)
         except RequestRefused as refused:
             if refused.status == ResultMsg.STATUS_MODEL_ERROR:
                 self._logger.error(f"request {request.request_id} failed:\n"
                                    + "".join(traceback.format_exception(refused.__cause__)))
             self._refuse(request, refused)
             return
-        self.answer(request, msg)
-        if msg.status == ResultMsg.STATUS_OK:
-            self._publish_overlay(settings, image, result)
+        self.answer(request, outcome.msg)
+        if outcome.msg.status == ResultMsg.STATUS_OK:
+            self._publish_extras(settings, image, outcome)
 
     def refuse_waiting(self, request: SegmentRequest, reason: str) -> None:
         """The worker's answer for a request it will not run (stopping)."""
@@ -229,18 +232,28 @@ class RequestDesk:
             if request.deliver is not None:
                 request.deliver(msg)
 
-    def _publish_overlay(self, settings: Any, image: BoundImage, result: Any) -> None:
-        pub = self.debug_pub
-        if not settings.debug_image or pub is None or pub.get_subscription_count() == 0:
-            return
+    def _publish_extras(self, settings: Any, image: BoundImage, outcome: Any) -> None:
+        """After the result: the overlay, the targets' cloud and the markers (each only when wanted)."""
         try:
-            from pixellm_ros.engine.overlay import draw_overlay
+            if settings.debug_image and _wanted(self.debug_pub):
+                from pixellm_ros.engine.overlay import draw_overlay
 
-            pub.publish(rgb_to_image_msg(draw_overlay(image.rgb, result), image.header))
-        except Exception as error:  # noqa: BLE001 - a debug picture must never cost a result
-            if not self._overlay_warned:
-                self._overlay_warned = True
-                self._logger.warning(f"debug image not published: {type(error).__name__}: {error}")
+                self.debug_pub.publish(rgb_to_image_msg(draw_overlay(image.rgb, outcome.result), image.header))
+            targets_3d = outcome.targets_3d
+            if targets_3d is not None and targets_3d.any_3d:
+                if settings.point_cloud and _wanted(self.cloud_pub):
+                    self.cloud_pub.publish(targets_cloud_msg(targets_3d.targets, image.header))
+                if _wanted(self.markers_pub):
+                    names = [t.name for t in outcome.msg.targets]
+                    self.markers_pub.publish(targets_marker_array(targets_3d.targets, image.header, names))
+        except Exception as error:  # noqa: BLE001 - a picture for people must never cost a result
+            if not self._extras_warned:
+                self._extras_warned = True
+                self._logger.warning(f"overlay / cloud / markers not published: {type(error).__name__}: {error}")
+
+
+def _wanted(publisher: Any) -> bool:
+    return publisher is not None and publisher.get_subscription_count() > 0
 
 
 def _full_text(worker: RequestWorker[SegmentRequest]) -> str:

@@ -22,6 +22,7 @@ Status by exception type (engine/errors.py, conversions.ImageConversionError):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from sensor_msgs.msg import Image
@@ -42,6 +43,7 @@ from .conversions import (
     result_to_msg,
 )
 from .requests import BoundImage, CameraInput, SegmentRequest
+from .spatial_conversions import Result3D, compute_targets_3d, fill_result_3d, stamp_ns
 
 Status = SegmentationResultMsg
 class RequestRefused(Exception):
@@ -70,6 +72,15 @@ def status_of(error: BaseException) -> int:
 def image_size(msg: Any) -> tuple[int, int]:
     """(width, height) a message claims (0, 0 for compressed images, whose size is in the payload)."""
     return int(getattr(msg, "width", 0)), int(getattr(msg, "height", 0))
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What ``RequestFlow.run`` produced: the message, the engine's result, the 3D side (or None)."""
+
+    msg: SegmentationResultMsg
+    result: Any
+    targets_3d: Result3D | None = None
 
 
 class RequestFlow:
@@ -143,13 +154,17 @@ class RequestFlow:
         except ImageConversionError as error:
             raise RequestRefused(Status.STATUS_INVALID_IMAGE, f"the newest camera image on '{camera.topic}': {error}",
                                  header, size) from None
-        return BoundImage(rgb, header)
+        # The depth of this frame's stamp is looked up now: a small cache may have dropped it by
+        # the time a slow answer is ready.
+        lookup = camera.depth.match(stamp_ns(header.stamp)) if camera.depth is not None else None
+        return BoundImage(rgb, header, camera.depth, lookup)
 
     # ------------------------------------------------------------------ the run
     @staticmethod
     def run(engine: Any, request: SegmentRequest, image: BoundImage, settings: Any,
-            should_stop: Callable[[], bool]) -> tuple[SegmentationResultMsg, Any]:
-        """Run the engine on one bound request: (its one result message, the engine's result).
+            should_stop: Callable[[], bool]) -> RunOutcome:
+        """Run the engine on one bound request: its one result message, the engine's result and,
+        for a camera frame with depth, the targets in 3D (filled into the message's 3D fields).
 
         Raises RequestRefused on failure.
 
@@ -171,4 +186,13 @@ class RequestFlow:
         msg = result_to_msg(result, image.header, request.request_id, request.instruction, image.size,
                             settings.mask_format, status, error_text,
                             camera=request.camera if request.image is None else "")
-        return msg, result
+        targets_3d = None
+        if image.depth is not None and status == Status.STATUS_OK:
+            lookup = image.depth_lookup
+            if not lookup.ok and lookup.may_arrive_later:  # the depth came after the colour frame was taken
+                lookup = image.depth.match(stamp_ns(image.header.stamp))
+            targets_3d = compute_targets_3d([t.mask for t in result.targets], [t.box for t in result.targets],
+                                            image.size, lookup, header=image.header,
+                                            names=[t.name for t in result.targets])
+            fill_result_3d(msg, targets_3d)
+        return RunOutcome(msg, result, targets_3d)

@@ -6,7 +6,7 @@ import itertools
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Union
+from typing import Any, Callable, Union
 
 import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
@@ -22,10 +22,16 @@ LARGE_FRAME_BYTES = 512 * 1024
 
 @dataclass(frozen=True)
 class BoundImage:
-    """The image a request is answered against: rgb (H, W, 3) uint8 and the source header."""
+    """The image a request is answered against: rgb (H, W, 3) uint8 and the source header.
+
+    depth: the camera's depth cache when the frame came from a camera with depth (None: no 3D);
+    depth_lookup: what the cache matched to this frame's stamp when the frame was taken.
+    """
 
     rgb: np.ndarray
     header: Header
+    depth: Any = None
+    depth_lookup: Any = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -97,6 +103,7 @@ class CameraInput:
     topic: str
     publisher_count: Callable[[], int]
     reliability: str = "best_effort"
+    depth: Any = None  # its DepthCache (ros/depth_cache.py) when depth is enabled
 
     def transport_hint(self) -> str:
         """Why frames may be missing although a camera publishes, and what to set ("" : no idea)."""

@@ -193,7 +193,9 @@ def run(engine: Any, seg: SegmentRequest, msg: Image, **changes: Any) -> Any:
 
 
 def test_a_good_request_runs_and_keeps_the_source_header(engine: Any) -> None:
-    msg, result = run(engine, request(), image_msg(48, 64))
+    outcome = run(engine, request(), image_msg(48, 64))
+    msg, result = outcome.msg, outcome.result
+    assert outcome.targets_3d is None  # a request's own image has no depth
     assert msg.status == Status.STATUS_OK and msg.header == HEADER and msg.targets
     assert (msg.image_width, msg.image_height) == (64, 48) and msg.answer == result.text
 

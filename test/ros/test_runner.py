@@ -10,6 +10,7 @@ from rclpy.context import Context
 from std_msgs.msg import String
 
 from pixellm_ros.ros import runner
+from pixellm_ros.ros.package_files import default_params_file
 
 
 def test_ros_arguments_are_understood_by_rcl(domain_id: int, tmp_path: Path) -> None:
@@ -47,9 +48,30 @@ def test_node_command_runs_the_runner_module() -> None:
 
 
 def test_default_params_file_is_the_shipped_one() -> None:
-    assert runner.default_params_file() == Path(__file__).resolve().parents[2] / "config" / "pixellm.yaml"
+    assert default_params_file() == Path(__file__).resolve().parents[2] / "config" / "pixellm.yaml"
 
 
 def test_a_missing_params_file_is_reported(tmp_path: Path, capsys) -> None:
     assert runner.main(["node", "--params-file", str(tmp_path / "nope.yaml")]) == 2
     assert "parameters file not found" in capsys.readouterr().err
+
+
+def test_the_readme_command_line_starts_the_node_with_ros_arguments(
+        client, domain_id: int, chain_model_dir: Path, tmp_path: Path) -> None:
+    """``pixellm-ros node --params-file F --ros-args -p ... -r ...``, the console script on PATH."""
+    import shutil
+
+    from rcl_interfaces.srv import GetParameters
+
+    from ros_harness import NodeProcess, active_node
+
+    executable = shutil.which("pixellm-ros")
+    assert executable is not None, "pixellm-ros is not on PATH (scripts/setup_env.sh installs it into the venv)"
+    command = [executable, "node", "--params-file", str(default_params_file()), "--ros-args",
+               "-p", f"model.path:={chain_model_dir}", "-p", "model.device:=cpu", "-p", "queue_size:=3",
+               "-r", "__node:=pixellm_cli", "-r", "image_raw:=/cli/camera"]
+    process = NodeProcess(domain_id, "pixellm_cli", {}, tmp_path / "cli.log", command=command)
+    with active_node(process, client):
+        response = client.call(GetParameters, "/pixellm_cli/get_parameters", GetParameters.Request(names=["queue_size"]))
+        assert response.values[0].integer_value == 3
+        assert "cameras default on '/cli/camera'" in process.log_path.read_text()
