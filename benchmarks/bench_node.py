@@ -20,8 +20,8 @@ serialised size, the time to build the message, to publish it, and from the star
 to the end of the receive callback in the other process (same machine clock). This process
 publishes with the node's own transport (config/fastdds_large_frames.xml, see ros/transport.py).
 
-Without --model, a tiny scripted model is built in a temporary folder (test/ros/tiny_model.py):
-its answer is " the red cup" + one target, so generation is a constant 11 tokens.
+Without --model, the embedded default model answers (its answers vary in length; the overhead is
+the round trip minus the engine's own stages, whatever they are).
 """
 
 from __future__ import annotations
@@ -72,50 +72,39 @@ def bench_env() -> dict[str, str]:
 
 
 # ---------------------------------------------------------------- part 1: node overhead
-def node_overhead(model_dir: Path, iterations: int, log_path: Path) -> dict[str, list[float]]:
-    from lifecycle_msgs.msg import State
-    from lifecycle_msgs.srv import GetState
+def node_overhead(model_dir: Path | None, iterations: int, log_path: Path) -> dict[str, list[float]]:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
     from std_msgs.msg import Header, String
 
     from pixellm_ros.msg import SegmentationResult
-    from pixellm_ros.ros.runner import default_params_file, node_command
-    from pixellm_ros.ros.spinning import BackgroundNode
+    from pixellm_ros.ros.client import PixelLMClient
+    from pixellm_ros.ros.package_files import default_params_file
+    from pixellm_ros.ros.runner import node_command
 
     node_name = "pixellm_bench"
     command = node_command(default_params_file(), {
-        "model.path": str(model_dir), "model.device": "cpu", "max_image_age_s": 0.0, "output.debug_image": False,
+        "model.path": str(model_dir or ""), "model.device": "cpu", "max_image_age_s": 0.0, "output.debug_image": False,
         # Large best-effort frames are fragmented and can be dropped on a loaded machine; the frame is
         # not on the timed path, but it must arrive for the round to count.
         "qos.image_reliability": "reliable",
     }, {"image_raw": "/bench/camera"}, node_name=node_name)
     log = open(log_path, "w")
     process = subprocess.Popen(command, env=bench_env(), stdout=log, stderr=subprocess.STDOUT)
-    client = BackgroundNode("bench_client", DOMAIN_ID)
+    client = PixelLMClient(f"/{node_name}", DOMAIN_ID, name="bench_client")
     results: dict[str, tuple[float, Any]] = {}
 
     def on_result(msg: SegmentationResult) -> None:
         results[msg.instruction] = (time.perf_counter(), msg)
 
     reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-    client.node.create_subscription(SegmentationResult, f"/{node_name}/result", on_result, reliable)
-    image_pub = client.node.create_publisher(Image, "/bench/camera", QoSProfile(depth=1))
-    instruction_pub = client.node.create_publisher(String, f"/{node_name}/instruction", reliable)
-    get_state = client.node.create_client(GetState, f"/{node_name}/get_state")
+    ros_node = client.ros_node
+    ros_node.create_subscription(SegmentationResult, f"/{node_name}/result", on_result, reliable)
+    image_pub = ros_node.create_publisher(Image, "/bench/camera", QoSProfile(depth=1))
+    instruction_pub = ros_node.create_publisher(String, f"/{node_name}/instruction", reliable)
     out: dict[str, list[float]] = {"round_trip": [], "engine": [], "overhead": [], "in_node": [], "wire": []}
     try:
-        def active() -> bool:
-            if process.poll() is not None:
-                raise RuntimeError(f"node exited: {log_path.read_text()[-2000:]}")
-            if not get_state.service_is_ready():
-                return False
-            future = get_state.call_async(GetState.Request())
-            wait_until(future.done, 5)
-            return future.done() and future.result().current_state.id == State.PRIMARY_STATE_ACTIVE
-
-        if not wait_until(lambda: active() or (time.sleep(0.3) or False), 120):
-            raise RuntimeError("the node did not become active")
+        client.wait_until_active(timeout=120)
         wait_until(lambda: image_pub.get_subscription_count() > 0 and instruction_pub.get_subscription_count() > 0,
                    30)
         rng = np.random.default_rng(0)
@@ -124,7 +113,7 @@ def node_overhead(model_dir: Path, iterations: int, log_path: Path) -> dict[str,
             frame = base.copy()
             frame[0, 0, 0] = i % 256  # a new frame each time: the vision tower runs, as with a live camera
             header = Header(frame_id=f"bench_{i}")
-            header.stamp = client.node.get_clock().now().to_msg()
+            header.stamp = ros_node.get_clock().now().to_msg()
             image_pub.publish(Image(header=header, height=480, width=640, encoding="rgb8", step=640 * 3,
                                     data=frame.tobytes()))
             time.sleep(0.15)  # let the frame arrive before the instruction (different topics)
@@ -258,7 +247,7 @@ def result_transport(repeats: int) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- main
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", type=Path, default=None, help="model folder (default: a tiny scripted one)")
+    parser.add_argument("--model", type=Path, default=None, help="model folder (default: the embedded model)")
     parser.add_argument("--iterations", type=int, default=30, help="instructions timed in part 1")
     parser.add_argument("--repeats", type=int, default=5, help="messages timed per configuration in part 2")
     parser.add_argument("--sink", type=int, default=None, help=argparse.SUPPRESS)  # internal: the receiver
@@ -275,13 +264,8 @@ def main() -> None:
     use_large_frames_profile()
     with tempfile.TemporaryDirectory(prefix="bench_node_") as scratch:
         model_dir = args.model
-        if model_dir is None:
-            sys.path.insert(0, str(REPO / "test" / "ros"))
-            from tiny_model import build_scripted_model
-
-            model_dir = build_scripted_model(Path(scratch) / "model")
         print(f"pixellm_ros node benchmark (ROS domain {DOMAIN_ID}, RMW {os.environ.get('RMW_IMPLEMENTATION')})")
-        print(f"\n[1] node overhead, 640x480 rgb8 frames, model {model_dir}, {args.iterations} instructions")
+        print(f"\n[1] node overhead, 640x480 rgb8 frames, model {model_dir or 'embedded'}, {args.iterations} instructions")
         timing = node_overhead(model_dir, args.iterations, Path(scratch) / "node.log")
         print(f"    {'':34s} median     p90   (ms)")
         for key, label in (("round_trip", "instruction published -> result"), ("engine", "engine stages"),

@@ -53,6 +53,8 @@ DEFAULT_REQUEST_DEPTH = 256
 # instant the server is discovered can have its response dropped. Wait this long once, before the
 # first request (measured: 0.1-0.3 s on a loaded 2-core machine).
 DISCOVERY_SETTLE_S = 0.5
+# How long ``result()`` waits for feedback still on its way before completing the text itself.
+STREAM_SETTLE_S = 0.3
 _STATE_NAMES = {State.PRIMARY_STATE_UNCONFIGURED: "unconfigured", State.PRIMARY_STATE_INACTIVE: "inactive",
                 State.PRIMARY_STATE_ACTIVE: "active", State.PRIMARY_STATE_FINALIZED: "finalized"}
 
@@ -149,7 +151,7 @@ class PixelLMClient:
         if channel not in ("action", "service"):
             raise ValueError(f"channel must be 'action' or 'service', got {channel!r}")
         image_msg = _image_msg(image)
-        pending = PendingResult(self.node_name)
+        pending = PendingResult(self.node_name, on_text)
         if channel == "service":
             self._ready("service", lambda t: self._service.wait_for_service(timeout_sec=t), timeout)
             future = self._service.call_async(SegmentService.Request(
@@ -159,7 +161,7 @@ class PixelLMClient:
             return pending
         self._ready("action", lambda t: self._action.wait_for_server(timeout_sec=t), timeout)
         goal = SegmentAction.Goal(image=image_msg, instruction=instruction, request_id=request_id, camera=camera)
-        feedback = (lambda msg: on_text(msg.feedback.delta)) if on_text is not None else None
+        feedback = (lambda msg: pending.stream(msg.feedback.delta)) if on_text is not None else None
 
         def on_goal_response(future: Any) -> None:
             handle = future.result()
@@ -189,14 +191,30 @@ class PixelLMClient:
                 self._settled.add(what)
 
 class PendingResult:
-    """The answer to a request sent with ``PixelLMClient.request``; filled by the client's spin thread."""
+    """The answer to a request sent with ``PixelLMClient.request``; filled by the client's spin thread.
 
-    def __init__(self, node_name: str) -> None:
+    Streamed text: feedback and the result travel on different DDS channels, so the last pieces
+    of text can arrive after the result. ``result()`` waits a moment for them, then hands
+    ``on_text`` whatever is still missing, so the pieces always add up to ``result.answer``.
+    """
+
+    def __init__(self, node_name: str, on_text: Callable[[str], None] | None = None) -> None:
         self._node_name = node_name
+        self._on_text = on_text
         self._done = threading.Event()
         self._result: SegmentationResult | None = None
+        self._text_lock = threading.Lock()
+        self._streamed = ""
+        self._stream_open = True
         self.handle: Any = None  # the accepted goal's handle (action)
         self.forget: Callable[[], None] | None = None  # drop a pending service call
+
+    def stream(self, delta: str) -> None:
+        with self._text_lock:
+            if not self._stream_open or self._on_text is None:
+                return
+            self._streamed += delta
+            self._on_text(delta)
 
     def finish(self, result: SegmentationResult) -> None:
         if not self._done.is_set():
@@ -211,7 +229,18 @@ class PendingResult:
         if not self._done.wait(timeout):
             raise TimeoutError(f"no result from {self._node_name} within {timeout} s")
         assert self._result is not None
+        self._close_stream(self._result.answer)
         return _checked(self._result)
+
+    def _close_stream(self, answer: str) -> None:
+        if self._on_text is None:
+            return
+        _wait(lambda: self._streamed == answer, STREAM_SETTLE_S)
+        with self._text_lock:
+            if self._stream_open and answer.startswith(self._streamed) and answer != self._streamed:
+                self._on_text(answer[len(self._streamed):])
+                self._streamed = answer
+            self._stream_open = False
 
     def cancel(self) -> None:
         """Cancel the goal (action) or stop waiting for the response (service)."""
