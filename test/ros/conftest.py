@@ -29,7 +29,7 @@ def domain_id() -> int:
 
 @pytest.fixture(scope="session")
 def client(domain_id: int) -> Iterator["RosClient"]:  # noqa: F821
-    from ros_harness import RosClient
+    from support.dds import RosClient
 
     ros_client = RosClient(domain_id)
     yield ros_client

@@ -23,7 +23,7 @@ from pixellm_ros.ros.conversions import image_msg_to_rgb
 from pixellm_ros.ros.runner import camera_command
 from pixellm_ros.ros.spatial_conversions import depth_from_msg, intrinsics_from_camera_info
 from pixellm_ros.world import sample_scene
-from ros_harness import RosClient, wait_until
+from support.dds import RosClient, wait_until
 
 W, H, SEED = 320, 240, 11
 

@@ -16,7 +16,7 @@ from std_msgs.msg import String
 
 from pixellm_ros.msg import SegmentationResult
 from pixellm_ros.ros.conversions import mask_from_msg
-from ros_harness import NodeProcess, RosClient, active_node, rgb_image_msg, wait_until
+from support.dds import NodeProcess, RosClient, active_node, rgb_image_msg, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 STANDING_RATE_HZ = 2.0

@@ -23,7 +23,7 @@ from pixellm_ros.ros.diagnostics import (
     diagnostic_array,
     node_status,
 )
-from ros_harness import NodeProcess, RosClient, active_node, rgb_image_msg, wait_until
+from support.dds import NodeProcess, RosClient, active_node, rgb_image_msg, wait_until
 
 NODE = "pixellm_health"
 MAX_AGE_S = 1.5

@@ -1,6 +1,6 @@
 """The generated interfaces cross real DDS between two processes, intact.
 
-The peer (interface_peer.py) runs in its own process; this process is the other side.
+The peer (test/support/interface_peer.py) runs in its own process; this process is the other side.
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ from pixellm_ros.action import Segment as SegmentAction
 from pixellm_ros.msg import SegmentationResult, SegmentedTarget
 from pixellm_ros.srv import Segment as SegmentService
 
-PEER = Path(__file__).with_name("interface_peer.py")
-sys.path.insert(0, str(PEER.parent))
-from interface_peer import checker_mask  # noqa: E402
+from support import interface_peer
+from support.interface_peer import checker_mask
+
+PEER = Path(interface_peer.__file__)
 
 DOMAIN_ID = 150 + os.getpid() % 60
 

@@ -22,7 +22,7 @@ from std_msgs.msg import Header, String
 from pixellm_ros.action import Segment as SegmentAction
 from pixellm_ros.msg import SegmentationResult, SegmentedTarget
 from pixellm_ros.ros.conversions import mask_from_msg
-from ros_harness import (
+from support.dds import (
     NodeProcess,
     ResultLog,
     RosClient,

@@ -20,7 +20,7 @@ from pixellm_ros.ros.conversions import mask_from_msg, rgb_to_image_msg
 from pixellm_ros.ros.spatial_conversions import camera_info_msg, cloud_points, depth_to_msg
 from pixellm_ros.spatial import AlignedDepth, DepthImage, PinholeIntrinsics
 from pixellm_ros.world.scene import sample_scene
-from ros_harness import RELIABLE_DEEP, NodeProcess, RosClient, active_node, wait_until
+from support.dds import NodeProcess, RosClient, active_node, wait_until
 
 NODE = "pixellm_3d"
 WIDTH, HEIGHT = 640, 480

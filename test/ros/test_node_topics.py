@@ -22,7 +22,7 @@ from std_msgs.msg import String
 
 from pixellm_ros.msg import SegmentationResult, SegmentedTarget
 from pixellm_ros.ros.conversions import mask_from_msg
-from ros_harness import NodeProcess, ResultLog, RosClient, rgb_image_msg, wait_until
+from support.dds import NodeProcess, ResultLog, RosClient, rgb_image_msg, wait_until
 
 NODE = "pixellm_topics"
 QUEUE_SIZE = 4

@@ -19,7 +19,7 @@ from pixellm_ros.msg import SegmentationResult, SegmentedTarget
 from pixellm_ros.ros import params as P
 from pixellm_ros.ros.package_files import default_params_file
 from pixellm_ros.ros.qos import image_qos
-from ros_harness import NodeProcess, RosClient, active_node, rgb_image_msg
+from support.dds import NodeProcess, RosClient, active_node, rgb_image_msg
 
 DEFAULTS = {name: value for name, value in P.DEFAULTS.items() if value is not None}  # unset ones stay out of YAML
 

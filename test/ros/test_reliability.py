@@ -20,7 +20,7 @@ from std_msgs.msg import String
 
 from pixellm_ros.msg import SegmentationResult
 from pixellm_ros.ros.client import NodeNotActiveError, PixelLMClient
-from ros_harness import NodeProcess, RosClient, active_node, rgb_image_msg, wait_until
+from support.dds import NodeProcess, RosClient, active_node, rgb_image_msg, wait_until
 
 BURST = 200
 CLIENTS = 4

@@ -63,7 +63,7 @@ def test_the_readme_command_line_starts_the_node_with_ros_arguments(
 
     from rcl_interfaces.srv import GetParameters
 
-    from ros_harness import NodeProcess, active_node
+    from support.dds import NodeProcess, active_node
 
     executable = shutil.which("pixellm-ros")
     assert executable is not None, "pixellm-ros is not on PATH (scripts/setup_env.sh installs it into the venv)"

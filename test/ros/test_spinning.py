@@ -5,7 +5,7 @@ from __future__ import annotations
 from std_msgs.msg import String
 
 from pixellm_ros.ros.spinning import BackgroundNode
-from ros_harness import wait_until
+from support.dds import wait_until
 
 
 def test_background_nodes_talk_over_dds_and_close_cleanly(domain_id: int) -> None:

@@ -36,21 +36,22 @@ FULL_HD_RGB8 = 1920 * 1080 * 3
 def test_the_profile_is_set_only_where_nobody_chose_one(tmp_path: Path) -> None:
     profile = large_frames_profile()
     assert profile is not None and profile.name == "fastdds_large_frames.xml"
+    variable = profile_env_var(installed_rmw_fastrtps_version())  # the one this ROS's Fast DDS reads
 
     env: dict[str, str] = {}
     assert use_large_frames_profile(env) == profile
-    assert env == {"FASTDDS_DEFAULT_PROFILES_FILE": str(profile)}
+    assert env == {variable: str(profile)}
 
     assert use_large_frames_profile(env := {"RMW_IMPLEMENTATION": "rmw_fastrtps_cpp"}) == profile
-    assert env["FASTDDS_DEFAULT_PROFILES_FILE"] == str(profile)
-    assert use_large_frames_profile(env := {"FASTDDS_DEFAULT_PROFILES_FILE": ""}) == profile  # empty = unset
+    assert env[variable] == str(profile)
+    assert use_large_frames_profile(env := {variable: ""}) == profile  # empty = unset
 
     mine = str(tmp_path / "mine.xml")
     for name in PROFILE_ENV_VARS:  # the user's own profile wins, under either name
         env = {name: mine}
         assert use_large_frames_profile(env) is None and env == {name: mine}
     env = {"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}
-    assert use_large_frames_profile(env) is None and "FASTDDS_DEFAULT_PROFILES_FILE" not in env
+    assert use_large_frames_profile(env) is None and not set(PROFILE_ENV_VARS) & set(env)
 
 
 def test_the_variable_follows_the_fast_dds_generation() -> None:
@@ -58,8 +59,8 @@ def test_the_variable_follows_the_fast_dds_generation() -> None:
     assert profile_env_var("8.4.1") == "FASTRTPS_DEFAULT_PROFILES_FILE"  # Fast DDS 2.14 (Jazzy)
     assert profile_env_var("6.2.7") == "FASTRTPS_DEFAULT_PROFILES_FILE"  # Fast DDS 2.6 (Humble)
     assert profile_env_var(None) == profile_env_var("unknown") == "FASTDDS_DEFAULT_PROFILES_FILE"
-    version = installed_rmw_fastrtps_version()
-    assert version is not None and int(version.split(".")[0]) >= 9  # the venv's ros-* wheels
+    version = installed_rmw_fastrtps_version()  # whatever this ROS ships (Kilted's wheels here: 9.x)
+    assert version is not None and version.split(".")[0].isdigit()
 
 
 def test_the_profile_gives_shared_memory_room_for_two_full_hd_frames() -> None:

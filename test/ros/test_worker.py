@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from pixellm_ros.ros.worker import RequestWorker, SubmitOutcome
-from ros_harness import wait_until
+from support.dds import wait_until
 
 
 class Recorder:
