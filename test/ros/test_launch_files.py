@@ -34,7 +34,11 @@ def declared(path: Path) -> set[str]:
 
 
 def test_pixellm_launch_declares_the_documented_arguments() -> None:
-    assert {"params_file", "namespace", "image_topic", "model_path", "device"} <= declared(PIXELLM_LAUNCH)
+    assert {"params_file", "namespace", "image_topic", "compressed_image_topic", "use_compressed", "depth",
+            "depth_image_topic", "camera_info_topic", "cameras", "model_path", "device"} <= declared(PIXELLM_LAUNCH)
+    documented = PIXELLM_LAUNCH.read_text().split('"""')[1]
+    for argument in declared(PIXELLM_LAUNCH):
+        assert f"    {argument} " in documented, f"{argument} is not in the launch file's docstring"
     (node,) = calls(PIXELLM_LAUNCH, "LifecycleNode")
     assert keyword(node, "package") == "pixellm_ros" and keyword(node, "executable") == "pixellm_node"
     for name in ("name", "namespace", "parameters", "remappings"):
@@ -45,7 +49,9 @@ def test_demo_launch_starts_the_camera_and_includes_the_node_launch() -> None:
     (camera,) = calls(DEMO_LAUNCH, "Node")
     assert keyword(camera, "executable") == "camera_sim_node" and keyword(camera, "package") == "pixellm_ros"
     assert "pixellm.launch.py" in DEMO_LAUNCH.read_text()
-    assert {"params_file", "model_path", "device"} <= declared(DEMO_LAUNCH)
+    assert {"params_file", "model_path", "device", "image_topic"} <= declared(DEMO_LAUNCH)
+    # the demo's image_topic reaches both nodes: the camera publishes there and the node listens there
+    assert DEMO_LAUNCH.read_text().count('"image_topic"') >= 2 and '("image_raw", image_topic)' in DEMO_LAUNCH.read_text()
 
 
 def test_every_launched_executable_exists_and_is_installed() -> None:
@@ -96,7 +102,9 @@ def test_launch_ros_evaluates_pixellm_launch_with_overrides(tmp_path: Path) -> N
         "model_path": "/models/pixellm", "device": "cpu"})
     assert node.node_package == "pixellm_ros" and node.node_executable == "pixellm_node"
     assert node.node_name == "/robot1/pixellm"
-    assert node.expanded_remapping_rules == [("image_raw", "/cam/image_raw")]
+    assert node.expanded_remapping_rules == [("image_raw", "/cam/image_raw"),
+                                             ("image_raw/compressed", "/cam/image_raw/compressed"),
+                                             ("depth/image_raw", "depth/image_raw"), ("camera_info", "camera_info")]
     files = [Path(p) for p, _ in node._Node__expanded_parameter_arguments]
     assert files[0] == params
     assert "model.path: /models/pixellm" in files[1].read_text() and "model.device: cpu" in files[1].read_text()
@@ -114,4 +122,4 @@ def test_launch_ros_evaluates_pixellm_launch_without_overrides() -> None:
     (node,) = evaluate(load_description(PIXELLM_LAUNCH), {})
     # only the parameters file: an empty model_path/device must not override the file's values
     assert len(node._Node__expanded_parameter_arguments) == 1
-    assert node.expanded_remapping_rules == [("image_raw", "image_raw")]
+    assert node.expanded_remapping_rules[:2] == [("image_raw", "image_raw"), ("image_raw/compressed", "image_raw/compressed")]
