@@ -112,7 +112,6 @@ def describe_3d(mask: np.ndarray, target: object, scene: DemoScene) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
     from pixellm_ros.engine.overlay import draw_overlay
@@ -122,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .client import NodeNotActiveError, PixelLMClient
     from .conversions import image_msg_to_rgb, mask_from_msg
+    from .qos import image_qos
 
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -146,8 +146,7 @@ def run(args: argparse.Namespace) -> int:
         while len(frames) > 20:
             frames.pop(next(iter(frames)))
 
-    client.ros_node.create_subscription(Image, "image_raw", on_frame, QoSProfile(
-        history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.RELIABLE))
+    client.ros_node.create_subscription(Image, "image_raw", on_frame, image_qos("reliable", depth=5))
     status = 0
     scores = []
     try:

@@ -155,7 +155,11 @@ def test_the_node_reports_its_camera_and_its_requests(client: RosClient, node: N
 
         assert client.segment_service(NODE, None, "segment the red cup").status == ResultMsg.STATUS_OK
         assert client.segment_service(NODE, None, "   ").status == ResultMsg.STATUS_INVALID_INSTRUCTION
-        counted = log.wait_for(lambda s: values(s)["results ok"] == "1" and values(s)["results refused"] == "1")
+        # bad user input is never a model error: a line-scan frame and the image placeholder in the text
+        line_scan = rgb_image_msg(np.zeros((1, 4000, 3), np.uint8), client.now(), "line_scan")
+        assert client.segment_service(NODE, line_scan, "segment it").status == ResultMsg.STATUS_INVALID_IMAGE
+        assert client.segment_service(NODE, None, "what is <image>?").status == ResultMsg.STATUS_INVALID_INSTRUCTION
+        counted = log.wait_for(lambda s: values(s)["results ok"] == "1" and values(s)["results refused"] == "3")
         assert counted.level == DiagnosticStatus.OK and values(counted)["model errors"] == "0"
     finally:
         stop.set()
