@@ -12,12 +12,10 @@ from typing import Iterator
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
-from sensor_msgs.msg import Image
 from std_msgs.msg import Header, String
 
 from pixellm_ros.msg import SegmentationResult
 from pixellm_ros.ros.client import PixelLMClient
-from pixellm_ros.srv import Segment as SegmentService
 from support.dds import NodeProcess, RosClient, active_node, rgb_image_msg, wait_until
 
 NODE = "pixellm_cams"
@@ -49,8 +47,7 @@ def frames(client: RosClient, node: NodeProcess) -> dict[str, Header]:
 
 
 def ask(client: RosClient, camera: str) -> SegmentationResult:
-    request = SegmentService.Request(instruction="segment the red cup", camera=camera)
-    return client.call(SegmentService, f"/{NODE}/segment", request).result
+    return client.segment_service(NODE, None, "segment the red cup", camera=camera)
 
 
 @pytest.mark.parametrize("camera", ["head", "wrist"])

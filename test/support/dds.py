@@ -30,11 +30,11 @@ from std_msgs.msg import Header
 
 from pixellm_ros.action import Segment as SegmentAction
 from pixellm_ros.msg import SegmentationResult
+from pixellm_ros.ros.client import PixelLMClient
 from pixellm_ros.ros.package_files import default_params_file
 from pixellm_ros.ros.qos import client_request_qos
 from pixellm_ros.ros.runner import node_command
 from pixellm_ros.ros.spinning import BackgroundNode
-from pixellm_ros.srv import Segment as SegmentService
 
 RELIABLE_DEEP = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=200, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -87,6 +87,8 @@ class RosClient(BackgroundNode):
 
     def __init__(self, domain_id: int, name: str = "pixellm_test_client") -> None:
         super().__init__(name, domain_id, threads=4)
+        self.domain_id = domain_id
+        self._pixellm_clients: dict[str, PixelLMClient] = {}
 
     def now(self) -> Any:
         return self.node.get_clock().now().to_msg()
@@ -122,14 +124,27 @@ class RosClient(BackgroundNode):
         finally:
             self.node.destroy_client(client)
 
+    def pixellm(self, node_name: str) -> PixelLMClient:
+        """The shipped client library for ``/node_name`` (one per node, on this test's domain)."""
+        if node_name not in self._pixellm_clients:
+            self._pixellm_clients[node_name] = PixelLMClient(f"/{node_name}", self.domain_id,
+                                                             name=f"pixellm_test_client_{len(self._pixellm_clients)}")
+        return self._pixellm_clients[node_name]
+
     def segment_service(self, node_name: str, image: Image | None, instruction: str, request_id: str = "",
-                        timeout: float = 60.0) -> SegmentationResult:
-        request = SegmentService.Request(instruction=instruction, request_id=request_id)
-        if image is not None:
-            request.image = image
-        return self.call(SegmentService, f"/{node_name}/segment", request, timeout).result
+                        timeout: float = 60.0, camera: str = "") -> SegmentationResult:
+        """One request over the node's service, through the client library."""
+        return self.pixellm(node_name).segment(instruction, image, timeout=timeout, channel="service",
+                                               camera=camera, request_id=request_id)
+
+    def close(self, join_timeout: float = 5.0) -> None:
+        for pixellm in self._pixellm_clients.values():
+            pixellm.close()
+        super().close(join_timeout)
 
     def action_client(self, node_name: str) -> ActionClient:
+        """A raw rclpy ActionClient (deep QoS) for the tests of the action protocol itself: goal
+        statuses, feedback messages, cancel. Asking questions goes through ``pixellm(...)``."""
         deep = client_request_qos(256)
         client = ActionClient(self.node, SegmentAction, f"/{node_name}/segment", goal_service_qos_profile=deep,
                               result_service_qos_profile=deep, cancel_service_qos_profile=deep,
