@@ -78,8 +78,9 @@ class PixelLMNode(LifecycleNode):
         for warning in P.unknown_overrides(self._parameter_overrides, values.get("cameras.names") or ()):
             self.get_logger().warning(warning)
         try:
-            if self._bad_overrides:
-                raise P.SettingsError("; ".join(self._bad_overrides.values()))
+            bad = [text for name, text in self._bad_overrides.items() if P.SPECS_BY_NAME[name].apply != P.STARTUP]
+            if bad:
+                raise P.SettingsError("; ".join(bad))
             settings = P.settings_from_values(values)
             problems = P.declare_camera_parameters(self, settings.camera_names)
             if problems:

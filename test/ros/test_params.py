@@ -174,7 +174,6 @@ def result_publishers(node: Any) -> list[str]:
         ({"qos.image_reliability": "sometimes"}, "qos.image_reliability"),
         ({"topics.result": "bad topic"}, "'topics.result': Invalid topic name"),
         ({"queue_size": "4"}, "parameter 'queue_size' was given '4' (string); it must be an integer"),
-        ({"autostart": "yes"}, "parameter 'autostart' was given 'yes' (string); it must be true or false"),
     ],
 )
 def test_configure_fails_with_its_reason_and_leaves_nothing_behind(
@@ -187,8 +186,18 @@ def test_configure_fails_with_its_reason_and_leaves_nothing_behind(
             errors = [line for line in lines if line.startswith("configure failed")]
             assert errors and logged in errors[-1]
             assert not result_publishers(node)
-        if "autostart" in overrides:
-            assert node.startup_problem("autostart")
+    finally:
+        node.release_all("test over")
+        node.destroy_node()
+
+
+def test_a_wrong_autostart_is_reported_and_does_not_block_a_configure_by_hand(ros_context: Context) -> None:
+    lines: list[str] = []
+    node = make_node(ros_context, {"autostart": "yes"}, lines)
+    try:
+        assert node.startup_problem("autostart") == ("parameter 'autostart' was given 'yes' (string); "
+                                                     "it must be true or false")
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
     finally:
         node.release_all("test over")
         node.destroy_node()

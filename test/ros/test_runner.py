@@ -75,3 +75,19 @@ def test_the_readme_command_line_starts_the_node_with_ros_arguments(
         response = client.call(GetParameters, "/pixellm_cli/get_parameters", GetParameters.Request(names=["queue_size"]))
         assert response.values[0].integer_value == 3
         assert "cameras default on '/cli/camera'" in process.log_path.read_text()
+
+
+def test_a_wrongly_typed_autostart_is_said_at_start_up(client, domain_id: int, chain_model_dir: Path,
+                                                        tmp_path: Path) -> None:
+    from support.dds import NodeProcess, wait_until
+
+    params = tmp_path / "typo.yaml"  # what a user might write
+    params.write_text('/**:\n  ros__parameters:\n    autostart: "yes"\n')
+    command = runner.node_command(params, {"model.path": str(chain_model_dir)}, node_name="pixellm_autostart")
+    process = NodeProcess(domain_id, "pixellm_autostart", {}, tmp_path / "autostart.log", command=command)
+    try:
+        process.wait_active(client, state=1)  # unconfigured, and it says why
+        assert wait_until(lambda: "parameter 'autostart' was given 'yes' (string)" in process.log_path.read_text()
+                          and "not starting by itself" in process.log_path.read_text(), 10)
+    finally:
+        assert process.stop() == 0
