@@ -15,9 +15,7 @@ from typing import Any, Sequence
 import rclpy
 from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 
-from .camera_sim import CameraSimNode
-from .pixellm_node import PixelLMNode
-from .spinning import init_ros, spin
+from .spinning import ignore_signals, init_ros, spin
 
 
 def executor_threads(queue_size: int) -> int:
@@ -25,7 +23,7 @@ def executor_threads(queue_size: int) -> int:
     return max(4, queue_size + 5)
 
 
-def run_until_shutdown(node: PixelLMNode, other_nodes: Sequence[Any] = ()) -> None:
+def run_until_shutdown(node: Any, other_nodes: Sequence[Any] = ()) -> None:
     """Spin ``node`` (and ``other_nodes``) until Ctrl-C, after autostart unless the parameter is false.
 
     rclpy must already be initialised (``spinning.init_ros``); shuts it down on the way out.
@@ -57,16 +55,21 @@ def run_until_shutdown(node: PixelLMNode, other_nodes: Sequence[Any] = ()) -> No
             other.destroy_node()
         node.destroy_node()
         rclpy.try_shutdown()
+        ignore_signals()
 
 
 def node_main(args: Sequence[str] | None = None) -> None:
     """pixellm_node until Ctrl-C; configures and activates itself unless the parameter autostart is false."""
+    from .pixellm_node import PixelLMNode  # torch and the model stack: only this process needs them
+
     init_ros(args)
     run_until_shutdown(PixelLMNode())
 
 
 def camera_main(args: Sequence[str] | None = None) -> None:
     """camera_sim_node until Ctrl-C."""
+    from .camera_sim import CameraSimNode
+
     init_ros(args)
     node = CameraSimNode()
     started = time.monotonic()
@@ -77,3 +80,4 @@ def camera_main(args: Sequence[str] | None = None) -> None:
     executor.shutdown()
     node.destroy_node()
     rclpy.try_shutdown()
+    ignore_signals()

@@ -115,7 +115,7 @@ class PixelLMNode(LifecycleNode):
             self._desk.accepting = True
         self._desk.reset_standing()
         worker.start()
-        self.get_logger().info("active: waiting for instructions")
+        self.get_logger().info(f"active on {engine.device}: waiting for instructions")
         return super().on_activate(state)
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:

@@ -48,6 +48,17 @@ def _interrupt(signum: int, _frame: Any) -> None:
           "the requests the node holds first", file=sys.stderr, flush=True)
 
 
+def ignore_signals() -> None:
+    """After the clean-up: SIGINT / SIGTERM ignored for the rest of the process's life.
+
+    Python resets its handlers to the defaults while the interpreter exits (seconds with torch
+    loaded), and ``ros2 launch`` forwards its own SIGINT a moment after the terminal's: without
+    this, that signal would kill a process that has already cleaned up (exit code -2).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def shutdown_requested() -> bool:
     """True once SIGINT / SIGTERM arrived in this process (after ``init_ros``)."""
     return _signals_seen > 0

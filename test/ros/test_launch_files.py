@@ -93,8 +93,15 @@ def evaluate(description, arguments: dict[str, str]) -> list[Any]:
     return nodes
 
 
+def require_launch_ros() -> None:
+    """Skip where the ROS launch system is absent; an installed but broken one is a failure."""
+    if importlib.util.find_spec("launch_ros") is None:
+        pytest.skip("the ROS launch system is not installed here")
+    import launch_ros.actions  # noqa: F401 - must import where it is installed
+
+
 def test_launch_ros_evaluates_pixellm_launch_with_overrides(tmp_path: Path) -> None:
-    pytest.importorskip("launch_ros", reason="the ROS launch system is not installed here")
+    require_launch_ros()
     params = tmp_path / "params.yaml"
     params.write_text("/**:\n  ros__parameters:\n    queue_size: 2\n")
     (node,) = evaluate(load_description(PIXELLM_LAUNCH), {
@@ -111,7 +118,7 @@ def test_launch_ros_evaluates_pixellm_launch_with_overrides(tmp_path: Path) -> N
 
 
 def test_launch_ros_evaluates_pixellm_launch_without_overrides() -> None:
-    pytest.importorskip("launch_ros", reason="the ROS launch system is not installed here")
+    require_launch_ros()
     pytest.importorskip("ament_index_python")
     from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
 

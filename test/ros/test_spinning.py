@@ -29,3 +29,31 @@ def test_background_nodes_talk_over_dds_and_close_cleanly(domain_id: int) -> Non
     for node in (listener, talker):
         assert not node.context.ok()
         assert not node._thread.is_alive()
+
+
+def test_repeated_signals_through_the_whole_exit_never_kill_the_process(domain_id: int, tmp_path) -> None:
+    """As ``ros2 launch`` does on Ctrl-C: the terminal's SIGINT, then launch's own a moment later. A
+    signal that lands while Python is exiting (handlers reset to their defaults) would kill the
+    process (exit code -2) after it cleaned up; every one of them must be harmless."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from pixellm_ros.ros.runner import camera_command
+
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), OMP_NUM_THREADS="1")
+    log = open(tmp_path / "camera.log", "w")
+    process = subprocess.Popen(camera_command({"source": "pattern", "width": 64, "height": 48}), env=env,
+                               stdout=log, stderr=subprocess.STDOUT)
+    try:
+        assert wait_until(lambda: "publishing pattern frames" in (tmp_path / "camera.log").read_text(), 60)
+        deadline = time.monotonic() + 20
+        while process.poll() is None and time.monotonic() < deadline:
+            process.send_signal(signal.SIGINT)
+            time.sleep(0.05)
+        assert process.wait(10) == 0, (tmp_path / "camera.log").read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+        log.close()
