@@ -25,6 +25,7 @@ from pixellm_ros.action import Segment as SegmentAction
 from pixellm_ros.msg import SegmentationResult, SegmentedTarget
 from pixellm_ros.srv import Segment as SegmentService
 
+from pixellm_ros.ros.client import DISCOVERY_SETTLE_S
 from support import interface_peer
 from support.interface_peer import checker_mask
 
@@ -68,6 +69,9 @@ def action_peer(ros):
     client = ActionClient(node, SegmentAction, "peer/segment_action")
     try:
         assert spin_until(executor, client.server_is_ready, timeout=30), "action server never appeared"
+        # The server matches its responses' path a moment after the client sees it (Fast DDS drops a
+        # response sent before: "failed to send response (timeout)"); the client library waits too.
+        spin_until(executor, lambda: False, timeout=DISCOVERY_SETTLE_S)
         yield client
     finally:
         stop_peer(peer)
