@@ -78,7 +78,7 @@ class ImageConversionError(ValueError):
     """The image message cannot be turned into an RGB array; the text says why (for the result's error)."""
 
 
-def _bytes_view(data: object) -> np.ndarray:
+def bytes_view(data: object) -> np.ndarray:
     """A flat uint8 view of a message's ``uint8[]`` field (array.array on current ROS, zero copy)."""
     try:
         return np.frombuffer(data, dtype=np.uint8)  # type: ignore[call-overload]
@@ -86,14 +86,14 @@ def _bytes_view(data: object) -> np.ndarray:
         return np.asarray(data, dtype=np.uint8).ravel()
 
 
-def _uint8_array(buffer: np.ndarray) -> array.array:
-    """Pack a uint8 ndarray for a message's ``uint8[]`` field in one copy.
+def packed_bytes(buffer: np.ndarray) -> array.array:
+    """The bytes of an array (any dtype, e.g. float32 points) for a message's ``uint8[]`` field, in one copy.
 
     Assigning bytes or lists instead makes the generated setter check every element in Python
     (seconds for a full-HD mask on Humble), an array.array('B') is taken as it is.
     """
     packed = array.array("B")
-    packed.frombytes(np.ascontiguousarray(buffer, dtype=np.uint8))
+    packed.frombytes(np.ascontiguousarray(buffer).view(np.uint8).reshape(-1))
     return packed
 
 
@@ -131,7 +131,7 @@ def image_msg_to_rgb(msg: Image, max_pixels: int | None = None) -> np.ndarray:
             f"step {step} is smaller than width * bytes per pixel = {width} * {bytes_per_pixel} = {row_bytes}"
             f" for encoding '{encoding}'"
         )
-    raw = _bytes_view(msg.data)
+    raw = bytes_view(msg.data)
     if raw.size != step * height:
         raise ImageConversionError(
             f"image data has {raw.size} bytes but step * height = {step} * {height} = {step * height}"
@@ -177,7 +177,7 @@ def compressed_msg_to_rgb(msg: CompressedImage, max_pixels: int | None = None,
     The payload size and the pixel count in the header are checked against ``max_bytes`` and
     ``max_pixels`` BEFORE decoding (ImageConversionError when over).
     """
-    raw = _bytes_view(msg.data)
+    raw = bytes_view(msg.data)
     if raw.size == 0:
         raise ImageConversionError("compressed image has no data")
     if max_bytes is not None and raw.size > max_bytes:
@@ -199,14 +199,14 @@ def rgb_to_image_msg(rgb: np.ndarray, header: Header) -> Image:
         raise ValueError(f"expected (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
     height, width = rgb.shape[:2]
     return Image(header=header, height=height, width=width, encoding="rgb8", is_bigendian=0,
-                 step=width * 3, data=_uint8_array(rgb))
+                 step=width * 3, data=packed_bytes(rgb))
 
 
 def mono8_image_msg(pixels: np.ndarray, header: Header) -> Image:
     """Wrap an (H, W) uint8 array as a ``mono8`` ``sensor_msgs/Image``."""
     height, width = pixels.shape
     return Image(header=header, height=height, width=width, encoding="mono8", is_bigendian=0,
-                 step=width, data=_uint8_array(pixels))
+                 step=width, data=packed_bytes(pixels))
 
 
 def mask_to_image_msg(mask: np.ndarray, header: Header) -> Image:
@@ -316,7 +316,7 @@ def mask_from_msg(target: SegmentedTarget, image_size: tuple[int, int]) -> np.nd
     image_size: (width, height) of the source image (the result's image_width/height).
     """
     mask_img = target.mask
-    pixels = _bytes_view(mask_img.data).reshape(mask_img.height, mask_img.step)[:, : mask_img.width] > 0
+    pixels = bytes_view(mask_img.data).reshape(mask_img.height, mask_img.step)[:, : mask_img.width] > 0
     if target.mask_format == SegmentedTarget.MASK_FULL:
         return pixels.copy()
     full = np.zeros((image_size[1], image_size[0]), dtype=bool)

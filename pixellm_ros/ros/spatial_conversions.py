@@ -27,7 +27,6 @@ result. The targets' 3D fields are in the depth image's optical frame, named by 
 
 from __future__ import annotations
 
-import array
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -49,6 +48,7 @@ from pixellm_ros.spatial import (
     Targets3DOptions,
 )
 
+from .conversions import bytes_view, packed_bytes
 from .depth_cache import DepthLookup
 
 DEPTH_ENCODINGS: dict[str, np.dtype] = {"16UC1": np.dtype(np.uint16), "32FC1": np.dtype(np.float32)}
@@ -65,19 +65,6 @@ class DepthConversionError(ValueError):
 def stamp_ns(stamp: Any) -> int:
     """A builtin_interfaces/Time as integer nanoseconds (the depth cache's key)."""
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-
-
-def _bytes_view(data: object) -> np.ndarray:
-    try:
-        return np.frombuffer(data, dtype=np.uint8)  # type: ignore[call-overload]
-    except TypeError:  # a plain sequence of ints (hand-built message)
-        return np.asarray(data, dtype=np.uint8).ravel()
-
-
-def _uint8_array(buffer: np.ndarray) -> array.array:
-    packed = array.array("B")
-    packed.frombytes(np.ascontiguousarray(buffer).view(np.uint8).reshape(-1))
-    return packed
 
 
 def depth_from_msg(msg: Image) -> DepthImage:
@@ -98,7 +85,7 @@ def depth_from_msg(msg: Image) -> DepthImage:
     if step < row_bytes:
         raise DepthConversionError(
             f"depth step {step} is smaller than width * {dtype.itemsize} = {row_bytes} for encoding '{encoding}'")
-    raw = _bytes_view(msg.data)
+    raw = bytes_view(msg.data)
     if raw.size != step * height:
         raise DepthConversionError(
             f"depth data has {raw.size} bytes but step * height = {step} * {height} = {step * height}")
@@ -115,7 +102,7 @@ def depth_to_msg(depth: np.ndarray, header: Header) -> Image:
     little = depth.astype(depth.dtype.newbyteorder("<"), copy=False)
     height, width = depth.shape
     return Image(header=header, height=height, width=width, encoding=encoding, is_bigendian=0,
-                 step=width * depth.dtype.itemsize, data=_uint8_array(little))
+                 step=width * depth.dtype.itemsize, data=packed_bytes(little))
 
 
 def intrinsics_from_camera_info(msg: CameraInfo) -> PinholeIntrinsics:
@@ -258,7 +245,7 @@ def target_cloud_msg(target: Target3D, header: Header) -> PointCloud2:
     points = target.points if target.ok and target.points is not None else np.zeros((0, 3), np.float32)
     points = np.ascontiguousarray(points, dtype="<f4")
     return PointCloud2(header=header, height=1, width=len(points), fields=_xyz_fields(False), is_bigendian=False,
-                       point_step=12, row_step=12 * len(points), data=_uint8_array(points), is_dense=True)
+                       point_step=12, row_step=12 * len(points), data=packed_bytes(points), is_dense=True)
 
 
 def targets_cloud_msg(targets: Sequence[Target3D], header: Header) -> PointCloud2:
@@ -274,7 +261,7 @@ def targets_cloud_msg(targets: Sequence[Target3D], header: Header) -> PointCloud
             parts.append(part)
     cloud = np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
     return PointCloud2(header=header, height=1, width=len(cloud), fields=_xyz_fields(True), is_bigendian=False,
-                       point_step=16, row_step=16 * len(cloud), data=_uint8_array(cloud), is_dense=True)
+                       point_step=16, row_step=16 * len(cloud), data=packed_bytes(cloud), is_dense=True)
 
 
 def cloud_points(msg: PointCloud2) -> np.ndarray:
@@ -283,7 +270,7 @@ def cloud_points(msg: PointCloud2) -> np.ndarray:
     missing = [n for n in "xyz" if n not in offsets]
     if missing:
         raise ValueError(f"point cloud has no float32 field(s) {missing}")
-    raw = _bytes_view(msg.data).reshape(msg.height * msg.width, msg.point_step)
+    raw = bytes_view(msg.data).reshape(msg.height * msg.width, msg.point_step)
     order = ">f4" if msg.is_bigendian else "<f4"
     return np.stack([np.ascontiguousarray(raw[:, offsets[n]:offsets[n] + 4]).view(order)[:, 0] for n in "xyz"],
                     axis=1).astype(np.float32)
