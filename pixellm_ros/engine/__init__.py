@@ -8,7 +8,9 @@ from __future__ import annotations
 from .errors import EngineError, InvalidInputError
 from .result import SegmentationResult, Target
 
-__all__ = ["EngineError", "InvalidInputError", "PixelLMEngine", "SegmentationResult", "Target"]
+__all__ = [
+    "BatchRequest", "BatchSession", "EngineError", "InvalidInputError", "PixelLMEngine", "SegmentationResult", "Target",
+]
 
 
 def __getattr__(name: str) -> object:
@@ -18,4 +20,8 @@ def __getattr__(name: str) -> object:
         from .engine import PixelLMEngine
 
         return PixelLMEngine
+    if name in ("BatchRequest", "BatchSession"):
+        from . import batching
+
+        return getattr(batching, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
