@@ -321,3 +321,19 @@ def test_decode_masks_on_several_images_equals_one_image_at_a_time(tiny_model) -
             alone_out = tiny_model.decode_masks(feats.sample(image).decoder_features, prompts[rows])
             torch.testing.assert_close(together.low_res_logits[rows], alone_out.low_res_logits, atol=TOLERANCE, rtol=0)
             torch.testing.assert_close(together.iou_scores[rows], alone_out.iou_scores, atol=TOLERANCE, rtol=0)
+
+
+def test_rows_that_end_at_their_first_token_leave_before_the_first_step(engine: PixelLMEngine) -> None:
+    eos = engine.tokenizer.eos_id
+    cases = [("find it", [], 1, rgb_image(30, 30, seed=1)),  # max_new_tokens 1
+             ("Where is the cup?", [eos], 20, rgb_image(30, 30, seed=2)),  # end of sequence first
+             *mixed_requests(engine)[:2]]
+    single_requests, single_recorders = requests_with_recorders(engine, cases)
+    singles = [alone(engine, request) for request in single_requests]
+    requests, recorders = requests_with_recorders(engine, cases)
+    batched = engine.segment_batch(requests)
+    assert [r.generated_tokens for r in batched[:2]] == [1, 1]
+    assert batched[0].finish_reason == "length" and batched[1].finish_reason == "eos" and batched[1].text == ""
+    for single, result, a, b in zip(singles, batched, single_recorders, recorders):
+        assert_same_answer(single, result)
+        assert_same_steps(a, b)
