@@ -15,6 +15,8 @@ from .errors import (
 from .result import SegmentationResult, Target
 
 __all__ = [
+    "BatchRequest",
+    "BatchSession",
     "DTYPE_NAMES",
     "EngineError",
     "InvalidImageError",
@@ -53,4 +55,8 @@ def __getattr__(name: str) -> object:
         from pixellm_ros.model import load_options
 
         return getattr(load_options, name)
+    if name in ("BatchRequest", "BatchSession"):
+        from . import batching
+
+        return getattr(batching, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,11 +9,9 @@ and no threads; it serialises its own calls with a lock, so a ROS node may call 
 from __future__ import annotations
 
 import gc
-import hashlib
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -26,6 +24,10 @@ from pixellm_ros.model.saving import OUR_CONFIG_FILE
 from pixellm_ros.model.tokenizer import PixelLMTokenizer
 
 from .answer import ParsedAnswer, parse_answer
+from .batching import BatchOutcome, BatchRequest, BatchSession
+from .features import EncodedImage, image_key
+from .callbacks import CallbackFailed as _CallbackFailed
+from .callbacks import guard as _guard
 from .errors import EngineError, InvalidInstructionError, InvalidOptionError
 from .generation import GenerationOutput, LogitsProcessor, generate_greedy, generate_research_style
 from .static_decoding import StaticKVDecoder
@@ -48,46 +50,6 @@ STATIC_DECODERS_KEPT = 2
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "default_model"
 # Our own folders hold pixellm_config.json, released ones config.json.
 MODEL_CONFIG_FILES = (OUR_CONFIG_FILE, RELEASED_CONFIG_FILE)
-
-@dataclass
-class EncodedImage:
-    """An image's vision-tower output and its geometry, as kept in the feature cache."""
-
-    features: ImageFeatures
-    valid_hw: tuple[int, int]
-    original_hw: tuple[int, int]
-
-
-def image_key(image: np.ndarray) -> str:
-    """Content hash of an image array: its bytes and its shape (two images differing only in
-    shape have the same bytes)."""
-    digest = hashlib.blake2b(digest_size=20)
-    digest.update(repr(image.shape).encode())
-    digest.update(memoryview(np.ascontiguousarray(image)).cast("B"))
-    return digest.hexdigest()
-
-
-class _CallbackFailed(Exception):
-    """Carries an exception raised by the caller's on_text / should_stop through our own handling,
-    so it reaches the caller unchanged instead of being reported as a model failure."""
-
-    def __init__(self, original: BaseException) -> None:
-        super().__init__(repr(original))
-        self.original = original
-
-
-def _guard(callback: Callable | None) -> Callable | None:
-    if callback is None:
-        return None
-
-    def call(*args: object) -> object:
-        try:
-            return callback(*args)
-        except Exception as exc:  # noqa: BLE001 - re-raised unchanged by segment()
-            raise _CallbackFailed(exc) from exc
-
-    return call
-
 
 class PixelLMEngine:
     """Segment the targets an instruction asks for, and answer it in text.
@@ -226,6 +188,49 @@ class PixelLMEngine:
         """Several instructions about one image: the image is encoded once (feature cache)."""
         return [self.segment(image, instruction, **kwargs) for instruction in instructions]  # type: ignore[arg-type]
 
+    def segment_batch(self, requests: Sequence[BatchRequest]) -> list[BatchOutcome]:
+        """Answer several requests (different images, instructions, limits) in one KV-cached batch.
+
+        Returns one outcome per request, in order: its SegmentationResult, or its exception:
+        InvalidInputError for its own bad input (refused alone, before the batch runs), the exception
+        its own on_text / should_stop raised, or an EngineError for every request of the batch when
+        the model fails. Never raises for a request's sake. Each request stops on its own (end of
+        sequence, its max_new_tokens, its should_stop); all targets of the batch are decoded in one
+        decoder pass at the end. A batch of one in a static / CUDA-graph decode_mode runs segment()'s
+        own path; larger batches use the dynamic cache (see engine/batching.py).
+        """
+        outcomes: list[BatchOutcome | None] = [None] * len(requests)
+        if self.decode_mode != "dynamic" and len(requests) == 1:
+            request = requests[0]
+            try:
+                outcomes[0] = self.segment(request.image, request.instruction, request.max_new_tokens,
+                                           request.on_text, request.should_stop, request.logits_processor)
+            except Exception as exc:  # noqa: BLE001 - an outcome, not raised
+                outcomes[0] = exc
+            return outcomes  # type: ignore[return-value]
+        position: dict[int, int] = {}
+        try:
+            session = BatchSession(self, max_batch=max(len(requests), 1), defer_masks=True)
+        except EngineError as exc:  # released engine
+            return [exc for _ in requests]
+        for index, request in enumerate(requests):
+            try:
+                position[session.add(request)] = index
+            except EngineError as exc:
+                outcomes[index] = exc
+        while not session.idle:
+            results = session.step()
+            if not len(session):
+                results += session.flush()
+            for ticket, outcome in results:
+                outcomes[position[ticket]] = outcome
+        return outcomes  # type: ignore[return-value]
+
+    def batch_session(self, max_batch: int = 8) -> BatchSession:
+        """A session for continuous batching: ``add(BatchRequest) -> ticket`` at any time (up to
+        max_batch at once), ``step() -> [(ticket, outcome)]`` per decoded token (engine/batching.py)."""
+        return BatchSession(self, max_batch=max_batch)
+
     def segment_research_style(
         self,
         image: np.ndarray,
@@ -259,6 +264,38 @@ class PixelLMEngine:
                     self._features.popitem(last=False)
             return encoded, False
 
+    def encode_images(self, images: Sequence[np.ndarray]) -> list[tuple[EncodedImage, bool]]:
+        """Features of several images: cached ones from the cache, the distinct others through the
+        vision tower in ONE batched pass (then cached). Returns (features, came_from_cache) per image.
+        """
+        images = [validate_image(image) for image in images]
+        keys = [image_key(image) for image in images]
+        with self._lock:
+            found: dict[str, tuple[EncodedImage, bool]] = {}
+            for key in keys:
+                if key in self._features and key not in found:
+                    self._features.move_to_end(key)
+                    found[key] = (self._features[key], True)
+            missing = list(dict.fromkeys(key for key in keys if key not in found))
+            if missing:
+                image_of = dict(zip(keys, images))
+                prepared = [self._preprocess(image_of[key]) for key in missing]
+                with torch.inference_mode():
+                    features = self.model.encode_images(
+                        torch.cat([p.pixel_values for p in prepared]), [p.valid_hw for p in prepared]
+                    )
+                for index, (key, item) in enumerate(zip(missing, prepared)):
+                    one = features.sample(index)
+                    # own storage, so that a cached image does not keep the whole batch alive
+                    one = ImageFeatures(one.llm_tokens.clone(), one.llm_mask.clone(), [f.clone() for f in one.decoder_features])
+                    encoded = EncodedImage(features=one, valid_hw=item.valid_hw, original_hw=item.original_hw)
+                    found[key] = (encoded, False)
+                    if self.feature_cache_size > 0:
+                        self._features[key] = encoded
+                while len(self._features) > max(self.feature_cache_size, 0):
+                    self._features.popitem(last=False)
+            return [found[key] for key in keys]
+
     def clear_cache(self) -> None:
         """Forget all cached image features."""
         with self._lock:
@@ -286,6 +323,19 @@ class PixelLMEngine:
         # float32 pixels: encode_images casts them to the vision tower's own dtype.
         config = self.model.config
         return preprocess_image(image, config.image_size, config.pixel_mean, config.pixel_std, device=self.device)
+
+    def _validated(
+        self, image: np.ndarray, instruction: str, max_new_tokens: int | None
+    ) -> tuple[np.ndarray, list[int], int, list[str]]:
+        """Check one request before any model work: (image, prompt ids, token limit, warnings).
+
+        Raises InvalidInputError for a bad image, instruction or limit.
+        """
+        image = validate_image(image)
+        prompt_ids = self.prompt_ids(instruction)
+        warnings: list[str] = []
+        limit = self._limit(max_new_tokens, len(prompt_ids), warnings)
+        return image, prompt_ids, limit, warnings
 
     def _limit(self, max_new_tokens: int | None, prompt_length: int, warnings: list[str]) -> int:
         limit = self.max_new_tokens if max_new_tokens is None else max_new_tokens
@@ -316,10 +366,7 @@ class PixelLMEngine:
         research: bool,
     ) -> SegmentationResult:
         start = time.perf_counter()
-        image = validate_image(image)
-        prompt_ids = self.prompt_ids(instruction)
-        warnings: list[str] = []
-        limit = self._limit(max_new_tokens, len(prompt_ids), warnings)
+        image, prompt_ids, limit, warnings = self._validated(image, instruction, max_new_tokens)
         processor = logits_processor if logits_processor is not None else self.logits_processor
         with self._lock:
             try:

@@ -95,13 +95,15 @@ class MultiScaleMaskDecoder(nn.Module):
         image_pe: torch.Tensor,
         dense_embedding: torch.Tensor,
         prompts: torch.Tensor,
+        image_index: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode one mask per target.
 
-        image_features: L tensors (1, D, G, G), one image's neck outputs.
+        image_features: L tensors (I, D, G, G), the neck outputs of I images (I = 1 without image_index).
         image_pe:       (1, D, G, G) the prompt encoder's dense positional encoding.
         dense_embedding:(1, D, G, G) the "no mask" dense prompt.
         prompts:        (T, L, D) the fused seg vector of each target per scale.
+        image_index:    (T,) long, the image of each target (batched answers); None: all of image 0.
         Returns low-res logits (T, 4G, 4G) and the last level's mask-0 IoU prediction (T,).
         """
         if len(image_features) != self.num_scales or prompts.shape[1] != self.num_scales:
@@ -113,7 +115,7 @@ class MultiScaleMaskDecoder(nn.Module):
         previous = None
         iou = prompts.new_zeros(num_targets)
         for level in range(self.num_scales):
-            logits, iou = self._decode_level(level, image_features[level], image_pe, dense_embedding, prompts, previous)
+            logits, iou = self._decode_level(level, image_features[level], image_pe, dense_embedding, prompts, previous, image_index)
             previous = logits
             resized = F.interpolate(logits.float(), size=(out_size, out_size), mode="bilinear", align_corners=False)
             term = (1.0 / self.num_scales) * resized.to(logits.dtype)
@@ -129,6 +131,7 @@ class MultiScaleMaskDecoder(nn.Module):
         dense_embedding: torch.Tensor,
         prompts: torch.Tensor,
         previous: torch.Tensor | None,
+        image_index: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One level for all targets -> mask-0 logits (T, 1, h', w') and IoU (T,)."""
         num_targets = prompts.shape[0]
@@ -136,12 +139,15 @@ class MultiScaleMaskDecoder(nn.Module):
         tokens = torch.cat([output_tokens.unsqueeze(0).expand(num_targets, -1, -1), prompts[:, level : level + 1]], dim=1)
         tokens = tokens + self.level_embed.weight[level]
 
-        # Image-side work that does not depend on the target runs once, at batch 1.
+        # Image-side work that does not depend on the target runs once per image.
         src = features
         pos = image_pe
         dense = dense_embedding
         if level > 0:
             src = self.upsample_2x(src)
+        if image_index is not None:
+            src = src.index_select(0, image_index)  # (T, D, h, w): each target's own image
+        if level > 0:
             height, width = src.shape[-2:]
             pos = self.pe1((height, width)).unsqueeze(0)
             dense = F.interpolate(dense.float(), size=(height, width), mode="bilinear", align_corners=False).to(dense.dtype)

@@ -174,13 +174,19 @@ class PixelLMForCausalLM(nn.Module):
         """(T, L, N, out_dim) -> (T, L, out_dim)."""
         return self.seg_fusion(groups)
 
-    def decode_masks(self, decoder_features: Sequence[torch.Tensor], fused: torch.Tensor) -> MaskOutput:
-        """decoder_features: L tensors (1, out_dim, G, G) of ONE image; fused (T, L, out_dim) -> MaskOutput.
+    def decode_masks(
+        self, decoder_features: Sequence[torch.Tensor], fused: torch.Tensor, image_index: torch.Tensor | None = None
+    ) -> MaskOutput:
+        """decoder_features: L tensors (I, out_dim, G, G); fused (T, L, out_dim) -> MaskOutput.
 
-        All T targets are decoded in one batched pass.
+        All T targets are decoded in one batched pass. Without ``image_index`` the features are those
+        of ONE image (I = 1); with it, (T,) long, target t is decoded on image ``image_index[t]``
+        (the targets of several answers about several images, in one pass).
         """
-        if any(f.shape[0] != 1 for f in decoder_features):
-            raise ValueError("decode_masks takes the features of one image (batch 1)")
+        if image_index is None and any(f.shape[0] != 1 for f in decoder_features):
+            raise ValueError("decode_masks takes the features of one image (batch 1) unless image_index is given")
+        if image_index is not None and image_index.shape != (fused.shape[0],):
+            raise ValueError(f"image_index must be ({fused.shape[0]},), got {tuple(image_index.shape)}")
         size = self.config.mask_resolution
         features = list(decoder_features)
         dtype = features[0].dtype
@@ -192,6 +198,7 @@ class PixelLMForCausalLM(nn.Module):
             self.prompt_encoder.dense_positional_encoding().to(dtype),
             self.prompt_encoder.no_mask_dense_embedding().to(dtype),
             fused.to(dtype),
+            image_index,
         )
         return MaskOutput(low_res_logits=logits, iou_scores=iou)
 
@@ -202,10 +209,17 @@ class PixelLMForCausalLM(nn.Module):
         return self.fuse_seg_groups(groups)
 
     def masks_from_hidden_states(
-        self, seg_hidden: torch.Tensor, decoder_features: Sequence[torch.Tensor]
+        self,
+        seg_hidden: torch.Tensor,
+        decoder_features: Sequence[torch.Tensor],
+        image_index: torch.Tensor | None = None,
     ) -> MaskOutput:
-        """(K, H) hidden states before the K seg tokens of one answer -> one mask per group of N*L."""
-        return self.decode_masks(decoder_features, self.seg_prompts(seg_hidden))
+        """(K, H) hidden states before the K seg tokens -> one mask per group of N*L.
+
+        One answer about one image, or (``image_index`` (K / (N*L),), see decode_masks) the groups of
+        several answers, each on its own image.
+        """
+        return self.decode_masks(decoder_features, self.seg_prompts(seg_hidden), image_index)
 
     # ------------------------------------------------------------------ training
     def compute_losses(

@@ -1,0 +1,150 @@
+"""Several answers in one KV cache: left padding, per-row positions, rows that join and leave.
+
+Every row (one answer) is kept right-aligned in a transformers ``DynamicCache`` of shape
+(B, heads, L, head_dim) per layer, with a (B, L) attention mask that is 0 on the left padding and on
+the image tokens that come from padded image area (the image's ``llm_mask``, as at batch 1). Each row
+carries its own position ids: a row's prompt sits at positions 0..T-1 whatever the padding, and its
+t-th generated token at T + t, exactly as when it runs alone. transformers builds the causal mask
+from the cache column, so a right-aligned row sees exactly its own prompt and tokens.
+
+- ``prefill`` runs the prompts of the rows that join as one left-padded batch into a cache of their
+  own, then merges it below the running rows: the shorter of the two caches is left-padded (zeros,
+  masked) to the longer one, so rows may join a running batch at any step boundary.
+- ``keep`` drops finished rows from the cache (their K/V are gone: later steps cost what the live
+  rows cost) and trims the leading columns that no row attends to any more.
+- ``step`` feeds one token per row.
+
+Measured choice (benchmarks/bench_batching.py part 2, CPU, 1 thread, 363 cached positions): keeping 4
+finished rows of 8 masked costs t(8) - t(4) = 41.6 ms (float32) / 26.3 ms (bfloat16) on every later
+step; dropping them copies the cache once, 73.9 / 32.6 ms (about one step's own copy: DynamicCache
+grows by concatenation anyway), paid back after two steps. Rows are dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache, LlamaForCausalLM
+
+from .static_decoding import cache_argument
+
+
+def left_pad(rows: Sequence[torch.Tensor], length: int) -> torch.Tensor:
+    """Stack (T_i, ...) tensors right-aligned into (B, length, ...), zeros on the left."""
+    out = rows[0].new_zeros((len(rows), length, *rows[0].shape[1:]))
+    for index, row in enumerate(rows):
+        out[index, length - row.shape[0] :] = row
+    return out
+
+
+class BatchKVCache:
+    """The KV cache, attention mask and next positions of B answers decoded together.
+
+    rows: B (0 before the first prefill). attention: (B, L) long. positions: (B,) long, the
+    position of each row's next token.
+    """
+
+    def __init__(self, lm: LlamaForCausalLM) -> None:
+        self.lm = lm
+        self.cache_key = cache_argument(lm)
+        self.cache: DynamicCache | None = None
+        self.attention: torch.Tensor | None = None
+        self.positions: torch.Tensor | None = None
+
+    @property
+    def rows(self) -> int:
+        return 0 if self.attention is None else int(self.attention.shape[0])
+
+    @property
+    def length(self) -> int:
+        """Cache columns (the longest row, padding included)."""
+        return 0 if self.attention is None else int(self.attention.shape[1])
+
+    def reset(self) -> None:
+        self.cache = self.attention = self.positions = None
+
+    def prefill(self, embeds: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Append n new rows: embeds n x (T_i, H) spliced prompts, masks n x (T_i,) (0 on padded image tokens).
+
+        Returns (n, H): each new row's last-layer state (after the final norm) at its last prompt
+        position. The new rows come after the running ones (row indices B .. B + n - 1).
+        """
+        lengths = [int(e.shape[0]) for e in embeds]
+        width = max(lengths)
+        device = embeds[0].device
+        batch_embeds = left_pad(embeds, width)
+        attention = left_pad([m.long() for m in masks], width)
+        offsets = torch.tensor([width - n for n in lengths], device=device)
+        positions = (torch.arange(width, device=device)[None] - offsets[:, None]).clamp_min(0)
+        cache = DynamicCache(config=self.lm.config)
+        hidden = self.lm.model(
+            inputs_embeds=batch_embeds,
+            attention_mask=attention,
+            position_ids=positions,
+            use_cache=True,
+            **{self.cache_key: cache},
+        ).last_hidden_state[:, -1]
+        self._merge(cache, attention, torch.tensor(lengths, device=device))
+        return hidden
+
+    def step(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Feed one token per row: tokens (B,) long -> states (B, H) after the final norm, logits (B, V)."""
+        assert self.attention is not None and self.positions is not None and self.cache is not None, "prefill first"
+        if tokens.shape != (self.rows,):
+            raise ValueError(f"{tuple(tokens.shape)} tokens for {self.rows} rows")
+        self.attention = torch.cat([self.attention, self.attention.new_ones((self.rows, 1))], dim=1)
+        embeds = self.lm.get_input_embeddings()(tokens[:, None])
+        hidden = self.lm.model(
+            inputs_embeds=embeds,
+            attention_mask=self.attention,
+            position_ids=self.positions[:, None],
+            use_cache=True,
+            **{self.cache_key: self.cache},
+        ).last_hidden_state[:, -1]
+        self.positions = self.positions + 1
+        return hidden, self.lm.lm_head(hidden)
+
+    def keep(self, rows: Sequence[int]) -> None:
+        """Keep only ``rows`` (in that order); trim the leading columns no kept row attends to."""
+        if len(rows) == self.rows:
+            return
+        if not rows:
+            self.reset()
+            return
+        assert self.cache is not None and self.attention is not None and self.positions is not None
+        index = torch.tensor(list(rows), dtype=torch.long, device=self.attention.device)
+        attention = self.attention.index_select(0, index)
+        used = attention.any(dim=0)
+        first = int(used.int().argmax()) if bool(used.any()) else attention.shape[1]
+        layers = [
+            (layer.keys.index_select(0, index)[..., first:, :], layer.values.index_select(0, index)[..., first:, :])
+            for layer in self.cache.layers
+        ]
+        self.cache = DynamicCache(ddp_cache_data=layers, config=self.lm.config)
+        self.attention = attention[:, first:]
+        self.positions = self.positions.index_select(0, index)
+
+    def _merge(self, cache: DynamicCache, attention: torch.Tensor, positions: torch.Tensor) -> None:
+        if self.cache is None:
+            self.cache, self.attention, self.positions = cache, attention, positions
+            return
+        assert self.attention is not None and self.positions is not None
+        width = max(self.length, int(attention.shape[1]))
+
+        def pad(tensor: torch.Tensor, columns_dim: int) -> torch.Tensor:
+            missing = width - tensor.shape[columns_dim]
+            if missing == 0:
+                return tensor
+            # F.pad counts dimensions from the last one; pad on the left of the columns dimension.
+            spec = [0, 0] * (tensor.ndim - 1 - columns_dim % tensor.ndim) + [missing, 0]
+            return F.pad(tensor, spec)
+
+        layers = [
+            (torch.cat([pad(old.keys, -2), pad(new.keys, -2)]), torch.cat([pad(old.values, -2), pad(new.values, -2)]))
+            for old, new in zip(self.cache.layers, cache.layers)
+        ]
+        self.cache = DynamicCache(ddp_cache_data=layers, config=self.lm.config)
+        self.attention = torch.cat([pad(self.attention, 1), pad(attention, 1)])
+        self.positions = torch.cat([self.positions, positions])

@@ -1,0 +1,348 @@
+"""Batched generation against batch 1 (fp32, tiny real model): tokens, logits, masks, stops, errors.
+
+Every comparison is with the same request run alone through ``segment``: the generated tokens and
+the texts are equal exactly; the raw logits of every step and the mask decoder's low-res logits
+agree within 1e-5 (absolute, plus 1e-5 relative for the mask logits; padding, per-row positions and batched matmuls change float rounding only).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import numpy as np
+import pytest
+import torch
+
+from support.engine import rgb_image, scripted
+from support.tiny_models import build_tiny_model
+from pixellm_ros.engine import (
+    EngineError,
+    InvalidImageError,
+    InvalidInputError,
+    InvalidInstructionError,
+    InvalidOptionError,
+    PixelLMEngine,
+    SegmentationResult,
+)
+from pixellm_ros.engine.batching import BatchRequest
+
+GROUP = "[SEG0][SEG1][SEG2][SEG3][SEG4][SEG5]"
+TOLERANCE = 1e-5
+
+
+class Recorder:
+    """A logits hook that records the raw scores of every step and the token finally chosen,
+    around an inner hook (the scripted answer)."""
+
+    def __init__(self, inner: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> None:
+        self.inner = inner
+        self.scores: list[torch.Tensor] = []
+        self.tokens: list[int] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self.scores.append(scores[0].clone())
+        out = self.inner(input_ids, scores) if self.inner is not None else scores
+        self.tokens.append(int(out.argmax(dim=-1)))
+        return out
+
+
+@pytest.fixture()
+def decoder_logits(engine: PixelLMEngine) -> Iterator[list[torch.Tensor]]:
+    """The low-res logits of every mask-decoder pass, in call order."""
+    calls: list[torch.Tensor] = []
+    handle = engine.model.mask_decoder.register_forward_hook(lambda _m, _i, out: calls.append(out[0].detach().clone()))
+    yield calls
+    handle.remove()
+
+
+def mixed_requests(engine: PixelLMEngine) -> list[tuple[str, list, int, np.ndarray]]:
+    """Prompts of different lengths, answers ending at different steps (eos at 3 points, two
+    max_new_tokens limits, the model's own tokens), three images, one of them shared."""
+    eos = engine.tokenizer.eos_id
+    shared = rgb_image(45, 120, seed=1)
+    return [
+        ("Segment the red cup and the blue block on the table, please.",
+         [f"Sure, the red cup {GROUP} and the blue block {GROUP}.", eos], 60, shared),
+        ("Where?", ["the apple", GROUP, eos], 40, rgb_image(60, 40, seed=2)),
+        ("find every bottle on the shelf", [f"the bottle {GROUP} and"], 13, rgb_image(30, 30, seed=3)),
+        ("Show me the tools.", [], 20, shared),  # the random model's own tokens up to the limit
+        ("What can I use to drink hot coffee?", ["the mug", eos], 40, rgb_image(50, 70, seed=4)),
+    ]
+
+
+def requests_with_recorders(engine: PixelLMEngine, cases) -> tuple[list[BatchRequest], list[Recorder]]:  # type: ignore[no-untyped-def]
+    recorders = [Recorder(scripted(engine, instruction, script)) for instruction, script, _, _ in cases]
+    requests = [
+        BatchRequest(image, instruction, limit, logits_processor=recorder)
+        for (instruction, _, limit, image), recorder in zip(cases, recorders)
+    ]
+    return requests, recorders
+
+
+def alone(engine: PixelLMEngine, request: BatchRequest, **kwargs: object) -> SegmentationResult:
+    return engine.segment(request.image, request.instruction, request.max_new_tokens,
+                          logits_processor=request.logits_processor, **kwargs)  # type: ignore[arg-type]
+
+
+def assert_same_answer(single: SegmentationResult, batched: SegmentationResult) -> None:
+    assert isinstance(batched, SegmentationResult), batched
+    assert batched.text == single.text
+    assert batched.generated_tokens == single.generated_tokens
+    assert batched.finish_reason == single.finish_reason and batched.stopped == single.stopped
+    assert [t.name for t in batched.targets] == [t.name for t in single.targets]
+    for a, b in zip(single.targets, batched.targets):
+        assert a.mask.shape == b.mask.shape == single.image_hw
+        # thresholded at 0: a pixel whose logit sits within float noise of 0 may flip
+        assert np.count_nonzero(a.mask != b.mask) <= 2
+        assert b.score == pytest.approx(a.score, abs=TOLERANCE)
+
+
+def assert_same_steps(single: Recorder, batched: Recorder) -> None:
+    assert batched.tokens == single.tokens
+    assert len(batched.scores) == len(single.scores)
+    for a, b in zip(single.scores, batched.scores):
+        torch.testing.assert_close(b, a, atol=TOLERANCE, rtol=0)
+
+
+def test_batch_equals_batch_one_for_mixed_prompts_and_answer_lengths(engine: PixelLMEngine, decoder_logits) -> None:  # type: ignore[no-untyped-def]
+    cases = mixed_requests(engine)
+    single_requests, single_recorders = requests_with_recorders(engine, cases)
+    singles = [alone(engine, request) for request in single_requests]
+    single_passes = list(decoder_logits)
+    decoder_logits.clear()
+    engine.clear_cache()
+
+    batch_requests, batch_recorders = requests_with_recorders(engine, cases)
+    batched = engine.segment_batch(batch_requests)
+
+    assert len({len(engine.prompt_ids(c[0])) for c in cases}) == len(cases)  # prompts of different lengths
+    assert len({r.generated_tokens for r in singles}) >= 4  # the answers end at different steps
+    assert {r.finish_reason for r in singles} == {"eos", "length"}
+    for single, result, a, b in zip(singles, batched, single_recorders, batch_recorders):
+        assert_same_answer(single, result)
+        assert_same_steps(a, b)
+        assert result.timings["batch_rows"] == len(cases)
+    # All targets of the batch in ONE decoder pass, each on its own image, equal to batch 1's logits.
+    assert len(decoder_logits) == 1
+    expected = torch.cat([p for p in single_passes])
+    assert decoder_logits[0].shape == expected.shape == (4, *expected.shape[1:])
+    torch.testing.assert_close(decoder_logits[0], expected, atol=TOLERANCE, rtol=TOLERANCE)
+
+
+def test_the_distinct_uncached_images_of_a_batch_go_through_the_vision_tower_once(engine: PixelLMEngine) -> None:
+    calls: list[int] = []
+    handle = engine.model.vision_tower.register_forward_hook(lambda _m, inputs, _o: calls.append(int(inputs[0].shape[0])))
+    try:
+        cached = rgb_image(40, 40, seed=7)
+        engine.segment(cached, "find it", max_new_tokens=2)
+        new, other = rgb_image(40, 60, seed=8), rgb_image(20, 40, seed=9)
+        results = engine.segment_batch([BatchRequest(img, "find it", 3) for img in (new, cached, new.copy(), other)])
+    finally:
+        handle.remove()
+    assert calls == [1, 2]  # the single query, then one pass over the batch's two new images
+    assert [r.vision_cached for r in results] == [False, True, False, False]
+    assert [r.image_hw for r in results] == [(40, 60), (40, 40), (40, 60), (20, 40)]
+
+
+def test_a_cancelled_row_leaves_the_batch_and_the_others_go_on_undisturbed(engine: PixelLMEngine) -> None:
+    cases = mixed_requests(engine)[:3]
+    single_requests, single_recorders = requests_with_recorders(engine, cases)
+    singles = [alone(engine, request) for request in single_requests]
+    stopped_alone = alone(engine, requests_with_recorders(engine, cases)[0][0], should_stop=_stop_after(4))
+
+    batch_requests, batch_recorders = requests_with_recorders(engine, cases)
+    batch_requests[0].should_stop = _stop_after(4)
+    batched = engine.segment_batch(batch_requests)
+
+    first = batched[0]
+    assert first.stopped and first.finish_reason == "stopped" and first.generated_tokens == 4
+    assert first.text == stopped_alone.text and singles[0].text.startswith(first.text) and first.text
+    assert first.targets == []
+    for single, result, a, b in zip(singles[1:], batched[1:], single_recorders[1:], batch_recorders[1:]):
+        assert_same_answer(single, result)
+        assert_same_steps(a, b)
+
+
+def _stop_after(polls: int) -> Callable[[], bool]:
+    count = [0]
+
+    def should_stop() -> bool:
+        count[0] += 1
+        return count[0] > polls
+
+    return should_stop
+
+
+def test_a_bad_request_is_refused_alone_before_the_batch_runs(engine: PixelLMEngine) -> None:
+    good = mixed_requests(engine)[1]
+    request, recorder = requests_with_recorders(engine, [good])
+    single = alone(engine, request[0])
+    engine.clear_cache()
+    batch_requests, batch_recorders = requests_with_recorders(engine, [good, good])
+    bad = [
+        BatchRequest(np.zeros((20, 20, 4), dtype=np.uint8), "find it"),
+        BatchRequest(rgb_image(20, 20), "   "),
+        BatchRequest(rgb_image(20, 20), "find it", max_new_tokens=0),
+    ]
+    calls: list[int] = []
+    handle = engine.model.vision_tower.register_forward_hook(lambda _m, inputs, _o: calls.append(int(inputs[0].shape[0])))
+    try:
+        outcomes = engine.segment_batch([bad[0], batch_requests[0], bad[1], bad[2], batch_requests[1]])
+    finally:
+        handle.remove()
+    kinds = [InvalidImageError, SegmentationResult, InvalidInstructionError, InvalidOptionError, SegmentationResult]
+    assert [type(o) for o in outcomes] == kinds  # each bad request with the exception of its own kind
+    assert "shape" in str(outcomes[0]) and "empty" in str(outcomes[2]) and "max_new_tokens" in str(outcomes[3])
+    assert calls == [1]  # only the good requests' (one shared) image was encoded
+    for result, rec in zip((outcomes[1], outcomes[4]), batch_recorders):
+        assert_same_answer(single, result)
+        assert_same_steps(recorder[0], rec)
+
+
+def test_on_text_streams_per_row_and_each_concatenates_to_its_own_text(engine: PixelLMEngine) -> None:
+    cases = mixed_requests(engine)
+    requests, _ = requests_with_recorders(engine, cases)
+    pieces: list[list[str]] = [[] for _ in requests]
+    for request, sink in zip(requests, pieces):
+        request.on_text = sink.append
+    results = engine.segment_batch(requests)
+    assert len({r.text for r in results}) == len(results)
+    for result, sink in zip(results, pieces):
+        assert "".join(sink) == result.text
+    assert all(len(sink) >= 2 for sink in pieces)
+
+
+def test_a_callback_exception_is_that_requests_outcome_only(engine: PixelLMEngine) -> None:
+    class Boom(Exception):
+        pass
+
+    def explode(_: str) -> None:
+        raise Boom("from on_text")
+
+    cases = mixed_requests(engine)[:3]
+    single_requests, _ = requests_with_recorders(engine, cases)
+    singles = [alone(engine, request) for request in single_requests]
+    requests, _ = requests_with_recorders(engine, cases)
+    requests[1].on_text = explode
+    requests[2].should_stop = lambda: 1 / 0 > 0  # type: ignore[assignment, operator]
+    outcomes = engine.segment_batch(requests)
+    assert isinstance(outcomes[1], Boom) and isinstance(outcomes[2], ZeroDivisionError)
+    assert_same_answer(singles[0], outcomes[0])  # type: ignore[arg-type]
+
+
+def test_a_model_failure_answers_every_request_of_the_batch_and_the_engine_goes_on(engine_tokenizer) -> None:  # type: ignore[no-untyped-def]
+    model = build_tiny_model(len(engine_tokenizer), seed=3)
+    engine = PixelLMEngine(model, engine_tokenizer)
+    requests = [BatchRequest(rgb_image(30, 30, seed=s), "find the cup", 5) for s in range(3)]
+    requests.append(BatchRequest(rgb_image(30, 30), ""))  # refused alone, whatever the model does
+    mlp = model.language_model.model.layers[1].mlp
+    weight = mlp.down_proj.weight
+    mlp.down_proj.weight = torch.nn.Parameter(torch.zeros(3, 3))  # a real shape error inside the model
+    try:
+        outcomes = engine.segment_batch(requests)
+    finally:
+        mlp.down_proj.weight = weight
+    assert [type(o) for o in outcomes[:3]] == [EngineError] * 3
+    assert all("the model failed" in str(o) for o in outcomes[:3])
+    assert isinstance(outcomes[3], InvalidInputError)
+    again = engine.segment_batch(requests[:3])
+    assert all(isinstance(o, SegmentationResult) and o.generated_tokens == 5 for o in again)
+
+
+def test_requests_joining_a_running_batch_get_their_batch_one_answers(engine: PixelLMEngine) -> None:
+    """Continuous batching: rows added between steps are merged into the running cache (left
+    padding to the longer of the two), rows that finish leave it; every answer is batch 1's."""
+    cases = mixed_requests(engine)
+    single_requests, single_recorders = requests_with_recorders(engine, cases)
+    singles = [alone(engine, request) for request in single_requests]
+    engine.clear_cache()
+
+    requests, recorders = requests_with_recorders(engine, cases)
+    session = engine.batch_session(max_batch=3)
+    tickets = {session.add(requests[0]): 0, session.add(requests[1]): 1}
+    outcomes: dict[int, object] = {}
+    joined_at: dict[int, int] = {}
+    step = 0
+    waiting = [2, 3, 4]
+    while not session.idle or waiting:
+        # the third joins at step 5; the others as soon as a slot is free
+        while waiting and session.free_slots and (step >= 5 or waiting[0] != 2):
+            index = waiting.pop(0)
+            tickets[session.add(requests[index])] = index
+            joined_at[index] = step
+        if session.idle:
+            step += 1
+            continue
+        for ticket, outcome in session.step():
+            outcomes[tickets[ticket]] = outcome
+        assert len(session) <= 3
+        step += 1
+    assert joined_at[2] == 5 and joined_at[3] > 5
+    for index, single in enumerate(singles):
+        assert_same_answer(single, outcomes[index])  # type: ignore[arg-type]
+        assert_same_steps(single_recorders[index], recorders[index])
+    with pytest.raises(RuntimeError, match="max_batch"):
+        full = engine.batch_session(max_batch=1)
+        full.add(requests[0])
+        full.add(requests[1])
+
+
+def test_session_cancel_by_ticket(engine: PixelLMEngine) -> None:
+    session = engine.batch_session()
+    keep = session.add(BatchRequest(rgb_image(30, 30), "find the cup", 6))
+    drop = session.add(BatchRequest(rgb_image(30, 30, seed=1), "find the bowl", 6))
+    outcomes = dict(session.step())  # prefill (first token) and one decode step: 2 tokens each
+    session.cancel(drop)
+    while not session.idle:
+        outcomes.update(session.step())
+    assert outcomes[drop].stopped and outcomes[drop].generated_tokens == 2  # type: ignore[union-attr]
+    assert outcomes[keep].generated_tokens == 6 and not outcomes[keep].stopped  # type: ignore[union-attr]
+
+
+def test_static_decode_modes_are_batch_one_only_and_say_so(tiny_model, engine_tokenizer) -> None:  # type: ignore[no-untyped-def]
+    static = PixelLMEngine(tiny_model, engine_tokenizer, decode_mode="static")
+    dynamic = PixelLMEngine(tiny_model, engine_tokenizer)
+    instruction = "Segment the red cup."
+    hook = scripted(dynamic, instruction, [f"the red cup {GROUP}", engine_tokenizer.eos_id])
+    request = BatchRequest(rgb_image(40, 40), instruction, 30, logits_processor=hook)
+    (one,) = static.segment_batch([request])  # a batch of one: segment()'s static path, no warning
+    assert one.warnings == []
+    two = static.segment_batch([request, request])
+    assert all(any("batch 1 only" in w for w in r.warnings) for r in two)
+    reference = dynamic.segment(request.image, instruction, 30, logits_processor=hook)
+    for result in (one, *two):
+        assert result.text == reference.text and len(result.targets) == 1
+
+
+def test_decode_masks_on_several_images_equals_one_image_at_a_time(tiny_model) -> None:  # type: ignore[no-untyped-def]
+    """The model side: targets of several answers, each on its own image's features, in one pass."""
+    torch.manual_seed(0)
+    size = tiny_model.config.image_size
+    pixels = torch.randn(2, 3, size, size)
+    with torch.inference_mode():
+        feats = tiny_model.encode_images(pixels, [(size, size), (size // 2, size)])
+        seg = torch.randn(5 * tiny_model.config.seg_tokens_per_target, tiny_model.config.hidden_size)
+        index = torch.tensor([1, 0, 1, 1, 0])
+        together = tiny_model.masks_from_hidden_states(seg, feats.decoder_features, index)
+        prompts = tiny_model.seg_prompts(seg)
+        for image in (0, 1):
+            rows = (index == image).nonzero()[:, 0]
+            alone_out = tiny_model.decode_masks(feats.sample(image).decoder_features, prompts[rows])
+            torch.testing.assert_close(together.low_res_logits[rows], alone_out.low_res_logits, atol=TOLERANCE, rtol=0)
+            torch.testing.assert_close(together.iou_scores[rows], alone_out.iou_scores, atol=TOLERANCE, rtol=0)
+
+
+def test_rows_that_end_at_their_first_token_leave_before_the_first_step(engine: PixelLMEngine) -> None:
+    eos = engine.tokenizer.eos_id
+    cases = [("find it", [], 1, rgb_image(30, 30, seed=1)),  # max_new_tokens 1
+             ("Where is the cup?", [eos], 20, rgb_image(30, 30, seed=2)),  # end of sequence first
+             *mixed_requests(engine)[:2]]
+    single_requests, single_recorders = requests_with_recorders(engine, cases)
+    singles = [alone(engine, request) for request in single_requests]
+    requests, recorders = requests_with_recorders(engine, cases)
+    batched = engine.segment_batch(requests)
+    assert [r.generated_tokens for r in batched[:2]] == [1, 1]
+    assert batched[0].finish_reason == "length" and batched[1].finish_reason == "eos" and batched[1].text == ""
+    for single, result, a, b in zip(singles, batched, single_recorders, recorders):
+        assert_same_answer(single, result)
+        assert_same_steps(a, b)
