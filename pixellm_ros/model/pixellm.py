@@ -4,6 +4,7 @@ Attribute names are chosen so that our state-dict keys map onto the released one
 
     ours                                   released
     vision_tower.vision_model.*            (CLIP folder) vision_model.*
+    vision_tower.stem.*                    (none: a conv-stem tower is only in our own folders)
     language_model.model.{embed_tokens, layers, norm}.*   model.{embed_tokens, layers, norm}.*
     language_model.lm_head.*               lm_head.*
     {mm_projector, out_mm_projector, image_feature_neck, text_hidden_fcs,
@@ -94,8 +95,7 @@ class PixelLMForCausalLM(nn.Module):
             patch_mask = None
             llm_mask = torch.ones(batch, llm_grid * llm_grid, dtype=torch.bool, device=pixel_values.device)
 
-        tower_dtype = self.vision_tower.vision_model.embeddings.patch_embedding.weight.dtype
-        scales = self.vision_tower(pixel_values.to(tower_dtype), patch_mask)
+        scales = self.vision_tower(pixel_values.to(self.vision_tower.dtype), patch_mask)
         compute_dtype = self.mm_projector[0].weight.dtype
         scales = [s.to(compute_dtype) for s in scales]
 
