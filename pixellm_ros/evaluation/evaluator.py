@@ -87,7 +87,7 @@ class EvaluationReport:
         rows = [header, "-" * len(header), _row("all", self.overall)]
         rows += [_row(kind, summary) for kind, summary in sorted(self.per_kind.items())]
         rows += [
-            _row(f"{group} targets", self.per_target_count[group])
+            _row(f"targets {group}", self.per_target_count[group])
             for group in TARGET_COUNT_GROUPS
             if group in self.per_target_count
         ]

@@ -113,6 +113,11 @@ class CLIPVisionTower(nn.Module):
         return int(self.vision_model.config.hidden_size)
 
     @property
+    def state_indices(self) -> tuple[int, ...]:
+        """The hidden-state index of each returned scale (0 = embeddings, n = after layer n)."""
+        return self._state_indices
+
+    @property
     def dtype(self) -> torch.dtype:
         """The dtype the tower computes in (its patch embedding's)."""
         return self.vision_model.embeddings.patch_embedding.weight.dtype
