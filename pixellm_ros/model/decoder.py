@@ -95,13 +95,17 @@ class MultiScaleMaskDecoder(nn.Module):
         image_pe: torch.Tensor,
         dense_embedding: torch.Tensor,
         prompts: torch.Tensor,
+        image_index: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode one mask per target.
 
-        image_features: L tensors (1, D, G, G), one image's neck outputs.
+        image_features: L tensors (1, D, G, G), one image's neck outputs; or (B, D, G, G), the
+                        neck outputs of B images, with image_index.
         image_pe:       (1, D, G, G) the prompt encoder's dense positional encoding.
         dense_embedding:(1, D, G, G) the "no mask" dense prompt.
         prompts:        (T, L, D) the fused seg vector of each target per scale.
+        image_index:    None, or (T,) long: the image of each target (the targets of a whole
+                        training batch in one pass; the image-side work still runs once per image).
         Returns low-res logits (T, 4G, 4G) and the last level's mask-0 IoU prediction (T,).
         """
         if len(image_features) != self.num_scales or prompts.shape[1] != self.num_scales:
@@ -113,7 +117,9 @@ class MultiScaleMaskDecoder(nn.Module):
         previous = None
         iou = prompts.new_zeros(num_targets)
         for level in range(self.num_scales):
-            logits, iou = self._decode_level(level, image_features[level], image_pe, dense_embedding, prompts, previous)
+            logits, iou = self._decode_level(
+                level, image_features[level], image_pe, dense_embedding, prompts, previous, image_index
+            )
             previous = logits
             resized = F.interpolate(logits.float(), size=(out_size, out_size), mode="bilinear", align_corners=False)
             term = (1.0 / self.num_scales) * resized.to(logits.dtype)
@@ -129,6 +135,7 @@ class MultiScaleMaskDecoder(nn.Module):
         dense_embedding: torch.Tensor,
         prompts: torch.Tensor,
         previous: torch.Tensor | None,
+        image_index: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One level for all targets -> mask-0 logits (T, 1, h', w') and IoU (T,)."""
         num_targets = prompts.shape[0]
@@ -136,7 +143,8 @@ class MultiScaleMaskDecoder(nn.Module):
         tokens = torch.cat([output_tokens.unsqueeze(0).expand(num_targets, -1, -1), prompts[:, level : level + 1]], dim=1)
         tokens = tokens + self.level_embed.weight[level]
 
-        # Image-side work that does not depend on the target runs once, at batch 1.
+        # Image-side work that does not depend on the target runs once per image (batch 1, or B
+        # with image_index); each target then takes its image's map.
         src = features
         pos = image_pe
         dense = dense_embedding
@@ -149,8 +157,14 @@ class MultiScaleMaskDecoder(nn.Module):
             gate = previous.mean(dim=1, keepdim=True)
             if gate.shape[-2:] != (height, width):  # only for L > 2, which no released model has
                 gate = F.interpolate(gate.float(), size=(height, width), mode="bilinear", align_corners=False).to(gate.dtype)
+            if image_index is not None:
+                src = src.index_select(0, image_index)
             src = (gate.sigmoid() + 1) * src  # (T, D, h, w): the previous level's mask gates the features
-        src = src + dense
+            src = src + dense
+        else:
+            src = src + dense
+            if image_index is not None:
+                src = src.index_select(0, image_index)
         height, width = src.shape[-2:]
         src = src.expand(num_targets, -1, -1, -1)
         pos = pos.expand(num_targets, -1, -1, -1)

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from pixellm_ros.engine.preprocess import preprocess_image
 from pixellm_ros.model.config import PixelLMConfig
 from pixellm_ros.model.losses import LossWeights, mask_losses
-from pixellm_ros.model.mask_resize import low_res_to_original
+from pixellm_ros.model.mask_resize import low_res_to_original_many
 from pixellm_ros.model.outputs import ImageFeatures
 from pixellm_ros.model.pixellm import PixelLMForCausalLM
 from pixellm_ros.world.scene import sample_scene
@@ -163,15 +163,13 @@ def decoder_step_losses(
         feats, last_layer = model.encode_images(pixel_values, batch.valid_hw), None
     else:
         feats, last_layer = _encode_with_last_layer(model, pixel_values, batch.valid_hw)
-    predictions, targets = [], []
-    for image, names in enumerate(batch.names):
-        vectors = prompts(names)  # (T, D): the same prompt for every scale
-        fused = vectors.unsqueeze(1).expand(-1, cfg.num_scales, -1)
-        out = model.decode_masks([f[image : image + 1] for f in feats.decoder_features], fused)
-        predictions.append(
-            low_res_to_original(out.low_res_logits, cfg.image_size, batch.valid_hw[image], batch.original_hw[image])
-        )
-        targets.append(batch.masks[image].to(device, non_blocking=True).float())
+    # the same name prompt for every scale; all images' targets in one pass on a GPU (decode_masks_per_image)
+    counts = [len(names) for names in batch.names]
+    vectors = prompts([name for names in batch.names for name in names])  # (T, D)
+    fused = vectors.unsqueeze(1).expand(-1, cfg.num_scales, -1)
+    low_res = model.decode_masks_per_image(feats.decoder_features, fused, counts, list(range(len(counts))))
+    predictions = low_res_to_original_many(low_res, cfg.image_size, batch.valid_hw, batch.original_hw)
+    targets = [m.to(device, non_blocking=True).float() for m in batch.masks]
     bce, dice, refinement, _ = mask_losses(predictions, targets, weights)
     loss = bce + dice + refinement
     metrics: dict[str, float] = {}

@@ -220,7 +220,6 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-            torch.backends.cudnn.benchmark = True  # fixed input size: pick the fastest convolutions once
         if config_builder is None:
             if settings.model not in MODEL_CONFIGS:
                 raise ValueError(f"model must be one of {sorted(MODEL_CONFIGS)}, got {settings.model!r}")
