@@ -93,6 +93,7 @@ def test_mask_bbox() -> None:
     assert mask_bbox(np.zeros((3, 3), dtype=bool)) == [0.0, 0.0, 0.0, 0.0]
 
 
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools on numpy 2
 def test_uncompressed_rle_decodes_without_pycocotools_as_pycocotools_does() -> None:
     from pixellm_ros.muse.mask_codec import decode_uncompressed_rle
 
