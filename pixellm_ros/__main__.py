@@ -4,4 +4,5 @@ import sys
 
 from pixellm_ros.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not when multiprocessing's spawn re-imports the main module
+    sys.exit(main())

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from pixellm_ros.evaluation.matching import score_question
-from pixellm_ros.evaluation.metrics import MetricAccumulator
+from pixellm_ros.evaluation.matching import QuestionScore, score_question
+from pixellm_ros.evaluation.metrics import TARGET_COUNT_GROUPS, MetricAccumulator
 from pixellm_ros.evaluation.muse_data import MuseImage
 from pixellm_ros.muse.instruction import INSTRUCTION_TEMPLATE, format_instruction
 
@@ -41,21 +41,40 @@ class QuestionRecord:
 
 @dataclass
 class EvaluationReport:
-    """Overall and per-kind metrics (``metrics.MetricTotals.summary``) and per-question records."""
+    """Overall, per-kind and per-target-count metrics (``metrics.MetricTotals.summary``; target
+    counts grouped by ``metrics.target_count_group``) and per-question records."""
 
     overall: dict[str, Any]
     per_kind: dict[str, dict[str, Any]]
     num_images: int
     records: list[QuestionRecord] = field(default_factory=list)
+    per_target_count: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
         return {
             "overall": self.overall,
             "per_kind": self.per_kind,
+            "per_target_count": self.per_target_count,
             "num_images": self.num_images,
             "questions": [asdict(r) for r in self.records],
         }
+
+    @classmethod
+    def from_records(cls, records: Sequence[QuestionRecord], num_images: int) -> EvaluationReport:
+        """The report of these per-question records (e.g. of several shards of one data set, joined)."""
+        accumulator = MetricAccumulator()
+        for r in records:
+            score = QuestionScore(r.iou, r.intersection, r.union, r.num_pred, r.num_gt, (), ())
+            accumulator.add(score, r.kind)
+        return _report(accumulator, list(records), num_images)
+
+    @classmethod
+    def read_json(cls, path: str | Path) -> EvaluationReport:
+        """A report written by ``write_json`` (its metrics recomputed from its records)."""
+        payload = json.loads(Path(path).read_text())
+        records = [QuestionRecord(**r) for r in payload["questions"]]
+        return cls.from_records(records, int(payload["num_images"]))
 
     def write_json(self, path: str | Path) -> None:
         """Write ``to_dict()`` to ``path``."""
@@ -67,6 +86,11 @@ class EvaluationReport:
         header = f"{'kind':<14}{'questions':>10}{'gIoU':>9}{'cIoU':>9}{'count acc':>11}{'none acc':>10}"
         rows = [header, "-" * len(header), _row("all", self.overall)]
         rows += [_row(kind, summary) for kind, summary in sorted(self.per_kind.items())]
+        rows += [
+            _row(f"targets {group}", self.per_target_count[group])
+            for group in TARGET_COUNT_GROUPS
+            if group in self.per_target_count
+        ]
         return "\n".join(rows)
 
 
@@ -146,9 +170,15 @@ def evaluate(
                     )
                 )
                 bar.update(1)
+    return _report(accumulator, records, images_seen)
+
+
+def _report(accumulator: MetricAccumulator, records: list[QuestionRecord], num_images: int) -> EvaluationReport:
     return EvaluationReport(
         overall=accumulator.overall.summary(),
         per_kind={k: t.summary() for k, t in accumulator.per_kind.items()},
-        num_images=images_seen,
+        num_images=num_images,
         records=records,
+        per_target_count={g: accumulator.per_target_count[g].summary() for g in TARGET_COUNT_GROUPS
+                          if g in accumulator.per_target_count},
     )

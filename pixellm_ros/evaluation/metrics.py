@@ -6,6 +6,10 @@
 - count accuracy: share of questions with #pred == #gt.
 - none accuracy: among questions whose ground truth has no target, the share answered with
   no mask (None when there is no such question).
+
+Besides the question kinds, the totals are kept per number of ground-truth targets
+(``TARGET_COUNT_GROUPS``: none, one, two or more), since listing every target of a multi-target
+question is its own skill.
 """
 
 from __future__ import annotations
@@ -72,15 +76,26 @@ class MetricTotals:
         }
 
 
+TARGET_COUNT_GROUPS: tuple[str, ...] = ("0", "1", "2+")
+
+
+def target_count_group(num_gt: int) -> str:
+    """The group of a question with ``num_gt`` ground-truth targets: "0", "1" or "2+"."""
+    return TARGET_COUNT_GROUPS[min(int(num_gt), 2)]
+
+
 @dataclass
 class MetricAccumulator:
-    """Totals over all questions and per question kind (when the data names kinds)."""
+    """Totals over all questions, per question kind (when the data names kinds) and per
+    ``target_count_group`` of the ground truth."""
 
     overall: MetricTotals = field(default_factory=MetricTotals)
     per_kind: dict[str, MetricTotals] = field(default_factory=dict)
+    per_target_count: dict[str, MetricTotals] = field(default_factory=dict)
 
     def add(self, score: QuestionScore, kind: str | None = None) -> None:
-        """Count one scored question, also under ``kind`` when given."""
+        """Count one scored question, also under ``kind`` when given, and under its target count."""
         self.overall.add(score)
         if kind is not None:
             self.per_kind.setdefault(kind, MetricTotals()).add(score)
+        self.per_target_count.setdefault(target_count_group(score.num_gt), MetricTotals()).add(score)

@@ -128,6 +128,10 @@ def load_clip_vision_weights(
     every vision key of the folder must fit the tower and every tower tensor must be filled.
     """
     config: PixelLMConfig = model.config
+    if config.vision_stem != "patch":
+        raise CheckpointError(
+            f"a {config.vision_stem!r}-stem tower has no CLIP weights: CLIP folders hold a patch-embedding tower only"
+        )
     reference = next(model.parameters())
     tower_keys = {k for k in model.state_dict() if k.startswith(OUR_VISION_PREFIX)}
     loaded: dict[str, torch.Tensor] = {}

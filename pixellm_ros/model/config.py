@@ -23,6 +23,13 @@ FUSION_MODES: tuple[str, ...] = ("released_constant", "learned")
 # (G/g) x (G/g) block, which for G = 4 g still sees every patch where bilinear samples only the
 # central 2 x 2 of each block.
 LLM_IMAGE_RESIZES: tuple[str, ...] = ("bilinear", "area")
+# What turns the image into the tower's patch tokens: "patch" is CLIP's own patch convolution
+# (the released layout; the only stem a CLIP checkpoint holds); "conv" puts stride-1 convolutions
+# (``vision_stem_channels`` wide, ``vision_stem_kernel`` square, each followed by a GELU) in
+# front of it, at full resolution, so that the patch tokens start from local edges and corners
+# (an inductive bias for shape that a from-scratch ViT otherwise has to learn; see
+# docs/embedded_model_experiments.md). Only our own model folders can hold a "conv" tower.
+VISION_STEMS: tuple[str, ...] = ("patch", "conv")
 
 LLAMA_BASE_VOCAB = 32000
 DEFAULT_ROPE_THETA = 10000.0  # LLaMA's rotary base
@@ -66,6 +73,9 @@ class PixelLMConfig:
     vision_select_layers: tuple[int, ...] = (-2, -11)  # one hidden-state index per feature scale
     mask_padded_patches: bool = True  # key-mask patches that lie fully in the zero padding
     vision_tower_name: str = "openai/clip-vit-large-patch14-336"
+    vision_stem: str = "patch"  # VISION_STEMS
+    vision_stem_channels: tuple[int, ...] = (32, 64)  # "conv" only: the widths of its convolutions
+    vision_stem_kernel: int = 3  # "conv" only: their (odd) kernel size
 
     # Image tokens for the LLM: scale 0 resized to llm_image_grid x llm_image_grid.
     llm_image_grid: int = 16
@@ -100,6 +110,7 @@ class PixelLMConfig:
 
     def __post_init__(self) -> None:
         self.vision_select_layers = tuple(int(i) for i in self.vision_select_layers)
+        self.vision_stem_channels = tuple(int(c) for c in self.vision_stem_channels)
         self.pixel_mean = tuple(float(v) for v in self.pixel_mean)  # type: ignore[assignment]
         self.pixel_std = tuple(float(v) for v in self.pixel_std)  # type: ignore[assignment]
         self.validate()
@@ -147,6 +158,13 @@ class PixelLMConfig:
     def validate(self) -> None:
         if self.fusion not in FUSION_MODES:
             raise ValueError(f"fusion must be one of {FUSION_MODES}, got {self.fusion!r}")
+        if self.vision_stem not in VISION_STEMS:
+            raise ValueError(f"vision_stem must be one of {VISION_STEMS}, got {self.vision_stem!r}")
+        if self.vision_stem == "conv":
+            if not self.vision_stem_channels or min(self.vision_stem_channels) < 1:
+                raise ValueError(f"a conv stem needs positive vision_stem_channels, got {self.vision_stem_channels}")
+            if self.vision_stem_kernel < 1 or self.vision_stem_kernel % 2 == 0:
+                raise ValueError(f"vision_stem_kernel must be odd and >= 1 (same-size padding), got {self.vision_stem_kernel}")
         if self.llm_image_resize not in LLM_IMAGE_RESIZES:
             raise ValueError(f"llm_image_resize must be one of {LLM_IMAGE_RESIZES}, got {self.llm_image_resize!r}")
         if self.image_size % self.patch_size != 0:

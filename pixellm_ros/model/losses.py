@@ -67,34 +67,53 @@ def per_mask_refinement(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
     return (bce * overlap).flatten(1).mean(1)
 
 
+def per_mask_refinement_grouped(logits: torch.Tensor, targets: torch.Tensor, question: torch.Tensor) -> torch.Tensor:
+    """``per_mask_refinement`` for the masks of many questions at once: (M, H, W) logits/targets,
+    question (M,) long (0..Q-1, the question of each mask) -> (M,), overlaps counted within each
+    question only."""
+    claimed = (logits.detach() > 0).to(logits.dtype)
+    count = int(question.max()) + 1 if question.numel() else 0
+    per_question = claimed.new_zeros((count, *claimed.shape[1:])).index_add_(0, question, claimed)
+    overlap = (per_question >= 2).to(logits.dtype)[question]
+    bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    return (bce * overlap).flatten(1).mean(1)
+
+
 def mask_losses(
     predictions: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], weights: LossWeights
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """One (T_b, H_b, W_b) logits/targets pair per question -> weighted (bce, dice, refinement), #masks.
 
-    Each loss is averaged over all masks of all questions.
+    Each loss is averaged over all masks of all questions. The masks of all questions of one size
+    are scored together (a few large operations rather than a few per question: what a GPU
+    wants); the refinement still counts overlaps within each question only.
     """
     if len(predictions) != len(targets):
         raise ValueError(f"{len(predictions)} predictions for {len(targets)} target sets")
-    bce_terms: list[torch.Tensor] = []
-    dice_terms: list[torch.Tensor] = []
-    refine_terms: list[torch.Tensor] = []
-    for logits, target in zip(predictions, targets):
+    by_size: dict[tuple[int, ...], list[int]] = {}
+    for index, (logits, target) in enumerate(zip(predictions, targets)):
         if logits.shape != target.shape:
             raise ValueError(f"prediction {tuple(logits.shape)} and target {tuple(target.shape)} differ")
         if logits.shape[0] == 0:
             continue
-        logits = logits.float()
-        target = target.to(logits.dtype)
-        bce_terms.append(per_mask_bce(logits, target))
-        dice_terms.append(per_mask_dice(logits, target, weights.dice_scale, weights.dice_eps))
-        refine_terms.append(per_mask_refinement(logits, target))
-    if not bce_terms:
+        by_size.setdefault(tuple(logits.shape[1:]), []).append(index)
+    if not by_size:
         device = predictions[0].device if predictions else None
         zero = torch.zeros((), device=device)
         if predictions:  # keep the graph connected so backward() works on a mask-free batch
             zero = zero + sum(p.float().sum() for p in predictions) * 0.0
         return zero, zero, zero, 0
+    bce_terms: list[torch.Tensor] = []
+    dice_terms: list[torch.Tensor] = []
+    refine_terms: list[torch.Tensor] = []
+    for questions in by_size.values():
+        logits = torch.cat([predictions[i] for i in questions]).float()
+        target = torch.cat([targets[i] for i in questions]).to(logits.dtype)
+        counts = torch.tensor([predictions[i].shape[0] for i in questions], device=logits.device)
+        question = torch.repeat_interleave(torch.arange(len(questions), device=logits.device), counts)
+        bce_terms.append(per_mask_bce(logits, target))
+        dice_terms.append(per_mask_dice(logits, target, weights.dice_scale, weights.dice_eps))
+        refine_terms.append(per_mask_refinement_grouped(logits, target, question))
     bce = torch.cat(bce_terms)
     num_masks = int(bce.numel())
     return (

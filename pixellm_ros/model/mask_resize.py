@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -20,3 +22,22 @@ def low_res_to_original(
     if (height, width) != tuple(original_hw):
         cropped = F.interpolate(cropped, size=tuple(original_hw), mode="bilinear", align_corners=False)
     return cropped[:, 0]
+
+
+def low_res_to_original_many(
+    logits: Sequence[torch.Tensor],
+    image_size: int,
+    valid_hw: Sequence[tuple[int, int]],
+    original_hw: Sequence[tuple[int, int]],
+) -> list[torch.Tensor]:
+    """``low_res_to_original`` for several images: logits[i] (T_i, M, M) -> (T_i, H_i, W_i) at image
+    i's sizes. Images of the same valid and original size are resized in one call."""
+    out: list[torch.Tensor | None] = [None] * len(logits)
+    groups: dict[tuple[tuple[int, int], tuple[int, int]], list[int]] = {}
+    for index, chunk in enumerate(logits):
+        groups.setdefault((tuple(valid_hw[index]), tuple(original_hw[index])), []).append(index)  # type: ignore[arg-type]
+    for (valid, original), members in groups.items():
+        joined = low_res_to_original(torch.cat([logits[i] for i in members]), image_size, valid, original)
+        for index, part in zip(members, torch.split(joined, [logits[i].shape[0] for i in members])):
+            out[index] = part
+    return out  # type: ignore[return-value]

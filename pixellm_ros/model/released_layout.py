@@ -120,13 +120,18 @@ def save_released_layout(
 
     ``config.json`` points ``mm_vision_tower`` at ``clip_folder``. Weights are written in
     ``dtype`` (default: the model's), with the 4.31 ``rotary_emb.inv_freq`` buffers added.
-    Raises ReleasedLayoutError for models the layout cannot express (learned fusion, vision
-    layer indices or decoder sizes other than the released ones, a vocabulary that is not the
-    tokenizer's).
+    Raises ReleasedLayoutError for models the layout cannot express (learned fusion, a vision
+    stem other than CLIP's patch embedding, vision layer indices or decoder sizes other than the
+    released ones, a vocabulary that is not the tokenizer's).
     """
     config: PixelLMConfig = model.config  # type: ignore[assignment]
     if config.fusion != "released_constant":
         raise ReleasedLayoutError("the released layout has no place for a learned seg fusion")
+    if config.vision_stem != "patch":
+        raise ReleasedLayoutError(
+            f"the released layout has no place for a {config.vision_stem!r} vision stem: its CLIP folder holds "
+            "CLIP's own patch embedding only (save this model with save_pixellm)"
+        )
     if int(config.text.vocab_size) != len(tokenizer):
         raise ReleasedLayoutError(f"model vocabulary {config.text.vocab_size} != tokenizer size {len(tokenizer)}")
     if len(tokenizer.seg_token_ids) != config.seg_tokens_per_target:

@@ -2,7 +2,9 @@
 
 Keys under the tower are those of a CLIP checkpoint's vision half (``vision_model.embeddings.*``,
 ``vision_model.pre_layrnorm.*``, ``vision_model.encoder.layers.N.*``, ``vision_model.post_layernorm.*``),
-so an ``openai/clip-vit-large-patch14-336`` state dict loads with one prefix.
+so an ``openai/clip-vit-large-patch14-336`` state dict loads with one prefix. A tower with a
+convolutional stem (``PixelLMConfig.vision_stem == "conv"``, ours only) adds ``stem.*``
+(``conv_stem``) and its patch embedding reads the stem's channels instead of RGB.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
+
+from .conv_stem import ConvStem
 
 if TYPE_CHECKING:
     from .config import PixelLMConfig
@@ -78,10 +82,19 @@ class CLIPVisionTower(nn.Module):
     ``vision_model`` is transformers' CLIPVisionModel; its public forward takes no attention mask,
     so the embeddings, pre-norm and encoder layers are driven here, with the padded patches
     key-masked (the class token never is) and only as many layers run as the deepest scale needs.
+    ``stem`` (None for CLIP's own patch embedding) runs on the pixels first; the patch embedding
+    then reads its ``out_channels``.
     """
 
-    def __init__(self, config: CLIPVisionConfig, select_layers: Sequence[int]) -> None:
+    def __init__(self, config: CLIPVisionConfig, select_layers: Sequence[int], stem: ConvStem | None = None) -> None:
         super().__init__()
+        if stem is not None:
+            # the patch convolution reads the stem's channels; config (RGB in) is left as it is
+            config = CLIPVisionConfig.from_dict(config.to_dict())
+            config.num_channels = stem.out_channels
+            self.stem = stem
+        else:
+            self.stem = None
         self.vision_model = CLIPVisionModel(config)
         self.select_layers = tuple(int(i) for i in select_layers)
         num_states = config.num_hidden_layers + 1  # embeddings + one per layer
@@ -90,12 +103,24 @@ class CLIPVisionTower(nn.Module):
 
     @classmethod
     def from_config(cls, config: PixelLMConfig) -> CLIPVisionTower:
-        """The tower of a PixelLM: ``config.vision`` at the run size, ``config.vision_select_layers``."""
-        return cls(config.vision, config.vision_select_layers)
+        """The tower of a PixelLM: ``config.vision`` at the run size, ``config.vision_select_layers``,
+        and a ``ConvStem`` in front when ``config.vision_stem == "conv"``."""
+        stem = ConvStem.from_config(config) if config.vision_stem == "conv" else None
+        return cls(config.vision, config.vision_select_layers, stem)
 
     @property
     def hidden_size(self) -> int:
         return int(self.vision_model.config.hidden_size)
+
+    @property
+    def state_indices(self) -> tuple[int, ...]:
+        """The hidden-state index of each returned scale (0 = embeddings, n = after layer n)."""
+        return self._state_indices
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the tower computes in (its patch embedding's)."""
+        return self.vision_model.embeddings.patch_embedding.weight.dtype
 
     def forward(self, pixel_values: torch.Tensor, patch_mask: torch.Tensor | None = None) -> list[torch.Tensor]:
         """pixel_values (B, 3, S, S), patch_mask (B, G, G) bool or None -> L tensors (B, G*G, C).
@@ -104,6 +129,8 @@ class CLIPVisionTower(nn.Module):
         which is what the released model ran with (see resize_clip_position_embeddings).
         """
         model = self.vision_model
+        if self.stem is not None:
+            pixel_values = self.stem(pixel_values)
         hidden = model.pre_layrnorm(model.embeddings(pixel_values))
         additive_mask = None
         if patch_mask is not None and not bool(patch_mask.all()):

@@ -1,8 +1,11 @@
 """COCO segmentation <-> binary masks: polygons, uncompressed RLE, compressed RLE (MUSE's masks).
 
-Decoding is pycocotools' (the reference implementation the MUSE files were made with).
-Encoding writes UNCOMPRESSED RLE — exact, and what ``pycocotools.mask.frPyObjects`` accepts,
-so the files also load in the PixelLM research code's MUSE loader.
+Polygons and compressed RLE are decoded by pycocotools (the reference implementation the MUSE
+files were made with), imported when such a segmentation is met. Encoding writes UNCOMPRESSED
+RLE — exact, and what ``pycocotools.mask.frPyObjects`` accepts, so the files also load in the
+PixelLM research code's MUSE loader; decoding it is the inverse of ``encode_rle`` (run lengths
+expanded in column-major order) and needs no pycocotools, so the world's own exports (all
+uncompressed RLE) are read and scored on machines without it (the GPU training machine).
 
 COCO RLE: the mask is read in column-major (Fortran) order; ``counts`` alternate run lengths
 of 0s and 1s, starting with 0s (a leading 0 when the first pixel is set).
@@ -15,7 +18,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from pycocotools import mask as coco_mask
 
 
 def encode_rle(mask: np.ndarray) -> dict[str, Any]:
@@ -45,8 +47,39 @@ def _is_polygon_list(segmentation: Any) -> bool:
     )
 
 
+def _coco_mask() -> Any:
+    """pycocotools.mask, imported on first use (only polygons and compressed RLE need it)."""
+    try:
+        from pycocotools import mask as coco_mask
+    except ImportError as error:  # pragma: no cover - depends on the machine
+        raise ImportError(
+            "decoding COCO polygons or compressed RLE needs pycocotools (pip install pycocotools); "
+            "uncompressed RLE, which pixellm_ros writes, decodes without it"
+        ) from error
+    return coco_mask
+
+
+def _is_uncompressed_rle(rle: Any) -> bool:
+    return isinstance(rle, Mapping) and isinstance(rle.get("counts"), list) and "size" in rle
+
+
+def decode_uncompressed_rle(rle: Mapping[str, Any], height: int, width: int) -> np.ndarray:
+    """An uncompressed COCO RLE ({"size": [H, W], "counts": [int, ...]}) as a (H, W) bool mask:
+    the inverse of ``encode_rle``. Raises ValueError for a size other than (height, width) or
+    counts that do not add up to H * W."""
+    h, w = (int(v) for v in rle["size"])
+    if (h, w) != (height, width):
+        raise ValueError(f"RLE size {(h, w)} does not match the image size {(height, width)}")
+    counts = np.asarray(rle["counts"], dtype=np.int64)
+    if counts.ndim != 1 or (counts < 0).any() or int(counts.sum()) != h * w:
+        raise ValueError(f"RLE counts must be non-negative run lengths adding up to {h * w} pixels")
+    values = np.arange(counts.size) % 2 == 1  # runs alternate 0s, 1s, starting with 0s
+    return np.repeat(values, counts).reshape((h, w), order="F")
+
+
 def _rle_objects(segmentation: Any, height: int, width: int) -> list[dict[str, Any]]:
     """pycocotools RLE objects (compressed) for any COCO segmentation form."""
+    coco_mask = _coco_mask()
     if isinstance(segmentation, Mapping):
         segmentation = [segmentation]
     if _is_polygon_list(segmentation):
@@ -84,9 +117,16 @@ def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarra
     Returns:
         (height, width) bool.
     """
+    parts = [segmentation] if isinstance(segmentation, Mapping) else segmentation
+    if isinstance(parts, Sequence) and parts and all(_is_uncompressed_rle(p) for p in parts):
+        mask = np.zeros((height, width), dtype=bool)
+        for part in parts:
+            mask |= decode_uncompressed_rle(part, height, width)
+        return mask
     rles = _rle_objects(segmentation, height, width)
     if not rles:
         return np.zeros((height, width), dtype=bool)
+    coco_mask = _coco_mask()
     merged = coco_mask.merge(rles) if len(rles) > 1 else rles[0]
     with warnings.catch_warnings():
         # pycocotools' Cython decoder trips numpy 2's __array__(copy=...) deprecation; harmless.

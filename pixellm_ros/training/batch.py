@@ -43,15 +43,32 @@ class TrainingBatch:
     def num_conversations(self) -> int:
         return int(self.input_ids.shape[0])
 
-    def to(self, device: torch.device | str) -> TrainingBatch:
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> TrainingBatch:
+        def move(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor.to(device, non_blocking=non_blocking)
+
         return TrainingBatch(
-            pixel_values=self.pixel_values.to(device),
+            pixel_values=move(self.pixel_values),
             valid_hw=list(self.valid_hw),
             original_hw=list(self.original_hw),
-            image_index=self.image_index.to(device),
-            input_ids=self.input_ids.to(device),
-            labels=self.labels.to(device),
-            attention_mask=self.attention_mask.to(device),
-            gt_masks=[m.to(device) for m in self.gt_masks],
+            image_index=move(self.image_index),
+            input_ids=move(self.input_ids),
+            labels=move(self.labels),
+            attention_mask=move(self.attention_mask),
+            gt_masks=[move(m) for m in self.gt_masks],
+            target_names=list(self.target_names),
+        )
+
+    def pin_memory(self) -> TrainingBatch:
+        """The batch in page-locked memory (the DataLoader's pin_memory calls this), for fast non-blocking copies."""
+        return TrainingBatch(
+            pixel_values=self.pixel_values.pin_memory(),
+            valid_hw=list(self.valid_hw),
+            original_hw=list(self.original_hw),
+            image_index=self.image_index.pin_memory(),
+            input_ids=self.input_ids.pin_memory(),
+            labels=self.labels.pin_memory(),
+            attention_mask=self.attention_mask.pin_memory(),
+            gt_masks=[m.pin_memory() for m in self.gt_masks],
             target_names=list(self.target_names),
         )

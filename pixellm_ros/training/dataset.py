@@ -173,12 +173,14 @@ class StepBatches(IterableDataset):
     total_steps: int
     seed: int = 0
     start_step: int = 0
+    curriculum_steps: int = 0  # the steps over which the curriculum's progress goes 0 -> 1 (0: total_steps)
 
     def __post_init__(self) -> None:
         super().__init__()
 
     def samples_for_step(self, step: int) -> list[ImageSample]:
-        progress = step / max(self.total_steps - 1, 1)
+        horizon = self.curriculum_steps if self.curriculum_steps > 0 else self.total_steps
+        progress = min(step / max(horizon - 1, 1), 1.0)
         return [self.sampler.sample(step_rng(self.seed, step, i), progress) for i in range(self.images_per_step)]
 
     def __iter__(self) -> Iterator[list[ImageSample]]:

@@ -25,6 +25,9 @@ the hour this model is allowed.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+
 from transformers import CLIPVisionConfig, LlamaConfig
 
 from pixellm_ros.model.config import PixelLMConfig
@@ -85,3 +88,22 @@ def demo_config(vocab_size: int) -> PixelLMConfig:
         max_new_tokens=128,
         extra={"source": "pixellm_ros demo model (tabletop world)"},
     )
+
+
+def demo_conv_config(vocab_size: int) -> PixelLMConfig:
+    """``demo_config`` with a convolutional stem in front of the patch embedding: 3x3 convolutions
+    to 32 and 64 channels at full resolution, then the 7 x 7 stride-7 patch convolution (the
+    tower that learns shape sooner per step, docs/embedded_model_experiments.md)."""
+    base = demo_config(vocab_size)
+    return dataclasses.replace(
+        base, vision_stem="conv", vision_stem_channels=(32, 64), vision_stem_kernel=3,
+        vision_tower_name="pixellm-ros-demo-conv-vit",
+        extra={"source": "pixellm_ros demo model, conv stem (tabletop world)"},
+    )
+
+
+# The model sizes `pixellm-ros train` can build (TrainSettings.model): name -> vocab size -> config.
+MODEL_CONFIGS: dict[str, Callable[[int], PixelLMConfig]] = {
+    "demo": demo_config,
+    "demo_conv": demo_conv_config,
+}

@@ -1,16 +1,18 @@
-"""The loss-curve figure of a training run (matplotlib, written as a PNG without a display)."""
+"""The loss-curve figure of a training run (matplotlib, written as a PNG without a display).
+
+matplotlib is optional: on a machine without it (a bare GPU box) no figure is drawn and the run
+says so once; history.json holds the same numbers.
+"""
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display on training machines
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
 
 TRAIN_CURVES: tuple[str, ...] = ("total", "token_ce", "mask_bce", "mask_dice", "target_refinement", "prompt_aids")
 
@@ -30,11 +32,14 @@ def plot_loss_curve(
     evals: Sequence[Mapping[str, float]],
     path: str | os.PathLike[str],
     stage_one: Sequence[Mapping[str, float]] = (),
-) -> Path:
+) -> Path | None:
     """train: one dict per step ({"step", "total", "token_ce", ...}); evals: one per eval
     ({"step", "total", "mask_iou", "answer_token_accuracy"}, "prompt_overlap" where measured);
     stage_one: stage 1's per-step rows ({"step", "loss", "mask_iou"}), drawn in a panel of its own
-    when given. Writes the PNG to ``path``."""
+    when given. Writes the PNG to ``path`` and returns it; None (and a warning) without matplotlib."""
+    plt = _pyplot()
+    if plt is None:
+        return None
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     panels = 3 if stage_one else 2
@@ -73,7 +78,25 @@ def plot_loss_curve(
     return out
 
 
-def _plot_stage_one(ax: plt.Axes, rows: Sequence[Mapping[str, float]]) -> None:
+_WARNED: list[bool] = []
+
+
+def _pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend, or None (warned once) where matplotlib is absent."""
+    try:
+        import matplotlib
+    except ImportError:
+        if not _WARNED:
+            warnings.warn("matplotlib is not installed: no loss_curve.png (history.json has the curves)", stacklevel=3)
+            _WARNED.append(True)
+        return None
+    matplotlib.use("Agg")  # no display on training machines
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _plot_stage_one(ax: Any, rows: Sequence[Mapping[str, float]]) -> None:
     """Stage 1: training mask IoU (0..1, left) and loss (log, right)."""
     steps = [row["step"] for row in rows]
     window = max(1, len(rows) // 50)

@@ -17,7 +17,11 @@ A run lives in one output folder::
     out/model/                the final model (save_pixellm: config + model.safetensors + tokenizer)
 
 CPU by default when no GPU is present, CUDA otherwise (bf16 autocast there); the thread count
-for CPU math is a setting, since the machines this trains on share their cores.
+for CPU math is a setting, since the machines this trains on share their cores. Scenes are
+rendered in DataLoader workers when ``num_workers`` says so (-1: one per core but two,
+``loading``). Each stage may have a wall-clock budget (``schedule``): it then ends when its
+budget or its steps run out, its learning rate decaying over whichever runs out first. The named
+presets of these settings (the CPU recipe, the GPU recipe) are ``recipes``.
 """
 
 from __future__ import annotations
@@ -34,7 +38,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
 
@@ -49,11 +52,13 @@ from .checkpointing import CHECKPOINT_NAME, TrainingState, load_checkpoint, save
 from .curriculum import Curriculum
 from .dataset import StepBatches, WorldSampler, collate_samples, step_rng
 from .decoder_pretraining import DecoderPretrainSettings, decoder_parameters, pretrain_decoder
-from .demo_config import demo_config
+from .demo_config import MODEL_CONFIGS
 from .export import export_model
 from .forward import batch_forward
+from .loading import step_loader
 from .name_prompts import NamePrompts
 from .plotting import plot_loss_curve
+from .schedule import ProgressSchedule, StageClock
 from .teacher_forced import evaluate_batches
 from .tokenizer_corpus import DEFAULT_CORPUS_SCENES, DEFAULT_VOCAB_SIZE, train_world_tokenizer
 
@@ -66,6 +71,8 @@ class TrainSettings:
     """Everything that defines a run (saved as out/settings.json)."""
 
     out_dir: str
+    recipe: str = "cpu"  # the named preset (recipes.RECIPES) the run started from; a record, not a switch
+    model: str = "demo"  # the model size and tower (demo_config.MODEL_CONFIGS)
     steps: int = 1000
     images_per_step: int = 6  # more scenes per step, fewer questions each: the decoder learns from the images
     questions_per_image: int = 2
@@ -79,7 +86,7 @@ class TrainSettings:
     seed: int = 0
     device: str = "auto"  # "auto" (cuda if present), "cpu", "cuda", "cuda:N"
     threads: int | None = None  # torch.set_num_threads on CPU; None keeps torch's default
-    num_workers: int = 0  # DataLoader workers rendering scenes (0: in the training process)
+    num_workers: int = 0  # DataLoader workers rendering scenes, both stages (0: in the training process; -1: auto)
     eval_every: int = 250
     eval_images: int = 8
     checkpoint_every: int = 250
@@ -87,8 +94,14 @@ class TrainSettings:
     size_weights: list[float] = field(default_factory=lambda: [0.75, 0.25])
     none_rate: float = 0.15
     curriculum: bool = True
+    # The steps over which the curriculum's mix moves to the world's own (0: ``steps``). A
+    # budgeted stage 2 sets ``steps`` far beyond what its budget allows, so it names its own.
+    curriculum_steps: int = 0
     vocab_size: int = DEFAULT_VOCAB_SIZE
     tokenizer_scenes: int = DEFAULT_CORPUS_SCENES
+    # "" trains the world tokenizer into out/tokenizer; a model folder (or "shipped": the embedded
+    # model) lends its tokenizer instead (copied to out/tokenizer).
+    tokenizer_from: str = ""
     export_dtype: str = "float16"  # weights of the final model folder (see export.py)
     amp: bool = True  # bf16 autocast on CUDA (CPU always trains in float32)
     # Loss schedule: token CE off for the first mask_first_steps, then ramped in over ce_ramp_steps
@@ -99,6 +112,17 @@ class TrainSettings:
     # for this many steps before the full model trains (0 = no stage 1, no distillation).
     decoder_pretrain_steps: int = 650
     decoder_pretrain_images: int = 8
+    decoder_pretrain_lr: float = 1e-3
+    decoder_pretrain_schedule: str = "constant"  # or "cosine" (warm-up, then decay over the stage's progress)
+    decoder_pretrain_warmup_steps: int = 0
+    decoder_pretrain_min_lr_ratio: float = 0.1
+    # Wall-clock budgets of the two stages in seconds (0: none; see schedule.StageClock). With a
+    # stage-2 budget its learning rate follows schedule.ProgressSchedule instead of the step count.
+    decoder_pretrain_budget_s: float = 0.0
+    stage_two_budget_s: float = 0.0
+    # Stage 1's attribute heads (attribute_heads: colour and shape read from the tower's last
+    # layer, per object and per patch), weight of their loss next to the mask losses (0: off).
+    attribute_weight: float = 0.0
     # After stage 1, keep the vision tower and the pixel decoder (decoder_pretraining's
     # decoder_parameters) as stage 1 left them: stage 2 then teaches the LLM to answer and to
     # point with them (its mask losses still reach the LLM through the frozen decoder). Why: with
@@ -111,6 +135,15 @@ class TrainSettings:
     prompt_distillation: float = 1.0
     prompt_separation: float = 0.0
     progress: bool = True
+    # After training (`pixellm-ros train`, final_eval.evaluate_run): the exported model through the
+    # engine on this many held-out scenes of the world exported with final_eval_seed (1: the
+    # 200-scene set of docs/embedded_model_experiments.md), in final_eval_workers processes
+    # (-1: auto), paired against compare_with ("shipped": the embedded model, or a model folder;
+    # "": no comparison). 0 scenes: none.
+    final_eval_scenes: int = 0
+    final_eval_seed: int = 1
+    final_eval_workers: int = 0
+    compare_with: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -159,20 +192,23 @@ class TrainResult:
     final_eval: dict[str, float]
     seconds_per_step: float
     model_dir: Path | None
+    stage_one_steps: int = 0
+    stage_one_seconds: float = 0.0
+    stage_two_seconds: float = 0.0
 
 
 class Trainer:
     """Builds (or resumes) a run in ``settings.out_dir`` and trains it to ``settings.steps``.
 
     tokenizer: use this one instead of training/loading out/tokenizer (tests).
-    config_builder: vocab size -> PixelLMConfig (``demo_config`` for the shipped model).
+    config_builder: vocab size -> PixelLMConfig (default: ``MODEL_CONFIGS[settings.model]``).
     """
 
     def __init__(
         self,
         settings: TrainSettings,
         tokenizer: PixelLMTokenizer | None = None,
-        config_builder: ConfigBuilder = demo_config,
+        config_builder: ConfigBuilder | None = None,
         resume: bool = False,
     ) -> None:
         self.settings = settings
@@ -181,6 +217,13 @@ class Trainer:
         self.device = resolve_device(settings.device)  # the loader's rule: LoadOptionError if absent
         if settings.threads is not None and self.device.type == "cpu":
             torch.set_num_threads(int(settings.threads))
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        if config_builder is None:
+            if settings.model not in MODEL_CONFIGS:
+                raise ValueError(f"model must be one of {sorted(MODEL_CONFIGS)}, got {settings.model!r}")
+            config_builder = MODEL_CONFIGS[settings.model]
 
         self.tokenizer = tokenizer if tokenizer is not None else self._world_tokenizer()
         self.config = config_builder(len(self.tokenizer))
@@ -190,9 +233,14 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             parameter_groups(self.model, settings.weight_decay), lr=settings.lr, betas=(0.9, 0.98), eps=1e-8
         )
-        self.scheduler = get_cosine_with_min_lr_schedule_with_warmup(
-            self.optimizer, settings.warmup_steps, settings.steps, min_lr_rate=settings.min_lr_ratio
-        )
+        if settings.stage_two_budget_s > 0:
+            self.scheduler: torch.optim.lr_scheduler.LRScheduler = ProgressSchedule(
+                self.optimizer, settings.warmup_steps, settings.min_lr_ratio
+            )
+        else:
+            self.scheduler = get_cosine_with_min_lr_schedule_with_warmup(
+                self.optimizer, settings.warmup_steps, settings.steps, min_lr_rate=settings.min_lr_ratio
+            )
         self.state = TrainingState()
         if resume and self.checkpoint_path.is_file():
             self.state, _ = load_checkpoint(
@@ -223,6 +271,15 @@ class Trainer:
         folder = self.out_dir / "tokenizer"
         if (folder / "tokenizer.model").is_file():
             return PixelLMTokenizer.from_pretrained(folder)
+        if self.settings.tokenizer_from:
+            source = self.settings.tokenizer_from
+            if source == "shipped":
+                from pixellm_ros.engine.engine import DEFAULT_MODEL_DIR
+
+                source = str(DEFAULT_MODEL_DIR)
+            borrowed = PixelLMTokenizer.from_pretrained(source)
+            borrowed.save_pretrained(folder)
+            return PixelLMTokenizer.from_pretrained(folder)
         num_seg = 6  # N * L of the released layout, which demo_config keeps
         return train_world_tokenizer(
             folder, num_seg, self.settings.vocab_size, self.settings.tokenizer_scenes, progress=self.settings.progress
@@ -243,20 +300,15 @@ class Trainer:
 
     def stream(self, start_step: int) -> StepBatches:
         s = self.settings
-        return StepBatches(self.sampler("train"), s.images_per_step, s.steps, seed=s.seed, start_step=start_step)
+        return StepBatches(
+            self.sampler("train"), s.images_per_step, s.steps, seed=s.seed, start_step=start_step,
+            curriculum_steps=s.curriculum_steps,
+        )
 
     def batches(self, start_step: int) -> Iterator[TrainingBatch]:
         """Training batches from ``start_step`` on (rendered in DataLoader workers when configured)."""
         collate = partial(collate_samples, config=self.config, pad_id=self.tokenizer.pad_id)
-        loader = DataLoader(
-            self.stream(start_step),
-            batch_size=None,
-            num_workers=self.settings.num_workers,
-            collate_fn=collate,
-            pin_memory=self.device.type == "cuda",
-            prefetch_factor=4 if self.settings.num_workers > 0 else None,
-        )
-        return iter(loader)
+        return iter(step_loader(self.stream(start_step), collate, self.settings.num_workers, self.device.type == "cuda"))
 
     def eval_batches(self) -> list[TrainingBatch]:
         """Fixed held-out batches (held-out colour x shape pairs, full question mix)."""
@@ -283,7 +335,7 @@ class Trainer:
     def train_step(self, batch: TrainingBatch) -> dict[str, float]:
         """One optimizer step on ``batch``; returns the step's losses, lr and gradient norm."""
         self.model.train()
-        batch = batch.to(self.device)
+        batch = batch.to(self.device, non_blocking=True)
         weights = loss_weights_at(self.state.step, self.settings.mask_first_steps, self.settings.ce_ramp_steps)
         with self._autocast():
             losses = batch_forward(
@@ -327,7 +379,10 @@ class Trainer:
         s = self.settings
         stage = DecoderPretrainSettings(
             steps=s.decoder_pretrain_steps, images_per_step=s.decoder_pretrain_images,
-            image_size=self.config.image_size, seed=s.seed,
+            image_size=self.config.image_size, seed=s.seed, lr=s.decoder_pretrain_lr,
+            schedule=s.decoder_pretrain_schedule, warmup_steps=s.decoder_pretrain_warmup_steps,
+            min_lr_ratio=s.decoder_pretrain_min_lr_ratio, budget_s=s.decoder_pretrain_budget_s,
+            workers=s.num_workers, attribute_weight=s.attribute_weight, amp=s.amp,
         )
         self.name_prompts, history = pretrain_decoder(self.model, stage, progress=s.progress)
         self.stage_one_history = history
@@ -350,22 +405,27 @@ class Trainer:
 
     # ------------------------------------------------------------------ the run
     def run(self, save_model: bool = True) -> TrainResult:
-        """Stage 1 if due, then train from the current step to ``settings.steps``; checkpoint,
-        evaluate, plot, save the model."""
+        """Stage 1 if due, then train from the current step to ``settings.steps`` (or to the end
+        of ``settings.stage_two_budget_s``); checkpoint, evaluate, plot, save the model."""
         s = self.settings
+        stage_one_began = time.monotonic()
         if self.state.step == 0 and s.decoder_pretrain_steps > 0 and self.name_prompts is None:
             self.pretrain_decoder()
+        stage_one_seconds = time.monotonic() - stage_one_began
         if s.freeze_image_path and self.name_prompts is not None:
             self.freeze_image_path()
         start = self.state.step
         timings: list[float] = []
         last: dict[str, float] = {}
         bar = tqdm(total=s.steps, initial=start, desc="train", unit="step", disable=not s.progress, dynamic_ncols=True)
+        clock = StageClock(s.steps, s.stage_two_budget_s)
         batches = self.batches(start)
         try:
-            for _ in range(start, s.steps):
+            while not clock.done(self.state.step):
                 began = time.perf_counter()
                 batch = next(batches)
+                if isinstance(self.scheduler, ProgressSchedule):
+                    self.scheduler.set_progress(clock.progress(self.state.step + 1))  # the lr of the next step
                 last = self.train_step(batch)
                 timings.append(time.perf_counter() - began)
                 bar.update(1)
@@ -375,17 +435,18 @@ class Trainer:
                 )
                 step = self.state.step
                 if s.eval_every > 0 and (step % s.eval_every == 0 or step == s.steps):
-                    metrics = self.evaluate()
-                    bar.write(
-                        f"step {step}: held-out loss {metrics['total']:.3f}  mask IoU {metrics['mask_iou']:.3f}  "
-                        f"answer token acc {metrics['answer_token_accuracy']:.3f}"
-                    )
+                    self._evaluate_and_report(bar)
                 if s.checkpoint_every > 0 and (step % s.checkpoint_every == 0 or step == s.steps):
                     self.save_checkpoint()
                     self.write_history()
         finally:
             bar.close()
+            del batches  # stops the loader's workers now
+        stage_two_seconds = clock.elapsed_s
         if self.state.step > start:
+            evaluated = self.state.eval_history and self.state.eval_history[-1]["step"] == float(self.state.step)
+            if s.eval_every > 0 and not evaluated:  # the budget ended the stage between evaluations
+                self._evaluate_and_report(None)
             self.save_checkpoint()
             self.write_history()
         model_dir = self.save_model() if save_model else None
@@ -395,7 +456,18 @@ class Trainer:
             final_eval=self.state.eval_history[-1] if self.state.eval_history else {},
             seconds_per_step=float(np.median(timings)) if timings else math.nan,
             model_dir=model_dir,
+            stage_one_steps=len(self.stage_one_history),
+            stage_one_seconds=stage_one_seconds,
+            stage_two_seconds=stage_two_seconds,
         )
+
+    def _evaluate_and_report(self, bar: Any) -> None:
+        metrics = self.evaluate()
+        line = (
+            f"step {self.state.step}: held-out loss {metrics['total']:.3f}  mask IoU {metrics['mask_iou']:.3f}  "
+            f"answer token acc {metrics['answer_token_accuracy']:.3f}"
+        )
+        (bar.write if bar is not None else print)(line)
 
     def save_model(self, folder: str | Path | None = None) -> Path:
         """The trained model in our folder layout (config + model.safetensors + tokenizer)."""

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as coco_mask
 
-from pixellm_ros.evaluation import evaluate, load_muse
+from pixellm_ros.evaluation import EvaluationReport, evaluate, load_muse
 from pixellm_ros.evaluation.cli_eval import add_eval_arguments, run_eval_cli
 from pixellm_ros.muse.mask_codec import encode_rle
 
@@ -127,6 +127,27 @@ def test_evaluate_known_predictor(muse_files) -> None:
     assert o["count_accuracy"] == pytest.approx(3 / 4)
     assert o["none_accuracy"] == 1.0
     assert "gIoU" in report.table() and "all" in report.table()
+    # per number of ground-truth targets: the drink (1), the table (2), the animal (1), the cat (0)
+    groups = report.per_target_count
+    assert {g: t["num_questions"] for g, t in groups.items()} == {"0": 1, "1": 2, "2+": 1}
+    assert groups["2+"]["giou"] == pytest.approx(0.5) and groups["2+"]["count_accuracy"] == 0.0
+    assert groups["1"]["giou"] == pytest.approx((1 + 16 / 24) / 2) and groups["0"]["none_accuracy"] == 1.0
+    assert "targets 2+" in report.table()
+
+
+def test_a_report_is_rebuilt_from_its_records_and_shards_join(muse_files, tmp_path: Path) -> None:
+    json_path, root, truth = muse_files
+    images = load_muse(json_path, root)
+
+    def predictor(rgb: np.ndarray, instruction: str) -> list[np.ndarray]:
+        return [truth["a_right"]] if instruction.startswith("Which objects") else []
+
+    whole = evaluate(images, predictor, progress=False)
+    shards = [evaluate(images[i : i + 1], predictor, progress=False) for i in range(len(images))]
+    joined = EvaluationReport.from_records([r for shard in shards for r in shard.records], whole.num_images)
+    assert joined.to_dict() == whole.to_dict()
+    whole.write_json(tmp_path / "report.json")
+    assert EvaluationReport.read_json(tmp_path / "report.json").to_dict() == whole.to_dict()
 
 
 def test_limit_counts_questions(muse_files) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections.abc import Callable
@@ -477,3 +478,43 @@ def test_image_placeholder_constant_is_shared() -> None:
 
     assert constants.IMAGE_TOKEN_INDEX == -200  # LLaVA's placeholder id
     assert IMAGE_TOKEN_INDEX is model_index is pixellm.IMAGE_TOKEN_INDEX is constants.IMAGE_TOKEN_INDEX
+
+
+# ---------------------------------------------------------------------------------- a conv-stem tower
+@pytest.fixture(scope="module")
+def conv_model(tiny_tokenizer: PixelLMTokenizer) -> PixelLMForCausalLM:
+    torch.manual_seed(8)
+    config = PixelLMConfig.tiny(vocab_size=len(tiny_tokenizer))
+    config.fusion = "learned"
+    config.vision_stem, config.vision_stem_channels = "conv", (8, 16)
+    model = PixelLMForCausalLM(config)
+    perturb_(model, seed=9)
+    return model.eval()
+
+
+def test_our_format_round_trips_a_conv_stem_tower(
+    conv_model: PixelLMForCausalLM, tiny_tokenizer: PixelLMTokenizer, tmp_path: Path
+) -> None:
+    save_pixellm(conv_model, tiny_tokenizer, tmp_path / "conv")
+    model, _ = load_pixellm(tmp_path / "conv", progress=False)
+    assert model.config.vision_stem == "conv" and model.config.vision_stem_channels == (8, 16)
+    assert any(k.startswith("vision_tower.stem.") for k in model.state_dict())
+    assert_same_state(model, conv_model)
+    size = model.config.image_size
+    pixels = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        a = conv_model.encode_images(pixels, [(size, size)])
+        b = model.encode_images(pixels, [(size, size)])
+    assert torch.equal(a.llm_tokens, b.llm_tokens)
+    assert all(torch.equal(x, y) for x, y in zip(a.decoder_features, b.decoder_features))
+
+
+def test_the_released_layout_refuses_a_conv_stem_tower(
+    conv_model: PixelLMForCausalLM, tiny_tokenizer: PixelLMTokenizer, clip_dir: Path, tmp_path: Path
+) -> None:
+    model = PixelLMForCausalLM(dataclasses.replace(conv_model.config, fusion="released_constant"))
+    with pytest.raises(ReleasedLayoutError, match="'conv' vision stem"):
+        save_released_layout(model, tiny_tokenizer, tmp_path / "released", clip_folder=tmp_path / "clip")
+    assert not (tmp_path / "released").exists() and not (tmp_path / "clip").exists()
+    with pytest.raises(CheckpointError, match="no CLIP weights"):
+        load_clip_vision_weights(model, clip_dir)

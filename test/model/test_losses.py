@@ -224,3 +224,24 @@ def test_seg_hidden_states_are_taken_before_each_seg_token():
         other = masks_for(changed_before)
         assert not torch.allclose(other[1], base[1], atol=1e-6)
         torch.testing.assert_close(other[0], base[0])
+
+
+def test_mask_losses_over_many_questions_are_the_per_question_losses():
+    """Questions of two sizes, scored together per size: the same as each question on its own
+    (the refinement still only counts overlaps within a question)."""
+    torch.manual_seed(3)
+    shapes = [(3, 6, 6), (2, 6, 6), (0, 6, 6), (2, 5, 7), (1, 6, 6)]
+    preds = [torch.randn(*s) * 3 for s in shapes]
+    gts = [(torch.rand(*s) > 0.5).float() for s in shapes]
+    weights = LossWeights()
+    bce, dice, refine, count = mask_losses(preds, gts, weights)
+    assert count == 8
+    kept = [(p, g) for p, g in zip(preds, gts) if p.shape[0]]
+    torch.testing.assert_close(bce, weights.bce * torch.cat([per_mask_bce(p, g) for p, g in kept]).mean())
+    torch.testing.assert_close(dice, weights.dice * torch.cat([per_mask_dice(p, g) for p, g in kept]).mean())
+    expected = torch.cat([per_mask_refinement(p, g) for p, g in kept]).mean()
+    torch.testing.assert_close(refine, weights.refinement * expected)
+    # questions 0 and 1 share a size: counted together their masks would overlap more
+    together = per_mask_refinement(torch.cat(preds[:2]), torch.cat(gts[:2])).mean()
+    separate = torch.cat([per_mask_refinement(preds[0], gts[0]), per_mask_refinement(preds[1], gts[1])]).mean()
+    assert not torch.allclose(together, separate)

@@ -288,3 +288,24 @@ def test_decode_masks_from_hidden_states(tiny):
     assert empty.low_res_logits.shape == (0, cfg.mask_resolution, cfg.mask_resolution)
     with pytest.raises(ValueError):
         tiny.decode_masks([f.expand(2, -1, -1, -1) for f in feats.decoder_features], fused)
+
+
+def test_a_whole_batch_decodes_in_one_pass_as_image_by_image(tiny):
+    """decode_masks with image_index: the targets of several images at once, each on its own image."""
+    cfg = tiny.config
+    torch.manual_seed(4)
+    with torch.no_grad():
+        feats = tiny.encode_images(torch.randn(3, 3, cfg.image_size, cfg.image_size), [(112, 112), (80, 112), (112, 60)])
+        fused = torch.randn(5, cfg.num_scales, cfg.out_dim)
+        owner = torch.tensor([0, 0, 2, 1, 2])  # any order of images
+        batched = tiny.decode_masks(feats.decoder_features, fused, image_index=owner)
+        one_by_one = [
+            tiny.decode_masks([f[i : i + 1] for f in feats.decoder_features], fused[t : t + 1])
+            for t, i in enumerate(owner.tolist())
+        ]
+    torch.testing.assert_close(batched.low_res_logits, torch.cat([o.low_res_logits for o in one_by_one]),
+                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(batched.iou_scores, torch.cat([o.iou_scores for o in one_by_one]), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(batched.low_res_logits[0], batched.low_res_logits[3], atol=1e-3)  # images differ
+    with pytest.raises(ValueError, match="image_index"):
+        tiny.decode_masks(feats.decoder_features, fused, image_index=owner[:4])

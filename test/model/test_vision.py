@@ -155,3 +155,105 @@ def test_patch_mask_rejects_sizes_outside_the_canvas():
         patch_padding_mask([(0, 10)], 112, 8)
     with pytest.raises(ValueError):
         patch_padding_mask([(113, 10)], 112, 8)
+
+
+# ---------------------------------------------------------------------------------- the conv stem
+def _conv_config(**overrides) -> PixelLMConfig:  # type: ignore[no-untyped-def]
+    cfg = PixelLMConfig.tiny()
+    cfg.vision_stem = "conv"
+    cfg.vision_stem_channels = (8, 16)
+    for name, value in overrides.items():
+        setattr(cfg, name, value)
+    cfg.validate()
+    return cfg
+
+
+def test_the_patch_stem_builds_exactly_clips_tower():
+    """The released path: a "patch" tower is CLIP's vision model and nothing else, same seeded values."""
+    cfg = PixelLMConfig.tiny()
+    assert cfg.vision_stem == "patch"
+    torch.manual_seed(3)
+    tower = CLIPVisionTower.from_config(cfg)
+    torch.manual_seed(3)
+    clip = CLIPVisionModel(cfg.vision)
+    assert tower.stem is None
+    ours = tower.state_dict()
+    theirs = {f"vision_model.{k}": v for k, v in clip.state_dict().items()}
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_conv_stem_keys_and_shapes():
+    cfg = _conv_config()
+    tower = CLIPVisionTower.from_config(cfg)
+    shapes = {k: tuple(v.shape) for k, v in tower.state_dict().items()}
+    assert shapes["stem.layers.0.weight"] == (8, 3, 3, 3) and shapes["stem.layers.0.bias"] == (8,)
+    assert shapes["stem.layers.2.weight"] == (16, 8, 3, 3)
+    patch = cfg.patch_size
+    assert shapes["vision_model.embeddings.patch_embedding.weight"] == (cfg.vision.hidden_size, 16, patch, patch)
+    assert {k for k in shapes if not k.startswith("vision_model.")} == {
+        "stem.layers.0.weight", "stem.layers.0.bias", "stem.layers.2.weight", "stem.layers.2.bias"
+    }
+    assert cfg.vision.num_channels == 3  # the config still describes the RGB input
+    pixels = torch.randn(2, 3, cfg.image_size, cfg.image_size)
+    with torch.no_grad():
+        scales = tower.eval()(pixels)
+    assert [tuple(s.shape) for s in scales] == [(2, cfg.vision_grid**2, cfg.vision.hidden_size)] * 2
+
+
+def test_conv_stem_runs_before_the_clip_layers():
+    torch.manual_seed(0)
+    cfg = _conv_config()
+    tower = CLIPVisionTower.from_config(cfg).eval()
+    pixels = torch.randn(2, 3, cfg.image_size, cfg.image_size)
+    with torch.no_grad():
+        ours = tower(pixels)
+        stem_out = tower.stem(pixels)
+        reference = CLIPVisionModel.forward(tower.vision_model, stem_out, output_hidden_states=True).hidden_states
+        by_hand = F.gelu(F.conv2d(F.gelu(F.conv2d(pixels, tower.stem.layers[0].weight, tower.stem.layers[0].bias,
+                                                  padding=1)), tower.stem.layers[2].weight,
+                                  tower.stem.layers[2].bias, padding=1))
+    torch.testing.assert_close(stem_out, by_hand, rtol=1e-5, atol=1e-6)
+    assert stem_out.shape == (2, 16, cfg.image_size, cfg.image_size)
+    for state, index in zip(ours, cfg.vision_select_layers):
+        torch.testing.assert_close(state, reference[index][:, 1:], rtol=1e-5, atol=1e-5)
+
+
+def test_conv_stem_key_mask_hides_padding_beyond_the_stems_reach():
+    torch.manual_seed(0)
+    cfg = _conv_config()
+    tower = CLIPVisionTower.from_config(cfg).eval()
+    size, grid = cfg.image_size, cfg.vision_grid
+    mask = patch_padding_mask([(60, size)], size, grid)  # patch rows 0..4 valid (pixels 0..69)
+    reach = len(cfg.vision_stem_channels) * (cfg.vision_stem_kernel // 2)  # 2 px for two 3x3 convolutions
+    pixels = torch.randn(1, 3, size, size)
+    pixels[:, :, 60:] = 0.0
+    far, near = pixels.clone(), pixels.clone()
+    far[:, :, 70 + reach :] = torch.randn(1, 3, size - 70 - reach, size)
+    near[:, :, 70 : 70 + reach] = 1.0
+    valid_tokens = mask[0].flatten()
+    with torch.no_grad():
+        base, moved_far, moved_near = tower(pixels, mask), tower(far, mask), tower(near, mask)
+    for a, b, c in zip(base, moved_far, moved_near):
+        torch.testing.assert_close(a[:, valid_tokens], b[:, valid_tokens], rtol=0, atol=1e-6)
+        # within the stem's reach the padded pixels do reach the last valid patch row (the test could fail)
+        assert not torch.allclose(a[:, valid_tokens], c[:, valid_tokens], atol=1e-4)
+
+
+def test_conv_stem_learns():
+    torch.manual_seed(0)
+    cfg = _conv_config()
+    tower = CLIPVisionTower.from_config(cfg)
+    out = tower(torch.randn(1, 3, cfg.image_size, cfg.image_size))
+    (out[0].square().mean() + out[1].mean()).backward()
+    for name, param in tower.stem.named_parameters():
+        assert param.grad is not None and float(param.grad.abs().sum()) > 0, name
+
+
+def test_stem_config_validation():
+    with pytest.raises(ValueError, match="vision_stem must be one of"):
+        _conv_config(vision_stem="hybrid")
+    with pytest.raises(ValueError, match="positive vision_stem_channels"):
+        _conv_config(vision_stem_channels=())
+    with pytest.raises(ValueError, match="odd"):
+        _conv_config(vision_stem_kernel=4)

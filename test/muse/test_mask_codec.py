@@ -91,3 +91,26 @@ def test_size_mismatch_and_bad_input_raise() -> None:
 def test_mask_bbox() -> None:
     assert mask_bbox(HAND_MASK) == [0.0, 0.0, 2.0, 3.0]
     assert mask_bbox(np.zeros((3, 3), dtype=bool)) == [0.0, 0.0, 0.0, 0.0]
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools on numpy 2
+def test_uncompressed_rle_decodes_without_pycocotools_as_pycocotools_does() -> None:
+    from pixellm_ros.muse.mask_codec import decode_uncompressed_rle
+
+    rng = np.random.default_rng(3)
+    masks = [rng.random((19, 13)) > p for p in (0.0, 0.3, 0.7, 1.01)]  # full, dense, sparse, empty
+    masks.append(np.zeros((19, 13), dtype=bool))
+    masks[-1][0, 0] = masks[-1][-1, -1] = True  # runs at both ends
+    for mask in masks:
+        rle = encode_rle(mask)
+        ours = decode_uncompressed_rle(rle, 19, 13)
+        theirs = coco_mask.decode(coco_mask.frPyObjects(rle, 19, 13)).astype(bool)
+        np.testing.assert_array_equal(ours, mask)
+        np.testing.assert_array_equal(ours, theirs)
+    # several parts are united, as pycocotools' merge does
+    union = decode_segmentation([encode_rle(masks[1]), encode_rle(masks[2])], 19, 13)
+    np.testing.assert_array_equal(union, masks[1] | masks[2])
+    with pytest.raises(ValueError, match="adding up"):
+        decode_uncompressed_rle({"size": [19, 13], "counts": [5, 3]}, 19, 13)
+    with pytest.raises(ValueError, match="does not match"):
+        decode_segmentation({"size": [4, 4], "counts": [16]}, 19, 13)

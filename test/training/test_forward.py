@@ -172,3 +172,34 @@ def test_batches_carry_the_target_names_of_their_answers(sampler: WorldSampler, 
         for name in names:
             colour, shape = name.split(" ")
             assert colour and shape
+
+
+def test_all_images_in_one_decoder_pass_give_the_same_losses_and_gradients(
+    sampler: WorldSampler, config, world_tokenizer: PixelLMTokenizer  # type: ignore[no-untyped-def]
+) -> None:
+    """The GPU's way (every image's targets in one decoder pass) and the CPU's (image by image)."""
+    torch.manual_seed(2)
+    model = PixelLMForCausalLM(config)
+    batch = _batch(sampler, config, images=3)
+    kwargs = dict(
+        pixel_values=batch.pixel_values, valid_hw=batch.valid_hw, input_ids=batch.input_ids, labels=batch.labels,
+        gt_masks=batch.gt_masks, seg_token_ids=world_tokenizer.seg_token_ids, attention_mask=batch.attention_mask,
+        original_hw=batch.original_hw, image_index=batch.image_index,
+    )
+    results = []
+    for per_pass in (1, 2, 100):
+        model.zero_grad()
+        out = model.compute_losses(**kwargs, images_per_pass=per_pass)
+        out.losses.total.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((out, grads))
+    (one, one_grads), *others = results
+    assert one.losses.num_masks > 0
+    for out, grads in others:
+        for name in ("total", "mask_bce", "mask_dice", "target_refinement"):
+            torch.testing.assert_close(getattr(out.losses, name), getattr(one.losses, name), rtol=1e-5, atol=1e-6)
+        assert [p.image for p in out.seg_prompts] == [p.image for p in one.seg_prompts]
+        for a, b in zip(out.mask_logits, one.mask_logits):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+        for key, grad in one_grads.items():
+            torch.testing.assert_close(grads[key], grad, rtol=1e-3, atol=1e-6, msg=key)

@@ -1,0 +1,122 @@
+"""How long does the embedded model take to answer a demo question on a CPU? (The aim: <= 0.5 s on 2 cores.)
+
+The questions are exactly the demo's (`make demo`: camera_sim's scene of seed 3 at 640x480 and the
+world's questions about it, ``ros.demo.scene_questions``), asked through the engine one after
+another, each on a fresh engine cache for the first of a repeat (so the vision tower runs once per
+repeat, as when the demo's first question arrives). Printed per model: the median over repeats of
+the whole demo's time per question, of the first question (vision tower included) and of the
+others (features cached), the vision tower's milliseconds and the tokens generated per question.
+
+    python benchmarks/bench_embedded_latency.py [--model FOLDER ...] [--threads 2] [--repeats 5]
+    python benchmarks/bench_embedded_latency.py --random demo_conv   # a randomly initialised tower + the
+        # shipped model's LLM answers scripted: what a conv-stem model of that size costs before it exists
+
+``--random NAME`` builds ``MODEL_CONFIGS[NAME]`` with random weights and forces the shipped
+model's own answers token for token (``engine.forcing.ScriptedTokens``), so it does the same work
+per question as the shipped model with its tower swapped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pixellm_ros.engine import PixelLMEngine  # noqa: E402
+from pixellm_ros.engine.engine import DEFAULT_MODEL_DIR  # noqa: E402
+from pixellm_ros.engine.forcing import ScriptedTokens  # noqa: E402
+from pixellm_ros.model import PixelLMForCausalLM  # noqa: E402
+from pixellm_ros.model.checkpoint import save_pixellm  # noqa: E402
+from pixellm_ros.ros.demo import scene_questions  # noqa: E402
+from pixellm_ros.training.demo_config import MODEL_CONFIGS  # noqa: E402
+
+DEMO_SEED, DEMO_SIZE, DEMO_QUESTIONS = 3, (480, 640), 4  # ros.demo's defaults (`make demo`)
+
+
+def time_model(engine: PixelLMEngine, image, instructions, repeats: int, scripts=None):  # type: ignore[no-untyped-def]
+    totals, firsts, others, vision, tokens = [], [], [], [], []
+    for _ in range(repeats):
+        engine.clear_cache()
+        began = time.perf_counter()
+        for index, instruction in enumerate(instructions):
+            start = time.perf_counter()
+            hook = scripts[index] if scripts else None
+            result = engine.segment(image, instruction, logits_processor=hook)
+            elapsed = time.perf_counter() - start
+            (firsts if index == 0 else others).append(elapsed)
+            if index == 0:
+                vision.append(result.timings["vision_ms"])
+            tokens.append(result.generated_tokens)
+        totals.append((time.perf_counter() - began) / len(instructions))
+    return {
+        "per_question_s": statistics.median(totals),
+        "first_question_s": statistics.median(firsts),
+        "cached_question_s": statistics.median(others) if others else float("nan"),
+        "vision_ms": statistics.median(vision),
+        "tokens_per_question": statistics.mean(tokens),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", action="append", default=None, help="model folder (default: the shipped model)")
+    parser.add_argument("--random", action="append", default=[], choices=sorted(MODEL_CONFIGS),
+                        help="also a random model of this config, answering the shipped model's answers")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    image, questions = scene_questions(DEMO_SEED, *DEMO_SIZE, DEMO_QUESTIONS)
+    instructions = [q.instruction for q in questions]
+    print(f"{len(instructions)} demo questions on a {DEMO_SIZE[1]}x{DEMO_SIZE[0]} image, {args.threads} threads, "
+          f"median of {args.repeats} repeats")
+
+    shipped = PixelLMEngine.from_pretrained(str(DEFAULT_MODEL_DIR))
+    scripted_ids = [shipped_answer_ids(shipped, image, q) for q in instructions]
+    rows = []
+    for folder in args.model or [str(DEFAULT_MODEL_DIR)]:
+        engine = shipped if folder == str(DEFAULT_MODEL_DIR) else PixelLMEngine.from_pretrained(folder)
+        rows.append((Path(folder).name, time_model(engine, image, instructions, args.repeats)))
+    for name in args.random:
+        torch.manual_seed(0)
+        model = PixelLMForCausalLM(MODEL_CONFIGS[name](len(shipped.tokenizer))).eval()
+        with tempfile.TemporaryDirectory() as folder:
+            save_pixellm(model, shipped.tokenizer, folder)
+            engine = PixelLMEngine.from_pretrained(folder)
+        scripts = [ScriptedTokens(ids, len(engine.prompt_ids(q))) for ids, q in zip(scripted_ids, instructions)]
+        rows.append((f"{name} (random, shipped answers)", time_model(engine, image, instructions, args.repeats, scripts)))
+    header = f"{'model':<40}{'per question':>14}{'first':>9}{'cached':>9}{'vision':>10}{'tokens':>8}"
+    print(header + "\n" + "-" * len(header))
+    for name, r in rows:
+        print(f"{name:<40}{r['per_question_s']:>12.3f} s{r['first_question_s']:>7.3f} s{r['cached_question_s']:>7.3f} s"
+              f"{r['vision_ms']:>7.1f} ms{r['tokens_per_question']:>8.1f}")
+    return 0
+
+
+class _Record:
+    """A logits hook that changes nothing and records the greedy choice of every step."""
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self.ids.append(int(scores.argmax(-1)))
+        return scores
+
+
+def shipped_answer_ids(engine: PixelLMEngine, image, instruction: str) -> list[int]:  # type: ignore[no-untyped-def]
+    """The token ids the shipped model generates for ``instruction`` (end-of-sequence included)."""
+    record = _Record()
+    engine.segment(image, instruction, logits_processor=record)
+    return record.ids
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
