@@ -32,7 +32,7 @@ from .errors import EngineError, InvalidInstructionError, InvalidOptionError
 from .generation import GenerationOutput, LogitsProcessor, generate_greedy, generate_research_style
 from .static_decoding import StaticKVDecoder
 from .postprocess import postprocess_masks
-from .preprocess import PreprocessedImage, preprocess_image, validate_image
+from .preprocess import PreprocessedImage, check_resizable, preprocess_image, validate_image
 from .prompt import build_prompt_ids
 from .result import SegmentationResult, Target
 
@@ -332,6 +332,7 @@ class PixelLMEngine:
         Raises InvalidInputError for a bad image, instruction or limit.
         """
         image = validate_image(image)
+        check_resizable(int(image.shape[0]), int(image.shape[1]), self.model.config.image_size)
         prompt_ids = self.prompt_ids(instruction)
         warnings: list[str] = []
         limit = self._limit(max_new_tokens, len(prompt_ids), warnings)

@@ -51,6 +51,11 @@ class ResultTally:
         self.refused = 0  # every other status: bad input, no or stale image, queue full, not ready, cancelled
         self.model_errors = 0
         self.last_model_error = ""  # set by a model failure, cleared by the next success
+        self.largest_batch = 0  # the most requests the worker decoded together
+
+    def record_batch(self, size: int) -> None:
+        with self._lock:
+            self.largest_batch = max(self.largest_batch, size)
 
     def record(self, status: int, error: str) -> None:
         with self._lock:
@@ -68,6 +73,10 @@ class ResultTally:
         with self._lock:
             return self.ok, self.refused, self.model_errors, self.last_model_error
 
+    def batch_high_water(self) -> int:
+        with self._lock:
+            return self.largest_batch
+
 
 @dataclass(frozen=True)
 class NodeHealth:
@@ -82,6 +91,7 @@ class NodeHealth:
     results_refused: int
     model_errors: int
     last_model_error: str
+    largest_batch: int = 0
 
 
 @dataclass(frozen=True)
@@ -112,6 +122,7 @@ def node_status(health: NodeHealth) -> DiagnosticStatus:
         "results ok": str(health.results_ok),
         "results refused": str(health.results_refused),
         "model errors": str(health.model_errors),
+        "largest batch": str(health.largest_batch),
     }
     return DiagnosticStatus(level=level, name=f"{health.name}: pixellm", message=message,
                             hardware_id=health.hardware_id, values=_key_values(values))

@@ -251,6 +251,10 @@ PARAMETER_SPECS: tuple[ParameterSpec, ...] = (
     ParameterSpec("queue_size", "int", 4, "requests that may wait while one runs; when full a new request is "
                   "refused at once with STATUS_QUEUE_FULL (an action goal is rejected)", CONFIGURE, "queue_size",
                   minimum=1, maximum=1024),
+    ParameterSpec("max_batch", "int", 1, "waiting requests the worker takes at once and decodes together in "
+                  "one batch (different images, instructions and cameras); 1 = one at a time. On a GPU "
+                  "batches cost little more than one request (decode reads the weights once per step)",
+                  ACTIVATE, "max_batch", minimum=1, maximum=64),
     ParameterSpec("action_result_timeout_s", "float", 900.0, "how long a finished action goal's result is kept "
                   "for clients that ask late", CONFIGURE, "action_result_timeout_s", minimum=1.0),
     ParameterSpec("max_image_age_s", "float", 1.0, "refuse (STATUS_STALE_IMAGE) a camera frame older than this: "

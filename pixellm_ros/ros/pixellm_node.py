@@ -108,8 +108,8 @@ class PixelLMNode(LifecycleNode):
             self.get_logger().error(f"activate failed: could not load the model: {type(error).__name__}: {error}")
             return TransitionCallbackReturn.FAILURE
         worker: RequestWorker[SegmentRequest] = RequestWorker(
-            settings.queue_size, handle=lambda request: self._desk.run_request(engine, request),
-            refuse=self._desk.refuse_waiting, on_crash=self._desk.on_worker_crash)
+            settings.queue_size, handle=lambda requests: self._desk.run_requests(engine, requests),
+            refuse=self._desk.refuse_waiting, on_crash=self._desk.on_worker_crash, max_batch=settings.max_batch)
         with self._lock:
             self._desk.settings, self._engine, self._desk.worker = settings, engine, worker
             self._desk.accepting = True
@@ -300,7 +300,8 @@ class PixelLMNode(LifecycleNode):
         ok, refused, model_errors, last_model_error = self._desk.tally.snapshot()
         name, hardware = self.get_fully_qualified_name(), str(getattr(engine, "device", settings.device))
         node = NodeHealth(name, hardware, engine is not None, worker.waiting() if worker is not None else 0,
-                          settings.queue_size, ok, refused, model_errors, last_model_error)
+                          settings.queue_size, ok, refused, model_errors, last_model_error,
+                          self._desk.tally.batch_high_water())
         cameras = []
         for camera in list(self._desk.cameras.values()):
             frame, received = camera.frames.get(), camera.frames.received()

@@ -180,27 +180,51 @@ class RequestDesk:
             self._refuse(request, refused)
 
     # ------------------------------------------------------------------ the worker's job
-    def run_request(self, engine: Any, request: SegmentRequest) -> None:
-        """Bind, run, answer (every path ends in exactly one result). Runs on the worker thread."""
+    def run_requests(self, engine: Any, requests: list[SegmentRequest]) -> None:
+        """The worker's step: bind, run (alone, or together as one batch), answer in queue order.
+
+        Every path ends in exactly one result per request. Runs on the worker thread.
+        """
         settings, worker = self.settings, self.worker
 
-        def should_stop() -> bool:  # polled by the engine before each forward pass
-            stop = request.cancelled() or (worker is not None and worker.stopping.is_set())
-            request.tokens_started += 0 if stop else 1
-            return stop
+        def stop_for(request: SegmentRequest) -> Any:
+            def should_stop() -> bool:  # polled by the engine before each forward pass
+                stop = request.cancelled() or (worker is not None and worker.stopping.is_set())
+                request.tokens_started += 0 if stop else 1
+                return stop
+            return should_stop
 
-        try:
-            image = self._flow.bind(request, settings, self.cameras)
-            outcome = self._flow.run(engine, request, image, settings, should_stop)
-        except RequestRefused as refused:
-            if refused.status == ResultMsg.STATUS_MODEL_ERROR:
-                self._logger.error(f"request {request.request_id} failed:\n"
-                                   + "".join(traceback.format_exception(refused.__cause__)))
-            self._refuse(request, refused)
-            return
-        self.answer(request, outcome.msg)
-        if outcome.msg.status == ResultMsg.STATUS_OK:
-            self._publish_extras(settings, image, outcome)
+        outcomes: list[Any] = []
+        bound: list[tuple[int, SegmentRequest, BoundImage, Any]] = []
+        for request in requests:
+            try:
+                bound.append((len(outcomes), request, self._flow.bind(request, settings, self.cameras), stop_for(request)))
+                outcomes.append(None)
+            except RequestRefused as refused:
+                outcomes.append(refused)
+        if len(bound) == 1:
+            index, request, image, should_stop = bound[0]
+            try:
+                outcomes[index] = self._flow.run(engine, request, image, settings, should_stop)
+            except RequestRefused as refused:
+                outcomes[index] = refused
+        if bound:
+            self.tally.record_batch(len(bound))
+        if len(bound) > 1:
+            ran = self._flow.run_batch(engine, [(r, image, stop) for _i, r, image, stop in bound], settings)
+            for (index, *_rest), outcome in zip(bound, ran):
+                outcomes[index] = outcome
+        images = {index: image for index, _r, image, _s in bound}
+        for index, (request, outcome) in enumerate(zip(requests, outcomes)):
+            if isinstance(outcome, RequestRefused):
+                if outcome.status == ResultMsg.STATUS_MODEL_ERROR and outcome.__cause__ is not None:
+                    self._logger.error(f"request {request.request_id} failed:\n"
+                                       + "".join(traceback.format_exception(outcome.__cause__)))
+                self._refuse(request, outcome)
+                continue
+            self.answer(request, outcome.msg)
+            if outcome.msg.status == ResultMsg.STATUS_OK:
+                self._publish_extras(settings, images[index], outcome)
 
     def refuse_waiting(self, request: SegmentRequest, reason: str) -> None:
         """The worker's answer for a request it will not run (stopping)."""

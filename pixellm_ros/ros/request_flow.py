@@ -160,24 +160,47 @@ class RequestFlow:
         return BoundImage(rgb, header, camera.depth, lookup)
 
     # ------------------------------------------------------------------ the run
-    @staticmethod
-    def run(engine: Any, request: SegmentRequest, image: BoundImage, settings: Any,
+    @classmethod
+    def run(cls, engine: Any, request: SegmentRequest, image: BoundImage, settings: Any,
             should_stop: Callable[[], bool]) -> RunOutcome:
         """Run the engine on one bound request: its one result message, the engine's result and,
         for a camera frame with depth, the targets in 3D (filled into the message's 3D fields).
 
-        Raises RequestRefused on failure.
-
-        A model failure is raised as RequestRefused(STATUS_MODEL_ERROR) with ``__cause__`` set, so
-        the node can log the traceback.
+        Raises RequestRefused on failure. A model failure is raised as
+        RequestRefused(STATUS_MODEL_ERROR) with ``__cause__`` set, so the node can log the traceback.
         """
         try:
             result = engine.segment(image.rgb, request.instruction, max_new_tokens=settings.max_new_tokens,
                                     on_text=request.on_text, should_stop=should_stop)
         except Exception as error:  # noqa: BLE001 - mapped by type; the node keeps running
-            status = status_of(error)
-            text = str(error) if status != Status.STATUS_MODEL_ERROR else f"{type(error).__name__}: {error}"
-            raise RequestRefused(status, text, image.header, image.size) from error
+            raise _refusal(error, image) from error
+        return cls.complete(request, image, result, settings)
+
+    @classmethod
+    def run_batch(cls, engine: Any, items: list[tuple[SegmentRequest, BoundImage, Callable[[], bool]]],
+                  settings: Any) -> list[RunOutcome | RequestRefused]:
+        """Several bound requests decoded together (``engine.segment_batch``), each with its own
+        text stream and stop; one outcome per item, in order. A bad request is refused alone; a
+        model failure answers every request of the batch with STATUS_MODEL_ERROR."""
+        from pixellm_ros.engine import BatchRequest
+
+        outcomes = engine.segment_batch([
+            BatchRequest(image.rgb, request.instruction, max_new_tokens=settings.max_new_tokens,
+                         on_text=request.on_text, should_stop=should_stop)
+            for request, image, should_stop in items])
+        done: list[RunOutcome | RequestRefused] = []
+        for (request, image, _stop), outcome in zip(items, outcomes):
+            if isinstance(outcome, BaseException):
+                refused = _refusal(outcome, image)
+                refused.__cause__ = outcome
+                done.append(refused)
+            else:
+                done.append(cls.complete(request, image, outcome, settings))
+        return done
+
+    @staticmethod
+    def complete(request: SegmentRequest, image: BoundImage, result: Any, settings: Any) -> RunOutcome:
+        """The result message of an engine result (its 3D side filled in for a camera frame with depth)."""
         if result.stopped:
             status, error_text = ((Status.STATUS_CANCELLED, "cancelled by the client") if request.cancelled()
                                   else (Status.STATUS_NOT_READY, "stopped: the node was deactivated while it ran"))
@@ -196,3 +219,10 @@ class RequestFlow:
                                             names=[t.name for t in result.targets])
             fill_result_3d(msg, targets_3d)
         return RunOutcome(msg, result, targets_3d)
+
+
+def _refusal(error: BaseException, image: BoundImage) -> RequestRefused:
+    """The refusal an exception of the engine stands for (its status by type), with the image's header."""
+    status = status_of(error)
+    text = str(error) if status != Status.STATUS_MODEL_ERROR else f"{type(error).__name__}: {error}"
+    return RequestRefused(status, text, image.header, image.size)

@@ -38,22 +38,28 @@ class SubmitOutcome(enum.Enum):
 class RequestWorker(Generic[RequestT]):
     """A bounded FIFO of requests consumed by one dedicated thread.
 
-    handle(request): runs one request to its result; called on the worker thread only.
+    handle(requests): runs up to ``max_batch`` requests (taken together, in queue order) to their
+        results; called on the worker thread only.
     refuse(request, reason): answers a request the worker will not run (it was waiting when stop()
         came); called on the worker thread, in queue order.
-    on_crash(request, error): called when handle raised, so the request still gets its result.
+    on_crash(request, error): called for each request of a step whose handle raised, so every one
+        still gets its result.
     """
 
     def __init__(
         self,
         capacity: int,
-        handle: Callable[[RequestT], None],
+        handle: Callable[[list[RequestT]], None],
         refuse: Callable[[RequestT, str], None],
         on_crash: Callable[[RequestT, BaseException], None],
         name: str = "pixellm-worker",
+        max_batch: int = 1,
     ) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self._max_batch = max_batch
         self._capacity = capacity
         self._handle = handle
         self._refuse = refuse
@@ -160,19 +166,21 @@ class RequestWorker(Generic[RequestT]):
                     self._cond.wait()
                 if not self._queue:
                     return  # closed and drained
-                request = self._queue.popleft()
                 refuse = self._closed
+                count = 1 if refuse else min(self._max_batch, len(self._queue))
+                requests = [self._queue.popleft() for _ in range(count)]
                 self._running = True
             try:
                 if refuse:
-                    self._refuse(request, self._close_reason)
+                    self._refuse(requests[0], self._close_reason)
                 else:
-                    self._handle(request)
-            except BaseException as error:  # the request must still get its one result
-                try:
-                    self._on_crash(request, error)
-                except Exception:  # noqa: BLE001 - the thread must outlive a failing error path
-                    pass
+                    self._handle(requests)
+            except BaseException as error:  # every request must still get its one result
+                for request in requests:
+                    try:
+                        self._on_crash(request, error)
+                    except Exception:  # noqa: BLE001 - the thread must outlive a failing error path
+                        pass
             finally:
                 with self._cond:
                     self._running = False

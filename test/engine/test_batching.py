@@ -346,3 +346,12 @@ def test_rows_that_end_at_their_first_token_leave_before_the_first_step(engine: 
     for single, result, a, b in zip(singles, batched, single_recorders, recorders):
         assert_same_answer(single, result)
         assert_same_steps(a, b)
+
+
+def test_an_image_too_thin_to_resize_is_refused_alone_not_failing_the_batch(engine: PixelLMEngine) -> None:
+    good = rgb_image(48, 64, seed=1)
+    thin = np.zeros((1, 4000, 3), dtype=np.uint8)
+    outcomes = engine.segment_batch([BatchRequest(thin, "segment the cup", max_new_tokens=8),
+                                     BatchRequest(good, "segment the cup", max_new_tokens=8)])
+    assert isinstance(outcomes[0], InvalidImageError) and "too thin" in str(outcomes[0])
+    assert isinstance(outcomes[1], SegmentationResult)
