@@ -47,7 +47,7 @@ from pixellm_ros.engine.batch_decoding import BatchKVCache  # noqa: E402
 from pixellm_ros.engine.batching import BatchRequest  # noqa: E402
 from pixellm_ros.engine.forcing import ScriptedTokens  # noqa: E402
 from pixellm_ros.model import PixelLMConfig, PixelLMForCausalLM  # noqa: E402
-from pixellm_ros.model.config import _llama_config  # noqa: E402
+from pixellm_ros.model.config import llama_text_config  # noqa: E402
 from pixellm_ros.model.sentencepiece_training import train_llama_style_sentencepiece  # noqa: E402
 from pixellm_ros.model.tokenizer import PixelLMTokenizer  # noqa: E402
 
@@ -87,7 +87,7 @@ def mid_size_config(vocab_size: int) -> PixelLMConfig:
         hidden_size=512, intermediate_size=2048, projection_dim=512, num_hidden_layers=4, num_attention_heads=8,
         num_channels=3, image_size=448, patch_size=14, hidden_act="quick_gelu", layer_norm_eps=1e-5,
     )
-    text = _llama_config(
+    text = llama_text_config(
         vocab_size=vocab_size, hidden_size=1024, intermediate_size=2816, num_hidden_layers=8,
         num_attention_heads=16, max_position_embeddings=2048, rms_norm_eps=1e-6,
     )
