@@ -7,6 +7,8 @@
 #   here, once:   python scripts/fetch_device_wheels.py          # .device_wheels/ (git-ignored)
 #   the session:  run(command="bash scripts/device_gpu_decode.sh", carry=[".device_wheels"], timeout_s=560)
 #   on the CPU:   bash scripts/device_gpu_decode.sh --tiny       # the same script at tiny sizes
+# Environment: DEVICE_BUDGET_S (480), PROFILE_BUDGET_S (110, kept for the profile), GPU_7B_PLAN (rows
+# for gpu_7b.py --plan, default its GPU_PLAN), PROFILE_MODES (profile_decode.py --modes), PYTHON (python3).
 #
 # Writes into $OUT (the run tool's folder; out/device here when unset), at most 6 files, flat:
 #   device_log.txt, gpu_7b.json, gpu_7b.md, profile_decode.md, profile_decode_raw.txt, profile_decode.json
@@ -63,14 +65,16 @@ EOF
 # The benchmark first (its compiled steps also fill the inductor cache the profile then reuses).
 BENCH_S=$(( TOTAL_S - $(elapsed) - PROFILE_S ))
 echo "[device] gpu_7b.py, budget ${BENCH_S} s (at $(elapsed) s)"
-timeout --kill-after=10 $(( BENCH_S + 60 )) "$PY" benchmarks/gpu_7b.py "${TINY[@]}" --budget-s "$BENCH_S" --out "$OUT"
+PLAN=()
+[ -n "${GPU_7B_PLAN:-}" ] && PLAN=(--plan "$GPU_7B_PLAN")   # a rerun may name its own rows
+timeout --kill-after=10 $(( BENCH_S + 60 )) "$PY" benchmarks/gpu_7b.py "${TINY[@]}" "${PLAN[@]}" --budget-s "$BENCH_S" --out "$OUT"
 echo "[device] gpu_7b.py exit $? at $(elapsed) s"
 
 LEFT=$(( TOTAL_S - $(elapsed) - 10 ))
 if [ "$LEFT" -gt 20 ]; then
   echo "[device] profile_decode.py, budget ${LEFT} s"
   MODES=()
-  [ ${#TINY[@]} -eq 0 ] && MODES=(--modes "compiled+fused,cuda_graph+fused,dynamic,cuda_graph,static,compiled,int4_weight/cuda_graph+fused")
+  [ ${#TINY[@]} -eq 0 ] && MODES=(--modes "${PROFILE_MODES:-compiled+fused,cuda_graph+fused,dynamic,cuda_graph,static,compiled,int4_weight/cuda_graph+fused}")
   # gpu_7b.py compiled the same 7B steps (same shapes, same cache size): the inductor cache is warm.
   timeout --kill-after=10 $(( LEFT + 30 )) "$PY" benchmarks/profile_decode.py "${TINY[@]}" "${MODES[@]}" \
     --budget-s "$LEFT" --compile-estimate-s 45 --out "$OUT"
