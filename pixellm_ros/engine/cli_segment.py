@@ -21,7 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder (created if needed)")
     parser.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--load-in", default="none", choices=["none", "8bit", "4bit"], help="weight quantisation")
+    # Checked by the loader (load_options.LOAD_IN_CHOICES), which says what is wrong; no torch import here.
+    parser.add_argument("--load-in", default="none", help="weight quantisation: none (default), 8bit | 4bit "
+                        "(bitsandbytes, CUDA), int8_weight | int4_weight (torchao; int4 CUDA, bfloat16)")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="answer length limit (default: the model's)")
     parser.add_argument("--mask-threshold", type=float, default=0.0, help="mask logit threshold (default 0)")
     parser.add_argument("--quiet", action="store_true", help="do not stream the answer to stdout")

@@ -108,12 +108,16 @@ class PixelLMEngine:
         mask_threshold: float = 0.0,
         feature_cache_size: int = 4,
         decode_mode: str = "dynamic",
+        fuse_projections: bool | None = None,
     ) -> PixelLMEngine:
         """Load a model folder (ours or a released one; ``clip_dir`` for a released one's CLIP).
 
         ``model_dir=None`` loads the small model shipped inside the package.
         device: "cpu" | "cuda" | "cuda:N" | "auto"; dtype: "float32" | "bfloat16" | "float16";
-        load_in: "none" | "8bit" | "4bit" (bitsandbytes, CUDA only).
+        load_in: "none" | "8bit" | "4bit" (bitsandbytes, CUDA only) | "int8_weight" | "int4_weight"
+        (torchao; int4 CUDA only, bfloat16).
+        fuse_projections: one q/k/v and one gate/up Linear per LLaMA layer, built from the loaded
+        weights (values unchanged; fewer kernels per token); None: on CUDA, not on the CPU.
         Raises EngineError when the folder, its files or the options are unusable.
         """
         folder = Path(model_dir) if model_dir is not None else DEFAULT_MODEL_DIR
@@ -129,7 +133,8 @@ class PixelLMEngine:
         try:
             # load_pixellm validates device ("auto" included), dtype and load_in itself.
             model, tokenizer = load_pixellm(
-                folder, clip_dir=clip_dir, device=device, dtype=dtype, load_in=None if load_in == "none" else load_in
+                folder, clip_dir=clip_dir, device=device, dtype=dtype, load_in=None if load_in == "none" else load_in,
+                fuse_projections=fuse_projections,
             )
         except Exception as exc:
             raise EngineError(f"could not load the model from {folder}: {exc}") from exc

@@ -3,7 +3,9 @@
 ``load_pixellm`` resolves the load options (``load_options``), reads the folder's config (ours:
 ``saving``; released: ``released_config``), builds the network on the meta device and fills it
 strictly (``strict_loading``) from the checkpoint's files and, for a released folder, the CLIP
-folder; ``load_in`` quantises the language model afterwards (``quantization``). Loading is
+folder; ``fuse_projections`` then fuses the LLaMA layers' q/k/v and gate/up projections
+(``fused_projections``, values unchanged) and ``load_in`` quantises the language model
+(``quantization``): ``finish_loading``. Loading is
 strict: every checkpoint key must map to a parameter or buffer of the model and every one of
 those must be filled, except the ``rotary_emb.inv_freq`` buffers of transformers 4.31 releases.
 
@@ -35,7 +37,8 @@ from .clip_folder import (
     vision_key,
 )
 from .config import PixelLMConfig
-from .load_options import LoadOptionError, resolve_device, resolve_dtype, resolve_load_options
+from .fused_projections import fuse_projections as _fuse
+from .load_options import LoadOptionError, LoadOptions, resolve_device, resolve_dtype, resolve_load_options
 from .pixellm import PixelLMForCausalLM
 from .quantization import quantize_language_model
 from .released_config import RELEASED_CONFIG_FILE, ReleasedLayoutError, config_from_released, is_released_config
@@ -50,6 +53,7 @@ __all__ = [
     "CheckpointError",
     "LoadOptionError",
     "OUR_CONFIG_FILE",
+    "finish_loading",
     "load_clip_vision_weights",
     "load_pixellm",
     "resolve_device",
@@ -67,14 +71,17 @@ def load_pixellm(
     dtype: str | torch.dtype = torch.float32,
     load_in: str | None = None,
     progress: bool = True,
+    fuse_projections: bool | None = False,
 ) -> tuple[PixelLMForCausalLM, PixelLMTokenizer]:
     """Load a released folder or one of ours; returns the model (eval mode) and its tokenizer.
 
     model_dir: a released folder (llava ``config.json``, ``pytorch_model-*.bin`` + index or
     ``*.safetensors``) or our own (``pixellm_config.json`` + ``model.safetensors``).
     clip_dir: the CLIP folder of a released checkpoint (default: ``mm_vision_tower`` when it is a
-    local folder; nothing is ever downloaded). load_in: None, "8bit" or "4bit" (bitsandbytes,
-    CUDA only; the LLaMA decoder layers are quantised, everything else stays in ``dtype``).
+    local folder; nothing is ever downloaded). load_in: None, "8bit" / "4bit" (bitsandbytes, CUDA
+    only) or "int8_weight" / "int4_weight" (torchao; int4 CUDA only, bfloat16): the LLaMA decoder
+    layers are quantised, everything else stays in ``dtype``. fuse_projections: fuse q/k/v and
+    gate/up after loading (None: on a CUDA device); see finish_loading.
     Raises FileNotFoundError, LoadOptionError or CheckpointError.
     """
     root = Path(model_dir)
@@ -112,11 +119,22 @@ def load_pixellm(
             raise
         raise CheckpointError(str(error)) from error
 
+    return finish_loading(model, options, fuse_projections), tokenizer
+
+
+def finish_loading(
+    model: PixelLMForCausalLM, options: LoadOptions, fuse_projections: bool | None = False
+) -> PixelLMForCausalLM:
+    """What follows the strict fill (on the CPU for a quantised load, else on the device): fuse the
+    projections (None: where it pays, on CUDA), quantise the decoder layers (``options.load_in``),
+    move everything to ``options.device``; returns the model in eval mode."""
+    fuse = options.device.type == "cuda" if fuse_projections is None else bool(fuse_projections)
+    if fuse:
+        _fuse(model)
     if options.load_in:
-        quantize_language_model(model, options.load_in, options.dtype)
-        model.to(options.device)
-    model.eval()
-    return model, tokenizer
+        quantize_language_model(model, options.load_in, options.dtype, options.device)
+    model.to(options.device)
+    return model.eval()
 
 
 def load_clip_vision_weights(

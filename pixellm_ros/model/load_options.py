@@ -7,13 +7,18 @@ mean the same everywhere. Every refusal is a ``LoadOptionError`` that says what 
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 
 import torch
 
 # The names a user writes (parameters, command lines), canonical first; aliases accepted too.
 DTYPE_NAMES: tuple[str, ...] = ("float32", "bfloat16", "float16")
-LOAD_IN_CHOICES: tuple[str, ...] = ("none", "8bit", "4bit")
+# load_in: bitsandbytes' LLM.int8 / NF4 (CUDA only), or torchao's weight-only int8 (per row; CPU and
+# CUDA) / int4 (groups of 128, the tinygemm kernel: CUDA of compute capability 8.0+, bfloat16).
+BITSANDBYTES_LOAD_IN: tuple[str, ...] = ("8bit", "4bit")
+TORCHAO_LOAD_IN: tuple[str, ...] = ("int8_weight", "int4_weight")
+LOAD_IN_CHOICES: tuple[str, ...] = ("none", *BITSANDBYTES_LOAD_IN, *TORCHAO_LOAD_IN)
 DEVICE_HELP = "'cpu', 'cuda', 'cuda:N' or 'auto'"
 
 _DTYPES: dict[str, torch.dtype] = {
@@ -71,23 +76,29 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
 
 
 def resolve_load_in(load_in: str | None, device: torch.device) -> str | None:
-    """None/"none" -> None, or "8bit"/"4bit" after checking that bitsandbytes and CUDA are both here."""
+    """None/"none" -> None, or one of LOAD_IN_CHOICES after checking that its library and device
+    are here: "8bit"/"4bit" need bitsandbytes and CUDA; "int8_weight" needs torchao (any device);
+    "int4_weight" needs torchao and a CUDA device of compute capability 8.0 or newer."""
     if load_in is None or str(load_in).strip().lower() in ("", "none"):
         return None
     mode = str(load_in).strip().lower()
     if mode not in LOAD_IN_CHOICES:
-        raise LoadOptionError(f"unknown load_in {load_in!r}: use None/'none', '8bit' or '4bit'")
+        raise LoadOptionError(f"unknown load_in {load_in!r}: use one of {', '.join(LOAD_IN_CHOICES)}")
+    library = "bitsandbytes" if mode in BITSANDBYTES_LOAD_IN else "torchao"
+    needs_cuda = mode != "int8_weight"
     missing = []
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        missing.append("the bitsandbytes package is not installed")
-    if not torch.cuda.is_available():
-        missing.append("CUDA is not available")
-    elif device.type != "cuda":
-        missing.append(f"the device is {device}, not a CUDA device")
+    if importlib.util.find_spec(library) is None:
+        missing.append(f"the {library} package is not installed")
+    if needs_cuda:
+        if not torch.cuda.is_available():
+            missing.append("CUDA is not available")
+        elif device.type != "cuda":
+            missing.append(f"the device is {device}, not a CUDA device")
+        elif mode == "int4_weight" and (capability := torch.cuda.get_device_capability(device)) < (8, 0):
+            missing.append(f"{device} has compute capability {capability[0]}.{capability[1]}, the int4 kernel needs 8.0")
     if missing:
-        raise LoadOptionError(f"load_in={mode!r} needs bitsandbytes on a CUDA device: " + "; ".join(missing))
+        where = "on a CUDA device" if needs_cuda else "(CPU or CUDA)"
+        raise LoadOptionError(f"load_in={mode!r} needs {library} {where}: " + "; ".join(missing))
     return mode
 
 
@@ -97,7 +108,7 @@ class LoadOptions:
 
     device: torch.device
     dtype: torch.dtype
-    load_in: str | None  # None, "8bit" or "4bit"
+    load_in: str | None  # None or one of LOAD_IN_CHOICES (not "none")
 
 
 def resolve_load_options(
@@ -105,4 +116,9 @@ def resolve_load_options(
 ) -> LoadOptions:
     """All three checked together (load_in depends on the device); raises LoadOptionError."""
     resolved = resolve_device(device)
-    return LoadOptions(resolved, resolve_dtype(dtype), resolve_load_in(load_in, resolved))
+    resolved_dtype = resolve_dtype(dtype)
+    mode = resolve_load_in(load_in, resolved)
+    if mode == "int4_weight" and resolved_dtype != torch.bfloat16:
+        raise LoadOptionError(f"load_in='int4_weight' computes in bfloat16 (the int4 kernel's only dtype): "
+                              f"set dtype to bfloat16, not {str(resolved_dtype).removeprefix('torch.')}")
+    return LoadOptions(resolved, resolved_dtype, mode)

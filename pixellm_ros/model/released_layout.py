@@ -39,6 +39,7 @@ from .clip_folder import (
     write_clip_vision_folder,
 )
 from .config import PixelLMConfig
+from .fused_projections import SAVE_REFUSAL, has_fused_projections
 from .released_config import (
     RELEASED_CONFIG_FILE,
     VISION_ARCHITECTURE,
@@ -122,8 +123,11 @@ def save_released_layout(
     ``dtype`` (default: the model's), with the 4.31 ``rotary_emb.inv_freq`` buffers added.
     Raises ReleasedLayoutError for models the layout cannot express (learned fusion, a vision
     stem other than CLIP's patch embedding, vision layer indices or decoder sizes other than the
-    released ones, a vocabulary that is not the tokenizer's).
+    released ones, a vocabulary that is not the tokenizer's) and for fused projections (unfuse
+    them first).
     """
+    if has_fused_projections(model):
+        raise ReleasedLayoutError(SAVE_REFUSAL)
     config: PixelLMConfig = model.config  # type: ignore[assignment]
     if config.fusion != "released_constant":
         raise ReleasedLayoutError("the released layout has no place for a learned seg fusion")

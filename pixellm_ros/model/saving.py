@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from safetensors.torch import save_file
 
+from .fused_projections import SAVE_REFUSAL, has_fused_projections
 from .strict_loading import CheckpointError
 from .weight_files import SAFETENSORS_FILE
 
@@ -26,7 +27,11 @@ OUR_CONFIG_FILE = "pixellm_config.json"
 def save_pixellm(
     model: PixelLMForCausalLM, tokenizer: PixelLMTokenizer, folder: str | os.PathLike[str]
 ) -> Path:
-    """Write our own folder: ``pixellm_config.json``, ``model.safetensors`` and the tokenizer files."""
+    """Write our own folder: ``pixellm_config.json``, ``model.safetensors`` and the tokenizer files.
+
+    A model with fused projections is refused (CheckpointError): unfuse it first."""
+    if has_fused_projections(model):
+        raise CheckpointError(SAVE_REFUSAL)
     config: PixelLMConfig = model.config
     if int(config.text.vocab_size) != len(tokenizer):
         raise CheckpointError(f"model vocabulary {config.text.vocab_size} != tokenizer size {len(tokenizer)}")

@@ -193,7 +193,8 @@ PARAMETER_SPECS: tuple[ParameterSpec, ...] = (
                   check=_device, convert=str.lower),
     ParameterSpec("model.dtype", "str", "float32", "weights and compute dtype", ACTIVATE, "dtype",
                   choices=DTYPE_NAMES),
-    ParameterSpec("model.load_in", "str", "none", "quantised loading of the LLM (bitsandbytes, CUDA only)",
+    ParameterSpec("model.load_in", "str", "none", "quantised loading of the LLM: 8bit / 4bit (bitsandbytes, CUDA), "
+                  "int8_weight / int4_weight (torchao; int4 CUDA and bfloat16 only)",
                   ACTIVATE, "load_in", choices=LOAD_IN_CHOICES),
     ParameterSpec("generation.max_new_tokens", "int", 0, "answer length limit in tokens; 0 = the model's default",
                   LIVE, "max_new_tokens", minimum=0, convert=lambda v: v or None),

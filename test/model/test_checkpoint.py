@@ -22,6 +22,7 @@ from pixellm_ros.model.checkpoint import (
     save_pixellm,
     save_released_layout,
 )
+from pixellm_ros.model.fused_projections import has_fused_projections, unfuse_projections
 from pixellm_ros.model.released_config import ReleasedLayoutError
 from pixellm_ros.model.tokenizer import IMAGE_TOKEN_INDEX, PixelLMTokenizer
 from pixellm_ros.model.vision import resize_clip_position_embeddings
@@ -210,6 +211,28 @@ def test_released_folder_reproduces_the_writer(
     assert expected["llm_mask"].sum() < expected["llm_mask"].numel()  # the padding is masked: a real case
     for name, value in expected.items():
         assert torch.equal(actual[name], value), name
+
+
+def test_a_released_folder_loads_fused_and_computes_the_same(
+    released_dir: Path, clip_dir: Path, writer: PixelLMForCausalLM, tiny_tokenizer: PixelLMTokenizer,
+    image: torch.Tensor, tmp_path: Path,
+) -> None:
+    """Strict loading sees the released keys; the projections are fused after it; the savers
+    refuse the fused model (checkpoints keep the released layout) until it is unfused."""
+    on_cpu, _ = load_pixellm(released_dir, progress=False, fuse_projections=None)
+    assert not has_fused_projections(on_cpu)  # the default fuses on CUDA only
+    model, tokenizer = load_pixellm(released_dir, progress=False, fuse_projections=True)
+    assert has_fused_projections(model) and not model.training
+    expected, actual = run_model(writer, tiny_tokenizer, image), run_model(model, tokenizer, image)
+    for name, value in expected.items():
+        torch.testing.assert_close(actual[name], value, atol=1e-6, rtol=0, msg=name)
+    with pytest.raises(CheckpointError, match="unfuse_projections"):
+        save_pixellm(model, tokenizer, tmp_path / "ours")
+    with pytest.raises(ReleasedLayoutError, match="unfuse_projections"):
+        save_released_layout(model, tokenizer, tmp_path / "released", clip_folder=clip_dir)
+    assert not (tmp_path / "ours").exists() and not (tmp_path / "released").exists()
+    unfuse_projections(model)
+    assert_same_state(model, writer)
 
 
 def test_clip_from_a_full_clip_model_folder(

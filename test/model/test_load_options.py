@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
 from pixellm_ros.model.load_options import (
     DTYPE_NAMES,
+    LOAD_IN_CHOICES,
     LoadOptionError,
     resolve_device,
     resolve_dtype,
@@ -46,6 +49,24 @@ def test_load_in() -> None:
         resolve_load_in("3bit", cpu)
     with pytest.raises(LoadOptionError, match="needs bitsandbytes on a CUDA device"):
         resolve_load_in("8bit", cpu)  # on the CPU whatever the machine has
+
+
+def test_torchao_load_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    assert LOAD_IN_CHOICES == ("none", "8bit", "4bit", "int8_weight", "int4_weight")
+    with pytest.raises(LoadOptionError, match="'int4_weight' needs torchao on a CUDA device") as info:
+        resolve_load_in(" INT4_weight ", cpu)
+    assert ("CUDA is not available" if not torch.cuda.is_available() else "the device is cpu") in str(info.value)
+    monkeypatch.setitem(sys.modules, "torchao", None)  # as where torchao is not installed
+    with pytest.raises(LoadOptionError, match=r"'int8_weight' needs torchao \(CPU or CUDA\): the torchao package is not installed"):
+        resolve_load_in("int8_weight", cpu)
+
+
+def test_int8_weight_runs_on_the_cpu() -> None:
+    pytest.importorskip("torchao")
+    assert resolve_load_in("int8_weight", torch.device("cpu")) == "int8_weight"
+    options = resolve_load_options("cpu", "float32", "int8_weight")
+    assert (options.dtype, options.load_in) == (torch.float32, "int8_weight")
 
 
 def test_all_three_together() -> None:
