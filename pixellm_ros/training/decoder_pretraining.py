@@ -38,7 +38,7 @@ from pixellm_ros.model.pixellm import PixelLMForCausalLM
 from pixellm_ros.world.scene import sample_scene
 
 from .attribute_heads import AttributeHeads, ObjectLabels, object_labels
-from .loading import step_loader
+from .loading import as_is, step_loader
 from .metrics import mean_mask_iou
 from .name_prompts import NamePrompts
 from .schedule import ProgressSchedule, StageClock
@@ -145,10 +145,6 @@ class DecoderBatches(IterableDataset):
                 yield decoder_batch(self.config, self.settings, step)
 
 
-def _same(batch: DecoderBatch) -> DecoderBatch:
-    return batch
-
-
 def decoder_step_losses(
     model: PixelLMForCausalLM, prompts: NamePrompts, batch: DecoderBatch, weights: LossWeights,
     heads: AttributeHeads | None = None, attribute_weight: float = 0.0,
@@ -225,7 +221,7 @@ def pretrain_decoder(
     history: list[dict[str, float]] = []
     model.train()
     clock = StageClock(settings.steps, settings.budget_s)
-    loader = step_loader(DecoderBatches(model.config, settings), _same, settings.workers, device.type == "cuda")
+    loader = step_loader(DecoderBatches(model.config, settings), as_is, settings.workers, device.type == "cuda")
     bar = tqdm(total=settings.steps, desc="decoder pretraining", unit="step", disable=not progress, dynamic_ncols=True)
     batches = iter(loader)
     try:

@@ -22,7 +22,7 @@ from pixellm_ros.training.decoder_pretraining import (
 )
 from pixellm_ros.training.demo_config import MODEL_CONFIGS
 from pixellm_ros.training.final_eval import AIMS, evaluate_model_folder, evaluate_run, read_aims
-from pixellm_ros.training.loading import available_cores, resolve_workers, step_loader
+from pixellm_ros.training.loading import as_is, available_cores, resolve_workers, step_loader
 from pixellm_ros.training.recipes import RECIPES, recipe
 from pixellm_ros.training.schedule import ProgressSchedule, StageClock, progress_lr_factor
 from pixellm_ros.training.trainer import Trainer, TrainSettings
@@ -129,7 +129,10 @@ def test_a_budgeted_stage_two_ends_on_its_budget_and_still_saves(tmp_path: Path,
 def test_the_stage_one_stream_is_the_same_with_workers(config) -> None:  # type: ignore[no-untyped-def]
     settings = DecoderPretrainSettings(steps=4, images_per_step=2, image_size=TINY_IMAGE_SIZE, seed=3)
     direct = [decoder_batch(config, settings, step) for step in range(4)]
-    loaded = list(step_loader(DecoderBatches(config, settings), lambda b: b, workers=2))
+    loader = step_loader(DecoderBatches(config, settings), as_is, workers=2)
+    # spawned, never forked: this pytest process runs DDS and torch threads whose locks a fork would copy
+    assert loader.multiprocessing_context.get_start_method() == "spawn" and loader.timeout > 0
+    loaded = list(loader)
     assert len(loaded) == 4
     for a, b in zip(direct, loaded):
         assert torch.equal(a.pixel_values, b.pixel_values) and a.names == b.names
