@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from .library_logs import quiet_known_library_warnings
+
+quiet_known_library_warnings()  # first: importing the parts below imports transformers, which imports torchao
+
+# ruff: noqa: E402
 from .codebook import SegTokenFusion, group_seg_embeddings, seg_state_mask
 from .config import PixelLMConfig
 from .constants import IMAGE_TOKEN_INDEX
