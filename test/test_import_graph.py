@@ -27,7 +27,7 @@ LAYERS: dict[str, frozenset[str]] = {
     "spatial": frozenset(),                                               # targets in 3D: a leaf
     "world": frozenset({"muse"}),                                         # the tabletop world
     "model": frozenset(),                                                 # the network
-    "engine": frozenset({"model"}),                                       # inference
+    "engine": frozenset({"model", "muse"}),                               # inference (results in MUSE's RLE)
     "evaluation": frozenset({"engine", "model", "world", "muse"}),
     "training": frozenset({"engine", "model", "evaluation", "world", "muse"}),
     "ros": frozenset({"engine", "evaluation", "world", "muse", "spatial"}),  # never the model

@@ -8,29 +8,7 @@ from typing import Any
 
 import numpy as np
 
-
-def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
-    """COCO's uncompressed RLE of a (H, W) bool mask: column-major run lengths, starting with 0s.
-
-    The dict is what ``pycocotools.mask.frPyObjects`` accepts, so results open in COCO tools.
-    """
-    flat = np.asarray(mask, dtype=bool).ravel(order="F")
-    # Run boundaries are where the value changes; the first run counts zeros (maybe 0 of them).
-    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    bounds = np.concatenate(([0], change, [flat.size]))
-    counts = np.diff(bounds).tolist()
-    if flat.size and flat[0]:
-        counts = [0] + counts
-    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": [int(c) for c in counts]}
-
-
-def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
-    """Inverse of mask_to_rle: (H, W) bool."""
-    height, width = (int(v) for v in rle["size"])
-    counts = np.asarray(rle["counts"], dtype=np.int64)
-    values = np.arange(counts.size) % 2 == 1  # runs alternate 0, 1, 0, ...
-    flat = np.repeat(values, counts)
-    return flat.reshape((height, width), order="F")
+from pixellm_ros.muse.mask_codec import decode_uncompressed_rle, encode_rle
 
 
 @dataclass
@@ -56,14 +34,14 @@ class Target:
             "area": int(np.count_nonzero(self.mask)),
         }
         if include_mask:
-            payload["mask_rle"] = mask_to_rle(self.mask)
+            payload["mask_rle"] = encode_rle(self.mask)  # COCO uncompressed RLE: opens in COCO tools
         return payload
 
     @classmethod
     def from_dict(cls, payload: dict[str, Any]) -> Target:
         return cls(
             name=str(payload["name"]),
-            mask=rle_to_mask(payload["mask_rle"]),
+            mask=decode_uncompressed_rle(payload["mask_rle"], *payload["mask_rle"]["size"]),
             box=tuple(int(v) for v in payload["box"]),  # type: ignore[arg-type]
             score=float(payload["score"]),
         )

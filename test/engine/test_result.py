@@ -6,21 +6,17 @@ import json
 
 import numpy as np
 
-from pixellm_ros.engine.result import SegmentationResult, Target, mask_to_rle, rle_to_mask
+from pixellm_ros.engine.result import SegmentationResult, Target
+from pixellm_ros.muse.mask_codec import encode_rle
 
 
-def test_rle_is_column_major_and_starts_with_zeros() -> None:
-    mask = np.array([[0, 1], [1, 1]], dtype=bool)
-    # Column-major: (0,0)=0, (1,0)=1, (0,1)=1, (1,1)=1 -> runs 1 zero, 3 ones.
-    assert mask_to_rle(mask) == {"size": [2, 2], "counts": [1, 3]}
-    assert mask_to_rle(np.ones((2, 3), dtype=bool))["counts"] == [0, 6]
-    assert mask_to_rle(np.zeros((2, 3), dtype=bool))["counts"] == [6]
-
-
-def test_rle_round_trip_of_a_random_mask() -> None:
+def test_a_targets_mask_is_muses_uncompressed_rle_and_comes_back_exact() -> None:
     rng = np.random.default_rng(0)
     mask = rng.random((37, 53)) > 0.6
-    np.testing.assert_array_equal(rle_to_mask(mask_to_rle(mask)), mask)
+    target = Target(name="cup", mask=mask, box=(1, 2, 3, 4), score=0.5)
+    payload = target.to_dict()
+    assert payload["mask_rle"] == encode_rle(mask)  # the MUSE codec's one encoding
+    np.testing.assert_array_equal(Target.from_dict(payload).mask, mask)
 
 
 def test_result_json_round_trip() -> None:
