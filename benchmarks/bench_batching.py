@@ -349,6 +349,8 @@ def main() -> None:
     parser.add_argument("--parts", default="1,2,3")
     parser.add_argument("--repeats", type=int, default=2, help="part 1: runs per N (the lower median is printed)")
     parser.add_argument("--dtype", default=None, help="float32 | bfloat16 (default: float32 mid, bfloat16 7b)")
+    parser.add_argument("--attention", default="sdpa", choices=("sdpa", "eager"),
+                        help="the LLM's attention implementation, for both ways")
     args = parser.parse_args()
     if args.gpu:
         args.size = "7b"
@@ -372,6 +374,7 @@ def main() -> None:
         config = mid_size_config(len(tokenizer))
     torch.manual_seed(0)
     model = build_model(config, device, dtype)
+    model.language_model.set_attn_implementation(args.attention)
     engine = PixelLMEngine(model, tokenizer, max_new_tokens=tokens)
     baseline = engine if args.baseline_mode == "dynamic" else PixelLMEngine(model, tokenizer, max_new_tokens=tokens,
                                                                              decode_mode=args.baseline_mode)
@@ -386,7 +389,7 @@ def main() -> None:
     log(f"answers of {tokens} tokens ({work.groups} seg groups), 640x480 images, prompts of "
         f"{min(len(engine.prompt_ids(i)) for i in INSTRUCTIONS) - 1 + config.image_token_len}-"
         f"{max(len(engine.prompt_ids(i)) for i in INSTRUCTIONS) - 1 + config.image_token_len} positions; "
-        f"one-by-one baseline decode_mode {args.baseline_mode}")
+        f"one-by-one baseline decode_mode {args.baseline_mode}; {args.attention} attention")
 
     start = time.perf_counter()  # warm-up: kernels, allocator, graph capture of a static baseline
     one_by_one(baseline, work, work.requests(1))

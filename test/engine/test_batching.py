@@ -24,6 +24,7 @@ from pixellm_ros.engine import (
     PixelLMEngine,
     SegmentationResult,
 )
+from pixellm_ros.engine.batch_decoding import BatchKVCache, step_attention
 from pixellm_ros.engine.batching import BatchRequest
 
 GROUP = "[SEG0][SEG1][SEG2][SEG3][SEG4][SEG5]"
@@ -355,3 +356,31 @@ def test_an_image_too_thin_to_resize_is_refused_alone_not_failing_the_batch(engi
                                      BatchRequest(good, "segment the cup", max_new_tokens=8)])
     assert isinstance(outcomes[0], InvalidImageError) and "too thin" in str(outcomes[0])
     assert isinstance(outcomes[1], SegmentationResult)
+
+
+def test_a_batched_bfloat16_step_on_the_cpu_runs_eager_attention_and_agrees_with_each_row_alone() -> None:
+    assert step_attention(torch.device("cpu"), torch.bfloat16, 4) == "eager"
+    assert step_attention(torch.device("cpu"), torch.bfloat16, 1) is None  # one row: SDPA is faster
+    assert step_attention(torch.device("cpu"), torch.float32, 4) is None  # float32: no difference measured
+    assert step_attention(torch.device("cuda"), torch.bfloat16, 4) is None
+    lm = build_tiny_model(vocab_size=64).to(torch.bfloat16).language_model
+    assert lm.config._attn_implementation == "sdpa"
+    seen: list[str] = []
+    handle = lm.model.layers[0].self_attn.register_forward_pre_hook(
+        lambda module, _args: seen.append(module.config._attn_implementation))
+    generator = torch.Generator().manual_seed(0)
+    prompts = [torch.randn(n, lm.config.hidden_size, generator=generator).to(torch.bfloat16) for n in (9, 5, 7)]
+    masks = [torch.ones(9, dtype=torch.long), torch.ones(5, dtype=torch.long), torch.tensor([1, 1, 0, 0, 1, 1, 1])]
+    tokens = torch.tensor([3, 4, 5])
+    with torch.inference_mode():
+        batch = BatchKVCache(lm)
+        batch.prefill(prompts, masks)
+        _, together = batch.step(tokens)
+        assert seen == ["sdpa", "eager"] and lm.config._attn_implementation == "sdpa"  # set back after the step
+        for row in range(3):  # each row alone: one row, SDPA (the model's own)
+            single = BatchKVCache(lm)
+            single.prefill([prompts[row]], [masks[row]])
+            _, alone_logits = single.step(tokens[row : row + 1])
+            torch.testing.assert_close(together[row].float(), alone_logits[0].float(), atol=0.05, rtol=0.02)
+    assert seen[2:] == ["sdpa", "sdpa"] * 3
+    handle.remove()
