@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache, LlamaForCausalLM
 
+from .kv_cache import GrowingCache
 from .static_decoding import cache_argument
 
 
@@ -76,9 +77,10 @@ class BatchKVCache:
     position of each row's next token.
     """
 
-    def __init__(self, lm: LlamaForCausalLM) -> None:
+    def __init__(self, lm: LlamaForCausalLM, growing: bool = False) -> None:
         self.lm = lm
         self.cache_key = cache_argument(lm)
+        self.growing = growing  # GrowingCache (engine/kv_cache.py) instead of DynamicCache: see there
         self.cache: DynamicCache | None = None
         self.attention: torch.Tensor | None = None
         self.positions: torch.Tensor | None = None
@@ -108,7 +110,7 @@ class BatchKVCache:
         attention = left_pad([m.long() for m in masks], width)
         offsets = torch.tensor([width - n for n in lengths], device=device)
         positions = (torch.arange(width, device=device)[None] - offsets[:, None]).clamp_min(0)
-        cache = DynamicCache(config=self.lm.config)
+        cache = self._new_cache()
         hidden = self.lm.model(
             inputs_embeds=batch_embeds,
             attention_mask=attention,
@@ -153,9 +155,16 @@ class BatchKVCache:
             (layer.keys.index_select(0, index)[..., first:, :], layer.values.index_select(0, index)[..., first:, :])
             for layer in self.cache.layers
         ]
-        self.cache = DynamicCache(ddp_cache_data=layers, config=self.lm.config)
+        self.cache = self._new_cache(layers)
         self.attention = attention[:, first:]
         self.positions = self.positions.index_select(0, index)
+
+    def _new_cache(self, layers: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> DynamicCache:
+        if self.growing:
+            return GrowingCache(self.lm.config, layers)
+        if layers is None:
+            return DynamicCache(config=self.lm.config)
+        return DynamicCache(ddp_cache_data=layers, config=self.lm.config)
 
     def _merge(self, cache: DynamicCache, attention: torch.Tensor, positions: torch.Tensor) -> None:
         if self.cache is None:
@@ -176,6 +185,6 @@ class BatchKVCache:
             (torch.cat([pad(old.keys, -2), pad(new.keys, -2)]), torch.cat([pad(old.values, -2), pad(new.values, -2)]))
             for old, new in zip(self.cache.layers, cache.layers)
         ]
-        self.cache = DynamicCache(ddp_cache_data=layers, config=self.lm.config)
+        self.cache = self._new_cache(layers)
         self.attention = torch.cat([pad(self.attention, 1), pad(attention, 1)])
         self.positions = torch.cat([self.positions, positions])
