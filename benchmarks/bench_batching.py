@@ -237,6 +237,27 @@ def part2(engine: PixelLMEngine, prompt_positions: int, repeats: int = 8) -> Non
     log(f"decode step ({prompt_positions} cached positions): {line}")
     log("the same step on a GrowingCache (written in place, no copy of the cache per token; engine/kv_cache.py): "
         + ", ".join(f"B={b}: {t:.1f} ms ({t / step_ms[b]:.2f}x)" for b, t in growing_ms.items()))
+    if engine.decode_mode != "dynamic":  # the static batch decoder (a CUDA graph per row count on a GPU)
+        static_ms: dict[int, float] = {}
+        with torch.inference_mode():
+            for rows in CONCURRENCY:
+                decoder = engine._static_decoder(prompt_positions + repeats + 4, rows=rows)
+                embeds = torch.randn(decoder.rows, prompt_positions, hidden, device=device, dtype=dtype)
+                ones = torch.ones((decoder.rows, prompt_positions), device=device, dtype=torch.long)
+                decoder.prefill(embeds, ones)
+                tokens = torch.full((decoder.rows,), 5, dtype=torch.long, device=device)
+                positions = torch.full((decoder.rows,), prompt_positions, dtype=torch.long, device=device)
+                times = []
+                for step in range(repeats + 2):
+                    sync(device)
+                    start = time.perf_counter()
+                    decoder.step_rows(tokens, positions + step, prompt_positions + step)
+                    sync(device)
+                    times.append(time.perf_counter() - start)
+                static_ms[rows] = statistics.median(times[2:]) * 1e3
+        log(f"the same step on the {engine.decode_mode} batch decoder: "
+            + ", ".join(f"B={b}: {t:.2f} ms" for b, t in static_ms.items())
+            + f"; step(B={max(CONCURRENCY)}) / step(1) = {static_ms[max(CONCURRENCY)] / static_ms[1]:.2f}x")
     big = max(CONCURRENCY)
     log(f"keeping {big // 2} finished rows of {big} masked costs {step_ms[big] - step_ms[big // 2]:.1f} ms on EVERY later "
         f"step (t({big}) - t({big // 2})); dropping them from the cache costs {drop_ms:.1f} ms once -> rows are dropped")
@@ -317,7 +338,7 @@ def serve_session(engine: PixelLMEngine, work: Workload, requests: list[BatchReq
                   max_batch: int, join: bool) -> list[float]:
     """join=False: requests are only taken while the session is idle (static batches)."""
     done = [0.0] * len(requests)
-    session = engine.batch_session(max_batch=max_batch)
+    session = engine.batch_session(max_batch=max_batch, static=not join)
     index_of: dict[int, int] = {}
     next_index = 0
     while next_index < len(requests) or not session.idle:
@@ -348,8 +369,11 @@ def main() -> None:
     parser.add_argument("--load", type=float, default=4.0, help="part 3: arrivals per single-answer time")
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--mixed", action="store_true", help="part 3: answers of 0.5x / 1x / 1.5x --tokens, in turn")
-    parser.add_argument("--baseline-mode", default="dynamic",
-                        help="decode_mode of the one-by-one baseline (e.g. cuda_graph on a GPU)")
+    parser.add_argument("--baseline-mode", default=None,
+                        help="decode_mode of the one-by-one baseline (default: dynamic; cuda_graph with --gpu)")
+    parser.add_argument("--batch-mode", default=None,
+                        help="decode_mode of the batched engine: dynamic, or static / cuda_graph / compiled for "
+                             "static batches on a static decoder (default: dynamic; cuda_graph with --gpu)")
     parser.add_argument("--parts", default="1,2,3")
     parser.add_argument("--repeats", type=int, default=2, help="part 1: runs per N (the lower median is printed)")
     parser.add_argument("--dtype", default=None, help="float32 | bfloat16 (default: float32 mid, bfloat16 7b)")
@@ -358,6 +382,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.gpu:
         args.size = "7b"
+    graph_default = "cuda_graph" if args.gpu else "dynamic"
+    args.baseline_mode = args.baseline_mode or graph_default
+    args.batch_mode = args.batch_mode or graph_default
     seven_b = args.size == "7b"
     device = torch.device(args.device or ("cuda" if seven_b and not args.tiny else "cpu"))
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if seven_b else torch.float32)
@@ -379,9 +406,9 @@ def main() -> None:
     torch.manual_seed(0)
     model = build_model(config, device, dtype)
     model.language_model.set_attn_implementation(args.attention)
-    engine = PixelLMEngine(model, tokenizer, max_new_tokens=tokens)
-    baseline = engine if args.baseline_mode == "dynamic" else PixelLMEngine(model, tokenizer, max_new_tokens=tokens,
-                                                                             decode_mode=args.baseline_mode)
+    engine = PixelLMEngine(model, tokenizer, max_new_tokens=tokens, decode_mode=args.batch_mode)
+    engine.static_decoders_kept = len(CONCURRENCY)  # one static batch decoder (and graph) per N, kept
+    baseline = PixelLMEngine(model, tokenizer, max_new_tokens=tokens, decode_mode=args.baseline_mode)
     llm_params = sum(p.numel() for p in model.language_model.parameters())
     llm_bytes = sum(p.numel() * p.element_size() for p in model.language_model.parameters())
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
@@ -393,11 +420,12 @@ def main() -> None:
     log(f"answers of {tokens} tokens ({work.groups} seg groups), 640x480 images, prompts of "
         f"{min(len(engine.prompt_ids(i)) for i in INSTRUCTIONS) - 1 + config.image_token_len}-"
         f"{max(len(engine.prompt_ids(i)) for i in INSTRUCTIONS) - 1 + config.image_token_len} positions; "
-        f"one-by-one baseline decode_mode {args.baseline_mode}; {args.attention} attention")
+        f"one-by-one baseline decode_mode {args.baseline_mode}, batches {args.batch_mode}; {args.attention} attention")
 
-    start = time.perf_counter()  # warm-up: kernels, allocator, graph capture of a static baseline
+    start = time.perf_counter()  # warm-up: kernels, allocator, graph capture of the static decoders
     one_by_one(baseline, work, work.requests(1))
-    batched(engine, work, work.requests(2))
+    for count in CONCURRENCY if args.batch_mode != "dynamic" else (2,):
+        batched(engine, work, work.requests(count))
     log(f"warm-up {time.perf_counter() - start:.1f} s")
 
     parts = {int(p) for p in args.parts.split(",")}

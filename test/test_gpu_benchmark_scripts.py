@@ -1,6 +1,6 @@
 """The GPU session's scripts run on the CPU at tiny sizes (what the device run will do, minus the GPU):
-gpu_7b.py's rows, agreement and refusals, and profile_decode.py's counts (fused layers launch
-fewer matrix products per token)."""
+gpu_7b.py's rows, agreement and refusals, profile_decode.py's counts (fused layers launch
+fewer matrix products per token), and bench_batching.py's static-batch path (what --gpu runs)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_script(name: str, *args: str) -> None:
+def run_script(name: str, *args: str) -> str:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), "--tiny", *args], env=env,
                           capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def test_bench_batching_runs_its_gpu_path_with_static_batches() -> None:
+    out = run_script("bench_batching.py", "--size", "7b", "--batch-mode", "static", "--baseline-mode", "static",
+                     "--repeats", "1", "--parts", "1,2", "--tokens", "12")
+    assert "one-by-one baseline decode_mode static, batches static" in out
+    rows = [line for line in out.splitlines() if line.strip().startswith(("1 |", "2 |", "4 |", "8 |"))]
+    assert len(rows) == 4
+    assert "the same step on the static batch decoder: B=1:" in out
 
 
 def test_gpu_7b_rows_agreement_and_refusals(tmp_path: Path) -> None:

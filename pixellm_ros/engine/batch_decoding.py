@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from transformers import DynamicCache, LlamaForCausalLM
 
 from .kv_cache import GrowingCache
-from .static_decoding import cache_argument
+from .static_decoding import StaticKVDecoder, cache_argument
 
 
 def left_pad(rows: Sequence[torch.Tensor], length: int) -> torch.Tensor:
@@ -188,3 +188,72 @@ class BatchKVCache:
         self.cache = self._new_cache(layers)
         self.attention = torch.cat([pad(self.attention, 1), pad(attention, 1)])
         self.positions = torch.cat([self.positions, positions])
+
+
+class StaticBatchKVCache:
+    """BatchKVCache's interface over a StaticKVDecoder of ``decoder.rows`` rows (static / CUDA-graph
+    decode modes): one prefill of every row of the batch, then one step per token; no joins.
+
+    The n rows of a batch take the first n of the decoder's rows (the rest stay idle: an idle row
+    costs little on a GPU, where a step reads the weights once for all rows, and its shapes keep
+    the captured graph). A row that finishes stays in the cache, masked and ignored (``keep``
+    only narrows which rows the caller sees): rows never move, so the graph's addresses hold.
+    """
+
+    def __init__(self, decoder: StaticKVDecoder) -> None:
+        self.decoder = decoder
+        self.active: list[int] = []  # decoder rows the caller's rows are, in the caller's order
+        self.positions: torch.Tensor | None = None  # (decoder.rows,) next position of every row
+        self.column = 0  # the cache column the next token goes to (shared by all rows)
+        self._started = False
+
+    @property
+    def rows(self) -> int:
+        return len(self.active)
+
+    @property
+    def length(self) -> int:
+        return self.column
+
+    def reset(self) -> None:
+        self.active, self.positions, self.column, self._started = [], None, 0, False
+
+    def prefill(self, embeds: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The batch's prompts (n <= decoder.rows): as BatchKVCache.prefill. Raises RuntimeError when
+        the batch already ran (a static batch takes no new rows: the node's batches are static)."""
+        if self._started:
+            raise RuntimeError("a static batch takes no rows once it runs; use the dynamic cache to join")
+        decoder = self.decoder
+        count, lengths = len(embeds), [int(e.shape[0]) for e in embeds]
+        if count > decoder.rows:
+            raise ValueError(f"{count} rows for a static decoder of {decoder.rows}")
+        width = max(lengths)
+        device = embeds[0].device
+        idle = decoder.rows - count  # idle rows: one zero embedding at the last column, masked
+        batch_embeds = left_pad(list(embeds) + [embeds[0].new_zeros((1, embeds[0].shape[1]))] * idle, width)
+        attention = left_pad([m.long() for m in masks] + [masks[0].new_zeros(1).long()] * idle, width)
+        offsets = torch.tensor([width - n for n in lengths] + [width - 1] * idle, device=device)
+        positions = (torch.arange(width, device=device)[None] - offsets[:, None]).clamp_min(0)
+        hidden = decoder.prefill(batch_embeds, attention, positions)
+        self.positions = torch.tensor(lengths + [1] * idle, device=device)
+        self.column, self.active, self._started = width, list(range(count)), True
+        return hidden[:count]
+
+    def step(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens (n,) for the caller's rows -> states (n, H), logits (n, V)."""
+        assert self.positions is not None, "prefill first"
+        if tokens.shape != (self.rows,):
+            raise ValueError(f"{tuple(tokens.shape)} tokens for {self.rows} rows")
+        index = torch.tensor(self.active, dtype=torch.long, device=tokens.device)
+        every = torch.zeros(self.decoder.rows, dtype=torch.long, device=tokens.device)
+        every[index] = tokens
+        hidden, logits = self.decoder.step_rows(every, self.positions, self.column)
+        self.positions = self.positions + 1
+        self.column += 1
+        return hidden.index_select(0, index), logits.index_select(0, index)
+
+    def keep(self, rows: Sequence[int]) -> None:
+        """The caller keeps only ``rows`` (its indices, in that order); the cache itself stays."""
+        self.active = [self.active[row] for row in rows]
+        if not self.active:
+            self.reset()

@@ -30,10 +30,13 @@ at 1.05-1.09x the mean latency (a joining request's prefill, compute bound on a 
 running rows for ~15 steps). Not a clear win on the CPU; kept, since it costs one merge in the
 cache and the worker chooses: add only while ``idle`` for static batches, any time to join.
 
-The rows decode on a transformers DynamicCache whatever the engine's decode_mode: the static and
-CUDA-graph modes capture batch 1 only. ``PixelLMEngine.segment_batch`` runs a batch of one in those
-modes through ``segment``'s own path; a larger batch falls back to the dynamic cache and says so in
-each result's warnings.
+The cache follows the engine's decode_mode. "dynamic": a DynamicCache (BatchKVCache), rows join
+and leave. "static", "cuda_graph", "compiled": ``segment_batch`` runs a STATIC batch (a session made
+with ``static=True``: every request added before the first step, none joining) on a StaticKVDecoder
+of as many rows as the next power of two (StaticBatchKVCache; one captured graph per row count and
+cache size), so on a GPU a batch replays one graph per token as batch 1 does; a batch of one runs
+``segment``'s own path. A session that lets requests join (``engine.batch_session``) decodes on the
+dynamic cache in every mode and says so in each result's warnings.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ import torch
 from .answer import parse_answer
 from .callbacks import CallbackFailed, guard
 from .errors import EngineError
-from .batch_decoding import BatchKVCache
+from .batch_decoding import BatchKVCache, StaticBatchKVCache
 from .generation import FinishReason, LogitsProcessor, _TokenSink
 from .postprocess import postprocess_masks
 from .result import SegmentationResult, Target
@@ -87,8 +90,9 @@ class _Row:
     """One request's state while it is in the session."""
 
     def __init__(self, ticket: int, request: BatchRequest, image: np.ndarray, prompt_ids: list[int],
-                 sink: _TokenSink, warnings: list[str], added: float) -> None:
+                 sink: _TokenSink, warnings: list[str], added: float, limit: int) -> None:
         self.ticket = ticket
+        self.limit = limit
         self.image = image
         self.prompt_ids = prompt_ids
         self.sink = sink
@@ -156,15 +160,19 @@ class BatchSession:
     max_batch: the most requests in the session at once (waiting for admission + running).
     defer_masks: keep finished rows until ``flush()`` and decode all their masks in one pass
         (segment_batch does this); otherwise each step decodes the rows that finished in it.
+    static: in a static / CUDA-graph decode_mode, decode on the engine's static batch decoder:
+        requests are added only while the session is idle (a static batch takes no joins).
     """
 
-    def __init__(self, engine: PixelLMEngine, max_batch: int = 8, defer_masks: bool = False) -> None:
+    def __init__(self, engine: PixelLMEngine, max_batch: int = 8, defer_masks: bool = False,
+                 static: bool = False) -> None:
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise ValueError(f"max_batch must be a positive int, got {max_batch!r}")
         self._engine = engine
         self.max_batch = max_batch
         self.defer_masks = defer_masks
-        self._cache = BatchKVCache(engine.model.language_model)
+        self.static = static and engine.decode_mode != "dynamic"
+        self._cache: BatchKVCache | StaticBatchKVCache = BatchKVCache(engine.model.language_model)
         self._pending: list[_Row] = []
         self._running: list[_Row] = []  # in cache row order
         self._ended: list[_Row] = []  # generation ended in this step
@@ -200,13 +208,15 @@ class BatchSession:
         """
         if self.free_slots < 1:
             raise RuntimeError(f"the batch session holds its max_batch={self.max_batch} requests; step() first")
+        if self.static and (self._running or self._finished):
+            raise RuntimeError("a static batch session takes requests only while it is idle")
         engine = self._engine
         image, prompt_ids, limit, warnings = engine._validated(request.image, request.instruction, request.max_new_tokens)
-        if engine.decode_mode != "dynamic":
-            warnings.append(f"decode_mode {engine.decode_mode!r} decodes batch 1 only: this batched answer ran on the dynamic cache")
+        if engine.decode_mode != "dynamic" and not self.static:
+            warnings.append(f"decode_mode {engine.decode_mode!r}: a batch that requests join runs on the dynamic cache")
         processor = request.logits_processor if request.logits_processor is not None else engine.logits_processor
         sink = _TokenSink(engine.tokenizer, prompt_ids, engine.device, limit, processor, guard(request.on_text))
-        row = _Row(next(self._tickets), request, image, prompt_ids, sink, warnings, time.perf_counter())
+        row = _Row(next(self._tickets), request, image, prompt_ids, sink, warnings, time.perf_counter(), limit)
         self._pending.append(row)
         self._rows[row.ticket] = row
         return row.ticket
@@ -287,6 +297,10 @@ class BatchSession:
             embeds.append(spliced[0])
             masks.append(attention[0])
         prefill_start = time.perf_counter()
+        if self.static:  # a fresh static batch: the decoder for its row count and cache size
+            width = max(int(e.shape[0]) for e in embeds)
+            decoder = engine._static_decoder(width + max(row.limit for row in joining), rows=len(joining))
+            self._cache = StaticBatchKVCache(decoder)
         hidden = self._cache.prefill(embeds, masks)
         logits = model.language_model.lm_head(hidden)
         rows_now = self._cache.rows

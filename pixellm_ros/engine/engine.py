@@ -92,7 +92,8 @@ class PixelLMEngine:
         self.logits_processor = logits_processor
         self.decode_mode = decode_mode
         self._features: OrderedDict[str, EncodedImage] = OrderedDict()
-        self._static_decoders: OrderedDict[int, StaticKVDecoder] = OrderedDict()
+        self._static_decoders: OrderedDict[tuple[int, int], StaticKVDecoder] = OrderedDict()
+        self.static_decoders_kept = STATIC_DECODERS_KEPT  # each holds a static cache (and graph)
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ construction
@@ -201,8 +202,9 @@ class PixelLMEngine:
         its own on_text / should_stop raised, or an EngineError for every request of the batch when
         the model fails. Never raises for a request's sake. Each request stops on its own (end of
         sequence, its max_new_tokens, its should_stop); all targets of the batch are decoded in one
-        decoder pass at the end. A batch of one in a static / CUDA-graph decode_mode runs segment()'s
-        own path; larger batches use the dynamic cache (see engine/batching.py).
+        decoder pass at the end. In a static / CUDA-graph decode_mode a batch of one runs segment()'s
+        own path and a larger one a static batch on a StaticKVDecoder of as many rows as the next
+        power of two (one captured graph per row count and cache size; see engine/batching.py).
         """
         outcomes: list[BatchOutcome | None] = [None] * len(requests)
         if self.decode_mode != "dynamic" and len(requests) == 1:
@@ -215,7 +217,7 @@ class PixelLMEngine:
             return outcomes  # type: ignore[return-value]
         position: dict[int, int] = {}
         try:
-            session = BatchSession(self, max_batch=max(len(requests), 1), defer_masks=True)
+            session = BatchSession(self, max_batch=max(len(requests), 1), defer_masks=True, static=True)
         except EngineError as exc:  # released engine
             return [exc for _ in requests]
         for index, request in enumerate(requests):
@@ -231,10 +233,12 @@ class PixelLMEngine:
                 outcomes[position[ticket]] = outcome
         return outcomes  # type: ignore[return-value]
 
-    def batch_session(self, max_batch: int = 8) -> BatchSession:
-        """A session for continuous batching: ``add(BatchRequest) -> ticket`` at any time (up to
-        max_batch at once), ``step() -> [(ticket, outcome)]`` per decoded token (engine/batching.py)."""
-        return BatchSession(self, max_batch=max_batch)
+    def batch_session(self, max_batch: int = 8, static: bool = False) -> BatchSession:
+        """A session: ``add(BatchRequest) -> ticket`` (up to max_batch at once), ``step() ->
+        [(ticket, outcome)]`` per decoded token (engine/batching.py). Requests may join at any
+        time (continuous batching), unless ``static``: then only while the session is idle, and a
+        static / CUDA-graph decode_mode decodes each batch on its static batch decoder."""
+        return BatchSession(self, max_batch=max_batch, static=static)
 
     def segment_research_style(
         self,
@@ -452,14 +456,16 @@ class PixelLMEngine:
             vision_cached=cached,
         )
 
-    def _static_decoder(self, positions: int) -> StaticKVDecoder | None:
-        """The static-cache decoder for answers needing ``positions`` cache entries (None in
-        "dynamic" mode); built once per size bucket, the most recent few kept."""
+    def _static_decoder(self, positions: int, rows: int = 1) -> StaticKVDecoder | None:
+        """The static-cache decoder for ``rows`` answers needing ``positions`` cache columns (None
+        in "dynamic" mode); built once per (size bucket, row bucket), the most recent few kept.
+        Rows come in powers of two, so a batch of 3 runs on a decoder (and graph) of 4."""
         if self.decode_mode == "dynamic":
             return None
         limit = int(self.model.config.text.max_position_embeddings)
         size = min(-(-positions // STATIC_CACHE_BUCKET) * STATIC_CACHE_BUCKET, limit)
-        decoder = self._static_decoders.get(size)
+        key = (size, 1 << (max(int(rows), 1) - 1).bit_length())
+        decoder = self._static_decoders.get(key)
         if decoder is None:
             on_cuda = self.device.type == "cuda"
             decoder = StaticKVDecoder(
@@ -467,11 +473,12 @@ class PixelLMEngine:
                 size,
                 use_cuda_graph=on_cuda and self.decode_mode in ("cuda_graph", "compiled"),
                 compile=self.decode_mode == "compiled",
+                rows=key[1],
             )
-            self._static_decoders[size] = decoder
-            while len(self._static_decoders) > STATIC_DECODERS_KEPT:
+            self._static_decoders[key] = decoder
+            while len(self._static_decoders) > self.static_decoders_kept:
                 self._static_decoders.popitem(last=False)
-        self._static_decoders.move_to_end(size)
+        self._static_decoders.move_to_end(key)
         return decoder
 
     def _decode_masks(self, generation: GenerationOutput, parsed: ParsedAnswer, encoded: EncodedImage) -> torch.Tensor:

@@ -25,7 +25,7 @@ from pixellm_ros.engine import (
     SegmentationResult,
 )
 from pixellm_ros.engine.batch_decoding import BatchKVCache, step_attention
-from pixellm_ros.engine.batching import BatchRequest
+from pixellm_ros.engine.batching import BatchRequest, BatchSession
 
 GROUP = "[SEG0][SEG1][SEG2][SEG3][SEG4][SEG5]"
 TOLERANCE = 1e-5
@@ -300,19 +300,55 @@ def test_session_cancel_by_ticket(engine: PixelLMEngine) -> None:
     assert outcomes[keep].generated_tokens == 6 and not outcomes[keep].stopped  # type: ignore[union-attr]
 
 
-def test_static_decode_modes_are_batch_one_only_and_say_so(tiny_model, engine_tokenizer) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("count", [2, 5])  # 5 rows run on a decoder of 8: three idle rows
+def test_a_static_mode_batch_runs_on_a_static_decoder_and_equals_batch_one(  # type: ignore[no-untyped-def]
+    tiny_model, engine_tokenizer, count: int
+) -> None:
+    dynamic = PixelLMEngine(tiny_model, engine_tokenizer)
+    static = PixelLMEngine(tiny_model, engine_tokenizer, decode_mode="static")
+    cases = mixed_requests(dynamic)[:count]
+    single_requests, single_recorders = requests_with_recorders(dynamic, cases)
+    singles = [alone(dynamic, request) for request in single_requests]
+    batch_requests, batch_recorders = requests_with_recorders(static, cases)
+    batched = static.segment_batch(batch_requests)
+    for single, result, a, b in zip(singles, batched, single_recorders, batch_recorders):
+        assert_same_answer(single, result)
+        assert_same_steps(a, b)
+        assert result.warnings == single.warnings  # no "ran on the dynamic cache" warning
+    (size, rows), decoder = next(reversed(static._static_decoders.items()))
+    assert rows == decoder.rows == (2 if count == 2 else 8) and decoder.cache.layers[0].keys.shape[0] == rows
+    (one,) = static.segment_batch(batch_requests[:1])  # a batch of one: segment()'s static path
+    assert one.text == singles[0].text
+
+
+def test_a_static_batch_lets_a_row_stop_early_and_takes_no_joins(tiny_model, engine_tokenizer) -> None:  # type: ignore[no-untyped-def]
     static = PixelLMEngine(tiny_model, engine_tokenizer, decode_mode="static")
     dynamic = PixelLMEngine(tiny_model, engine_tokenizer)
-    instruction = "Segment the red cup."
-    hook = scripted(dynamic, instruction, [f"the red cup {GROUP}", engine_tokenizer.eos_id])
-    request = BatchRequest(rgb_image(40, 40), instruction, 30, logits_processor=hook)
-    (one,) = static.segment_batch([request])  # a batch of one: segment()'s static path, no warning
-    assert one.warnings == []
-    two = static.segment_batch([request, request])
-    assert all(any("batch 1 only" in w for w in r.warnings) for r in two)
-    reference = dynamic.segment(request.image, instruction, 30, logits_processor=hook)
-    for result in (one, *two):
-        assert result.text == reference.text and len(result.targets) == 1
+    cases = mixed_requests(dynamic)[:3]
+    requests, _ = requests_with_recorders(static, cases)
+    polls = {"n": 0}
+
+    def stop_at_third_poll() -> bool:
+        polls["n"] += 1
+        return polls["n"] >= 3
+
+    requests[1] = BatchRequest(requests[1].image, requests[1].instruction, requests[1].max_new_tokens,
+                               logits_processor=requests[1].logits_processor, should_stop=stop_at_third_poll)
+    results = static.segment_batch(requests)
+    assert results[1].stopped and results[1].generated_tokens <= 3
+    others, _ = requests_with_recorders(dynamic, cases)
+    for index in (0, 2):
+        assert_same_answer(alone(dynamic, others[index]), results[index])
+    session = BatchSession(static, max_batch=4, static=True)
+    session.add(requests[0])
+    session.step()
+    with pytest.raises(RuntimeError, match="only while it is idle"):
+        session.add(requests[2])
+    joining = static.batch_session(max_batch=2)  # a session requests join: the dynamic cache, said
+    joining.add(requests[0])
+    while not joining.idle:
+        outcomes = joining.step()
+    assert any("dynamic cache" in w for w in outcomes[0][1].warnings)
 
 
 def test_decode_masks_on_several_images_equals_one_image_at_a_time(tiny_model) -> None:  # type: ignore[no-untyped-def]
