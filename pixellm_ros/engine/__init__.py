@@ -17,6 +17,7 @@ from .result import SegmentationResult, Target
 __all__ = [
     "BatchRequest",
     "BatchSession",
+    "DECODE_MODES",
     "DTYPE_NAMES",
     "EngineError",
     "InvalidImageError",
@@ -47,10 +48,10 @@ _LOAD_OPTIONS = frozenset({
 
 
 def __getattr__(name: str) -> object:
-    if name == "PixelLMEngine":
-        from .engine import PixelLMEngine
+    if name in ("PixelLMEngine", "DECODE_MODES"):
+        from . import engine
 
-        return PixelLMEngine
+        return getattr(engine, name)
     if name in _LOAD_OPTIONS:
         from pixellm_ros.model import load_options
 

@@ -92,6 +92,7 @@ class NodeHealth:
     model_errors: int
     last_model_error: str
     largest_batch: int = 0
+    decode_mode: str = ""  # the loaded engine's ("" while no model is loaded)
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,7 @@ def node_status(health: NodeHealth) -> DiagnosticStatus:
         "results refused": str(health.results_refused),
         "model errors": str(health.model_errors),
         "largest batch": str(health.largest_batch),
+        "decode mode": health.decode_mode,
     }
     return DiagnosticStatus(level=level, name=f"{health.name}: pixellm", message=message,
                             hardware_id=health.hardware_id, values=_key_values(values))

@@ -26,5 +26,6 @@ def load_engine(settings: NodeSettings) -> PixelLMEngine:
         device=settings.device,
         dtype=settings.dtype,
         load_in=settings.load_in,
+        decode_mode=settings.decode_mode,
         mask_threshold=probability_to_logit(settings.mask_threshold),
     )

@@ -301,7 +301,7 @@ class PixelLMNode(LifecycleNode):
         name, hardware = self.get_fully_qualified_name(), str(getattr(engine, "device", settings.device))
         node = NodeHealth(name, hardware, engine is not None, worker.waiting() if worker is not None else 0,
                           settings.queue_size, ok, refused, model_errors, last_model_error,
-                          self._desk.tally.batch_high_water())
+                          self._desk.tally.batch_high_water(), getattr(engine, "decode_mode", ""))
         cameras = []
         for camera in list(self._desk.cameras.values()):
             frame, received = camera.frames.get(), camera.frames.received()

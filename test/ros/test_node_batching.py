@@ -1,6 +1,7 @@
 """Batched decoding in the node over real DDS: with max_batch, requests that wait together are decoded
 together (different images and instructions), each answer is what the engine gives it alone, the
-results come in queue order, and a bad request in a batch is refused alone."""
+results come in queue order, and a bad request in a batch is refused alone; with model.decode_mode
+static too (the batches then run on the static batch decoder, as a CUDA-graph node's do on a GPU)."""
 
 from __future__ import annotations
 
@@ -20,10 +21,11 @@ NODE = "pixellm_batch"
 MAX_NEW_TOKENS = 40
 
 
-@pytest.fixture(scope="module")
-def node(client: RosClient, domain_id: int, loop_model_dir: Path, tmp_path_factory) -> Iterator[NodeProcess]:
+@pytest.fixture(scope="module", params=["dynamic", "static"])
+def node(client: RosClient, domain_id: int, loop_model_dir: Path, tmp_path_factory, request) -> Iterator[NodeProcess]:  # type: ignore[no-untyped-def]
     process = NodeProcess(domain_id, NODE, {
-        "model.path": str(loop_model_dir), "model.device": "cpu", "max_image_age_s": 0.0, "max_batch": 4,
+        "model.path": str(loop_model_dir), "model.device": "cpu", "model.decode_mode": request.param,
+        "max_image_age_s": 0.0, "max_batch": 4,
         "queue_size": 8, "generation.max_new_tokens": MAX_NEW_TOKENS, "diagnostics_period_s": 0.3,
     }, tmp_path_factory.mktemp("batch") / f"{NODE}.log")
     with active_node(process, client):
@@ -42,12 +44,14 @@ def test_waiting_requests_are_decoded_together_each_as_alone_in_queue_order(
     images = [np.random.default_rng(seed).integers(0, 256, (40 + 8 * seed, 64, 3), dtype=np.uint8) for seed in range(6)]
     instructions = [f"segment the red cup number {i}" for i in range(6)]
     results_topic = client.result_log(f"/{NODE}/result")
-    largest = []
+    largest, modes = [], []
 
     def on_array(msg: DiagnosticArray) -> None:
         for status in msg.status:
             if status.name == f"/{NODE}: pixellm":
-                largest.append(int({kv.key: kv.value for kv in status.values}["largest batch"]))
+                values = {kv.key: kv.value for kv in status.values}
+                largest.append(int(values["largest batch"]))
+                modes.append(values["decode mode"])
 
     client.node.create_subscription(DiagnosticArray, "/diagnostics", on_array, 10)
     with PixelLMClient(f"/{NODE}", domain_id, name="batch_client") as library:
@@ -68,6 +72,7 @@ def test_waiting_requests_are_decoded_together_each_as_alone_in_queue_order(
     order = [m.request_id for m in results_topic.where(lambda m: m.request_id.startswith("batch-"))]
     assert order == [f"batch-{i}" for i in range(6)]  # queue order, batch or not
     assert wait_until(lambda: largest and largest[-1] >= 2, 10), f"never batched: {largest[-1:]}"
+    assert modes[-1] == node.parameters["model.decode_mode"]  # the engine the node loaded
 
 
 def test_a_bad_request_in_a_batch_is_refused_alone(client: RosClient, domain_id: int, node: NodeProcess) -> None:

@@ -72,6 +72,8 @@ def with_values(**changes: Any) -> dict[str, Any]:
         ({"model__device": "cuda:x"}, "model.device"),
         ({"model__dtype": "float8"}, "'model.dtype' is 'float8', which is not one of: float32, bfloat16, float16"),
         ({"model__load_in": "2bit"}, "model.load_in"),
+        ({"model__decode_mode": "fast"}, "'model.decode_mode' is 'fast', which is not one of: dynamic, static, cuda_graph"),
+        ({"model__decode_mode": "cuda_graph", "model__device": "cpu"}, "a CUDA graph needs a CUDA device"),
         ({"model__path": "/nonexistent/model"}, "'model.path': folder '/nonexistent/model' does not exist"),
         ({"model__clip_path": "/nonexistent/clip"}, "model.clip_path"),
         ({"output__mask_format": "polygon"}, "'output.mask_format' is 'polygon', which is not one of: full, cropped"),
@@ -95,6 +97,11 @@ def test_bad_values_name_the_parameter_and_the_fix(changes: dict[str, Any], mess
     with pytest.raises(P.SettingsError) as error:
         P.settings_from_values(with_values(**changes))
     assert message in str(error.value)
+
+
+def test_the_decode_mode_reaches_the_settings() -> None:
+    assert P.settings_from_values(with_values()).decode_mode == "dynamic"
+    assert P.settings_from_values(with_values(model__decode_mode="static")).decode_mode == "static"
 
 
 def test_a_folder_without_a_model_config_is_not_a_model(tmp_path: Path) -> None:

@@ -192,6 +192,7 @@ class NodeProcess:
         command: run this instead of the runner (e.g. the scripts/ executable)."""
         self.node_name = node_name
         self.log_path = log_path
+        self.parameters = dict(parameters)
         if command is None:
             command = node_command(default_params_file(), parameters, remappings,
                                    node_name=node_name if what == "node" else None)
