@@ -299,7 +299,8 @@ class BatchSession:
         prefill_start = time.perf_counter()
         if self.static:  # a fresh static batch: the decoder for its row count and cache size
             width = max(int(e.shape[0]) for e in embeds)
-            decoder = engine._static_decoder(width + max(row.limit for row in joining), rows=len(joining))
+            rows = max(len(joining), engine.static_batch_rows or 0) if len(joining) > 1 else 1
+            decoder = engine._static_decoder(width + max(row.limit for row in joining), rows=rows)
             self._cache = StaticBatchKVCache(decoder)
         hidden = self._cache.prefill(embeds, masks)
         logits = model.language_model.lm_head(hidden)

@@ -94,6 +94,10 @@ class PixelLMEngine:
         self._features: OrderedDict[str, EncodedImage] = OrderedDict()
         self._static_decoders: OrderedDict[tuple[int, int], StaticKVDecoder] = OrderedDict()
         self.static_decoders_kept = STATIC_DECODERS_KEPT  # each holds a static cache (and graph)
+        # Rows of every static batch of 2 or more (None: the next power of two of its size). The
+        # node sets its max_batch: idle rows cost little on a GPU, and one row count means one
+        # graph per cache size instead of one per batch size seen.
+        self.static_batch_rows: int | None = None
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ construction

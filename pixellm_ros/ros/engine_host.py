@@ -20,7 +20,7 @@ def load_engine(settings: NodeSettings) -> PixelLMEngine:
     """Build the engine the settings describe (model.path empty -> the embedded default model)."""
     from pixellm_ros.engine import PixelLMEngine  # torch and the model load here, not at import
 
-    return PixelLMEngine.from_pretrained(
+    engine = PixelLMEngine.from_pretrained(
         model_dir=settings.model_path,
         clip_dir=settings.clip_path,
         device=settings.device,
@@ -29,3 +29,6 @@ def load_engine(settings: NodeSettings) -> PixelLMEngine:
         decode_mode=settings.decode_mode,
         mask_threshold=probability_to_logit(settings.mask_threshold),
     )
+    if settings.max_batch > 1:  # static / CUDA-graph modes: every batch on one row count, one graph
+        engine.static_batch_rows = settings.max_batch
+    return engine

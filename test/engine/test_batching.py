@@ -319,6 +319,13 @@ def test_a_static_mode_batch_runs_on_a_static_decoder_and_equals_batch_one(  # t
     assert rows == decoder.rows == (2 if count == 2 else 8) and decoder.cache.layers[0].keys.shape[0] == rows
     (one,) = static.segment_batch(batch_requests[:1])  # a batch of one: segment()'s static path
     assert one.text == singles[0].text
+    static.static_batch_rows = 4  # as a node with max_batch 4 sets it: batches of 2-4 on 4 rows
+    if count == 2:
+        again, _ = requests_with_recorders(static, cases)
+        for single, result in zip(singles, static.segment_batch(again)):
+            assert_same_answer(single, result)
+        (size, rows), decoder = next(reversed(static._static_decoders.items()))
+        assert rows == decoder.rows == 4
 
 
 def test_a_static_batch_lets_a_row_stop_early_and_takes_no_joins(tiny_model, engine_tokenizer) -> None:  # type: ignore[no-untyped-def]
