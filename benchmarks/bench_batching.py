@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -41,22 +40,17 @@ import torch.nn.functional as F
 from transformers import CLIPVisionConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from gpu_common import bench_config, bench_tokenizer, build_random_model, log, scripted_answer, sync  # noqa: E402
 
 from pixellm_ros.engine import PixelLMEngine, SegmentationResult  # noqa: E402
 from pixellm_ros.engine.batch_decoding import BatchKVCache  # noqa: E402
 from pixellm_ros.engine.batching import BatchRequest  # noqa: E402
 from pixellm_ros.engine.forcing import ScriptedTokens  # noqa: E402
-from pixellm_ros.model import PixelLMConfig, PixelLMForCausalLM  # noqa: E402
+from pixellm_ros.model import PixelLMConfig  # noqa: E402
 from pixellm_ros.model.config import llama_text_config  # noqa: E402
-from pixellm_ros.model.sentencepiece_training import train_llama_style_sentencepiece  # noqa: E402
-from pixellm_ros.model.tokenizer import PixelLMTokenizer  # noqa: E402
 
-CORPUS = (
-    "A chat between a curious human and an artificial intelligence assistant.",
-    "The assistant gives helpful, detailed, and polite answers to the human's questions.",
-    "USER: Segment the red cup on the table. Please respond with segmentation mask. ASSISTANT: Sure, it is the red cup.",
-    "You can use the mug on the left, next to the bowl. The robot should pick up the blue block.",
-)
 # Different lengths on purpose: the batch pads them.
 INSTRUCTIONS = (
     "Segment the red cup and the blue block. Please respond with segmentation mask.",
@@ -68,13 +62,7 @@ INSTRUCTIONS = (
     "Show the blue block.",
     "Segment the objects on the left of the table, next to the mug. Please respond with segmentation mask.",
 )
-GROUP = "[SEG0][SEG1][SEG2][SEG3][SEG4][SEG5]"
-ANSWER_PIECES = ("the red cup", "the blue block", "the mug on the left", "the bowl")
 CONCURRENCY = (1, 2, 4, 8)
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
 
 
 def mid_size_config(vocab_size: int) -> PixelLMConfig:
@@ -95,34 +83,6 @@ def mid_size_config(vocab_size: int) -> PixelLMConfig:
         text=text, vision=vision, vision_select_layers=(-2, -4), vision_tower_name="bench-clip",
         out_dim=64, decoder_mlp_dim=256, decoder_num_heads=4, decoder_upscale_channels=8, iou_head_hidden_dim=64,
     )
-
-
-def build_model(config: PixelLMConfig, device: torch.device, dtype: torch.dtype) -> PixelLMForCausalLM:
-    """Random weights, created on ``device`` in ``dtype`` (no host copy of a 7B)."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            model = PixelLMForCausalLM(config)
-    finally:
-        torch.set_default_dtype(previous)
-    return model.eval()
-
-
-def scripted_answer(tokenizer: PixelLMTokenizer, tokens: int) -> list[int]:
-    """``tokens`` ids of a plausible answer: phrases, each followed by a seg group."""
-    ids: list[int] = []
-    index = 0
-    while len(ids) < tokens:
-        piece = ANSWER_PIECES[index % len(ANSWER_PIECES)]
-        ids += tokenizer.encode(f"{'Sure, ' if index == 0 else ' and '}{piece} {GROUP}", add_bos=False)
-        index += 1
-    return ids[:tokens]
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class Workload:
@@ -391,20 +351,14 @@ def main() -> None:
     tokens = args.tokens or (128 if seven_b else 64)
     torch.set_num_threads(args.threads)
 
-    with tempfile.TemporaryDirectory() as folder:
-        model_file = Path(folder) / "tokenizer.model"
-        train_llama_style_sentencepiece(list(CORPUS) * 16, model_file, vocab_size=400)
-        tokenizer = PixelLMTokenizer.build(model_file, num_seg_tokens=6)
+    tokenizer = bench_tokenizer()
     if seven_b:
-        # the released vocabulary keeps lm_head / embed_tokens at their real size
-        config = PixelLMConfig.tiny(vocab_size=len(tokenizer)) if args.tiny else PixelLMConfig.released_7b()
-        config.text.max_position_embeddings = max(config.text.max_position_embeddings, 1024)
+        config = bench_config("tiny" if args.tiny else "7b", tokenizer)
         if args.tiny:
             tokens = min(tokens, 32)
     else:
         config = mid_size_config(len(tokenizer))
-    torch.manual_seed(0)
-    model = build_model(config, device, dtype)
+    model = build_random_model(config, device, dtype, seed=0)
     model.language_model.set_attn_implementation(args.attention)
     engine = PixelLMEngine(model, tokenizer, max_new_tokens=tokens, decode_mode=args.batch_mode)
     engine.static_decoders_kept = len(CONCURRENCY)  # one static batch decoder (and graph) per N, kept

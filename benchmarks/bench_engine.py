@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,23 +25,16 @@ from tqdm import tqdm
 from transformers import CLIPVisionConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from gpu_common import GROUP, bench_tokenizer  # noqa: E402
 
 from pixellm_ros.engine import PixelLMEngine, SegmentationResult  # noqa: E402
 from pixellm_ros.engine.forcing import ScriptedTokens  # noqa: E402
 from pixellm_ros.model import PixelLMConfig, PixelLMForCausalLM  # noqa: E402
 from pixellm_ros.model.config import llama_text_config  # noqa: E402
-from pixellm_ros.model.constants import seg_group_text  # noqa: E402
-from pixellm_ros.model.sentencepiece_training import train_llama_style_sentencepiece  # noqa: E402
-from pixellm_ros.model.tokenizer import PixelLMTokenizer  # noqa: E402
 
-CORPUS = (
-    "A chat between a curious human and an artificial intelligence assistant.",
-    "The assistant gives helpful, detailed, and polite answers to the human's questions.",
-    "USER: Segment the red cup on the table. Please respond with segmentation mask. ASSISTANT: Sure, it is the red cup.",
-    "You can use the mug on the left, next to the bowl. The robot should pick up the blue block.",
-)
 INSTRUCTION = "Segment the red cup and the blue block. Please respond with segmentation mask."
-GROUP = seg_group_text()  # one target: "[SEG0]..[SEG5]"
 
 
 def mid_size_config(vocab_size: int) -> PixelLMConfig:
@@ -70,10 +62,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    with tempfile.TemporaryDirectory() as folder:
-        model_file = Path(folder) / "tokenizer.model"
-        train_llama_style_sentencepiece(list(CORPUS) * 16, model_file, vocab_size=400)
-        tokenizer = PixelLMTokenizer.build(model_file, num_seg_tokens=6)
+    tokenizer = bench_tokenizer()
     torch.manual_seed(0)
     config = mid_size_config(len(tokenizer))
     model = PixelLMForCausalLM(config).eval()

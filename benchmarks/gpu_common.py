@@ -1,6 +1,7 @@
-"""What the GPU benchmarks share (gpu_7b.py, profile_decode.py): sizes, the scripted answer, the
-decode modes, the bandwidth bound and the models of one size (random bf16 weights built on the
-device once; quantised copies of those same weights built the loader's way).
+"""What the benchmarks share: sizes, the scripted answer, the decode modes, the bandwidth bound and
+the models of one size (random bf16 weights built on the device once; quantised copies of those
+same weights built the loader's way). gpu_7b.py and profile_decode.py use all of it;
+bench_batching.py and bench_engine.py its tokenizer, sizes, scripted answer and model builder.
 
 A mode is written ``[LOAD_IN/]DECODE[+fused]``: LOAD_IN is ``bf16`` (default) or one of the
 loader's ``load_in`` names (8bit, 4bit: bitsandbytes; int8_weight, int4_weight: torchao), DECODE
