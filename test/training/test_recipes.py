@@ -28,7 +28,7 @@ from pixellm_ros.training.schedule import ProgressSchedule, StageClock, progress
 from pixellm_ros.training.trainer import Trainer, TrainSettings
 from pixellm_ros.model import PixelLMForCausalLM
 
-from support.tiny_models import TINY_IMAGE_SIZE, tiny_config
+from support.tiny_models import TINY_IMAGE_SIZE, tiny_config, tiny_train_settings
 
 
 # ---------------------------------------------------------------------------------- recipes
@@ -100,23 +100,13 @@ def test_progress_schedule_sets_the_learning_rate_from_progress() -> None:
     assert restored.progress == 1.0 and restored.last_epoch == schedule.last_epoch
 
 
-def _settings(out: Path, **overrides) -> TrainSettings:  # type: ignore[no-untyped-def]
-    values = dict(
-        out_dir=str(out), steps=3, images_per_step=2, questions_per_image=2, lr=2e-3, warmup_steps=1,
-        eval_every=0, checkpoint_every=0, eval_images=2, image_sizes=[(TINY_IMAGE_SIZE, TINY_IMAGE_SIZE)],
-        size_weights=[1.0], progress=False, device="cpu", decoder_pretrain_steps=0,
-    )
-    values.update(overrides)
-    return TrainSettings(**values)
-
-
 def test_a_budgeted_stage_two_ends_on_its_budget_and_still_saves(tmp_path: Path, world_tokenizer: PixelLMTokenizer) -> None:
-    ended = Trainer(_settings(tmp_path / "a", steps=10**6, stage_two_budget_s=1e-9, eval_every=5), world_tokenizer,
+    ended = Trainer(tiny_train_settings(tmp_path / "a", steps=10**6, stage_two_budget_s=1e-9, eval_every=5), world_tokenizer,
                     tiny_config)
     assert isinstance(ended.scheduler, ProgressSchedule)
     result = ended.run()
     assert result.steps == 0 and (result.model_dir / "model.safetensors").is_file()
-    roomy = Trainer(_settings(tmp_path / "b", steps=3, stage_two_budget_s=3600.0, eval_every=2), world_tokenizer,
+    roomy = Trainer(tiny_train_settings(tmp_path / "b", steps=3, stage_two_budget_s=3600.0, eval_every=2), world_tokenizer,
                     tiny_config)
     result = roomy.run(save_model=False)
     assert result.steps == 3

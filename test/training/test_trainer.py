@@ -15,21 +15,11 @@ from pixellm_ros.training.cli import add_train_arguments, settings_from_args
 from pixellm_ros.training.dataset import collate_samples, step_rng
 from pixellm_ros.training.trainer import Trainer, TrainSettings
 
-from support.tiny_models import TINY_IMAGE_SIZE, tiny_config
-
-
-def _settings(out: Path, **overrides) -> TrainSettings:  # type: ignore[no-untyped-def]
-    values = dict(
-        out_dir=str(out), steps=4, images_per_step=2, questions_per_image=2, lr=2e-3, warmup_steps=1,
-        eval_every=0, checkpoint_every=0, eval_images=2, image_sizes=[(TINY_IMAGE_SIZE, TINY_IMAGE_SIZE)],
-        size_weights=[1.0], progress=False, device="cpu", decoder_pretrain_steps=0,
-    )
-    values.update(overrides)
-    return TrainSettings(**values)
+from support.tiny_models import tiny_config, tiny_train_settings
 
 
 def test_a_few_steps_reduce_the_loss_on_a_fixed_batch(tmp_path: Path, world_tokenizer: PixelLMTokenizer) -> None:
-    trainer = Trainer(_settings(tmp_path, steps=30, warmup_steps=2), world_tokenizer, tiny_config)
+    trainer = Trainer(tiny_train_settings(tmp_path, steps=30, warmup_steps=2), world_tokenizer, tiny_config)
     sampler = trainer.sampler()
     batch = collate_samples([sampler.sample(step_rng(5, 0, i)) for i in range(2)], trainer.config, 0)
     losses = [trainer.train_step(batch) for _ in range(20)]
@@ -41,7 +31,7 @@ def test_a_few_steps_reduce_the_loss_on_a_fixed_batch(tmp_path: Path, world_toke
 
 
 def test_resume_continues_with_the_same_next_step(tmp_path: Path, world_tokenizer: PixelLMTokenizer) -> None:
-    straight = Trainer(_settings(tmp_path / "a"), world_tokenizer, tiny_config)
+    straight = Trainer(tiny_train_settings(tmp_path / "a"), world_tokenizer, tiny_config)
     batches = straight.batches(0)
     straight.train_step(next(batches))
     straight.train_step(next(batches))
@@ -49,7 +39,7 @@ def test_resume_continues_with_the_same_next_step(tmp_path: Path, world_tokenize
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     third = straight.train_step(next(batches))
 
-    resumed = Trainer(_settings(tmp_path / "b"), world_tokenizer, tiny_config, resume=True)
+    resumed = Trainer(tiny_train_settings(tmp_path / "b"), world_tokenizer, tiny_config, resume=True)
     assert resumed.step == 2
     assert len(resumed.state.train_history) == 2
     again = resumed.train_step(next(resumed.batches(resumed.step)))
@@ -62,7 +52,7 @@ def test_resume_continues_with_the_same_next_step(tmp_path: Path, world_tokenize
 
 def test_run_writes_checkpoint_curves_and_a_loadable_model(tmp_path: Path, world_tokenizer: PixelLMTokenizer) -> None:
     trainer = Trainer(
-        _settings(tmp_path, steps=2, eval_every=2, checkpoint_every=1, export_dtype="float16"), world_tokenizer, tiny_config
+        tiny_train_settings(tmp_path, steps=2, eval_every=2, checkpoint_every=1, export_dtype="float16"), world_tokenizer, tiny_config
     )
     result = trainer.run()
     assert result.steps == 2
@@ -104,7 +94,7 @@ def test_loss_schedule_turns_the_token_loss_on_gradually() -> None:
 def test_stage_one_trains_the_decoder_and_its_name_prompts_guide_stage_two(
     tmp_path: Path, world_tokenizer: PixelLMTokenizer
 ) -> None:
-    settings = _settings(tmp_path, steps=2, decoder_pretrain_steps=3, decoder_pretrain_images=2, checkpoint_every=1)
+    settings = tiny_train_settings(tmp_path, steps=2, decoder_pretrain_steps=3, decoder_pretrain_images=2, checkpoint_every=1)
     trainer = Trainer(settings, world_tokenizer, tiny_config)
     decoder_before = trainer.model.mask_decoder.iou_token.weight.detach().clone()
     llm_before = trainer.model.language_model.lm_head.weight.detach().clone()
@@ -123,7 +113,7 @@ def test_stage_one_trains_the_decoder_and_its_name_prompts_guide_stage_two(
     _assert_same(_image_path_state(trainer), image_path_after_stage_one)
     assert not torch.equal(trainer.model.language_model.lm_head.weight, llm_before)  # the LLM trained
 
-    resumed = Trainer(_settings(tmp_path, steps=3, decoder_pretrain_steps=3), world_tokenizer, tiny_config, resume=True)
+    resumed = Trainer(tiny_train_settings(tmp_path, steps=3, decoder_pretrain_steps=3), world_tokenizer, tiny_config, resume=True)
     assert resumed.step == 2 and resumed.name_prompts is not None
     assert not any(p.requires_grad for p in resumed.name_prompts.parameters())
     torch.testing.assert_close(resumed.name_prompts.colours.weight, trainer.name_prompts.colours.weight)
@@ -136,7 +126,7 @@ def test_stage_one_trains_the_decoder_and_its_name_prompts_guide_stage_two(
 
 
 def test_stage_two_can_keep_training_the_image_path(tmp_path: Path, world_tokenizer: PixelLMTokenizer) -> None:
-    settings = _settings(
+    settings = tiny_train_settings(
         tmp_path, steps=2, decoder_pretrain_steps=2, decoder_pretrain_images=2, freeze_image_path=False
     )
     trainer = Trainer(settings, world_tokenizer, tiny_config)
