@@ -70,6 +70,18 @@ def attention_implementation(lm: LlamaForCausalLM, name: str | None) -> Iterator
         lm.set_attn_implementation(previous)
 
 
+def left_padded_batch(
+    embeds: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Prompts embeds n x (T_i, H), masks n x (T_i,) as one right-aligned batch: embeds (n, W, H),
+    attention (n, W) long (0 on the left padding too), positions (n, W) (each row's prompt at
+    0..T_i-1 whatever its padding) and the lengths (n,) T_i, i.e. each row's next position."""
+    lengths = torch.tensor([int(e.shape[0]) for e in embeds], device=embeds[0].device)
+    width = int(lengths.max())
+    positions = (torch.arange(width, device=lengths.device)[None] - (width - lengths)[:, None]).clamp_min(0)
+    return left_pad(embeds, width), left_pad([m.long() for m in masks], width), positions, lengths
+
+
 class BatchKVCache:
     """The KV cache, attention mask and next positions of B answers decoded together.
 
@@ -103,13 +115,7 @@ class BatchKVCache:
         Returns (n, H): each new row's last-layer state (after the final norm) at its last prompt
         position. The new rows come after the running ones (row indices B .. B + n - 1).
         """
-        lengths = [int(e.shape[0]) for e in embeds]
-        width = max(lengths)
-        device = embeds[0].device
-        batch_embeds = left_pad(embeds, width)
-        attention = left_pad([m.long() for m in masks], width)
-        offsets = torch.tensor([width - n for n in lengths], device=device)
-        positions = (torch.arange(width, device=device)[None] - offsets[:, None]).clamp_min(0)
+        batch_embeds, attention, positions, lengths = left_padded_batch(embeds, masks)
         cache = self._new_cache()
         hidden = self.lm.model(
             inputs_embeds=batch_embeds,
@@ -118,7 +124,7 @@ class BatchKVCache:
             use_cache=True,
             **{self.cache_key: cache},
         ).last_hidden_state[:, -1]
-        self._merge(cache, attention, torch.tensor(lengths, device=device))
+        self._merge(cache, attention, lengths)
         return hidden
 
     def step(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -223,20 +229,15 @@ class StaticBatchKVCache:
         the batch already ran (a static batch takes no new rows: the node's batches are static)."""
         if self._started:
             raise RuntimeError("a static batch takes no rows once it runs; use the dynamic cache to join")
-        decoder = self.decoder
-        count, lengths = len(embeds), [int(e.shape[0]) for e in embeds]
+        decoder, count = self.decoder, len(embeds)
         if count > decoder.rows:
             raise ValueError(f"{count} rows for a static decoder of {decoder.rows}")
-        width = max(lengths)
-        device = embeds[0].device
         idle = decoder.rows - count  # idle rows: one zero embedding at the last column, masked
-        batch_embeds = left_pad(list(embeds) + [embeds[0].new_zeros((1, embeds[0].shape[1]))] * idle, width)
-        attention = left_pad([m.long() for m in masks] + [masks[0].new_zeros(1).long()] * idle, width)
-        offsets = torch.tensor([width - n for n in lengths] + [width - 1] * idle, device=device)
-        positions = (torch.arange(width, device=device)[None] - offsets[:, None]).clamp_min(0)
+        embeds = list(embeds) + [embeds[0].new_zeros((1, embeds[0].shape[1]))] * idle
+        masks = list(masks) + [masks[0].new_zeros(1)] * idle
+        batch_embeds, attention, positions, self.positions = left_padded_batch(embeds, masks)
         hidden = decoder.prefill(batch_embeds, attention, positions)
-        self.positions = torch.tensor(lengths + [1] * idle, device=device)
-        self.column, self.active, self._started = width, list(range(count)), True
+        self.column, self.active, self._started = int(batch_embeds.shape[1]), list(range(count)), True
         return hidden[:count]
 
     def step(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
