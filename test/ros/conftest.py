@@ -20,11 +20,24 @@ if os.environ.get("ROS_DISTRO") in ("humble", "iron"):
 
 # 10..109: apart from test_interfaces.py's 150..209, and below Fast DDS's port limit (~232).
 ROS_TEST_DOMAIN_ID = 10 + os.getpid() % 100
+# 110..149: a domain nobody talks on, for nodes built in THIS process that need no peer.
+LONE_DOMAIN_ID = 110 + os.getpid() % 40
 
 
 @pytest.fixture(scope="session")
 def domain_id() -> int:
     return ROS_TEST_DOMAIN_ID
+
+
+@pytest.fixture(scope="session")
+def lone_domain_id() -> int:
+    """A domain without the test client or any node process on it, for a node built in the test
+    process only to be inspected (its parameters, entities, errors). On the shared domain its
+    participant would start discovery with the client's, in the same process, and Fast DDS 3.2 can
+    deadlock destroying a participant while an intraprocess discovery callback is under way (seen:
+    ``destroy_node`` spinning in ``DomainParticipant::set_listener`` with the GIL held, which no
+    pytest timeout can interrupt)."""
+    return LONE_DOMAIN_ID
 
 
 @pytest.fixture(scope="session")

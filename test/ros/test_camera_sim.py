@@ -49,9 +49,9 @@ def test_world_frames_repeat_each_scene_then_change() -> None:
     assert len(scenes) == 2 and all(len(s.objects) >= 1 for s in scenes)
 
 
-def test_camera_node_rejects_an_unknown_source(domain_id: int) -> None:
+def test_camera_node_rejects_an_unknown_source(lone_domain_id: int) -> None:
     context = Context()
-    rclpy.init(context=context, domain_id=domain_id)
+    rclpy.init(context=context, domain_id=lone_domain_id)
     try:
         with pytest.raises(ValueError, match="parameter 'source' is 'video'"):
             CameraSimNode(context=context, parameter_overrides=[Parameter("source", value="video")])

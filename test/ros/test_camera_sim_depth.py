@@ -89,9 +89,9 @@ def test_no_depth_when_disabled(client: RosClient, domain_id: int, tmp_path: Pat
     assert not depth and not info
 
 
-def test_an_unknown_depth_encoding_is_refused(domain_id: int) -> None:
+def test_an_unknown_depth_encoding_is_refused(lone_domain_id: int) -> None:
     context = Context()
-    rclpy.init(context=context, domain_id=domain_id)
+    rclpy.init(context=context, domain_id=lone_domain_id)
     try:
         with pytest.raises(ValueError, match="parameter 'depth_encoding' is 'mono16'"):
             CameraSimNode(context=context, parameter_overrides=[Parameter("depth_encoding", value="mono16")])

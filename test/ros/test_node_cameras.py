@@ -5,7 +5,6 @@ source header; an unknown camera is an invalid request; diagnostics report every
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -34,15 +33,35 @@ def node(client: RosClient, domain_id: int, chain_model_dir: Path, tmp_path_fact
 
 @pytest.fixture(scope="module")
 def frames(client: RosClient, node: NodeProcess) -> dict[str, Header]:
-    """One distinct frame per camera, published until the node has them; their headers."""
-    headers = {}
+    """One distinct frame per camera, published (sensor-data QoS: best effort, so one publish may be
+    dropped while discovery settles) until the node's diagnostics count a frame on every camera;
+    their headers."""
+    received: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def on_array(msg: DiagnosticArray) -> None:
+        with lock:
+            for status in msg.status:
+                count = {kv.key: kv.value for kv in status.values}.get("camera frames received")
+                if count is not None:
+                    received[status.name] = int(count)
+
+    client.node.create_subscription(DiagnosticArray, "/diagnostics", on_array, 10)
+    headers, messages = {}, {}
     for index, (camera, topic) in enumerate(CAMERAS.items()):
         publisher = client.image_publisher(topic)
         assert wait_until(lambda: publisher.get_subscription_count() > 0, 20), f"nobody subscribes to {topic}"
         rgb = np.random.default_rng(index).integers(0, 256, (48, 64, 3), dtype=np.uint8)
         headers[camera] = Header(stamp=client.now(), frame_id=f"{camera}_optical")
-        publisher.publish(rgb_image_msg(rgb, headers[camera].stamp, headers[camera].frame_id))
-    time.sleep(0.5)
+        messages[camera] = (publisher, rgb_image_msg(rgb, headers[camera].stamp, headers[camera].frame_id))
+
+    def every_camera_has_a_frame() -> bool:
+        for publisher, msg in messages.values():  # the same frame again: the node keeps the newest
+            publisher.publish(msg)
+        with lock:
+            return all(received.get(f"/{NODE}: camera {camera}", 0) > 0 for camera in CAMERAS)
+
+    assert wait_until(every_camera_has_a_frame, 20, interval=0.2), f"frames never reached the node: {received}"
     return headers
 
 

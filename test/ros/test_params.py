@@ -145,9 +145,9 @@ def test_image_qos_follows_the_parameters() -> None:
 
 # ---------------------------------------------------------------------------- a node in this process
 @pytest.fixture()
-def ros_context(domain_id: int) -> Iterator[Context]:
+def ros_context(lone_domain_id: int) -> Iterator[Context]:
     context = Context()
-    rclpy.init(context=context, domain_id=domain_id)
+    rclpy.init(context=context, domain_id=lone_domain_id)
     yield context
     rclpy.try_shutdown(context=context)
 

@@ -13,7 +13,7 @@ from pixellm_ros.ros import runner
 from pixellm_ros.ros.package_files import default_params_file
 
 
-def test_ros_arguments_are_understood_by_rcl(domain_id: int, tmp_path: Path) -> None:
+def test_ros_arguments_are_understood_by_rcl(lone_domain_id: int, tmp_path: Path) -> None:
     params = tmp_path / "params.yaml"
     params.write_text("/**:\n  ros__parameters:\n    queue_size: 7\n    model:\n      device: cuda\n")
     args = runner.ros_arguments(
@@ -24,7 +24,7 @@ def test_ros_arguments_are_understood_by_rcl(domain_id: int, tmp_path: Path) -> 
         node_name="seg", namespace="robot1",
     )
     context = Context()
-    rclpy.init(args=["pixellm_node", *args], context=context, domain_id=domain_id)
+    rclpy.init(args=["pixellm_node", *args], context=context, domain_id=lone_domain_id)
     try:
         node = rclpy.create_node("pixellm", context=context, allow_undeclared_parameters=True,
                                  automatically_declare_parameters_from_overrides=True)
