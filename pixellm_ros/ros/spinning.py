@@ -90,26 +90,71 @@ def spin(executor: Any, context: Any) -> None:
         pass
 
 
+class _SharedContexts:
+    """One rclpy context (so one DDS participant) per domain for all of a process's BackgroundNodes,
+    counted: the last ``release`` shuts it down.
+
+    Every context is a participant: its own discovery traffic, and a participant's destruction in a
+    process that holds others on the same domain can deadlock inside Fast DDS (seen in the tests:
+    ``DomainParticipant::set_listener`` spinning with the GIL held while an intraprocess discovery
+    callback waited). A client's node in a shared participant is discovered faster too.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[int | None, list[Any]] = {}  # domain -> [context, users]
+
+    def acquire(self, domain_id: int | None) -> Context:
+        with self._lock:
+            entry = self._entries.get(domain_id)
+            if entry is None or not entry[0].ok():
+                context = Context()
+                rclpy.init(context=context, domain_id=domain_id)
+                entry = self._entries[domain_id] = [context, 0]
+            entry[1] += 1
+            return entry[0]
+
+    def release(self, context: Context) -> None:
+        with self._lock:
+            for domain_id, entry in list(self._entries.items()):
+                if entry[0] is context:
+                    entry[1] -= 1
+                    if entry[1] > 0:
+                        return
+                    del self._entries[domain_id]
+                    break
+        rclpy.try_shutdown(context=context)
+
+
+_shared_contexts = _SharedContexts()
+
+
 class BackgroundNode:
-    """A node in an rclpy context of its own, spun by a daemon thread.
+    """A node spun by a daemon thread, in an rclpy context shared by the process's BackgroundNodes.
 
     For code that talks to the PixelLM node from a plain script (a benchmark, a test, a Python
     user's tool): the main thread publishes, calls and waits on futures or flags while the
-    executor delivers replies in the background. Its own context keeps it apart from any other
-    rclpy user in the process; ``domain_id`` None takes ROS_DOMAIN_ID. ``threads`` > 1 gives a
-    multi-threaded executor, so one slow callback does not hold up the others.
+    executor delivers replies in the background. The context is not rclpy's default one, so the
+    node is apart from any other rclpy user in the process (their ``rclpy.shutdown()`` leaves it
+    running); the BackgroundNodes of one domain share it (``_SharedContexts``): one participant,
+    each node with its own executor and thread. ``domain_id`` None takes ROS_DOMAIN_ID.
+    ``threads`` > 1 gives a multi-threaded executor, so one slow callback does not hold up the others.
     """
 
     def __init__(self, name: str, domain_id: int | None = None, threads: int = 1) -> None:
-        self.context = Context()
-        rclpy.init(context=self.context, domain_id=domain_id)
-        self.node = rclpy.create_node(name, context=self.context)
+        self.context = _shared_contexts.acquire(domain_id)
+        try:
+            self.node = rclpy.create_node(name, context=self.context)
+        except Exception:
+            _shared_contexts.release(self.context)
+            raise
         self.executor = (
             MultiThreadedExecutor(num_threads=threads, context=self.context)
             if threads > 1
             else SingleThreadedExecutor(context=self.context)
         )
         self.executor.add_node(self.node)
+        self._closed = False
         self._thread = threading.Thread(target=self._spin, name=f"{name}_spin", daemon=True)
         self._thread.start()
 
@@ -120,7 +165,11 @@ class BackgroundNode:
             pass
 
     def close(self, join_timeout: float = 5.0) -> None:
+        """Stop the executor, destroy the node, give the shared context back (once; again: no-op)."""
+        if self._closed:
+            return
+        self._closed = True
         self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
         self._thread.join(join_timeout)
+        self.node.destroy_node()
+        _shared_contexts.release(self.context)

@@ -1,4 +1,5 @@
-"""BackgroundNode: a node in its own context, spun by a thread, as scripts use it to talk to the node."""
+"""BackgroundNode: a node spun by a thread in a context its process's BackgroundNodes share, as
+scripts use it to talk to the node."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from pixellm_ros.ros.spinning import BackgroundNode
 from support.dds import wait_until
 
 
-def test_background_nodes_talk_over_dds_and_close_cleanly(domain_id: int) -> None:
-    listener = BackgroundNode("spinning_test_listener", domain_id, threads=1)
-    talker = BackgroundNode("spinning_test_talker", domain_id, threads=2)
+def test_background_nodes_share_one_participant_talk_over_dds_and_close_cleanly(lone_domain_id: int) -> None:
+    # a domain of their own: the session's client (also a BackgroundNode) would hold the context open
+    listener = BackgroundNode("spinning_test_listener", lone_domain_id, threads=1)
+    talker = BackgroundNode("spinning_test_talker", lone_domain_id, threads=2)
     heard: list[str] = []
     try:
+        assert listener.context is talker.context  # one context, one DDS participant, per domain
         listener.node.create_subscription(String, "spinning_test", lambda msg: heard.append(msg.data), 10)
         publisher = talker.node.create_publisher(String, "spinning_test", 10)
         assert wait_until(lambda: publisher.get_subscription_count() > 0, timeout=20), "no match over DDS"
@@ -25,10 +28,16 @@ def test_background_nodes_talk_over_dds_and_close_cleanly(domain_id: int) -> Non
         assert wait_until(publish_and_check, timeout=20, interval=0.2)
     finally:
         listener.close()
-        talker.close()
-    for node in (listener, talker):
-        assert not node.context.ok()
-        assert not node._thread.is_alive()
+    assert not listener._thread.is_alive() and talker.context.ok()  # the talker still uses the context
+    assert talker._thread.is_alive()
+    talker.close()
+    talker.close()  # a second close does nothing
+    assert not talker._thread.is_alive() and not talker.context.ok()  # the last user shut it down
+    again = BackgroundNode("spinning_test_again", lone_domain_id)
+    try:
+        assert again.context is not talker.context and again.context.ok()
+    finally:
+        again.close()
 
 
 def test_repeated_signals_through_the_whole_exit_never_kill_the_process(domain_id: int, tmp_path) -> None:
