@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import pytest
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from diagnostic_msgs.msg import DiagnosticStatus
 
 from pixellm_ros.msg import SegmentationResult as ResultMsg
 from pixellm_ros.ros.diagnostics import (
@@ -23,7 +23,8 @@ from pixellm_ros.ros.diagnostics import (
     diagnostic_array,
     node_status,
 )
-from support.dds import NodeProcess, RosClient, active_node, rgb_image_msg, wait_until
+from support.dds import HealthLog, NodeProcess, RosClient, active_node, rgb_image_msg
+from support.dds import status_values as values
 
 NODE = "pixellm_health"
 MAX_AGE_S = 1.5
@@ -41,10 +42,6 @@ def camera_health(**changes: Any) -> CameraHealth:
                 newest_frame_age_s=0.1, max_image_age_s=1.0)
     base.update(changes)
     return CameraHealth(**base)
-
-
-def values(status: DiagnosticStatus) -> dict[str, str]:
-    return {kv.key: kv.value for kv in status.values}
 
 
 def test_levels_follow_the_rules() -> None:
@@ -90,31 +87,6 @@ def test_array_carries_the_stamp_and_one_status_per_camera() -> None:
     msg = diagnostic_array(node_health(), [camera_health(), camera_health(camera="wrist")], Time(sec=7, nanosec=9))
     assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (7, 9)
     assert [s.name for s in msg.status] == ["/robot/n: pixellm", "/robot/n: camera default", "/robot/n: camera wrist"]
-
-
-class HealthLog:
-    """This node's statuses from /diagnostics, newest last."""
-
-    def __init__(self, client: RosClient, name: str) -> None:
-        self._lock = threading.Lock()
-        self._items: list[DiagnosticStatus] = []
-        self._name = name
-        client.node.create_subscription(DiagnosticArray, "/diagnostics", self._add, 10)
-
-    def _add(self, msg: DiagnosticArray) -> None:
-        with self._lock:
-            self._items += [s for s in msg.status if s.name == self._name]
-
-    def wait_for(self, predicate: Any, timeout: float = 20.0) -> DiagnosticStatus:
-        found: list[DiagnosticStatus] = []
-
-        def seen() -> bool:
-            with self._lock:
-                found[:] = [s for s in self._items if predicate(s)]
-            return bool(found)
-
-        assert wait_until(seen, timeout), f"no such status; the last: {self._items[-1:] if self._items else None}"
-        return found[-1]
 
 
 @pytest.fixture(scope="module")

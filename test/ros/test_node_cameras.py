@@ -4,18 +4,16 @@ source header; an unknown camera is an invalid request; diagnostics report every
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import pytest
-from diagnostic_msgs.msg import DiagnosticArray
 from std_msgs.msg import Header, String
 
 from pixellm_ros.msg import SegmentationResult
 from pixellm_ros.ros.client import PixelLMClient
-from support.dds import NodeProcess, RosClient, active_node, rgb_image_msg, wait_until
+from support.dds import HealthLog, NodeProcess, RosClient, active_node, rgb_image_msg, status_values, wait_until
 
 NODE = "pixellm_cams"
 CAMERAS = {"head": "/mc/head/image_raw", "wrist": "/mc/arm/wrist_cam"}
@@ -36,17 +34,7 @@ def frames(client: RosClient, node: NodeProcess) -> dict[str, Header]:
     """One distinct frame per camera, published (sensor-data QoS: best effort, so one publish may be
     dropped while discovery settles) until the node's diagnostics count a frame on every camera;
     their headers."""
-    received: dict[str, int] = {}
-    lock = threading.Lock()
-
-    def on_array(msg: DiagnosticArray) -> None:
-        with lock:
-            for status in msg.status:
-                count = {kv.key: kv.value for kv in status.values}.get("camera frames received")
-                if count is not None:
-                    received[status.name] = int(count)
-
-    client.node.create_subscription(DiagnosticArray, "/diagnostics", on_array, 10)
+    health = {camera: HealthLog(client, f"/{NODE}: camera {camera}") for camera in CAMERAS}
     headers, messages = {}, {}
     for index, (camera, topic) in enumerate(CAMERAS.items()):
         publisher = client.image_publisher(topic)
@@ -58,10 +46,9 @@ def frames(client: RosClient, node: NodeProcess) -> dict[str, Header]:
     def every_camera_has_a_frame() -> bool:
         for publisher, msg in messages.values():  # the same frame again: the node keeps the newest
             publisher.publish(msg)
-        with lock:
-            return all(received.get(f"/{NODE}: camera {camera}", 0) > 0 for camera in CAMERAS)
+        return all(log.seen(lambda s: int(status_values(s)["camera frames received"]) > 0) for log in health.values())
 
-    assert wait_until(every_camera_has_a_frame, 20, interval=0.2), f"frames never reached the node: {received}"
+    assert wait_until(every_camera_has_a_frame, 20, interval=0.2), "frames never reached the node"
     return headers
 
 
@@ -99,15 +86,7 @@ def test_the_action_and_the_per_camera_instruction_topic(client: RosClient, doma
 
 
 def test_diagnostics_report_every_camera(client: RosClient, frames: dict[str, Header]) -> None:
-    seen: dict[str, str] = {}
-    lock = threading.Lock()
-
-    def on_array(msg: DiagnosticArray) -> None:
-        with lock:
-            for status in msg.status:
-                seen[status.name] = {kv.key: kv.value for kv in status.values}.get("camera topic", "")
-
-    client.node.create_subscription(DiagnosticArray, "/diagnostics", on_array, 10)
-    assert wait_until(lambda: {f"/{NODE}: camera head", f"/{NODE}: camera wrist"} <= set(seen), 10)
-    assert seen[f"/{NODE}: camera head"] == CAMERAS["head"] and seen[f"/{NODE}: camera wrist"] == CAMERAS["wrist"]
-    assert f"/{NODE}: pixellm" in seen
+    for camera, topic in CAMERAS.items():
+        status = HealthLog(client, f"/{NODE}: camera {camera}").wait_for(lambda s: True, 10)
+        assert status_values(status)["camera topic"] == topic
+    HealthLog(client, f"/{NODE}: pixellm").wait_for(lambda s: True, 10)

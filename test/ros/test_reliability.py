@@ -20,7 +20,7 @@ from std_msgs.msg import String
 
 from pixellm_ros.msg import SegmentationResult
 from pixellm_ros.ros.client import NodeNotActiveError, PixelLMClient
-from support.dds import NodeProcess, RosClient, active_node, rgb_image_msg, wait_until
+from support.dds import HealthLog, NodeProcess, RosClient, active_node, rgb_image_msg, status_values, wait_until
 
 BURST = 200
 CLIENTS = 4
@@ -126,10 +126,11 @@ def test_at_shutdown_the_running_request_finishes_and_every_waiting_caller_gets_
     name = "pixellm_shutdown"
     process = NodeProcess(domain_id, name, {
         "model.path": str(slow_loop_model_dir), "model.device": "cpu", "queue_size": 4, "max_image_age_s": 0.0,
-        "generation.max_new_tokens": TOKENS,
+        "generation.max_new_tokens": TOKENS, "diagnostics_period_s": 0.2,
     }, tmp_path / f"{name}.log")
     process.wait_active(client)
     results = client.result_log(f"/{name}/result")
+    health = HealthLog(client, f"/{name}: pixellm")
     camera = client.image_publisher("/image_raw")
     instructions = client.publisher(String, f"/{name}/instruction")
     library = PixelLMClient(f"/{name}", domain_id, name="shutdown_client")
@@ -145,7 +146,8 @@ def test_at_shutdown_the_running_request_finishes_and_every_waiting_caller_gets_
             camera.publish(frame(client, 6))
             time.sleep(0.1)
         instructions.publish(String(data="a waiting instruction"))
-        time.sleep(0.5)  # everything queued behind the running answer
+        # everything queued behind the running answer (goal, call, instruction), as the node says
+        health.wait_for(lambda s: status_values(s)["requests waiting"] == "3/4")
         assert not running.done()
 
         process.process.send_signal(signal_number)

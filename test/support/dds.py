@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.msg import Parameter as ParameterMsg
@@ -80,6 +81,39 @@ class ResultLog:
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+
+
+def status_values(status: DiagnosticStatus) -> dict[str, str]:
+    """A DiagnosticStatus's key / value pairs."""
+    return {kv.key: kv.value for kv in status.values}
+
+
+class HealthLog:
+    """One status's history from /diagnostics (``name``: e.g. "/pixellm: camera wrist"), newest last."""
+
+    def __init__(self, client: RosClient, name: str) -> None:
+        self._lock = threading.Lock()
+        self._items: list[DiagnosticStatus] = []
+        self._name = name
+        client.node.create_subscription(DiagnosticArray, "/diagnostics", self._add, 10)
+
+    def _add(self, msg: DiagnosticArray) -> None:
+        with self._lock:
+            self._items += [s for s in msg.status if s.name == self._name]
+
+    def seen(self, predicate: Callable[[DiagnosticStatus], bool]) -> list[DiagnosticStatus]:
+        with self._lock:
+            return [s for s in self._items if predicate(s)]
+
+    def wait_for(self, predicate: Callable[[DiagnosticStatus], bool], timeout: float = 20.0) -> DiagnosticStatus:
+        found: list[DiagnosticStatus] = []
+
+        def seen() -> bool:
+            found[:] = self.seen(predicate)
+            return bool(found)
+
+        assert wait_until(seen, timeout), f"no such status; the last: {self._items[-1:] if self._items else None}"
+        return found[-1]
 
 
 class RosClient(BackgroundNode):
