@@ -54,6 +54,7 @@ class Camera:
         self.depth = client.publisher(Image, f"/{name}/depth", depth=5)
         self.info = client.publisher(CameraInfo, f"/{name}/camera_info", depth=5)
         assert wait_until(lambda: all(p.get_subscription_count() > 0 for p in (self.colour, self.depth, self.info)), 20)
+        self._last: tuple[Image | None, CameraInfo | None, Image] | None = None  # what again() re-sends
 
     def publish(self, rgb: np.ndarray, depth: Image | None, info: CameraInfo | None, frame_id: str) -> Header:
         header = Header(stamp=self.client.now(), frame_id=frame_id)
@@ -68,6 +69,7 @@ class Camera:
     def again(self) -> None:
         """(Re)send the last frame set, the colour image last: the node's image subscriptions are
         best effort, so one copy may be dropped while discovery settles; same stamps, same match."""
+        assert self._last is not None, "publish first"
         depth, info, colour = self._last
         if depth is not None:
             self.depth.publish(depth)

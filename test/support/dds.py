@@ -106,14 +106,10 @@ class HealthLog:
             return [s for s in self._items if predicate(s)]
 
     def wait_for(self, predicate: Callable[[DiagnosticStatus], bool], timeout: float = 20.0) -> DiagnosticStatus:
-        found: list[DiagnosticStatus] = []
-
-        def seen() -> bool:
-            found[:] = self.seen(predicate)
-            return bool(found)
-
-        assert wait_until(seen, timeout), f"no such status; the last: {self._items[-1:] if self._items else None}"
-        return found[-1]
+        """The newest status that meets ``predicate``, once one has come (the history only grows)."""
+        assert wait_until(lambda: bool(self.seen(predicate)), timeout), \
+            f"no such status; the last: {self.seen(lambda _: True)[-1:] or None}"
+        return self.seen(predicate)[-1]
 
 
 class RosClient(BackgroundNode):
