@@ -8,12 +8,21 @@
         for target in result.targets:
             print(target.name, target.box, target.score)
 
-The client owns an rclpy context, a node and the thread that spins it, so it works next to any
-other rclpy user in the process. ``segment`` goes through the action by default (the answer text
-streams to ``on_text``; a timeout or Ctrl-C cancels the goal) or through the service
-(``channel="service"``); ``image`` is an (H, W, 3) uint8 RGB array or a ``sensor_msgs/Image``
-(None: the node's newest camera frame, of ``camera``). It always returns the node's
-``SegmentationResult`` — read ``status`` — and raises only when no result can come:
+By default the client brings its own node and the thread that spins it (in a context the process's
+clients share, apart from rclpy's default one), so it works next to any other rclpy user in the
+process. A robot program that has a node already passes it instead, ``PixelLMClient("/pixellm",
+ros_node=my_node)``: the client's service, action and lifecycle clients then live on that node,
+in a reentrant callback group of their own, and the program's executor delivers their replies
+(one DDS participant for the whole program, no extra thread). ``segment`` blocks until its result
+comes, so call it where the executor can still run the client's callbacks: from another thread,
+or from a callback of a ``MultiThreadedExecutor``; in a ``SingleThreadedExecutor``'s callback use
+``request(...)`` and ``PendingResult.add_done_callback``.
+
+``segment`` goes through the action by default (the answer text streams to ``on_text``; a
+timeout or Ctrl-C cancels the goal) or through the service (``channel="service"``); ``image``
+is an (H, W, 3) uint8 RGB array or a ``sensor_msgs/Image`` (None: the node's newest camera
+frame, of ``camera``). It always returns the node's ``SegmentationResult`` — read ``status`` —
+and raises only when no result can come:
 
     NodeNotActiveError   the node is not there, or not active (its service and action exist only
                          once it is configured; it answers only while active)
@@ -37,6 +46,7 @@ import numpy as np
 from lifecycle_msgs.msg import State
 from lifecycle_msgs.srv import GetState
 from rclpy.action import ActionClient
+from rclpy.callback_groups import ReentrantCallbackGroup
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
@@ -71,23 +81,36 @@ class PixelLMClient:
     """A client of one pixellm_node (``node``: its fully qualified name, e.g. "/pixellm")."""
 
     def __init__(self, node: str = "/pixellm", domain_id: int | None = None, name: str = "pixellm_client",
-                 request_depth: int = DEFAULT_REQUEST_DEPTH) -> None:
+                 request_depth: int = DEFAULT_REQUEST_DEPTH, ros_node: Any = None) -> None:
+        """``ros_node``: an rclpy node of the caller's, spun by the caller's executor, to create the
+        client's entities on (its context decides the domain: ``domain_id`` and ``name`` are then
+        unused). None: the client's own node ``name`` on ``domain_id`` (None: ROS_DOMAIN_ID)."""
         self.node_name = node if node.startswith("/") else "/" + node
-        self._background = BackgroundNode(name, domain_id, threads=2)
-        ros_node = self._background.node
+        if ros_node is not None and domain_id is not None:
+            raise ValueError("domain_id is the given ros_node's: its context is already on a domain")
+        self._background = BackgroundNode(name, domain_id, threads=2) if ros_node is None else None
+        self._ros_node = ros_node if ros_node is not None else self._background.node
         request_qos = client_request_qos(request_depth)
-        self._action = ActionClient(ros_node, SegmentAction, f"{self.node_name}/segment",
+        group = ReentrantCallbackGroup()  # replies may arrive while one of the caller's callbacks waits
+        self._action = ActionClient(self._ros_node, SegmentAction, f"{self.node_name}/segment",
                                     goal_service_qos_profile=request_qos, result_service_qos_profile=request_qos,
-                                    cancel_service_qos_profile=request_qos, feedback_sub_qos_profile=request_qos)
-        self._service = ros_node.create_client(SegmentService, f"{self.node_name}/segment", qos_profile=request_qos)
-        self._state = ros_node.create_client(GetState, f"{self.node_name}/get_state")
+                                    cancel_service_qos_profile=request_qos, feedback_sub_qos_profile=request_qos,
+                                    callback_group=group)
+        self._service = self._ros_node.create_client(SegmentService, f"{self.node_name}/segment",
+                                                     qos_profile=request_qos, callback_group=group)
+        self._state = self._ros_node.create_client(GetState, f"{self.node_name}/get_state", callback_group=group)
         self._settled: set[str] = set()
         self._lock = threading.Lock()
+        self._closed = False
+        # what a wait that never ends most likely means when the caller's executor spins the node
+        self._spin_hint = "" if ros_node is None else (
+            ": is the given ros_node spun by an executor that is free to run the client's callbacks "
+            "(another thread, or a MultiThreadedExecutor)?")
 
     @property
     def ros_node(self) -> Any:
-        """The client's own rclpy node (to add subscriptions next to the calls)."""
-        return self._background.node
+        """The rclpy node the client's entities live on: its own, or the one it was given."""
+        return self._ros_node
 
     def __enter__(self) -> PixelLMClient:
         return self
@@ -96,7 +119,17 @@ class PixelLMClient:
         self.close()
 
     def close(self) -> None:
-        self._background.close()
+        """Destroy the client's entities; its own node and thread too, never a node it was given
+        (once; again: no-op)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._background is not None:
+            self._background.close()
+            return
+        self._action.destroy()
+        self._ros_node.destroy_client(self._service)
+        self._ros_node.destroy_client(self._state)
 
     # ------------------------------------------------------------------ the node's state
     def lifecycle_state(self, timeout: float = 5.0) -> str:
@@ -106,7 +139,7 @@ class PixelLMClient:
                                      "(is it running, in this ROS_DOMAIN_ID, under this name and namespace?)")
         future = self._state.call_async(GetState.Request())
         if not _wait(future.done, timeout):
-            raise NodeNotActiveError(f"{self.node_name} did not answer get_state within {timeout} s")
+            raise NodeNotActiveError(f"{self.node_name} did not answer get_state within {timeout} s{self._spin_hint}")
         state = future.result().current_state
         return _STATE_NAMES.get(state.id, state.label)
 
@@ -151,7 +184,7 @@ class PixelLMClient:
         if channel not in ("action", "service"):
             raise ValueError(f"channel must be 'action' or 'service', got {channel!r}")
         image_msg = _image_msg(image)
-        pending = PendingResult(self.node_name, on_text)
+        pending = PendingResult(self.node_name, on_text, timeout_hint=self._spin_hint)
         if channel == "service":
             self._ready("service", lambda t: self._service.wait_for_service(timeout_sec=t), timeout)
             future = self._service.call_async(SegmentService.Request(
@@ -198,10 +231,12 @@ class PendingResult:
     ``on_text`` whatever is still missing, so the pieces always add up to ``result.answer``.
     """
 
-    def __init__(self, node_name: str, on_text: Callable[[str], None] | None = None) -> None:
+    def __init__(self, node_name: str, on_text: Callable[[str], None] | None = None, timeout_hint: str = "") -> None:
         self._node_name = node_name
         self._on_text = on_text
+        self._timeout_hint = timeout_hint
         self._done = threading.Event()
+        self._done_callbacks: list[Callable[[PendingResult], None]] = []
         self._result: SegmentationResult | None = None
         self._text_lock = threading.Lock()
         self._streamed = ""
@@ -217,17 +252,32 @@ class PendingResult:
             self._on_text(delta)
 
     def finish(self, result: SegmentationResult) -> None:
-        if not self._done.is_set():
+        with self._text_lock:
+            if self._done.is_set():
+                return
             self._result = result
             self._done.set()
+            callbacks, self._done_callbacks = self._done_callbacks, []
+        for callback in callbacks:
+            callback(self)
 
     def done(self) -> bool:
         return self._done.is_set()
 
+    def add_done_callback(self, callback: Callable[[PendingResult], None]) -> None:
+        """Call ``callback(self)`` once the result is there (at once if it is): on the executor
+        thread that delivered it, so it must not block; ``self.result(0)`` then reads it (with
+        ``on_text``, after waiting at most STREAM_SETTLE_S for text still on its way)."""
+        with self._text_lock:
+            if not self._done.is_set():
+                self._done_callbacks.append(callback)
+                return
+        callback(self)
+
     def result(self, timeout: float | None = None) -> SegmentationResult:
         """The node's result; TimeoutError after ``timeout`` s, ResultLostError for an empty result."""
         if not self._done.wait(timeout):
-            raise TimeoutError(f"no result from {self._node_name} within {timeout} s")
+            raise TimeoutError(f"no result from {self._node_name} within {timeout} s{self._timeout_hint}")
         assert self._result is not None
         self._close_stream(self._result.answer)
         return _checked(self._result)

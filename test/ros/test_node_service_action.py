@@ -7,6 +7,10 @@ to their boxes here (output.mask_format: cropped).
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,6 +179,33 @@ def test_action_streams_the_answer_as_feedback(rig: ServiceRig, engine) -> None:
     assert tokens == sorted(tokens) and 0 < tokens[-1] <= result.generated_tokens
     for before, after in zip(feedback, feedback[1:]):
         assert after.partial_answer == before.partial_answer + after.delta
+
+
+def test_a_program_with_its_own_node_asks_through_the_client_library(rig: ServiceRig, domain_id: int,
+                                                                    engine) -> None:
+    """PixelLMClient(ros_node=...) in a robot program of its own (a process with rclpy's default
+    context, as a user's is): from a MultiThreadedExecutor callback that blocks in ``segment`` (the
+    action, text streamed) and from a SingleThreadedExecutor callback through ``request`` and
+    ``add_done_callback`` (the service); ``close`` takes back only what the client put on the node."""
+    app = Path(__file__).parents[1] / "support" / "own_node_app.py"
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, str(app), NODE, "21", "find the cups"], env=env, capture_output=True,
+                          text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    expected = engine.segment(scene(21), "find the cups", max_new_tokens=MAX_NEW_TOKENS)
+    for channel in ("action", "service"):
+        answer = report[channel]
+        assert "exception" not in answer, answer
+        assert answer["status"] == SegmentationResult.STATUS_OK, answer["error"]
+        assert answer["answer"] == expected.text and answer["targets"] == len(expected.targets) > 0
+        assert (answer["frame_id"], answer["width"], answer["height"]) == ("pixellm_client", 52, 36)
+    assert len(report["pieces"]) >= 10 and "".join(report["pieces"]) == expected.text
+    assert report["same_node"]
+    # the service and lifecycle clients, the action client (a waitable); all gone after close
+    assert report["with_client"]["clients"] == report["before"]["clients"] + 2
+    assert report["with_client"]["waitables"] == report["before"]["waitables"] + 1
+    assert report["after_close"] == report["before"]
 
 
 def test_action_cancel_stops_generation(rig: ServiceRig) -> None:
