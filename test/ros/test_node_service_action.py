@@ -30,6 +30,7 @@ from support.dds import (
     NodeProcess,
     ResultLog,
     RosClient,
+    ask_on_frame,
     compressed_png_msg,
     rgb_image_msg,
     wait_until,
@@ -89,6 +90,11 @@ def given_image(rgb: np.ndarray, frame_id: str) -> Image:
     return rgb_image_msg(rgb, old_header(frame_id).stamp, frame_id)
 
 
+def publish_compressed(rig: ServiceRig, frame: CompressedImage) -> Header:
+    rig.compressed_pub.publish(frame)
+    return frame.header
+
+
 def assert_matches_engine(result: SegmentationResult, expected, width: int, height: int) -> None:
     assert result.status == SegmentationResult.STATUS_OK, result.error
     assert result.answer == expected.text
@@ -143,14 +149,12 @@ def test_service_with_its_own_image_matches_the_engine(rig: ServiceRig, engine) 
 
 
 def test_service_with_empty_image_uses_the_newest_frame(rig: ServiceRig) -> None:
-    for attempt in range(6):
+    def send(attempt: int) -> Header:
         frame = rgb_image_msg(scene(11), rig.client.now(), f"camera_newest_{attempt}")
         rig.image_pub.publish(frame)
-        time.sleep(0.2 * (attempt + 1))
-        result = rig.client.segment_service(NODE, None, "segment the red cup on the newest frame")
-        if result.header == frame.header:
-            break
-    assert result.header == frame.header, "the service never used the newest camera frame"
+        return frame.header
+
+    result = ask_on_frame(send, lambda: rig.client.segment_service(NODE, None, "segment the red cup on the newest frame"))
     assert result.status == SegmentationResult.STATUS_OK, result.error
     assert result.request_id.startswith(f"{NODE}-")  # assigned by the node
 
@@ -308,25 +312,15 @@ def test_a_bad_device_is_refused_then_compressed_images_work(rig: ServiceRig, en
     assert wait_until(lambda: rig.compressed_pub.get_subscription_count() > 0, 20)
 
     rgb = scene(20)
-    for attempt in range(6):
-        frame = compressed_png_msg(rgb, client.now(), f"camera_png_{attempt}")
-        rig.compressed_pub.publish(frame)
-        time.sleep(0.2 * (attempt + 1))
-        result = client.segment_service(NODE, None, "segment the red cup in the png")
-        if result.header == frame.header:
-            break
-    assert result.header == frame.header
+    result = ask_on_frame(lambda attempt: publish_compressed(rig, compressed_png_msg(rgb, client.now(),
+                                                                                   f"camera_png_{attempt}")),
+                          lambda: client.segment_service(NODE, None, "segment the red cup in the png"))
     # PNG is lossless: the node decoded exactly the image the engine sees here
     assert_matches_engine(result, engine.segment(rgb, "segment the red cup in the png",
                                                  max_new_tokens=MAX_NEW_TOKENS), 52, 36)
 
-    for attempt in range(6):
-        garbage = CompressedImage(header=Header(stamp=client.now(), frame_id=f"garbage_{attempt}"), format="jpeg",
-                                  data=b"not a jpeg at all")
-        rig.compressed_pub.publish(garbage)
-        time.sleep(0.2 * (attempt + 1))
-        result = client.segment_service(NODE, None, "segment the red cup in garbage")
-        if result.header == garbage.header:
-            break
-    assert result.header == garbage.header
+    result = ask_on_frame(lambda attempt: publish_compressed(rig, CompressedImage(
+                              header=Header(stamp=client.now(), frame_id=f"garbage_{attempt}"), format="jpeg",
+                              data=b"not a jpeg at all")),
+                          lambda: client.segment_service(NODE, None, "segment the red cup in garbage"))
     assert result.status == SegmentationResult.STATUS_INVALID_IMAGE and "not an image file" in result.error

@@ -20,7 +20,7 @@ from pixellm_ros.ros.conversions import mask_from_msg, rgb_to_image_msg
 from pixellm_ros.ros.spatial_conversions import camera_info_msg, cloud_points, depth_to_msg
 from pixellm_ros.spatial import AlignedDepth, DepthImage, PinholeIntrinsics
 from pixellm_ros.world.scene import sample_scene
-from support.dds import NodeProcess, RosClient, active_node, wait_until
+from support.dds import NodeProcess, RosClient, active_node, ask_on_frame, wait_until
 
 NODE = "pixellm_3d"
 WIDTH, HEIGHT = 640, 480
@@ -82,12 +82,13 @@ class Camera:
 
 def ask(client: RosClient, header: Header, camera: Camera, text: str = "segment the red cup",
         name: str = NODE) -> SegmentationResult:
-    for _ in range(10):
-        result = client.segment_service(name, None, text)
-        if result.header == header:
-            return result
-        camera.again()
-    raise AssertionError(f"no answer on the published frame (last header {result.header})")
+    """The answer about the frame set ``camera`` last published (``header``), re-sent between attempts."""
+    def send(attempt: int) -> Header:
+        if attempt:
+            camera.again()
+        return header
+
+    return ask_on_frame(send, lambda: client.segment_service(name, None, text), attempts=10, settle_s=0.0)
 
 
 def intrinsics(scene: Any) -> PinholeIntrinsics:

@@ -18,11 +18,11 @@ import pytest
 from builtin_interfaces.msg import Time as TimeMsg
 from rclpy.duration import Duration
 from sensor_msgs.msg import Image
-from std_msgs.msg import String
+from std_msgs.msg import Header, String
 
 from pixellm_ros.msg import SegmentationResult, SegmentedTarget
 from pixellm_ros.ros.conversions import mask_from_msg
-from support.dds import NodeProcess, ResultLog, RosClient, rgb_image_msg, wait_until
+from support.dds import NodeProcess, ResultLog, RosClient, ask_on_frame, rgb_image_msg, wait_until
 
 NODE = "pixellm_topics"
 QUEUE_SIZE = 4
@@ -92,13 +92,11 @@ def ask_about(rig: TopicRig, frame: Image, text: str) -> SegmentationResult:
     Images and instructions travel on different topics, so the instruction may overtake the
     frame (or a best-effort frame be dropped); the result's header tells which frame was used.
     """
-    for attempt in range(6):
+    def send(_attempt: int) -> Header:
         rig.image_pub.publish(frame)
-        time.sleep(0.2 * (attempt + 1))
-        result = instruct(rig, f"{text} #{next(_counter)}")
-        if result.header == frame.header:
-            return result
-    raise AssertionError(f"the node never answered against the frame {frame.header}")
+        return frame.header
+
+    return ask_on_frame(send, lambda: instruct(rig, f"{text} #{next(_counter)}"))
 
 
 def test_instruction_before_any_image_is_refused(rig: TopicRig) -> None:

@@ -49,6 +49,26 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
     return predicate()
 
 
+def ask_on_frame(send: Callable[[int], Header], ask: Callable[[], SegmentationResult], attempts: int = 6,
+                 settle_s: float = 0.2) -> SegmentationResult:
+    """Send a camera frame, then a request for "the newest frame", until the answer is about it.
+
+    Frames and requests travel on different channels: a best-effort frame may be dropped while
+    discovery settles, an instruction may overtake its frame; the result's header says which
+    frame the node used. ``send(attempt)`` publishes (a new frame or the same again) and returns
+    the header the answer must carry; ``settle_s * (attempt + 1)`` passes before ``ask``.
+    """
+    header = result = None
+    for attempt in range(attempts):
+        header = send(attempt)
+        time.sleep(settle_s * (attempt + 1))
+        result = ask()
+        if result.header == header:
+            return result
+    raise AssertionError(f"no answer about the frame {header} in {attempts} attempts "
+                         f"(the last one was about {result.header if result else None})")
+
+
 def rgb_image_msg(rgb: np.ndarray, stamp: Any, frame_id: str, encoding: str = "rgb8") -> Image:
     """An Image of an (H, W, 3) RGB array in rgb8 or bgr8 (built here, not with the node's code)."""
     pixels = rgb if encoding == "rgb8" else rgb[:, :, ::-1]
