@@ -14,6 +14,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import traceback
 from typing import Any, Sequence
 
 import rclpy
@@ -155,14 +156,26 @@ class BackgroundNode:
         )
         self.executor.add_node(self.node)
         self._closed = False
+        self.errors: list[str] = []  # tracebacks of callbacks that raised (each also printed)
         self._thread = threading.Thread(target=self._spin, name=f"{name}_spin", daemon=True)
         self._thread.start()
 
     def _spin(self) -> None:
-        try:
-            self.executor.spin()
-        except Exception:  # noqa: BLE001 - the executor raises once close() shuts the context down
-            pass
+        """Spin until ``close``. An exception out of a callback ends rclpy's ``spin``; it is logged
+        (and kept in ``errors``) and the spinning goes on: one bad callback must not leave every
+        later reply of this node undelivered, with nothing said."""
+        while not self._closed and self.context.ok():
+            try:
+                self.executor.spin()
+                return
+            except ExternalShutdownException:
+                return
+            except Exception:  # noqa: BLE001 - logged and survived, see the docstring
+                if self._closed or not self.context.ok():
+                    return  # close() shut the executor down under a running wait
+                self.errors.append(traceback.format_exc())
+                print(f"[pixellm_ros] {self.node.get_name()}: a callback raised, spinning on:\n{self.errors[-1]}",
+                      file=sys.stderr, flush=True)
 
     def close(self, join_timeout: float = 5.0) -> None:
         """Stop the executor, destroy the node, give the shared context back (once; again: no-op)."""

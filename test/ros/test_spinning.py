@@ -40,6 +40,32 @@ def test_background_nodes_share_one_participant_talk_over_dds_and_close_cleanly(
         again.close()
 
 
+def test_a_callback_that_raises_is_reported_and_the_node_spins_on(lone_domain_id: int, capfd) -> None:
+    """rclpy's spin ends on a callback's exception; a BackgroundNode logs it and goes on spinning,
+    so the node's later messages (a client's later replies) are still delivered."""
+    background = BackgroundNode("spinning_test_raising", lone_domain_id, threads=2)
+    heard: list[str] = []
+    try:
+        def once_bad(msg: String) -> None:
+            if msg.data == "bad":
+                raise ValueError("a callback's own bug")
+            heard.append(msg.data)
+
+        background.node.create_subscription(String, "spinning_test_raise", once_bad, 10)
+        publisher = background.node.create_publisher(String, "spinning_test_raise", 10)
+        assert wait_until(lambda: publisher.get_subscription_count() > 0, timeout=20)
+        publisher.publish(String(data="bad"))
+        assert wait_until(lambda: background.errors, timeout=20), "the exception was not seen"
+        publisher.publish(String(data="after"))
+        assert wait_until(lambda: "after" in heard, timeout=20), "the node stopped spinning after the exception"
+        assert background._thread.is_alive()
+        assert len(background.errors) == 1 and "ValueError: a callback's own bug" in background.errors[0]
+        assert "spinning_test_raising: a callback raised, spinning on" in capfd.readouterr().err
+    finally:
+        background.close()
+    assert not background._thread.is_alive()
+
+
 def test_repeated_signals_through_the_whole_exit_never_kill_the_process(domain_id: int, tmp_path) -> None:
     """As ``ros2 launch`` does on Ctrl-C: the terminal's SIGINT, then launch's own a moment later. A
     signal that lands while Python is exiting (handlers reset to their defaults) would kill the
