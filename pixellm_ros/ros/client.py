@@ -12,7 +12,7 @@ By default the client brings its own node and the thread that spins it (in a con
 clients share, apart from rclpy's default one), so it works next to any other rclpy user in the
 process. A robot program that has a node already passes it instead, ``PixelLMClient("/pixellm",
 ros_node=my_node)``: the client's service, action and lifecycle clients then live on that node,
-in a reentrant callback group of their own, and the program's executor delivers their replies
+in a callback group of their own, and the program's executor delivers their replies
 (one DDS participant for the whole program, no extra thread). ``segment`` blocks until its result
 comes, so call it where the executor can still run the client's callbacks: from another thread,
 or from a callback of a ``MultiThreadedExecutor``; in a ``SingleThreadedExecutor``'s callback use
@@ -38,15 +38,17 @@ from one client is not overwritten before the node has it.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
+import traceback
 from typing import Any, Callable
 
 import numpy as np
 from lifecycle_msgs.msg import State
 from lifecycle_msgs.srv import GetState
 from rclpy.action import ActionClient
-from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
@@ -91,7 +93,10 @@ class PixelLMClient:
         self._background = BackgroundNode(name, domain_id, threads=2) if ros_node is None else None
         self._ros_node = ros_node if ros_node is not None else self._background.node
         request_qos = client_request_qos(request_depth)
-        group = ReentrantCallbackGroup()  # replies may arrive while one of the caller's callbacks waits
+        # On the caller's node, a group of the client's own: its replies are delivered while one of the
+        # caller's callbacks waits in segment(). Mutually exclusive: rclpy's ActionClient must not run
+        # two of its own callbacks at once (its goal bookkeeping has no lock).
+        group = MutuallyExclusiveCallbackGroup() if ros_node is not None else None
         self._action = ActionClient(self._ros_node, SegmentAction, f"{self.node_name}/segment",
                                     goal_service_qos_profile=request_qos, result_service_qos_profile=request_qos,
                                     cancel_service_qos_profile=request_qos, feedback_sub_qos_profile=request_qos,
@@ -189,7 +194,7 @@ class PixelLMClient:
             self._ready("service", lambda t: self._service.wait_for_service(timeout_sec=t), timeout)
             future = self._service.call_async(SegmentService.Request(
                 image=image_msg, instruction=instruction, request_id=request_id, camera=camera))
-            future.add_done_callback(lambda f: pending.finish(f.result().result))
+            future.add_done_callback(lambda f: _if_answered(f, lambda response: pending.finish(response.result)))
             pending.forget = lambda: self._service.remove_pending_request(future)
             return pending
         self._ready("action", lambda t: self._action.wait_for_server(timeout_sec=t), timeout)
@@ -197,7 +202,9 @@ class PixelLMClient:
         feedback = (lambda msg: pending.stream(msg.feedback.delta)) if on_text is not None else None
 
         def on_goal_response(future: Any) -> None:
-            handle = future.result()
+            handle = future.result() if future.done() and not future.cancelled() else None
+            if handle is None:
+                return
             if not handle.accepted:
                 pending.finish(error_result_msg(
                     SegmentationResult.STATUS_QUEUE_FULL, f"{self.node_name} rejected the goal: its request queue "
@@ -205,7 +212,8 @@ class PixelLMClient:
                     image_msg.header if image_msg.width else None, camera=camera))
                 return
             pending.handle = handle
-            handle.get_result_async().add_done_callback(lambda f: pending.finish(f.result().result.result))
+            handle.get_result_async().add_done_callback(
+                lambda f: _if_answered(f, lambda response: pending.finish(response.result.result)))
 
         self._action.send_goal_async(goal, feedback_callback=feedback).add_done_callback(on_goal_response)
         return pending
@@ -249,7 +257,11 @@ class PendingResult:
             if not self._stream_open or self._on_text is None:
                 return
             self._streamed += delta
-            self._on_text(delta)
+            try:
+                self._on_text(delta)
+            except Exception:  # noqa: BLE001 - the caller's callback, on the client's spin thread
+                self._stream_open = False  # no more text for it; the result still comes
+                _report("on_text raised; the rest of this answer's text is not streamed to it")
 
     def finish(self, result: SegmentationResult) -> None:
         with self._text_lock:
@@ -259,7 +271,7 @@ class PendingResult:
             self._done.set()
             callbacks, self._done_callbacks = self._done_callbacks, []
         for callback in callbacks:
-            callback(self)
+            _call_done_callback(callback, self)
 
     def done(self) -> bool:
         return self._done.is_set()
@@ -272,7 +284,7 @@ class PendingResult:
             if not self._done.is_set():
                 self._done_callbacks.append(callback)
                 return
-        callback(self)
+        _call_done_callback(callback, self)
 
     def result(self, timeout: float | None = None) -> SegmentationResult:
         """The node's result; TimeoutError after ``timeout`` s, ResultLostError for an empty result."""
@@ -298,6 +310,23 @@ class PendingResult:
             self.handle.cancel_goal_async()
         elif self.forget is not None and not self._done.is_set():
             self.forget()
+
+
+def _if_answered(future: Any, deliver: Callable[[Any], None]) -> None:
+    """``deliver(response)`` for a future that holds one (a cancelled or dropped call holds None)."""
+    if future.done() and not future.cancelled() and future.result() is not None:
+        deliver(future.result())
+
+
+def _call_done_callback(callback: Callable[[PendingResult], None], pending: PendingResult) -> None:
+    try:
+        callback(pending)
+    except Exception:  # noqa: BLE001 - the caller's callback must not stop the client's spinning
+        _report("a done callback raised")
+
+
+def _report(what: str) -> None:
+    print(f"[pixellm_ros] PixelLMClient: {what}:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
 
 
 def _image_msg(image: np.ndarray | Image | None) -> Image:

@@ -212,6 +212,31 @@ def test_a_program_with_its_own_node_asks_through_the_client_library(rig: Servic
     assert report["after_close"] == report["before"]
 
 
+def test_the_callers_raising_callbacks_stop_only_themselves(rig: ServiceRig, capfd) -> None:
+    """on_text and done callbacks run on the client's spin thread: one that raises is reported, gets
+    no more text, and the client still delivers this result and every later one."""
+    pixellm = rig.client.pixellm(NODE)
+    image = given_image(scene(22), "cam_raising")
+    pieces: list[str] = []
+
+    def on_text(delta: str) -> None:
+        pieces.append(delta)
+        if len(pieces) == 2:
+            raise RuntimeError("the caller's own bug")
+
+    result = pixellm.segment("find the cups", image, on_text=on_text, timeout=60)
+    assert result.status == SegmentationResult.STATUS_OK and len(result.answer) > len("".join(pieces))
+    assert len(pieces) == 2  # nothing more after the exception
+    pending = pixellm.request("find the cups", image, channel="service")
+    pending.add_done_callback(lambda _: 1 / 0)
+    assert pending.result(60).answer == result.answer
+    again = pixellm.segment("find the cups", image, timeout=60)
+    assert again.status == SegmentationResult.STATUS_OK and again.answer == result.answer
+    err = capfd.readouterr().err
+    assert "on_text raised" in err and "RuntimeError: the caller's own bug" in err
+    assert "a done callback raised" in err and "ZeroDivisionError" in err
+
+
 def test_action_cancel_stops_generation(rig: ServiceRig) -> None:
     goal = SegmentAction.Goal(image=given_image(scene(14), "camera_cancel"), instruction="find all the cups",
                               request_id="goal-cancel")
