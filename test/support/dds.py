@@ -192,6 +192,17 @@ class RosClient(BackgroundNode):
             pixellm.close()
         super().close(join_timeout)
 
+    def health(self, node_name: str) -> str:
+        """For a failure message: is this client still spinning, and does its DDS discovery see the node?"""
+        seen = any(name == node_name for name, _ in self.node.get_node_names_and_namespaces())
+        return (f"test client: spin thread {'alive' if self._thread.is_alive() else 'DEAD'}, "
+                f"{len(self.all_errors())} callback error(s), the node {'seen' if seen else 'NOT seen'} on the graph")
+
+    def all_errors(self) -> list[str]:
+        """Tracebacks of callbacks that raised on this node or its library clients' nodes."""
+        return self.errors + [error for pixellm in self._pixellm_clients.values()
+                              for error in (pixellm._background.errors if pixellm._background else [])]
+
     def action_client(self, node_name: str) -> ActionClient:
         """A raw rclpy ActionClient (deep QoS) for the tests of the action protocol itself: goal
         statuses, feedback messages, cancel. Asking questions goes through ``pixellm(...)``."""
@@ -265,16 +276,18 @@ class NodeProcess:
                     state: int = State.PRIMARY_STATE_ACTIVE) -> None:
         """Wait until the node's lifecycle state (asked through get_state) is ``state``."""
         deadline = time.monotonic() + timeout
+        last = "never asked"
         while time.monotonic() < deadline:
             if not self.alive():
                 raise RuntimeError(f"the node process exited ({self.process.returncode}):\n{self.log_tail()}")
             try:
-                if client.lifecycle_state(self.node_name, timeout=2.0) == state:
+                if (last := client.lifecycle_state(self.node_name, timeout=2.0)) == state:
                     return
-            except TimeoutError:
-                pass
+            except TimeoutError as error:
+                last = str(error)
             time.sleep(0.2)
-        raise TimeoutError(f"the node did not reach state {state} in {timeout} s:\n{self.log_tail()}")
+        raise TimeoutError(f"the node did not reach state {state} in {timeout} s (last answer: {last}; "
+                           f"{client.health(self.node_name)}):\n{self.log_tail()}")
 
     def stop(self, timeout: float = 20.0) -> int | None:
         if self.alive():
