@@ -112,7 +112,7 @@ def run_goal(rig: ServiceRig, goal: SegmentAction.Goal, cancel_after_feedback: i
     """Send a goal; optionally cancel it after that many feedback messages. Returns (status, result, feedback)."""
     action = rig.client.action_client(NODE)
     feedback: list[SegmentAction.Feedback] = []
-    send = action.send_goal_async(goal, feedback_callback=lambda fb: feedback.append(fb.feedback))
+    send = rig.client.send_goal(action, goal, feedback_callback=lambda fb: feedback.append(fb.feedback))
     assert wait_until(send.done, 30)
     handle = send.result()
     assert handle.accepted
@@ -206,9 +206,10 @@ def test_a_program_with_its_own_node_asks_through_the_client_library(rig: Servic
         assert (answer["frame_id"], answer["width"], answer["height"]) == ("pixellm_client", 52, 36)
     assert len(report["pieces"]) >= 10 and "".join(report["pieces"]) == expected.text
     assert report["same_node"]
-    # the service and lifecycle clients, the action client (a waitable); all gone after close
+    # the service and lifecycle clients, the action client (a waitable), the goal outbox; all gone after close
     assert report["with_client"]["clients"] == report["before"]["clients"] + 2
     assert report["with_client"]["waitables"] == report["before"]["waitables"] + 1
+    assert report["with_client"]["guards"] == report["before"]["guards"] + 1  # its goal outbox
     assert report["after_close"] == report["before"]
 
 
@@ -251,12 +252,12 @@ def test_action_cancel_stops_generation(rig: ServiceRig) -> None:
 def test_action_cancelled_while_waiting_in_the_queue(rig: ServiceRig) -> None:
     action = rig.client.action_client(NODE)
     first_feedback: list[object] = []
-    first = action.send_goal_async(SegmentAction.Goal(image=given_image(scene(15), "cam"), instruction="long one",
-                                                      request_id="goal-first"),
-                                   feedback_callback=first_feedback.append)
+    first = rig.client.send_goal(action, SegmentAction.Goal(image=given_image(scene(15), "cam"),
+                                                            instruction="long one", request_id="goal-first"),
+                                 feedback_callback=first_feedback.append)
     assert wait_until(first.done, 30) and wait_until(lambda: first_feedback, 30)  # the first one is running
-    second = action.send_goal_async(SegmentAction.Goal(image=given_image(scene(16), "cam"), instruction="waiting one",
-                                                       request_id="goal-second"))
+    second = rig.client.send_goal(action, SegmentAction.Goal(image=given_image(scene(16), "cam"),
+                                                             instruction="waiting one", request_id="goal-second"))
     assert wait_until(second.done, 30)
     cancel = second.result().cancel_goal_async()
     assert wait_until(cancel.done, 30)
@@ -277,8 +278,8 @@ def test_topic_callbacks_stay_responsive_while_the_model_runs(rig: ServiceRig) -
     assert wait_until(lambda: publisher.get_subscription_count() > 0, 20)
     action = rig.client.action_client(NODE)
     feedback: list[object] = []
-    send = action.send_goal_async(SegmentAction.Goal(image=given_image(scene(21), "cam"), instruction="long",
-                                                     request_id="goal-busy"), feedback_callback=feedback.append)
+    send = rig.client.send_goal(action, SegmentAction.Goal(image=given_image(scene(21), "cam"), instruction="long",
+                                                           request_id="goal-busy"), feedback_callback=feedback.append)
     assert wait_until(send.done, 30) and wait_until(lambda: feedback, 30)
     running = send.result().get_result_async()
     texts = [f"while busy {i}" for i in range(3)]
@@ -296,9 +297,9 @@ def test_deactivate_frees_the_model_and_activate_reloads_it(rig: ServiceRig, eng
     # A goal running when the node is deactivated is stopped and answered NOT_READY.
     action = client.action_client(NODE)
     feedback: list[object] = []
-    send = action.send_goal_async(SegmentAction.Goal(image=given_image(scene(17), "cam"), instruction="running",
-                                                     request_id="goal-deactivated"),
-                                  feedback_callback=feedback.append)
+    send = client.send_goal(action, SegmentAction.Goal(image=given_image(scene(17), "cam"), instruction="running",
+                                                       request_id="goal-deactivated"),
+                            feedback_callback=feedback.append)
     assert wait_until(send.done, 30) and wait_until(lambda: feedback, 30)
     assert client.change_state(NODE, Transition.TRANSITION_DEACTIVATE)
     running = send.result().get_result_async()

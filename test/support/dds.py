@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import signal
 import subprocess
 import threading
@@ -139,6 +140,11 @@ class RosClient(BackgroundNode):
         super().__init__(name, domain_id, threads=4)
         self.domain_id = domain_id
         self._pixellm_clients: dict[str, PixelLMClient] = {}
+        self._service_clients: dict[tuple[Any, str], Any] = {}
+        self._action_clients: dict[str, ActionClient] = {}
+        self._outbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._outbox_trigger = self.node.create_guard_condition(self._send_queued)
+        self._clients_lock = threading.Lock()
 
     def now(self) -> Any:
         return self.node.get_clock().now().to_msg()
@@ -163,16 +169,20 @@ class RosClient(BackgroundNode):
 
     # -- services and actions
     def call(self, srv_type: Any, name: str, request: Any, timeout: float = 60.0) -> Any:
-        client = self.node.create_client(srv_type, name)
-        try:
-            if not client.wait_for_service(timeout_sec=timeout):
-                raise TimeoutError(f"service {name} did not appear")
-            future = client.call_async(request)
-            if not wait_until(future.done, timeout):
-                raise TimeoutError(f"no response from {name}")
-            return future.result()
-        finally:
-            self.node.destroy_client(client)
+        """One call of service ``name``. Its client is made once and kept: a client made and destroyed
+        per call (hundreds a run) is discovery traffic each time, a new chance of the first-response
+        race (``client.DISCOVERY_SETTLE_S``), and entity churn under the spinning executor."""
+        with self._clients_lock:
+            client = self._service_clients.get((srv_type, name))
+            if client is None:
+                client = self._service_clients[(srv_type, name)] = self.node.create_client(srv_type, name)
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise TimeoutError(f"service {name} did not appear")
+        future = client.call_async(request)
+        if not wait_until(future.done, timeout):
+            client.remove_pending_request(future)
+            raise TimeoutError(f"no response from {name}")
+        return future.result()
 
     def pixellm(self, node_name: str) -> PixelLMClient:
         """The shipped client library for ``/node_name`` (one per node, on this test's domain)."""
@@ -207,12 +217,41 @@ class RosClient(BackgroundNode):
         """A raw rclpy ActionClient (deep QoS) for the tests of the action protocol itself: goal
         statuses, feedback messages, cancel. Asking questions goes through ``pixellm(...)``."""
         deep = client_request_qos(256)
-        client = ActionClient(self.node, SegmentAction, f"/{node_name}/segment", goal_service_qos_profile=deep,
-                              result_service_qos_profile=deep, cancel_service_qos_profile=deep,
-                              feedback_sub_qos_profile=deep)
+        with self._clients_lock:  # one per node, kept (as call's service clients)
+            client = self._action_clients.get(node_name)
+            if client is None:
+                client = self._action_clients[node_name] = ActionClient(
+                    self.node, SegmentAction, f"/{node_name}/segment", goal_service_qos_profile=deep,
+                    result_service_qos_profile=deep, cancel_service_qos_profile=deep, feedback_sub_qos_profile=deep)
         if not client.wait_for_server(timeout_sec=30):
             raise TimeoutError("action server did not appear")
         return client
+
+    def send_goal(self, action: ActionClient, goal: Any, feedback_callback: Callable[[Any], None] | None = None) -> Any:
+        """``action.send_goal_async(...)``'s future, sent from a callback of this node's (mutually
+        exclusive) default group, as PixelLMClient sends: from this thread, rclpy's send_goal_async
+        can lose the goal response to the executor (ros2/rclpy#1123; see client.py)."""
+        sent: list[Any] = []
+        ready = threading.Event()
+
+        def send() -> None:
+            try:
+                sent.append(action.send_goal_async(goal, feedback_callback=feedback_callback))
+            finally:
+                ready.set()
+
+        self._outbox.put(send)
+        self._outbox_trigger.trigger()
+        if not ready.wait(30) or not sent:
+            raise TimeoutError("this client's executor did not send the goal")
+        return sent[0]
+
+    def _send_queued(self) -> None:
+        while True:
+            try:
+                self._outbox.get_nowait()()
+            except queue.Empty:
+                return
 
     # -- lifecycle and parameters (the node's standard services)
     def lifecycle_state(self, node_name: str, timeout: float = 60.0) -> int:

@@ -10,7 +10,7 @@ of its node each time:
    ``PendingResult.add_done_callback``, never blocking the only thread.
 
 Then it closes the client and prints one JSON line: each answer's fields, the streamed pieces,
-and the node's own clients and waitables before the client, with it, and after ``close``.
+and the node's own clients, waitables and guard conditions before the client, with it, and after ``close``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ TIMEOUT_S = 60.0
 
 
 def entities(node: Any) -> dict[str, int]:
-    return {"clients": len(list(node.clients)), "waitables": len(list(node.waitables))}
+    return {"clients": len(list(node.clients)), "waitables": len(list(node.waitables)),
+            "guards": len(list(node.guards))}
 
 
 def summary(result: Any) -> dict[str, Any]:
