@@ -38,7 +38,6 @@ from one client is not overwritten before the node has it.
 
 from __future__ import annotations
 
-import queue
 import sys
 import threading
 import time
@@ -59,7 +58,7 @@ from pixellm_ros.srv import Segment as SegmentService
 
 from .conversions import error_result_msg, rgb_to_image_msg
 from .qos import client_request_qos
-from .spinning import BackgroundNode
+from .spinning import BackgroundNode, GroupOutbox
 
 DEFAULT_REQUEST_DEPTH = 256
 # Fast DDS matches a service's response path a moment after its request path: a request sent the
@@ -105,13 +104,8 @@ class PixelLMClient:
         self._service = self._ros_node.create_client(SegmentService, f"{self.node_name}/segment",
                                                      qos_profile=request_qos, callback_group=group)
         self._state = self._ros_node.create_client(GetState, f"{self.node_name}/get_state", callback_group=group)
-        # Goals are sent from a callback of the action client's own (mutually exclusive) group, never
-        # from the caller's thread: rclpy's send_goal_async registers its future, releases its lock,
-        # then registers a second one, and a goal response that the executor handles in between
-        # completes the first, so the returned future never completes (ros2/rclpy#1123). Inside the
-        # group no response can be handled until the send has returned.
-        self._outbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._outbox_trigger = self._ros_node.create_guard_condition(self._send_queued, callback_group=group)
+        # Goals go out from a callback of the action client's own group (GroupOutbox: ros2/rclpy#1123).
+        self._goal_outbox = GroupOutbox(self._ros_node, group)
         self._settled: set[str] = set()
         self._lock = threading.Lock()
         self._closed = False
@@ -143,7 +137,7 @@ class PixelLMClient:
         self._action.destroy()
         self._ros_node.destroy_client(self._service)
         self._ros_node.destroy_client(self._state)
-        self._ros_node.destroy_guard_condition(self._outbox_trigger)
+        self._goal_outbox.destroy()
 
     # ------------------------------------------------------------------ the node's state
     def lifecycle_state(self, timeout: float = 5.0) -> str:
@@ -224,22 +218,9 @@ class PixelLMClient:
             handle.get_result_async().add_done_callback(
                 lambda f: _if_answered(f, lambda response: pending.finish(response.result.result)))
 
-        self._outbox.put(lambda: self._action.send_goal_async(goal, feedback_callback=feedback)
-                         .add_done_callback(on_goal_response))
-        self._outbox_trigger.trigger()
+        self._goal_outbox.submit(lambda: self._action.send_goal_async(goal, feedback_callback=feedback)
+                                 .add_done_callback(on_goal_response))
         return pending
-
-    def _send_queued(self) -> None:
-        """The guard condition's callback, in the action client's group: send every queued goal."""
-        while True:
-            try:
-                send = self._outbox.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                send()
-            except Exception:  # noqa: BLE001 - one goal's failure must not keep the others queued
-                _report("sending a goal failed")
 
     def _ready(self, what: str, is_ready: Callable[[float], bool], timeout: float) -> None:
         if not is_ready(min(timeout, 5.0)):

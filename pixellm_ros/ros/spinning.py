@@ -11,11 +11,12 @@ raises a traceback in the middle of the clean-up nor skips it.
 
 from __future__ import annotations
 
+import queue
 import signal
 import sys
 import threading
 import traceback
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import rclpy
 from rclpy.context import Context
@@ -89,6 +90,44 @@ def spin(executor: Any, context: Any) -> None:
             executor.spin_once(timeout_sec=SIGNAL_POLL_S)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+
+
+class GroupOutbox:
+    """Runs callables from a callback of ``group`` on ``node`` (a guard condition's), never from the
+    caller's thread, so they cannot overlap that group's other callbacks (``group`` None: the node's
+    default group, mutually exclusive).
+
+    What rclpy's ``ActionClient.send_goal_async`` needs (rclpy 9): it registers its future, releases
+    its lock, then registers a second one, so a goal response that the executor handles in between
+    completes the first and the returned future never completes (ros2/rclpy#1123). Sent from a
+    callback of the action client's own mutually exclusive group, no response of that client can be
+    handled until the send has returned. A job that raises is logged; the others still run.
+    """
+
+    def __init__(self, node: Any, group: Any = None) -> None:
+        self._node = node
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._trigger = node.create_guard_condition(self._run_queued, callback_group=group)
+
+    def submit(self, job: Callable[[], None]) -> None:
+        """Run ``job`` soon, on the executor spinning the node."""
+        self._jobs.put(job)
+        self._trigger.trigger()
+
+    def destroy(self) -> None:
+        self._node.destroy_guard_condition(self._trigger)
+
+    def _run_queued(self) -> None:
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                job()
+            except Exception:  # noqa: BLE001 - one job's failure must not keep the others queued
+                print(f"[pixellm_ros] {self._node.get_name()}: a queued job raised:\n{traceback.format_exc()}",
+                      file=sys.stderr, flush=True)
 
 
 class _SharedContexts:

@@ -3,9 +3,12 @@ scripts use it to talk to the node."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 from std_msgs.msg import String
 
-from pixellm_ros.ros.spinning import BackgroundNode
+from pixellm_ros.ros.spinning import BackgroundNode, GroupOutbox
 from support.dds import wait_until
 
 
@@ -64,6 +67,36 @@ def test_a_callback_that_raises_is_reported_and_the_node_spins_on(lone_domain_id
     finally:
         background.close()
     assert not background._thread.is_alive()
+
+
+def test_group_outbox_runs_jobs_inside_the_group_never_beside_its_callbacks(lone_domain_id: int, capfd) -> None:
+    """GroupOutbox's jobs run on the executor, after (never during) another callback of the same
+    mutually exclusive group, in order; a job that raises is logged and the next still runs."""
+    background = BackgroundNode("spinning_test_outbox", lone_domain_id, threads=3)
+    events: list[str] = []
+    started = threading.Event()
+    try:
+        outbox = GroupOutbox(background.node)  # the node's default group
+
+        def slow() -> None:
+            timer.cancel()
+            started.set()
+            time.sleep(0.5)
+            events.append("timer done")
+
+        timer = background.node.create_timer(0.01, slow)
+        assert started.wait(20)
+        outbox.submit(lambda: events.append(f"job on {threading.current_thread().name}"))
+        outbox.submit(lambda: 1 / 0)
+        outbox.submit(lambda: events.append("after the failed job"))
+        assert wait_until(lambda: len(events) == 3, timeout=20), events
+        assert events[0] == "timer done" and events[2] == "after the failed job"  # in the group, in order
+        assert events[1].startswith("job on ") and events[1] != f"job on {threading.current_thread().name}"
+        assert "spinning_test_outbox: a queued job raised" in capfd.readouterr().err
+        outbox.destroy()
+        assert not list(background.node.guards)
+    finally:
+        background.close()
 
 
 def test_repeated_signals_through_the_whole_exit_never_kill_the_process(domain_id: int, tmp_path) -> None:

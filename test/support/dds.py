@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import signal
 import subprocess
 import threading
@@ -36,7 +35,7 @@ from pixellm_ros.ros.client import PixelLMClient
 from pixellm_ros.ros.package_files import default_params_file
 from pixellm_ros.ros.qos import client_request_qos
 from pixellm_ros.ros.runner import node_command
-from pixellm_ros.ros.spinning import BackgroundNode
+from pixellm_ros.ros.spinning import BackgroundNode, GroupOutbox
 
 RELIABLE_DEEP = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=200, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -142,8 +141,7 @@ class RosClient(BackgroundNode):
         self._pixellm_clients: dict[str, PixelLMClient] = {}
         self._service_clients: dict[tuple[Any, str], Any] = {}
         self._action_clients: dict[str, ActionClient] = {}
-        self._outbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._outbox_trigger = self.node.create_guard_condition(self._send_queued)
+        self._goal_outbox = GroupOutbox(self.node)  # the node's default group, as its action clients'
         self._clients_lock = threading.Lock()
 
     def now(self) -> Any:
@@ -230,7 +228,7 @@ class RosClient(BackgroundNode):
     def send_goal(self, action: ActionClient, goal: Any, feedback_callback: Callable[[Any], None] | None = None) -> Any:
         """``action.send_goal_async(...)``'s future, sent from a callback of this node's (mutually
         exclusive) default group, as PixelLMClient sends: from this thread, rclpy's send_goal_async
-        can lose the goal response to the executor (ros2/rclpy#1123; see client.py)."""
+        can lose the goal response to the executor (ros2/rclpy#1123; spinning.GroupOutbox)."""
         sent: list[Any] = []
         ready = threading.Event()
 
@@ -240,18 +238,10 @@ class RosClient(BackgroundNode):
             finally:
                 ready.set()
 
-        self._outbox.put(send)
-        self._outbox_trigger.trigger()
+        self._goal_outbox.submit(send)
         if not ready.wait(30) or not sent:
             raise TimeoutError("this client's executor did not send the goal")
         return sent[0]
-
-    def _send_queued(self) -> None:
-        while True:
-            try:
-                self._outbox.get_nowait()()
-            except queue.Empty:
-                return
 
     # -- lifecycle and parameters (the node's standard services)
     def lifecycle_state(self, node_name: str, timeout: float = 60.0) -> int:
