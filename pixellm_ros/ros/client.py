@@ -204,10 +204,7 @@ class PixelLMClient:
         goal = SegmentAction.Goal(image=image_msg, instruction=instruction, request_id=request_id, camera=camera)
         feedback = (lambda msg: pending.stream(msg.feedback.delta)) if on_text is not None else None
 
-        def on_goal_response(future: Any) -> None:
-            handle = future.result() if future.done() and not future.cancelled() else None
-            if handle is None:
-                return
+        def on_goal_handle(handle: Any) -> None:
             if not handle.accepted:
                 pending.finish(error_result_msg(
                     SegmentationResult.STATUS_QUEUE_FULL, f"{self.node_name} rejected the goal: its request queue "
@@ -219,7 +216,7 @@ class PixelLMClient:
                 lambda f: _if_answered(f, lambda response: pending.finish(response.result.result)))
 
         self._goal_outbox.submit(lambda: self._action.send_goal_async(goal, feedback_callback=feedback)
-                                 .add_done_callback(on_goal_response))
+                                 .add_done_callback(lambda f: _if_answered(f, on_goal_handle)))
         return pending
 
     def _ready(self, what: str, is_ready: Callable[[float], bool], timeout: float) -> None:
@@ -250,14 +247,14 @@ class PendingResult:
         self._done = threading.Event()
         self._done_callbacks: list[Callable[[PendingResult], None]] = []
         self._result: SegmentationResult | None = None
-        self._text_lock = threading.Lock()
+        self._lock = threading.Lock()
         self._streamed = ""
         self._stream_open = True
         self.handle: Any = None  # the accepted goal's handle (action)
         self.forget: Callable[[], None] | None = None  # drop a pending service call
 
     def stream(self, delta: str) -> None:
-        with self._text_lock:
+        with self._lock:
             if not self._stream_open or self._on_text is None:
                 return
             self._streamed += delta
@@ -268,7 +265,7 @@ class PendingResult:
                 _report("on_text raised; the rest of this answer's text is not streamed to it")
 
     def finish(self, result: SegmentationResult) -> None:
-        with self._text_lock:
+        with self._lock:
             if self._done.is_set():
                 return
             self._result = result
@@ -284,7 +281,7 @@ class PendingResult:
         """Call ``callback(self)`` once the result is there (at once if it is): on the executor
         thread that delivered it, so it must not block; ``self.result(0)`` then reads it (with
         ``on_text``, after waiting at most STREAM_SETTLE_S for text still on its way)."""
-        with self._text_lock:
+        with self._lock:
             if not self._done.is_set():
                 self._done_callbacks.append(callback)
                 return
@@ -302,7 +299,7 @@ class PendingResult:
         if self._on_text is None:
             return
         _wait(lambda: self._streamed == answer, STREAM_SETTLE_S)
-        with self._text_lock:
+        with self._lock:
             if self._stream_open and answer.startswith(self._streamed) and answer != self._streamed:
                 self._on_text(answer[len(self._streamed):])
                 self._streamed = answer

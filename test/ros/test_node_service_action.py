@@ -110,9 +110,8 @@ def assert_matches_engine(result: SegmentationResult, expected, width: int, heig
 
 def run_goal(rig: ServiceRig, goal: SegmentAction.Goal, cancel_after_feedback: int | None = None):
     """Send a goal; optionally cancel it after that many feedback messages. Returns (status, result, feedback)."""
-    action = rig.client.action_client(NODE)
     feedback: list[SegmentAction.Feedback] = []
-    send = rig.client.send_goal(action, goal, feedback_callback=lambda fb: feedback.append(fb.feedback))
+    send = rig.client.send_goal(NODE, goal, feedback_callback=lambda fb: feedback.append(fb.feedback))
     assert wait_until(send.done, 30)
     handle = send.result()
     assert handle.accepted
@@ -250,13 +249,12 @@ def test_action_cancel_stops_generation(rig: ServiceRig) -> None:
 
 
 def test_action_cancelled_while_waiting_in_the_queue(rig: ServiceRig) -> None:
-    action = rig.client.action_client(NODE)
     first_feedback: list[object] = []
-    first = rig.client.send_goal(action, SegmentAction.Goal(image=given_image(scene(15), "cam"),
+    first = rig.client.send_goal(NODE, SegmentAction.Goal(image=given_image(scene(15), "cam"),
                                                             instruction="long one", request_id="goal-first"),
                                  feedback_callback=first_feedback.append)
     assert wait_until(first.done, 30) and wait_until(lambda: first_feedback, 30)  # the first one is running
-    second = rig.client.send_goal(action, SegmentAction.Goal(image=given_image(scene(16), "cam"),
+    second = rig.client.send_goal(NODE, SegmentAction.Goal(image=given_image(scene(16), "cam"),
                                                              instruction="waiting one", request_id="goal-second"))
     assert wait_until(second.done, 30)
     cancel = second.result().cancel_goal_async()
@@ -276,9 +274,8 @@ def test_topic_callbacks_stay_responsive_while_the_model_runs(rig: ServiceRig) -
     its refusal arrives while the goal still runs, so the executor was never blocked by inference."""
     publisher = rig.client.publisher(String, f"/{NODE}/instruction", depth=10)
     assert wait_until(lambda: publisher.get_subscription_count() > 0, 20)
-    action = rig.client.action_client(NODE)
     feedback: list[object] = []
-    send = rig.client.send_goal(action, SegmentAction.Goal(image=given_image(scene(21), "cam"), instruction="long",
+    send = rig.client.send_goal(NODE, SegmentAction.Goal(image=given_image(scene(21), "cam"), instruction="long",
                                                            request_id="goal-busy"), feedback_callback=feedback.append)
     assert wait_until(send.done, 30) and wait_until(lambda: feedback, 30)
     running = send.result().get_result_async()
@@ -295,9 +292,8 @@ def test_topic_callbacks_stay_responsive_while_the_model_runs(rig: ServiceRig) -
 def test_deactivate_frees_the_model_and_activate_reloads_it(rig: ServiceRig, engine) -> None:
     client = rig.client
     # A goal running when the node is deactivated is stopped and answered NOT_READY.
-    action = client.action_client(NODE)
     feedback: list[object] = []
-    send = client.send_goal(action, SegmentAction.Goal(image=given_image(scene(17), "cam"), instruction="running",
+    send = client.send_goal(NODE, SegmentAction.Goal(image=given_image(scene(17), "cam"), instruction="running",
                                                        request_id="goal-deactivated"),
                             feedback_callback=feedback.append)
     assert wait_until(send.done, 30) and wait_until(lambda: feedback, 30)

@@ -225,10 +225,11 @@ class RosClient(BackgroundNode):
             raise TimeoutError("action server did not appear")
         return client
 
-    def send_goal(self, action: ActionClient, goal: Any, feedback_callback: Callable[[Any], None] | None = None) -> Any:
-        """``action.send_goal_async(...)``'s future, sent from a callback of this node's (mutually
-        exclusive) default group, as PixelLMClient sends: from this thread, rclpy's send_goal_async
-        can lose the goal response to the executor (ros2/rclpy#1123; spinning.GroupOutbox)."""
+    def send_goal(self, node_name: str, goal: Any, feedback_callback: Callable[[Any], None] | None = None) -> Any:
+        """``send_goal_async(...)``'s future of ``action_client(node_name)``, sent from a callback of this
+        node's (mutually exclusive) default group, as PixelLMClient sends: from this thread, rclpy's
+        send_goal_async can lose the goal response to the executor (ros2/rclpy#1123; spinning.GroupOutbox)."""
+        action = self.action_client(node_name)
         sent: list[Any] = []
         ready = threading.Event()
 
