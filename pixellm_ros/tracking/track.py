@@ -65,24 +65,27 @@ class Track:
     def area(self) -> int:
         return int(np.count_nonzero(self.mask)) if self.mask is not None else 0
 
-    def predicted_box(self, width: int, height: int) -> Box | None:
+    def predicted_box(self, width: int, height: int, transform: np.ndarray | None = None) -> Box | None:
         """Where the template lands on the current frame (clipped), None when out of the image."""
         h, w = self.mask_template.shape
-        corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], dtype=np.float64) @ self.transform.T
+        transform = self.transform if transform is None else transform
+        corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], dtype=np.float64) @ transform.T
         x0 = max(0, int(np.floor(corners[:, 0].min())))
         y0 = max(0, int(np.floor(corners[:, 1].min())))
         x1 = min(width, int(np.ceil(corners[:, 0].max())) + 1)
         y1 = min(height, int(np.ceil(corners[:, 1].max())) + 1)
         return (x0, y0, x1, y1) if x1 - x0 >= 2 and y1 - y0 >= 2 else None
 
-    def predict(self, image: np.ndarray) -> Prediction | None:
-        """The template warped onto ``image`` (H, W, 3) uint8 RGB; None when it falls outside."""
+    def predict(self, image: np.ndarray, transform: np.ndarray | None = None) -> Prediction | None:
+        """The template warped onto ``image`` (H, W, 3) uint8 RGB by ``transform`` (default: the
+        track's); None when it falls outside."""
         height, width = image.shape[:2]
-        box = self.predicted_box(width, height)
+        transform = self.transform if transform is None else transform
+        box = self.predicted_box(width, height, transform)
         if box is None:
             return None
         x0, y0, x1, y1 = box
-        local = self.transform.copy()
+        local = transform.copy()
         local[:, 2] -= (x0, y0)
         size = (x1 - x0, y1 - y0)
         shape = cv2.warpAffine(self.mask_template.astype(np.uint8) * 255, local, size, flags=cv2.INTER_LINEAR,
@@ -91,6 +94,13 @@ class Track:
                                   borderMode=cv2.BORDER_REPLICATE)
         error = cv2.transform(cv2.absdiff(image[y0:y1, x0:x1], expected), _SUM_CHANNELS)  # float32 (h, w)
         return Prediction(box=box, shape=shape, error=error, expected=expected)
+
+    def seen_pixels(self, image: np.ndarray, transform: np.ndarray, tolerance: float) -> int:
+        """How many pixels of the template warped by ``transform`` match ``image``'s colours."""
+        prediction = self.predict(image, transform)
+        if prediction is None:
+            return 0
+        return int(np.count_nonzero(prediction.shape & (prediction.error <= tolerance)))
 
     def align(self, small: np.ndarray, scale: float, prediction: Prediction, search_px: int = 6) -> float:
         """Correct the transform's translation so that the predicted appearance lines up with the

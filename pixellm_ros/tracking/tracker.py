@@ -129,7 +129,7 @@ class Tracker:
         small = self._flow.shrink(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
         now = stamp_ns / NS
         if self._tracks and self._history:
-            self._carry(self._history[-1][1], small, width, height)
+            self._carry(self._history[-1][1], small, image)
         self._image, self._depth, self._stamp_ns = image, depth, stamp_ns
         self._history.append((stamp_ns, small))
         events += self._observe(image, small, now)
@@ -137,27 +137,38 @@ class Tracker:
         events += self._measure_3d(depth)
         return self._frame(events)
 
-    def _carry(self, previous: np.ndarray, current: np.ndarray, width: int, height: int) -> None:
-        """Compose each track's motion from ``previous`` to ``current`` (scaled grey) onto its transform."""
-        boxes = []
+    def _carry(self, previous: np.ndarray, current: np.ndarray, image: np.ndarray) -> None:
+        """Compose each track's motion from ``previous`` to ``current`` (scaled grey) onto its transform.
+
+        A track's own motion is the similarity fitted to the flow of its visible pixels; the
+        table's is the one fitted to the flow outside every track's box (how a still, hidden
+        object moves when the camera does). Where the two disagree (an occluder sliding over the
+        object drags the flow of its last visible pixels along), the one under which the
+        template's colours match ``image`` better wins. Hidden tracks move with the table."""
+        height, width = image.shape[:2]
+        boxes = {}
         for track in self._tracks.values():
-            box = track.box if track.status == "tracking" else _grow(track.predicted_box(width, height), 0.6)
+            box = track.box if track.status == "tracking" else track.predicted_box(width, height)
             if box is not None:
-                boxes.append(box)
-        roi = union_box(boxes, self.options.roi_margin_px, width, height)
+                boxes[track.track_id] = box
+        grown = [_grow(b, 0.6) for b in boxes.values()]
+        roi = union_box([b for b in grown if b is not None], self.options.roi_margin_px, width, height)
         if roi is None:
             return
         flow = self._flow.compute(previous, current, roi)
-        seen_boxes = [t.box for t in self._tracks.values() if t.status == "tracking" and t.box is not None]
+        table = _table_motion(flow, list(boxes.values()), self.options.points_per_track)
         for track in self._tracks.values():
-            motion = None
+            own = None
             if track.status == "tracking" and track.mask is not None:
                 points = _sample_points(track.mask, track.offset, self.options.points_per_track)
                 moved, inside = flow.displacement(points)
-                motion = fit_similarity(points[inside], moved[inside])
-            if motion is None:  # hidden, lost or too small: it moves with what is around it
-                motion = _surroundings_motion(flow, track.predicted_box(width, height), seen_boxes,
-                                              self.options.points_per_track)
+                own = fit_similarity(points[inside], moved[inside])
+            motion = own if own is not None else table
+            if own is not None and table is not None and _differ(own, table, track):
+                tolerance = self.options.colour_tolerance
+                if track.seen_pixels(image, compose(table, track.transform), tolerance) > \
+                        track.seen_pixels(image, compose(own, track.transform), tolerance):
+                    motion = table
             if motion is not None:
                 track.transform = compose(motion, track.transform)
 
@@ -390,23 +401,27 @@ def _sample_points(mask: np.ndarray, offset: tuple[int, int], count: int) -> np.
     return np.stack([xs * step + offset[0], ys * step + offset[1]], axis=1).astype(np.float64)
 
 
-def _surroundings_motion(flow: FlowField, box: Box | None, seen_boxes: list[Box], count: int) -> np.ndarray | None:
-    """The similarity motion of what is around ``box`` (grown by 60%), outside the seen tracks'
-    boxes: how a hidden, still object moves in the image when the camera moves."""
-    around = _grow(box, 0.6)
-    if around is None:
-        return None
-    x0, y0, x1, y1 = around
-    step = max(4, int(np.sqrt(max((x1 - x0) * (y1 - y0), 1) / count)))
+def _table_motion(flow: FlowField, boxes: list[Box], count: int) -> np.ndarray | None:
+    """The similarity motion of the flow's region outside every track's box (grown by 8 px): the
+    table's image motion, the camera's doing. None when too little of the region is free."""
+    x0, y0, x1, y1 = flow.roi
+    step = max(4, int(np.sqrt(max((x1 - x0) * (y1 - y0), 1) / (2 * count))))
     xs, ys = np.meshgrid(np.arange(x0, x1, step), np.arange(y0, y1, step))
     points = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float64)
     keep = np.ones(len(points), dtype=bool)
-    for bx0, by0, bx1, by1 in seen_boxes:
-        keep &= ~((points[:, 0] >= bx0 - 3) & (points[:, 0] < bx1 + 3) & (points[:, 1] >= by0 - 3)
-                  & (points[:, 1] < by1 + 3))
-    moved, inside = flow.displacement(points)
-    keep &= inside
-    return fit_similarity(points[keep], moved[keep])
+    for bx0, by0, bx1, by1 in boxes:
+        keep &= ~((points[:, 0] >= bx0 - 8) & (points[:, 0] < bx1 + 8) & (points[:, 1] >= by0 - 8)
+                  & (points[:, 1] < by1 + 8))
+    moved, inside = flow.displacement(points[keep])
+    return fit_similarity(points[keep][inside], moved[inside])
+
+
+def _differ(a: np.ndarray, b: np.ndarray, track: Track, tolerance_px: float = 0.75) -> bool:
+    """Whether two motions move the track's template corners apart by more than ``tolerance_px``."""
+    h, w = track.mask_template.shape
+    corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], dtype=np.float64) @ track.transform.T
+    homogeneous = np.concatenate([corners, np.ones((4, 1))], axis=1)
+    return float(np.abs(homogeneous @ a.T - homogeneous @ b.T).max()) > tolerance_px
 
 
 def _settle_overlaps(predictions: dict[int, Prediction], seen: dict[int, np.ndarray]) -> None:

@@ -214,6 +214,11 @@ class MovingWorld:
         pushes = _draw_pushes(rng, tuple(objects), duration_s, motion)
         return cls(size, tuple(objects), pushes, motion.path, scene.surface, scene.camera)
 
+    def replaced(self, pushes: tuple[Push, ...] | None = None, path: CameraPath | None = None) -> "MovingWorld":
+        """The same objects and table with other pushes and / or another camera path."""
+        return MovingWorld((self.height, self.width), self.objects, self.pushes if pushes is None else pushes,
+                           self.path if path is None else path, self.surface, self.camera_spec)
+
     # ------------------------------------------------------------------ where things are
     def object_pose(self, object_id: int, t: float) -> tuple[float, float, float]:
         """(x_m, y_m, heading_rad) of an object on the table at ``t`` seconds."""
@@ -334,18 +339,15 @@ def _draw_pushes(rng: np.random.Generator, objects: tuple[TableObject, ...], dur
             approach = float(rng.uniform(*motion.push_s)) + 0.4
             hide = float(rng.uniform(*motion.hide_s))
             leave = float(rng.uniform(*motion.push_s))
-            # In front of b: nearer the camera (smaller table y) by a share of the size difference.
-            gap = 0.35 * (objects[a].radius_m - objects[b].radius_m)
-            target = (where[b][0] + float(rng.uniform(-0.2, 0.2)) * gap, where[b][1] - gap)
-            pushes.append(Push(a, start, approach, target[0] - where[a][0], target[1] - where[a][1],
-                               math.radians(float(rng.uniform(-motion.turn_deg, motion.turn_deg))), hides=b))
             away = float(rng.uniform(*motion.push_m)) + objects[a].radius_m + objects[b].radius_m
             side = 1.0 if rng.uniform() < 0.5 else -1.0
-            off = (side * away, float(rng.uniform(-0.3, 0.3)) * away)
-            pushes.append(Push(a, start + approach + hide, leave, off[0], off[1],
-                               math.radians(float(rng.uniform(-motion.turn_deg, motion.turn_deg)))))
-            where[a] = [target[0] + off[0], target[1] + off[1]]
-            end = start + approach + hide + leave
+            turns = [math.radians(float(rng.uniform(-motion.turn_deg, motion.turn_deg))) for _ in range(2)]
+            there, back = occlusion(objects, a, b, tuple(where[a]), tuple(where[b]), start, approach, hide, leave,
+                                    (side * away, float(rng.uniform(-0.3, 0.3)) * away),
+                                    float(rng.uniform(-0.2, 0.2)), (turns[0], turns[1]))
+            pushes += [there, back]
+            where[a] = [where[a][0] + there.dx_m + back.dx_m, where[a][1] + there.dy_m + back.dy_m]
+            end = back.end_s
             busy_until[a] = end
             busy_until[b] = end
         else:
@@ -361,6 +363,22 @@ def _draw_pushes(rng: np.random.Generator, objects: tuple[TableObject, ...], dur
             where[i] = [where[i][0] + dx, where[i][1] + dy]
             busy_until[i] = start + duration
     return tuple(pushes)
+
+
+def occlusion(objects: tuple[TableObject, ...], occluder: int, hidden: int, occluder_xy: tuple[float, float],
+              hidden_xy: tuple[float, float], start_s: float, approach_s: float, hide_s: float, leave_s: float,
+              away_m: tuple[float, float], sideways: float = 0.0,
+              turns_rad: tuple[float, float] = (0.0, 0.0)) -> tuple[Push, Push]:
+    """The two pushes of an occlusion: ``occluder`` (now at ``occluder_xy``) pushed in front of
+    ``hidden`` (at ``hidden_xy``: nearer the camera, smaller table y, by a third of their difference
+    in radius, ``sideways`` times that to the side) over ``approach_s``, left there ``hide_s``, then
+    pushed on by ``away_m`` (dx, dy) over ``leave_s``."""
+    gap = 0.35 * (objects[occluder].radius_m - objects[hidden].radius_m)
+    target = (hidden_xy[0] + sideways * gap, hidden_xy[1] - gap)
+    there = Push(occluder, start_s, approach_s, target[0] - occluder_xy[0], target[1] - occluder_xy[1],
+                 turns_rad[0], hides=hidden)
+    back = Push(occluder, start_s + approach_s + hide_s, leave_s, away_m[0], away_m[1], turns_rad[1])
+    return there, back
 
 
 def _occlusion_pair(rng: np.random.Generator, objects: tuple[TableObject, ...], start: float,
