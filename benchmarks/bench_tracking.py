@@ -32,7 +32,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -234,6 +234,19 @@ def draw_tracks(rgb: np.ndarray, tracks: tuple[TrackView, ...], time_s: float) -
     return out
 
 
+def tracker_options(pairs: list[str]) -> TrackerOptions:
+    """TrackerOptions with NAME=VALUE overrides (bool, int, float or str, as the default is)."""
+    defaults = TrackerOptions()
+    values = {}
+    for pair in pairs:
+        name, _, text = pair.partition("=")
+        if not hasattr(defaults, name):
+            raise SystemExit(f"--option {pair}: TrackerOptions has no field '{name}'")
+        default = getattr(defaults, name)
+        values[name] = text.lower() in ("1", "true", "yes") if isinstance(default, bool) else type(default)(text)
+    return replace(defaults, **values)
+
+
 def decay_table(scorer: Scorer, period: int) -> dict[int, float]:
     return {k: v[0] / v[1] for k, v in sorted(scorer.decay.items()) if v[1] and k < period}
 
@@ -256,13 +269,15 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--smoke", action="store_true", help="a few seconds of one short sequence (tests)")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                        help="a TrackerOptions field for this run (e.g. align=false, flow_preset=medium); repeatable")
     args = parser.parse_args()
     if args.smoke:
         args.sequences, args.seconds = 1, min(args.seconds, 2.5)
-    options = TrackerOptions()
+    options = tracker_options(args.option)
     period = max(1, round(args.seed_period * args.rate))
     report: dict[str, object] = {"rate_hz": args.rate, "sequences": args.sequences, "seconds": args.seconds,
-                                 "depth": args.depth}
+                                 "depth": args.depth, "options": args.option}
     worlds = [MovingWorld.sample(np.random.default_rng(args.first_seed + s), (480, 640), args.seconds)
               for s in range(args.sequences)]
     started = time.perf_counter()
