@@ -94,6 +94,7 @@ class Tracker:
         self._image: np.ndarray | None = None
         self._depth: AlignedDepth | None = None
         self._had_depth = False
+        self._depth_lost = False
         self._stamp_ns: int | None = None
         self._predictions: dict[int, Prediction] = {}
 
@@ -230,8 +231,10 @@ class Tracker:
         events = []
         if depth is None and self._had_depth:
             events.append(TrackEvent("depth_lost", None, f"{NO_DEPTH}: the tracks' 3D fields pause"))
-        elif depth is not None and not self._had_depth and self._stamp_ns is not None and len(self._history) > 1:
+            self._depth_lost = True
+        elif depth is not None and self._depth_lost:
             events.append(TrackEvent("depth_back", None, "depth again: the tracks' 3D fields resume"))
+            self._depth_lost = False
         self._had_depth = depth is not None
         for track in self._tracks.values():
             self._track_3d(track, depth)
