@@ -25,6 +25,7 @@ PACKAGE = "pixellm_ros"
 LAYERS: dict[str, frozenset[str]] = {
     "muse": frozenset(),                                                  # the MUSE format: a leaf
     "spatial": frozenset(),                                               # targets in 3D: a leaf
+    "tracking": frozenset({"spatial"}),                                   # tracks between answers (3D: spatial)
     "world": frozenset({"muse"}),                                         # the tabletop world
     "model": frozenset(),                                                 # the network
     "engine": frozenset({"model", "muse"}),                               # inference (results in MUSE's RLE)

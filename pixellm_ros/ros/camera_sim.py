@@ -4,7 +4,10 @@ Frames come from one of three sources (parameter ``source``):
 
 ``world``    generated tabletop scenes (``pixellm_ros.world``): a new scene every ``scene_period_s``
              seconds, the same rendering in between (a still camera over a still table); the
-             objects of each new scene are logged so you know what to ask for.
+             objects of each new scene are logged so you know what to ask for. With ``moving``
+             (off by default) the world moves (``pixellm_ros.world.motion``): the camera pans and
+             dollies on a slow path, objects are pushed and hide one another for a while; its time
+             advances 1 / ``rate_hz`` per frame (a slow render slows the world, it never jumps).
 ``folder``   the images of ``folder`` (png, jpg, jpeg, bmp; sorted by name), one per frame, looping.
 ``pattern``  a test pattern (colour bars and a grey square that moves one step per frame).
 
@@ -105,6 +108,28 @@ def world_views(height: int, width: int, seed: int, frames_per_scene: int, on_ne
             yield rgb, depth, intrinsics
 
 
+def moving_world_views(height: int, width: int, seed: int, rate_hz: float, scene_period_s: float,
+                       on_new_scene: Any = None, depth_encoding: str | None = "16UC1",
+                       on_frame: Any = None) -> Iterator[WorldView]:
+    """(rgb, depth, intrinsics) of moving worlds (``world.motion.MovingWorld``) at ``rate_hz``, a new
+    world every ``scene_period_s`` seconds; ``on_frame`` gets each ``WorldFrame`` (its exact masks,
+    object ids and depth: the ground truth)."""
+    from pixellm_ros.world.motion import MovingWorld
+
+    rng = np.random.default_rng(seed)
+    while True:
+        world = MovingWorld.sample(rng, (height, width), duration_s=scene_period_s)
+        cam = world.camera
+        intrinsics = PinholeIntrinsics.from_matrix(cam.K, width, height, "plumb_bob", [0.0] * 5)
+        for index in range(max(1, round(scene_period_s * rate_hz))):
+            frame = world.frame(index, rate_hz)
+            if index == 0 and on_new_scene is not None:
+                on_new_scene(frame.scene)
+            if on_frame is not None:
+                on_frame(frame)
+            yield frame.rgb, frame.depth_image(depth_encoding) if depth_encoding is not None else None, intrinsics
+
+
 def _describe(scene: Any) -> str:
     return ", ".join(f"{obj.size} {obj.colour} {obj.shape}" for obj in scene.objects)
 
@@ -135,7 +160,12 @@ class CameraSimNode(Node):
         self._frame_id = declare("frame_id", "camera", "header.frame_id of the frames")
         publish_depth = declare("publish_depth", True, "world source: also publish depth/image_raw and camera_info")
         depth_encoding = declare("depth_encoding", "16UC1", "depth/image_raw encoding: 16UC1 (mm) | 32FC1 (m)")
+        moving = declare("moving", False, "world source: the camera pans and dollies, objects are pushed and hide"
+                                          " one another (world.motion); a new world every scene_period_s")
 
+        # The moving world's ground truth of the frame published last (in-process users, tests).
+        self.world_frame: Any = None
+        self._next_truth: Any = None
         if source not in SOURCES:
             raise ValueError(f"parameter 'source' is '{source}'; use one of {', '.join(SOURCES)}")
         if rate_hz <= 0:
@@ -148,6 +178,10 @@ class CameraSimNode(Node):
             self._frames = folder_frames(Path(folder).expanduser())
         elif source == "pattern":
             self._frames = pattern_frames(height, width)
+        elif moving:
+            self._frames = moving_world_views(height, width, seed, rate_hz, scene_period_s,
+                                              lambda scene: self.get_logger().info(f"new world: {_describe(scene)}"),
+                                              depth_encoding if self._with_depth else None, self._keep_truth)
         else:
             self._frames = world_views(height, width, seed, round(scene_period_s * rate_hz),
                                        lambda scene: self.get_logger().info(f"new scene: {_describe(scene)}"),
@@ -165,6 +199,9 @@ class CameraSimNode(Node):
         elif publish_depth and source != "world":
             self.get_logger().info(f"no depth for source={source}: only the world has geometry")
 
+    def _keep_truth(self, frame: Any) -> None:
+        self._next_truth = frame
+
     def _publish_next(self) -> None:
         item = next(self._frames)
         header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self._frame_id)
@@ -177,4 +214,5 @@ class CameraSimNode(Node):
             self._depth_publisher.publish(depth_to_msg(depth, header))
             self._info_publisher.publish(camera_info_msg(intrinsics, header))
         self.published += 1
+        self.world_frame = self._next_truth
 

@@ -99,15 +99,25 @@ class Scene:
         total = int(self.footprint(obj).mask.sum())
         return float(self.visible_masks[obj.id].sum()) / max(total, 1)
 
-    def render(self) -> tuple[np.ndarray, np.ndarray]:
+    def render(self, background: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The camera image and the instance masks.
+
+        Args:
+            background: (H, W, 3) float32 RGB 0-255, the table as this camera sees it, to paint
+                the objects onto instead of ``surface`` drawn in image coordinates (the moving
+                world's table, fixed to the table while the camera moves: ``motion``).
 
         Returns:
             rgb: (H, W, 3) uint8.
             masks: (K, H, W) bool visible pixels per object, ``masks[i]`` for ``objects[i]``;
                 pairwise disjoint.
         """
-        canvas = render_surface(self.surface, self.height, self.width)
+        if background is None:
+            canvas = render_surface(self.surface, self.height, self.width)
+        else:
+            if background.shape != (self.height, self.width, 3):
+                raise ValueError(f"background must be ({self.height}, {self.width}, 3), got {background.shape}")
+            canvas = background.astype(np.float32, copy=True)
         light = self.camera.light_vector
         for i in self.depth_order:
             obj = self.objects[i]

@@ -12,7 +12,7 @@ import rclpy
 from rclpy.context import Context
 from rclpy.parameter import Parameter
 
-from pixellm_ros.ros.camera_sim import CameraSimNode, folder_frames, pattern_frames, world_frames
+from pixellm_ros.ros.camera_sim import CameraSimNode, folder_frames, moving_world_views, pattern_frames, world_frames
 
 
 def test_pattern_frames_move_one_step_per_frame() -> None:
@@ -58,6 +58,38 @@ def test_camera_node_rejects_an_unknown_source(lone_domain_id: int) -> None:
         node = CameraSimNode(context=context, parameter_overrides=[Parameter("source", value="pattern"),
                                                                   Parameter("rate_hz", value=20)])
         assert node.get_parameter("rate_hz").value == 20  # an int for a rate is fine
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
+
+
+def test_moving_world_views_move_every_frame_and_hand_out_the_truth() -> None:
+    from pixellm_ros.world.motion import MovingWorld
+
+    truths: list[object] = []
+    scenes: list[object] = []
+    views = list(itertools.islice(moving_world_views(64, 96, seed=2, rate_hz=10.0, scene_period_s=0.3,
+                                                     on_new_scene=scenes.append, on_frame=truths.append), 4))
+    assert len(scenes) == 2  # three frames of the first world, then a new one
+    world = MovingWorld.sample(np.random.default_rng(2), (64, 96), duration_s=0.3)
+    for index, (rgb, depth, intrinsics) in enumerate(views[:3]):
+        expected = world.frame(index, 10.0)
+        assert np.array_equal(rgb, expected.rgb) and np.array_equal(depth, expected.depth_image("16UC1"))
+        assert truths[index].index == index and np.array_equal(truths[index].masks, expected.masks)
+        np.testing.assert_allclose(intrinsics.K, world.camera.K)
+    assert not np.array_equal(views[0][0], views[1][0])
+
+
+def test_camera_node_plays_the_moving_world_and_keeps_its_truth(lone_domain_id: int) -> None:
+    context = Context()
+    rclpy.init(context=context, domain_id=lone_domain_id)
+    try:
+        node = CameraSimNode(context=context, parameter_overrides=[
+            Parameter("moving", value="true"), Parameter("width", value=96), Parameter("height", value=64)])
+        assert node.world_frame is None
+        node._publish_next()
+        node._publish_next()
+        assert node.published == 2 and node.world_frame.index == 1 and node.world_frame.rgb.shape == (64, 96, 3)
         node.destroy_node()
     finally:
         rclpy.try_shutdown(context=context)

@@ -106,3 +106,29 @@ def test_an_unknown_depth_encoding_is_refused(lone_domain_id: int) -> None:
         node.destroy_node()
     finally:
         rclpy.try_shutdown(context=context)
+
+
+@pytest.mark.timeout(120)
+def test_a_moving_world_plays_frame_after_frame_with_its_exact_depth(client: RosClient, domain_id: int,
+                                                                      tmp_path: Path) -> None:
+    from pixellm_ros.world.motion import MovingWorld
+
+    prefix = "moving"
+    colour = client.collect(Image, f"{prefix}/image_raw")
+    depth = client.collect(Image, f"{prefix}/depth/image_raw")
+    with camera(domain_id, tmp_path / "camera.log", prefix, moving=True, scene_period_s=20.0):
+        arrived = wait_until(lambda: len(depth) >= 5 and len(colour) >= 5, 60)
+        time.sleep(0.3)
+    assert arrived, (tmp_path / "camera.log").read_text()
+    world = MovingWorld.sample(np.random.default_rng(SEED), (H, W), duration_s=20.0)  # camera_sim's first world
+    truth = [world.frame(i, 10.0) for i in range(len(colour) + 20)]
+    depth_by_key = {_key(m): m for m in list(depth)}
+    indices = []
+    for msg in list(colour)[:-1]:
+        rgb = image_msg_to_rgb(msg)
+        index = next(i for i, f in enumerate(truth) if np.array_equal(f.rgb, rgb))
+        indices.append(index)
+        if _key(msg) in depth_by_key:
+            np.testing.assert_array_equal(depth_from_msg(depth_by_key[_key(msg)]).raw, truth[index].depth_image())
+    assert indices == list(range(indices[0], indices[0] + len(indices)))  # one world frame after the other
+    assert not np.array_equal(truth[indices[0]].rgb, truth[indices[-1]].rgb)
