@@ -65,9 +65,9 @@ def run_until_shutdown(node: Any, other_nodes: Sequence[Any] = ()) -> None:
 
 def node_main(args: Sequence[str] | None = None) -> None:
     """pixellm_node until Ctrl-C; configures and activates itself unless the parameter autostart is false."""
+    init_ros(args)  # first: a bad parameters file is said at once, before torch is imported
     from .pixellm_node import PixelLMNode  # torch and the model stack: only this process needs them
 
-    init_ros(args)
     run_until_shutdown(PixelLMNode())
 
 

@@ -41,7 +41,7 @@ from pixellm_ros.msg import SegmentationResult as ResultMsg
 from pixellm_ros.srv import Segment as SegmentService
 
 from . import params as P
-from . import qos
+from . import params_file, qos, spinning
 from .delivery import ResultServingActionServer, WriteLog, track_service
 from .depth_cache import DepthCache
 from .diagnostics import CameraHealth, NodeHealth, RateMeter, diagnostic_array
@@ -62,7 +62,11 @@ class PixelLMNode(LifecycleNode):
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
-        self._bad_overrides = P.declare_node_parameters(self)
+        command_line, name = spinning.command_line(), self.get_fully_qualified_name()
+        for warning in params_file.files_setting_nothing(command_line, name):
+            self.get_logger().warning(warning)
+        self._bad_overrides = P.declare_node_parameters(self, params_file.value_sources(command_line, name))
+        self._wrong_types = threading.local()  # a set's wrongly typed values, from the pre-set to the on-set step
         self._desk = RequestDesk(self.get_name(), self.get_logger(), RequestFlow(self._age_s), self.context.ok)
         self._meters: dict[str, RateMeter] = {}
         self._lock = threading.Lock()
@@ -85,7 +89,7 @@ class PixelLMNode(LifecycleNode):
         try:
             bad = [text for name, text in self._bad_overrides.items() if P.SPECS_BY_NAME[name].apply != P.STARTUP]
             if bad:
-                raise P.SettingsError("; ".join(bad))
+                raise P.SettingsError("; ".join(bad) + " (ros2 param set a good value, then configure again)")
             settings = P.settings_from_values(values)
             problems = P.declare_camera_parameters(self, settings.camera_names)
             if problems:
@@ -297,17 +301,26 @@ class PixelLMNode(LifecycleNode):
 
     # ------------------------------------------------------------------ parameters at run time
     def _coerce_parameters(self, parameters: list[Any]) -> list[Any]:
-        return P.coerce_run_time(parameters, self._desk.settings.camera_names if self._desk.settings is not None else ())
+        coerced, self._wrong_types.found = P.coerce_run_time(
+            parameters, self._desk.settings.camera_names if self._desk.settings is not None else (),
+            lambda name: self.get_parameter(name).value)
+        return coerced
 
     def _on_set_parameters(self, parameters: list[Any]) -> Any:
-        """Reject a bad value with its reason; apply live ones at once; say when the others apply."""
+        """Reject a bad value or type with its reason; apply live ones at once; say when the others apply."""
         from rcl_interfaces.msg import SetParametersResult
 
+        wrong, self._wrong_types.found = getattr(self._wrong_types, "found", {}), {}
+        problems = [wrong[id(p)][1] for p in parameters if wrong.get(id(p), (None,))[0] is p]
+        if problems:
+            return SetParametersResult(successful=False, reason="; ".join(problems))
         values = P.parameter_values(self)
         try:
             later = P.check_run_time(parameters, values, self._desk.settings.camera_names if self._desk.settings else ())
         except P.SettingsError as error:
             return SetParametersResult(successful=False, reason=str(error))
+        for parameter in parameters:  # a start-up value refused is fixed by setting the parameter
+            self._bad_overrides.pop(parameter.name, None)
         if self._desk.settings is not None:
             self._apply_live(P.replace_fields(self._desk.settings, values, [P.LIVE]))
         if later:  # rclpy drops the reason of a successful result: say it in the log (/rosout)

@@ -26,6 +26,7 @@ import rclpy
 from rclpy.context import Context
 from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 
+from .params_file import command_line_problem, rcl_error_line
 from .transport import use_large_frames_profile
 
 try:  # Humble and later
@@ -44,6 +45,7 @@ SIGNAL_POLL_S = 0.2
 
 _signals_seen = 0
 _spun = False  # spin() has started: from then on a signal raises nothing (see the module docstring)
+_command_line: list[str] = []
 
 
 def _interrupt(signum: int, _frame: Any) -> None:
@@ -68,6 +70,11 @@ def ignore_signals() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+def command_line() -> list[str]:
+    """The arguments ``init_ros`` gave rclpy (empty before it ran, e.g. a node built in a test)."""
+    return list(_command_line)
+
+
 def shutdown_requested() -> bool:
     """True once SIGINT / SIGTERM arrived in this process (after ``init_ros``)."""
     return _signals_seen > 0
@@ -75,10 +82,25 @@ def shutdown_requested() -> bool:
 
 def init_ros(args: Sequence[str] | None) -> None:
     """rclpy.init for an executable's process: our SIGINT/SIGTERM handling (see the module
-    docstring) and Fast DDS room for camera-sized messages (``transport.use_large_frames_profile``)."""
+    docstring) and Fast DDS room for camera-sized messages (``transport.use_large_frames_profile``).
+
+    A command line rcl cannot read (a parameters file that is missing or not valid YAML) ends the
+    process with one line saying which file and where, and exit code 2 (SystemExit), not rcl's
+    traceback. ``command_line()`` gives the arguments to the nodes afterwards.
+    """
+    global _command_line
     use_large_frames_profile()
     argv = list(args) if args is not None else None
-    _init_without_signal_handlers(argv)
+    _command_line = list(argv if argv is not None else sys.argv)
+    problem = command_line_problem(_command_line)
+    if problem is None:
+        try:
+            _init_without_signal_handlers(argv)
+        except RuntimeError as error:  # rclpy's RCLError: what rcl alone refuses (a list of mixed types, ...)
+            problem = rcl_error_line(str(error))
+    if problem is not None:
+        print(problem, file=sys.stderr, flush=True)
+        raise SystemExit(2)
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
 
