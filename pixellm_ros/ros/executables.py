@@ -14,9 +14,9 @@ import time
 from typing import Any, Sequence
 
 import rclpy
-from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 
-from .spinning import ignore_signals, init_ros, spin
+from .spinning import JoiningExecutor, ignore_signals, init_ros, spin
 
 
 def executor_threads(queue_size: int) -> int:
@@ -30,7 +30,7 @@ def run_until_shutdown(node: Any, other_nodes: Sequence[Any] = ()) -> None:
     rclpy must already be initialised (``spinning.init_ros``); shuts it down on the way out.
     """
     queue_size = node.get_parameter("queue_size").value
-    executor = MultiThreadedExecutor(num_threads=executor_threads(queue_size if isinstance(queue_size, int) else 4))
+    executor = JoiningExecutor(num_threads=executor_threads(queue_size if isinstance(queue_size, int) else 4))
     executor.add_node(node)
     for other in other_nodes:
         executor.add_node(other)
@@ -50,7 +50,8 @@ def run_until_shutdown(node: Any, other_nodes: Sequence[Any] = ()) -> None:
         # No callback may still run while the shutdown transition destroys the entities: one that
         # uses a destroyed one (the diagnostics timer's publisher) fails its task with "cannot use
         # Destroyable because destruction was requested", printed at exit as an exception never
-        # retrieved. After drain no callback waits for a result any more.
+        # retrieved. After drain no callback waits for a result any more; the callbacks the last
+        # spin_once handed to the threads finish first (JoiningExecutor).
         executor.shutdown()
         try:
             node.trigger_shutdown()

@@ -127,6 +127,26 @@ def spin(executor: Any, context: Any) -> None:
         pass
 
 
+class JoiningExecutor(MultiThreadedExecutor):
+    """rclpy's MultiThreadedExecutor whose ``shutdown`` first lets the callbacks it has already
+    handed to its threads finish, then shuts down as rclpy's does.
+
+    rclpy's own shutdown destroys the executor's guard condition, then joins its threads; a
+    callback handed to a thread by the last ``spin_once`` that has not run by then ends by
+    triggering that destroyed guard ("cannot use Destroyable because destruction was requested"),
+    and as nobody spins any more to retrieve its task's error, rclpy prints it at exit as an
+    exception "never retrieved" (an idle SIGINT with a fast diagnostics timer). Call it once
+    nothing spins the executor any more. rclpy has no public way to wait for its threads: the
+    thread pool is ``_executor``, as in every rclpy since Foxy.
+    """
+
+    def shutdown(self, timeout_sec: float | None = None, *, wait_for_threads: bool = True) -> bool:
+        pool = getattr(self, "_executor", None)
+        if pool is not None and wait_for_threads:
+            pool.shutdown(wait=True)
+        return super().shutdown(timeout_sec, wait_for_threads=wait_for_threads)
+
+
 class GroupOutbox:
     """Runs callables from a callback of ``group`` on ``node`` (a guard condition's), never from the
     caller's thread, so they cannot overlap that group's other callbacks (``group`` None: the node's
