@@ -67,9 +67,15 @@ def run_until_shutdown(node: Any, other_nodes: Sequence[Any] = ()) -> None:
 def node_main(args: Sequence[str] | None = None) -> None:
     """pixellm_node until Ctrl-C; configures and activates itself unless the parameter autostart is false."""
     init_ros(args)  # first: a bad parameters file is said at once, before torch is imported
-    from .pixellm_node import PixelLMNode  # torch and the model stack: only this process needs them
+    try:
+        from .pixellm_node import PixelLMNode  # torch and the model stack: only this process needs them
 
-    run_until_shutdown(PixelLMNode())
+        node = PixelLMNode()
+    except KeyboardInterrupt:  # the first signal came while torch loaded or the node was made
+        rclpy.try_shutdown()
+        ignore_signals()
+        return
+    run_until_shutdown(node)
 
 
 def camera_main(args: Sequence[str] | None = None) -> None:
@@ -77,13 +83,20 @@ def camera_main(args: Sequence[str] | None = None) -> None:
     from .camera_sim import CameraSimNode
 
     init_ros(args)
-    node = CameraSimNode()
-    started = time.monotonic()
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    spin(executor, node.context)
-    node.get_logger().info(f"published {node.published} frames in {time.monotonic() - started:.1f} s")
-    executor.shutdown()
-    node.destroy_node()
-    rclpy.try_shutdown()
-    ignore_signals()
+    node = executor = None
+    try:
+        node = CameraSimNode()
+        started = time.monotonic()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        spin(executor, node.context)
+        node.get_logger().info(f"published {node.published} frames in {time.monotonic() - started:.1f} s")
+    except KeyboardInterrupt:  # the first signal came before spin() began (until then it raises: spinning.py)
+        pass
+    finally:
+        if executor is not None:
+            executor.shutdown()
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+        ignore_signals()

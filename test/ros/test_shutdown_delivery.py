@@ -124,3 +124,26 @@ def test_an_idle_sigint_logs_nothing_but_the_shutdown(client: RosClient, domain_
     finally:
         for process in processes:
             process.stop()
+
+
+def test_a_signal_while_the_node_process_loads_torch_ends_it_quietly(domain_id: int, chain_model_dir: Path,
+                                                                     tmp_path: Path) -> None:
+    """The first signal after ``init_ros`` (its handler raises until the spinning starts) while the
+    process imports torch and makes the node: exit code 0 and nothing logged (before: a
+    KeyboardInterrupt traceback out of the import, exit code -2). ``init_ros`` is seen done by the
+    process catching SIGTERM (its SigCgt in /proc): nothing catches it before."""
+    process = NodeProcess(domain_id, "pixellm_early", {"model.path": str(chain_model_dir), "model.device": "cpu"},
+                          tmp_path / "pixellm_early.log")
+    status = Path(f"/proc/{process.process.pid}/status")
+
+    def catches_sigterm() -> bool:
+        caught = next((line.split()[1] for line in status.read_text().splitlines() if line.startswith("SigCgt:")), "0")
+        return bool(int(caught, 16) >> (signal.SIGTERM - 1) & 1)
+
+    try:
+        assert wait_until(catches_sigterm, 120, interval=0.002), process.log_tail()
+        process.process.send_signal(signal.SIGTERM)
+        assert process.process.wait(120) == 0, process.log_tail()
+        assert process.log_path.read_text().strip() == ""
+    finally:
+        process.stop()
