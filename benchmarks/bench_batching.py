@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_common import bench_config, bench_tokenizer, build_random_model, log, scripted_answer, sync  # noqa: E402
 
 from pixellm_ros.engine import PixelLMEngine, SegmentationResult  # noqa: E402
-from pixellm_ros.engine.batch_decoding import BatchKVCache  # noqa: E402
+from pixellm_ros.engine.decoders import DynamicKVDecoder  # noqa: E402
 from pixellm_ros.engine.batching import BatchRequest  # noqa: E402
 from pixellm_ros.engine.forcing import ScriptedTokens  # noqa: E402
 from pixellm_ros.model import PixelLMConfig  # noqa: E402
@@ -175,7 +175,7 @@ def part2(engine: PixelLMEngine, prompt_positions: int, repeats: int = 8) -> Non
     with torch.inference_mode():
         for rows in CONCURRENCY:
             for growing, times_of in ((False, step_ms), (True, growing_ms)):
-                cache = BatchKVCache(lm, growing=growing)
+                cache = DynamicKVDecoder(lm, growing=growing)
                 embeds = [torch.randn(prompt_positions, hidden, device=device, dtype=dtype) for _ in range(rows)]
                 cache.prefill(embeds, [torch.ones(prompt_positions, device=device, dtype=torch.long)] * rows)
                 tokens = torch.full((rows,), 5, dtype=torch.long, device=device)
@@ -201,19 +201,18 @@ def part2(engine: PixelLMEngine, prompt_positions: int, repeats: int = 8) -> Non
         static_ms: dict[int, float] = {}
         with torch.inference_mode():
             for rows in CONCURRENCY:
-                decoder = engine._static_decoder(prompt_positions + repeats + 4, rows=rows)
-                embeds = torch.randn(decoder.rows, prompt_positions, hidden, device=device, dtype=dtype)
-                ones = torch.ones((decoder.rows, prompt_positions), device=device, dtype=torch.long)
-                decoder.prefill(embeds, ones)
-                tokens = torch.full((decoder.rows,), 5, dtype=torch.long, device=device)
-                positions = torch.full((decoder.rows,), prompt_positions, dtype=torch.long, device=device)
+                decoder = engine.kv_decoder(prompt_positions + repeats + 4, rows=rows)
+                embeds = [torch.randn(prompt_positions, hidden, device=device, dtype=dtype) for _ in range(rows)]
+                decoder.prefill(embeds, [torch.ones(prompt_positions, device=device, dtype=torch.long)] * rows)
+                tokens = torch.full((rows,), 5, dtype=torch.long, device=device)
                 times = []
-                for step in range(repeats + 2):
+                for _ in range(repeats + 2):
                     sync(device)
                     start = time.perf_counter()
-                    decoder.step_rows(tokens, positions + step, prompt_positions + step)
+                    decoder.step(tokens)
                     sync(device)
                     times.append(time.perf_counter() - start)
+                decoder.reset()
                 static_ms[rows] = statistics.median(times[2:]) * 1e3
         log(f"the same step on the {engine.decode_mode} batch decoder: "
             + ", ".join(f"B={b}: {t:.2f} ms" for b, t in static_ms.items())

@@ -44,7 +44,7 @@ from . import params as P
 from . import qos
 from .depth_cache import DepthCache
 from .diagnostics import CameraHealth, NodeHealth, RateMeter, diagnostic_array
-from .engine_host import load_engine, probability_to_logit
+from .engine_host import load_engine
 from .request_desk import SHUTTING_DOWN, RequestDesk
 from .request_flow import RequestFlow
 from .requests import CameraInput, LatestFrame, SegmentRequest
@@ -283,7 +283,7 @@ class PixelLMNode(LifecycleNode):
         old, self._desk.settings = self._desk.settings, settings
         engine = self._engine
         if engine is not None:
-            engine.mask_threshold = probability_to_logit(settings.mask_threshold)
+            engine.mask_threshold = settings.mask_threshold
         timing = ("standing_instruction", "standing_rate_hz", "diagnostics_period_s")
         if any(getattr(old, f) != getattr(settings, f) for f in timing) and self._made:
             self._make_timers(settings)

@@ -99,7 +99,7 @@ class RequestDesk:
         def on_text(delta: str) -> None:
             text.append(delta)
             goal_handle.publish_feedback(SegmentAction.Feedback(
-                partial_answer="".join(text), delta=delta, generated_tokens=seg.tokens_started))
+                partial_answer="".join(text), delta=delta, generated_tokens=seg.generated_tokens))
 
         seg = SegmentRequest(goal.request_id or self._ids.next(), goal.instruction, "action", camera=goal.camera,
                              on_text=on_text, cancel_requested=lambda: goal_handle.is_cancel_requested)
@@ -181,7 +181,7 @@ class RequestDesk:
 
     # ------------------------------------------------------------------ the worker's job
     def run_requests(self, engine: Any, requests: list[SegmentRequest]) -> None:
-        """The worker's step: bind, run (alone, or together as one batch), answer in queue order.
+        """The worker's step: bind, run (together, as one batch of any size), answer in queue order.
 
         Every path ends in exactly one result per request. Runs on the worker thread.
         """
@@ -189,9 +189,7 @@ class RequestDesk:
 
         def stop_for(request: SegmentRequest) -> Any:
             def should_stop() -> bool:  # polled by the engine before each forward pass
-                stop = request.cancelled() or (worker is not None and worker.stopping.is_set())
-                request.tokens_started += 0 if stop else 1
-                return stop
+                return request.cancelled() or (worker is not None and worker.stopping.is_set())
             return should_stop
 
         outcomes: list[Any] = []
@@ -202,16 +200,9 @@ class RequestDesk:
                 outcomes.append(None)
             except RequestRefused as refused:
                 outcomes.append(refused)
-        if len(bound) == 1:
-            index, request, image, should_stop = bound[0]
-            try:
-                outcomes[index] = self._flow.run(engine, request, image, settings, should_stop)
-            except RequestRefused as refused:
-                outcomes[index] = refused
         if bound:
             self.tally.record_batch(len(bound))
-        if len(bound) > 1:
-            ran = self._flow.run_batch(engine, [(r, image, stop) for _i, r, image, stop in bound], settings)
+            ran = self._flow.run(engine, [(r, image, stop) for _i, r, image, stop in bound], settings)
             for (index, *_rest), outcome in zip(bound, ran):
                 outcomes[index] = outcome
         images = {index: image for index, _r, image, _s in bound}

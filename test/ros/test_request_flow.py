@@ -189,7 +189,10 @@ def run(engine: Any, seg: SegmentRequest, msg: Image, **changes: Any) -> Any:
     bound_flow = flow()
     bound_flow.admit(seg, msg, settings(**changes), {"default": camera()})
     image = bound_flow.bind(seg, settings(**changes), {"default": camera()})
-    return bound_flow.run(engine, seg, image, settings(**changes), lambda: False)
+    (outcome,) = bound_flow.run(engine, [(seg, image, lambda: False)], settings(**changes))
+    if isinstance(outcome, RequestRefused):
+        raise outcome
+    return outcome
 
 
 def test_a_good_request_runs_and_keeps_the_source_header(engine: Any) -> None:
