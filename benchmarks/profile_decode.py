@@ -54,6 +54,8 @@ from gpu_common import (  # noqa: E402
     sync,
 )
 
+from smoke import add_smoke_argument, report  # noqa: E402
+
 from pixellm_ros.engine import EngineError, PixelLMEngine  # noqa: E402
 from pixellm_ros.model.load_options import LoadOptionError  # noqa: E402
 
@@ -336,7 +338,11 @@ def main() -> None:
                         help="seconds a compiled mode is expected to take before one was seen (default 100; 60 --tiny; "
                              "less once gpu_7b.py has filled the inductor cache)")
     parser.add_argument("--out", default=None, help="folder for profile_decode.md / _raw.txt / .json")
+    add_smoke_argument(parser)
     args = parser.parse_args()
+    if args.smoke:  # the tiny model on the CPU, a plain and a fused static step, a few steps
+        args.tiny, args.steps, args.context = True, 2, 4
+        args.modes = args.modes or "static,static+fused"
     device = torch.device(args.device or ("cpu" if args.tiny else "cuda"))
     on_cuda = device.type == "cuda"
     budget = args.budget_s if args.budget_s is not None else (600.0 if args.tiny else 120.0)
@@ -386,6 +392,8 @@ def main() -> None:
     source.drop()
     log(f"done in {time.perf_counter() - start:.0f} s\n")
     print(markdown(meta, results, on_cuda), flush=True)
+    report({r["mode"]: ({"error": r["error"]} if "error" in r else
+                        {"us_per_token": r["unprofiled_us_per_token"], "layers": r["layers"]}) for r in results})
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ precision (``step_attention``), and SDPA (the model's own setting) everywhere el
 from __future__ import annotations
 
 import inspect
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Iterator, Protocol, Sequence
 
 import torch
@@ -196,9 +196,10 @@ class DynamicKVDecoder:
             raise ValueError(f"{tuple(tokens.shape)} tokens for {self.rows} rows")
         self.attention = torch.cat([self.attention, self.attention.new_ones((self.rows, 1))], dim=1)
         embeds = self.lm.get_input_embeddings()(tokens[:, None])
-        with attention_implementation(self.lm, step_attention(embeds.device, embeds.dtype, self.rows)):
+        attention = step_attention(embeds.device, embeds.dtype, self.rows)
+        with attention_implementation(self.lm, attention) if attention is not None else nullcontext():
             hidden = llm_states(self.lm, embeds, self.attention, self.positions[:, None], self.cache, self.cache_key)[:, -1]
-        self.positions = self.positions + 1
+        self.positions += 1  # its own tensor (prefill, merge and keep make new ones)
         return hidden, self.lm.lm_head(hidden)
 
     def keep(self, rows: Sequence[int]) -> None:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from pixellm_ros.model import ImageFeatures, PixelLMForCausalLM
+from pixellm_ros.model.clip_folder import CLIP_CONFIG_FILE
 from pixellm_ros.model.released_config import RELEASED_CONFIG_FILE
 from pixellm_ros.model.saving import OUR_CONFIG_FILE
 from pixellm_ros.model.tokenizer import PixelLMTokenizer, check_tokenizer_fits
@@ -50,8 +51,9 @@ STATIC_CACHE_BUCKET = 256
 STATIC_DECODERS_KEPT = 2
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "default_model"
-# Our own folders hold pixellm_config.json, released ones config.json.
+# Our own folders hold pixellm_config.json, released ones config.json; a CLIP folder its config.json.
 MODEL_CONFIG_FILES = (OUR_CONFIG_FILE, RELEASED_CONFIG_FILE)
+CLIP_CONFIG_FILES = (CLIP_CONFIG_FILE,)
 
 class PixelLMEngine:
     """Segment the targets an instruction asks for, and answer it in text.
@@ -349,22 +351,7 @@ class PixelLMEngine:
 
         Returns (features, came_from_cache).
         """
-        image = validate_image(image)
-        key = image_key(image)
-        with self._lock:
-            cached = self._features.get(key)
-            if cached is not None:
-                self._features.move_to_end(key)
-                return cached, True
-            prepared = self._preprocess(image)
-            with torch.inference_mode():
-                features = self.model.encode_images(prepared.pixel_values, [prepared.valid_hw])
-            encoded = EncodedImage(features=features, valid_hw=prepared.valid_hw, original_hw=prepared.original_hw)
-            if self.feature_cache_size > 0:
-                self._features[key] = encoded
-                while len(self._features) > self.feature_cache_size:
-                    self._features.popitem(last=False)
-            return encoded, False
+        return self.encode_images([image])[0]
 
     def encode_images(self, images: Sequence[np.ndarray]) -> list[tuple[EncodedImage, bool]]:
         """Features of several images: cached ones from the cache, the distinct others through the
@@ -382,14 +369,15 @@ class PixelLMEngine:
             if missing:
                 image_of = dict(zip(keys, images))
                 prepared = [self._preprocess(image_of[key]) for key in missing]
+                pixels = prepared[0].pixel_values if len(prepared) == 1 else torch.cat([p.pixel_values for p in prepared])
                 with torch.inference_mode():
-                    features = self.model.encode_images(
-                        torch.cat([p.pixel_values for p in prepared]), [p.valid_hw for p in prepared]
-                    )
+                    features = self.model.encode_images(pixels, [p.valid_hw for p in prepared])
                 for index, (key, item) in enumerate(zip(missing, prepared)):
-                    one = features.sample(index)
-                    # own storage, so that a cached image does not keep the whole batch alive
-                    one = ImageFeatures(one.llm_tokens.clone(), one.llm_mask.clone(), [f.clone() for f in one.decoder_features])
+                    one = features
+                    if len(missing) > 1:  # own storage, so that a cached image does not keep the whole batch alive
+                        one = features.sample(index)
+                        one = ImageFeatures(one.llm_tokens.clone(), one.llm_mask.clone(),
+                                            [f.clone() for f in one.decoder_features])
                     encoded = EncodedImage(features=one, valid_hw=item.valid_hw, original_hw=item.original_hw)
                     found[key] = (encoded, False)
                     if self.feature_cache_size > 0:

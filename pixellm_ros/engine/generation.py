@@ -208,16 +208,19 @@ class Decoding:
     def decode_one_token(self) -> list[TokenStream]:
         """Poll every running answer's stop, then one forward pass: one token each. Returns the
         answers that ended in this step."""
-        for stream in self.running:
-            stream.poll_stop()
-        ended = self._drop_done()
+        stopped = [stream for stream in self.running if stream.poll_stop()]
+        ended = self._drop_done() if stopped else []
         if not self.running:
             return ended
+        rows = len(self.running)
         tokens = torch.tensor([stream.token for stream in self.running], dtype=torch.long, device=self.device)
         hidden, logits = self.decoder.step(tokens)
         for index, stream in enumerate(self.running):
-            stream.batch_rows = max(stream.batch_rows, len(self.running))
-            stream.take(logits[index : index + 1], hidden[index : index + 1])
+            stream.batch_rows = max(stream.batch_rows, rows)
+            if rows == 1:
+                stream.take(logits, hidden)
+            else:
+                stream.take(logits[index : index + 1], hidden[index : index + 1])
         return ended + self._drop_done()
 
     def reset(self) -> None:

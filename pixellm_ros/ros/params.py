@@ -42,9 +42,11 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.parameter import Parameter
 
 from pixellm_ros.engine import (
+    CLIP_CONFIG_FILES,
     DECODE_MODES,
     DTYPE_NAMES,
     LOAD_IN_CHOICES,
+    MODEL_CONFIG_FILES,
     LoadOptionError,
     resolve_device,
     resolve_load_in,
@@ -63,8 +65,6 @@ APPLY_HELP = {
 DEFAULT_CAMERA = "default"
 MASK_FORMATS: dict[str, int] = {"full": SegmentedTarget.MASK_FULL, "cropped": SegmentedTarget.MASK_CROPPED}
 DEVICE_HELP = "cpu, cuda, cuda:N or auto"
-MODEL_CONFIG_FILES = ("pixellm_config.json", "config.json")  # ours (save_pixellm), released (llava)
-CLIP_CONFIG_FILES = ("config.json",)
 # Parameters rclpy itself declares or reads; never "unknown".
 BUILTIN_PARAMETERS = ("use_sim_time", "start_type_description_service", "start_parameter_event_publisher")
 BUILTIN_PREFIXES = ("qos_overrides.",)
