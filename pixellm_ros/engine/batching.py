@@ -168,7 +168,8 @@ class BatchSession:
         engine = self._engine
         answer = engine.prepare(request, next(self._tickets))
         if engine.decode_mode != "dynamic" and not self.static:
-            answer.warnings.append(f"decode_mode {engine.decode_mode!r}: a batch that requests join runs on the dynamic cache")
+            answer.warnings.append(
+                f"decode_mode {engine.decode_mode!r}: a batch that requests join runs on the dynamic cache")
         self._pending.append(answer)
         self._rows[answer.ticket] = answer
         return answer.ticket
@@ -194,7 +195,8 @@ class BatchSession:
                         outcomes.extend(self._complete(self._finished))
                         self._finished = []
                     else:  # an error needs no mask: handed out at once
-                        outcomes.extend((a.ticket, a.stream.error) for a in self._finished if a.stream.error is not None)
+                        failed = [a for a in self._finished if a.stream.error is not None]
+                        outcomes.extend((a.ticket, a.stream.error) for a in failed)
                         self._finished = [a for a in self._finished if a.stream.error is None]
             except Exception as exc:  # the model failed: every request of the session gets the error
                 outcomes.extend(self._fail_all(exc))

@@ -198,7 +198,8 @@ class DynamicKVDecoder:
         embeds = self.lm.get_input_embeddings()(tokens[:, None])
         attention = step_attention(embeds.device, embeds.dtype, self.rows)
         with attention_implementation(self.lm, attention) if attention is not None else nullcontext():
-            hidden = llm_states(self.lm, embeds, self.attention, self.positions[:, None], self.cache, self.cache_key)[:, -1]
+            states = llm_states(self.lm, embeds, self.attention, self.positions[:, None], self.cache, self.cache_key)
+        hidden = states[:, -1]
         self.positions += 1  # its own tensor (prefill, merge and keep make new ones)
         return hidden, self.lm.lm_head(hidden)
 

@@ -39,11 +39,12 @@ from .prompt import build_prompt_ids
 from .result import SegmentationResult
 from .static_decoding import CUDAGraphKVDecoder, StaticKVDecoder
 
-# How the KV-cached loop runs (see static_decoding.py):
-#   "dynamic"     transformers DynamicCache, eager (any device; the default)
-#   "static"      StaticCache with explicit masks, eager
-#   "cuda_graph"  StaticCache, the one-token step captured in a CUDA graph (CUDA only)
-#   "compiled"    as "cuda_graph" with the step torch.compile'd first (on the CPU: compiled, no graph)
+# How the KV-cached loop runs (the KV decoder of a static batch, batch 1 included; decoders.py,
+# static_decoding.py):
+#   "dynamic"     DynamicKVDecoder: transformers DynamicCache, eager (any device; the default)
+#   "static"      StaticKVDecoder: StaticCache with explicit masks, eager
+#   "cuda_graph"  CUDAGraphKVDecoder: StaticCache, the one-token step captured in a CUDA graph (CUDA only)
+#   "compiled"    as "cuda_graph" with the step torch.compile'd first (on the CPU: StaticKVDecoder compiled, no graph)
 DECODE_MODES = ("dynamic", "static", "cuda_graph", "compiled")
 # Static caches are sized in steps of this many positions, so one captured graph serves many
 # prompt lengths while the attention reads little beyond the live positions.
@@ -54,6 +55,7 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "default
 # Our own folders hold pixellm_config.json, released ones config.json; a CLIP folder its config.json.
 MODEL_CONFIG_FILES = (OUR_CONFIG_FILE, RELEASED_CONFIG_FILE)
 CLIP_CONFIG_FILES = (CLIP_CONFIG_FILE,)
+
 
 class PixelLMEngine:
     """Segment the targets an instruction asks for, and answer it in text.
@@ -278,7 +280,8 @@ class PixelLMEngine:
             try:
                 with torch.inference_mode():
                     prepared = self._preprocess(answer.image)
-                    features = decode_research_style(self.model, answer.stream, prepared.pixel_values, prepared.valid_hw)
+                    features = decode_research_style(self.model, answer.stream, prepared.pixel_values,
+                                                     prepared.valid_hw)
                     # vision_ms stays 0: the vision tower runs inside every generation step
                     answer.encoded = EncodedImage(features, prepared.valid_hw, prepared.original_hw)
                     (outcome,) = self.finish([answer])
@@ -369,7 +372,9 @@ class PixelLMEngine:
             if missing:
                 image_of = dict(zip(keys, images))
                 prepared = [self._preprocess(image_of[key]) for key in missing]
-                pixels = prepared[0].pixel_values if len(prepared) == 1 else torch.cat([p.pixel_values for p in prepared])
+                pixels = prepared[0].pixel_values  # one image: no copy
+                if len(prepared) > 1:
+                    pixels = torch.cat([p.pixel_values for p in prepared])
                 with torch.inference_mode():
                     features = self.model.encode_images(pixels, [p.valid_hw for p in prepared])
                 for index, (key, item) in enumerate(zip(missing, prepared)):

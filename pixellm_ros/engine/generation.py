@@ -298,7 +298,8 @@ def generate_greedy(
     if stream.poll_stop():  # polled before the prefill too
         stream.end()
     else:
-        embeds, attention = model.embed_prompt(torch.tensor([stream.prompt_ids], dtype=torch.long, device=device), feats)
+        ids = torch.tensor([stream.prompt_ids], dtype=torch.long, device=device)
+        embeds, attention = model.embed_prompt(ids, feats)
         ended = decoding.prefill([stream], [embeds[0]], [attention[0]])
         while not ended:
             ended = decoding.decode_one_token()

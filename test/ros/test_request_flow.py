@@ -22,6 +22,7 @@ from pixellm_ros.ros import params as P
 from pixellm_ros.ros.conversions import ImageConversionError
 from pixellm_ros.ros.request_flow import RequestFlow, RequestRefused, status_of
 from pixellm_ros.ros.requests import CameraInput, LatestFrame, SegmentRequest
+from support.engine import reference_engine
 
 HEADER = Header(stamp=TimeMsg(sec=100, nanosec=5), frame_id="cam_optical")
 
@@ -180,9 +181,7 @@ def test_a_compressed_payload_over_the_byte_limit_is_refused() -> None:
 # ------------------------------------------------------------------------------ the run, real engine
 @pytest.fixture(scope="module")
 def engine(chain_model_dir: Path, single_thread_torch) -> Any:
-    from pixellm_ros.engine import PixelLMEngine
-
-    return PixelLMEngine.from_pretrained(chain_model_dir, device="cpu")
+    return reference_engine(chain_model_dir)
 
 
 def run(engine: Any, seg: SegmentRequest, msg: Image, **changes: Any) -> Any:
