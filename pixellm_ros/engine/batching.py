@@ -178,7 +178,7 @@ class BatchSession:
         """Stop a request at its next poll (as its should_stop would); unknown tickets are ignored."""
         answer = self._rows.get(ticket)
         if answer is not None:
-            answer.stream.cancelled = True
+            answer.stream.stop_asked = True
 
     def step(self) -> list[tuple[int, BatchOutcome]]:
         """Admit the added requests, decode one token for every running row; return the requests

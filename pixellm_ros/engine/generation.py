@@ -103,7 +103,7 @@ class TokenStream:
         self.token: int | None = None  # picked, not yet fed to the model
         self.reason: FinishReason | None = None
         self.error: BaseException | None = None
-        self.cancelled = False
+        self.stop_asked = False  # by its should_stop, or by BatchSession.cancel
         self.started = 0.0
         self.first_token_s = 0.0
         self.total_s = 0.0
@@ -116,15 +116,15 @@ class TokenStream:
     def poll_stop(self) -> bool:
         """Cancelled, or its should_stop says so (then it ends as "stopped"; a should_stop that
         raises ends it with that error)."""
-        if not self.cancelled and self.should_stop is not None:
+        if not self.stop_asked and self.should_stop is not None:
             try:
-                self.cancelled = bool(self.should_stop())
+                self.stop_asked = bool(self.should_stop())
             except Exception as exc:  # noqa: BLE001 - the caller's, handed back as this answer's outcome
                 self.error = exc
                 return True
-        if self.cancelled:
+        if self.stop_asked:
             self.reason = self.reason or "stopped"
-        return self.cancelled
+        return self.stop_asked
 
     def take(self, logits: torch.Tensor, hidden: torch.Tensor | None = None) -> None:
         """Pick and record the next token from (1, V) logits; ``hidden`` (1, H) is the state that

@@ -202,6 +202,17 @@ def test_a_good_request_runs_and_keeps_the_source_header(engine: Any) -> None:
     assert (msg.image_width, msg.image_height) == (64, 48) and msg.answer == result.text
 
 
+def test_the_requests_token_count_comes_from_where_the_engine_makes_tokens(engine: Any) -> None:
+    """generated_tokens (the action feedback's) is set by the engine's on_token, not by how often
+    should_stop is polled: here should_stop is never consulted by the request at all."""
+    seg = request()
+    counts: list[int] = []
+    seg.on_text = lambda _delta: counts.append(seg.generated_tokens)
+    outcome = run(engine, seg, image_msg(48, 64))
+    assert seg.generated_tokens == outcome.result.generated_tokens == outcome.msg.generated_tokens > 0
+    assert counts and counts == sorted(set(counts)) and counts[-1] <= seg.generated_tokens
+
+
 def test_a_line_scan_image_is_an_invalid_image_not_a_model_error(engine: Any) -> None:
     refused = refusal(lambda: run(engine, request(), image_msg(1, 4000)))
     assert refused.status == Status.STATUS_INVALID_IMAGE and "too thin" in refused.error
