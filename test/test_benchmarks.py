@@ -5,7 +5,8 @@ benchmark that breaks fails the suite. Scripts without a main (shared modules) a
 Some scripts are checked further: the GPU session's scripts at tiny size on the CPU (what the
 device run will do, minus the GPU): gpu_7b.py's rows, agreement and refusals, profile_decode.py's
 counts (fused layers launch fewer matrix products per token), and bench_batching.py's static-batch
-path (what --gpu runs)."""
+path (what --gpu runs); the tracking benchmarks: the scores come out of py-motmetrics for both
+seedings, the cost benchmark times both modes, and the picture is written."""
 
 from __future__ import annotations
 
@@ -108,6 +109,25 @@ def check_bench_embedded_latency(_out: str, figures: dict, _tmp: Path) -> None:
     assert {"default_model"} < set(figures) and all(row["tokens_per_question"] > 0 for row in figures.values())
 
 
+def check_bench_tracking(_out: str, figures: dict, tmp_path: Path) -> None:
+    report = json.loads((tmp_path / "r.json").read_text())
+    gt = report["gt"]
+    assert gt["frames"] == 75 and gt["object_frames"] > 100
+    assert gt["mean_iou"] > 0.7 and gt["switches_per_1000"] < 20  # the tracker alone follows the objects
+    assert 0.0 <= gt["idf1"] <= 1.0 and set(gt["iou_by_frames_since_answer"]) >= {"0", "29"}
+    assert gt["iou_by_frames_since_answer"]["0"] == pytest.approx(1.0)  # the answer's own frame: exact masks
+    model = report["model"]
+    assert model["answers"] >= 1 and model["latency_s_median"] > 0
+    assert {"mean_iou", "mean_iou_ungated", "idf1"} <= set(model["tracked"]) and model["own"]["frames"] >= 1
+    assert (tmp_path / "s.jpg").stat().st_size > 10_000
+    assert figures["gt"]["frames"] == gt["frames"]
+
+
+def check_bench_tracking_cost(out: str, figures: dict, _tmp: Path) -> None:
+    assert "step, 2D" in out and "step, with depth (3D fields)" in out and "load average" in out
+    assert figures["step_ms_median_2d"] > 0 and figures["step_ms_median_3d"] > 0
+
+
 def check_bench_node(_out: str, figures: dict, _tmp: Path) -> None:
     assert figures["bytes"]["640x480 1 full"] > figures["bytes"]["640x480 1 cropped"]
 
@@ -117,6 +137,8 @@ CHECKS: dict[str, Callable[[str, dict, Path], None]] = {
     "bench_embedded_latency.py": check_bench_embedded_latency,
     "bench_engine.py": check_bench_engine,
     "bench_node.py": check_bench_node,
+    "bench_tracking.py": check_bench_tracking,
+    "bench_tracking_cost.py": check_bench_tracking_cost,
     "gpu_7b.py": check_gpu_7b,
     "profile_decode.py": check_profile_decode,
 }
@@ -125,6 +147,7 @@ EXTRA_ARGS: dict[str, list[str]] = {
     "profile_decode.py": ["--out", "{tmp}"],
     "bench_node.py": ["--domain-id", str(BENCH_DOMAIN_ID)],
     "bench_transport.py": ["--domain-id", str(BENCH_DOMAIN_ID)],
+    "bench_tracking.py": ["--quiet", "--json", "{tmp}/r.json", "--picture", "{tmp}/s.jpg"],
 }
 
 
@@ -135,6 +158,7 @@ def test_the_scripts_are_found_and_every_check_names_one() -> None:
     assert set(CHECKS) <= set(scripts) and set(EXTRA_ARGS) <= set(scripts)
 
 
+@pytest.mark.timeout(900)  # seconds of work each, minutes on a loaded shared machine
 @pytest.mark.parametrize("script", benchmark_scripts())
 def test_every_benchmark_runs_at_its_smoke_size(script: str, tmp_path: Path) -> None:
     args = [arg.replace("{tmp}", str(tmp_path)) for arg in EXTRA_ARGS.get(script, [])]
