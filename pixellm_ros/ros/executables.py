@@ -1,10 +1,11 @@
 """The processes: ``pixellm_node`` and ``camera_sim_node`` main functions and their spin loop.
 
 ``run_until_shutdown`` owns a process's lifetime: autostart, spinning until SIGINT / SIGTERM
-(``spinning.init_ros`` turns the first one into KeyboardInterrupt and makes later ones harmless),
-then the orderly end — the node drains (the running request finishes, waiting ones are answered
-STATUS_NOT_READY, every result reaches its caller), the lifecycle shutdown transition frees the
-model, and rclpy shuts down.
+(``spinning.init_ros``: the first one ends the spinning, later ones are harmless), then the
+orderly end — the node drains (the running request finishes, waiting ones are answered
+STATUS_NOT_READY, every result is written to its caller), the executor stops once its last
+callbacks have returned, the lifecycle shutdown transition frees the model and destroys the
+entities, and rclpy shuts down.
 """
 
 from __future__ import annotations
@@ -46,11 +47,15 @@ def run_until_shutdown(node: Any, other_nodes: Sequence[Any] = ()) -> None:
     finally:
         # The context is still valid here (see spinning.py).
         node.drain(executor)
+        # No callback may still run while the shutdown transition destroys the entities: one that
+        # uses a destroyed one (the diagnostics timer's publisher) fails its task with "cannot use
+        # Destroyable because destruction was requested", printed at exit as an exception never
+        # retrieved. After drain no callback waits for a result any more.
+        executor.shutdown()
         try:
             node.trigger_shutdown()
         except Exception:  # noqa: BLE001 - e.g. already finalized: free what is left directly
             node.release_all("the node is shutting down")
-        executor.shutdown()
         for other in other_nodes:
             other.destroy_node()
         node.destroy_node()
@@ -60,9 +65,9 @@ def run_until_shutdown(node: Any, other_nodes: Sequence[Any] = ()) -> None:
 
 def node_main(args: Sequence[str] | None = None) -> None:
     """pixellm_node until Ctrl-C; configures and activates itself unless the parameter autostart is false."""
+    init_ros(args)  # first: a bad parameters file is said at once, before torch is imported
     from .pixellm_node import PixelLMNode  # torch and the model stack: only this process needs them
 
-    init_ros(args)
     run_until_shutdown(PixelLMNode())
 
 

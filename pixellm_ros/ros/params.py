@@ -24,8 +24,12 @@ Several cameras (``cameras.names``): unset, the node has one camera, ``default``
 Declared types are static: a value of another type is rejected (``ros2 param set queue_size abc``),
 except an integer for a floating-point parameter, which is taken as that number (a YAML
 ``max_image_age_s: 2``), at start-up and, where rclpy has pre-set callbacks (Iron and later), at
-run time too. A parameters-file value of a wrong type does not stop the process: it is reported by
-name when configure fails on it.
+run time too, where a value of another type is rejected with the parameter's type and the value
+given (``coerce_run_time``) instead of rclpy's "Wrong parameter type, expected '2' got '3'".
+A start-up value (parameters file or ``-p``) of a wrong type or outside the declared range does
+not stop the process (rclpy would raise while declaring): the default is declared instead, and
+configure fails naming the parameter, the value, what it must be and where the value came from,
+until the parameter is set at run time.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+from rclpy.exceptions import InvalidParameterValueException
 from rclpy.parameter import Parameter
 
 from pixellm_ros.engine import (
@@ -121,6 +126,15 @@ class ParameterSpec:
             parts.append(f"{high}{self.maximum:g}")
         parts.append(APPLY_HELP[self.apply])
         return "; ".join(parts)
+
+    @property
+    def allowed(self) -> str:
+        """What a value must be: its type, and its range or choices ("an integer >= 1 and <= 1024")."""
+        low, high = (">", "<") if self.exclusive else (">=", "<=")
+        bounds = [f"{sign} {bound:g}" for sign, bound in ((low, self.minimum), (high, self.maximum))
+                  if bound is not None]
+        choices = f" (one of: {', '.join(self.choices)})" if self.choices else ""
+        return " ".join([_TYPES[self.kind][1], " and ".join(bounds)]).strip() + choices
 
     def descriptor(self, name: str | None = None) -> ParameterDescriptor:
         descriptor = ParameterDescriptor(name=name or self.name, type=_TYPES[self.kind][0],
@@ -433,12 +447,21 @@ def replace_fields(settings: Any, values: Mapping[str, Any], applies: Sequence[s
 
 
 # ------------------------------------------------------------------------------ the node side
-def coerce_overrides(overrides: dict[str, Parameter], specs: Iterable[tuple[str, ParameterSpec]]) -> dict[str, str]:
+def startup_problem(name: str, spec: ParameterSpec, value: Any, kind: str = "", source: str = "") -> str:
+    """The one line for a bad start-up value: the parameter, the value (its type when that is what
+    is wrong), where it came from (``params_file.value_sources``) and what it must be."""
+    given = f"{value!r}" + (f" ({kind})" if kind else "") + (f" from {source}" if source else "")
+    return f"parameter '{name}' was given {given}; it must be {spec.allowed if not kind else _TYPES[spec.kind][1]}"
+
+
+def coerce_overrides(overrides: dict[str, Parameter], specs: Iterable[tuple[str, ParameterSpec]],
+                     sources: Mapping[str, str] | None = None) -> dict[str, str]:
     """Fix up a node's parameter overrides in place before they are declared.
 
     An integer given for a floating-point parameter becomes that number; a value of another
     wrong type is removed (so that declaring does not raise) and returned as ``{name: problem}``
-    for configure to report. ``specs``: (full name, spec) pairs.
+    for configure to report. ``specs``: (full name, spec) pairs; ``sources``: where each value
+    came from, by name.
     """
     problems: dict[str, str] = {}
     for name, spec in specs:
@@ -454,35 +477,51 @@ def coerce_overrides(overrides: dict[str, Parameter], specs: Iterable[tuple[str,
         if expected == Parameter.Type.STRING_ARRAY and override.type_ == Parameter.Type.BYTE_ARRAY and not override.value:
             del overrides[name]  # YAML "[]": an empty list has no element type; unset means the same
             continue
-        problems[name] = (f"parameter '{name}' was given {override.value!r} ({override.type_.name.lower()}); "
-                          f"it must be {_TYPES[spec.kind][1]}")
+        problems[name] = startup_problem(name, spec, override.value, override.type_.name.lower(),
+                                         (sources or {}).get(name, ""))
         del overrides[name]
     return problems
 
 
-def declare(node: Any, name: str, spec: ParameterSpec, default: Any) -> None:
-    """Declare one parameter with its descriptor (an unset default declares the type only)."""
-    if default is None:
-        node.declare_parameter(name, Parameter.Type(_TYPES[spec.kind][0]), spec.descriptor(name))
-    else:
-        node.declare_parameter(name, default, spec.descriptor(name))
+def declare(node: Any, name: str, spec: ParameterSpec, default: Any, source: str = "") -> str | None:
+    """Declare one parameter with its descriptor (an unset default declares the type only).
+
+    A start-up value that rclpy refuses against the descriptor (outside the declared range, NaN)
+    is left out: the default is declared, and the problem returned for configure to report.
+    """
+    value = Parameter.Type(_TYPES[spec.kind][0]) if default is None else default
+    try:
+        node.declare_parameter(name, value, spec.descriptor(name))
+        return None
+    except InvalidParameterValueException:
+        if spec.minimum is None and spec.maximum is None:
+            raise  # no declared range: refused by the node's own on-set check, which says why
+        given = node._parameter_overrides[name].value  # noqa: SLF001 - the value rclpy refused
+        node.declare_parameter(name, value, spec.descriptor(name), ignore_override=True)
+        return startup_problem(name, spec, given, source=source)
 
 
-def declare_node_parameters(node: Any) -> dict[str, str]:
-    """Declare every parameter of PARAMETER_SPECS on ``node``; returns the wrong-typed overrides."""
-    problems = coerce_overrides(node._parameter_overrides, SPECS_BY_NAME.items())  # noqa: SLF001 - see coerce_overrides
+def declare_node_parameters(node: Any, sources: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Declare every parameter of PARAMETER_SPECS on ``node``; returns the start-up values refused
+    (wrong type, out of range) as ``{name: problem}``. ``sources``: where each value came from."""
+    sources = sources or {}
+    problems = coerce_overrides(node._parameter_overrides, SPECS_BY_NAME.items(), sources)  # noqa: SLF001
     for spec in PARAMETER_SPECS:
-        declare(node, spec.name, spec, spec.default)
+        problem = declare(node, spec.name, spec, spec.default, sources.get(spec.name, ""))
+        if problem:
+            problems[spec.name] = problem
     return problems
 
 
 def declare_camera_parameters(node: Any, cameras: Sequence[str]) -> dict[str, str]:
-    """Declare the cameras.<name>.* group of each camera not declared yet; returns wrong-typed overrides."""
+    """Declare the cameras.<name>.* group of each camera not declared yet; returns refused overrides."""
     pairs = [(camera_spec_name(spec, camera), spec, camera) for camera in cameras for spec in CAMERA_SPECS]
     problems = coerce_overrides(node._parameter_overrides, [(n, s) for n, s, _ in pairs])  # noqa: SLF001
     for name, spec, camera in pairs:
         if not node.has_parameter(name):
-            declare(node, name, spec, camera_default(spec, camera))
+            problem = declare(node, name, spec, camera_default(spec, camera))
+            if problem:
+                problems[name] = problem
     return problems
 
 
@@ -515,15 +554,33 @@ def unknown_overrides(overrides: Iterable[str], cameras: Sequence[str]) -> list[
     return warnings
 
 
-def coerce_run_time(parameters: list[Parameter], cameras: Sequence[str]) -> list[Parameter]:
-    """Pre-set step: an integer for a floating-point parameter is taken as that number (``ros2 param set x 2``)."""
-    out = []
+def coerce_run_time(parameters: list[Parameter], cameras: Sequence[str],
+                    current: Callable[[str], Any]) -> tuple[list[Parameter], dict[int, tuple[Parameter, str]]]:
+    """Pre-set step, run before rclpy checks a set value's type against the declared one.
+
+    An integer for a floating-point parameter is taken as that number (``ros2 param set x 2``).
+    A value of another wrong type is swapped for the parameter's ``current`` value (so rclpy's
+    check, whose reason reads "Wrong parameter type, expected '2' got '3'", lets it through) and
+    returned as ``{id(swapped): (swapped, problem)}``: the on-set step rejects the set with that
+    problem, which names the parameter, its type and the value given. Declared types stay as they are.
+    """
+    out, wrong = [], {}
     for parameter in parameters:
         spec = spec_for(parameter.name, cameras)
-        if spec is not None and spec.kind == "float" and parameter.type_ == Parameter.Type.INTEGER:
-            parameter = Parameter(parameter.name, Parameter.Type.DOUBLE, float(parameter.value))
-        out.append(parameter)
-    return out
+        expected = Parameter.Type(_TYPES[spec.kind][0]) if spec is not None else None
+        if expected is None or parameter.type_ in (expected, Parameter.Type.NOT_SET):
+            out.append(parameter)
+        elif expected == Parameter.Type.DOUBLE and parameter.type_ == Parameter.Type.INTEGER:
+            out.append(Parameter(parameter.name, Parameter.Type.DOUBLE, float(parameter.value)))
+        else:
+            now = current(parameter.name)
+            swapped = Parameter(parameter.name, expected, now if now is not None else [])
+            like = f", like {now!r}" if spec.kind in ("int", "float") else ""
+            wrong[id(swapped)] = (swapped, f"wrong type for parameter '{parameter.name}': it takes "
+                                           f"{_TYPES[spec.kind][1]}{like}; got {parameter.value!r} "
+                                           f"({parameter.type_.name.lower()})")
+            out.append(swapped)
+    return out, wrong
 
 
 def check_run_time(parameters: list[Parameter], values: dict[str, Any], cameras: Sequence[str]) -> list[str]:

@@ -26,7 +26,7 @@ import time
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.action import ActionServer, CancelResponse
+from rclpy.action import CancelResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.duration import Duration
 from rclpy.lifecycle import Node as LifecycleNode
@@ -41,7 +41,8 @@ from pixellm_ros.msg import SegmentationResult as ResultMsg
 from pixellm_ros.srv import Segment as SegmentService
 
 from . import params as P
-from . import qos
+from . import params_file, qos, spinning
+from .delivery import ResultServingActionServer, WriteLog, track_service
 from .depth_cache import DepthCache
 from .diagnostics import CameraHealth, NodeHealth, RateMeter, diagnostic_array
 from .engine_host import load_engine
@@ -52,6 +53,8 @@ from .spatial_conversions import stamp_ns
 from .worker import RequestWorker
 
 NODE_NAME = "pixellm"
+SERVE_S = 5.0  # at shutdown: the least time given to the results after the running request (drain)
+SETTLE_S = 0.5  # at shutdown: the least time the writers stay up after the last reply was written
 
 
 class PixelLMNode(LifecycleNode):
@@ -59,13 +62,19 @@ class PixelLMNode(LifecycleNode):
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
-        self._bad_overrides = P.declare_node_parameters(self)
+        command_line, name = spinning.command_line(), self.get_fully_qualified_name()
+        for warning in params_file.files_setting_nothing(command_line, name):
+            self.get_logger().warning(warning)
+        self._bad_overrides = P.declare_node_parameters(self, params_file.value_sources(command_line, name))
+        self._wrong_types = threading.local()  # a set's wrongly typed values, from the pre-set to the on-set step
         self._desk = RequestDesk(self.get_name(), self.get_logger(), RequestFlow(self._age_s), self.context.ok)
         self._meters: dict[str, RateMeter] = {}
         self._lock = threading.Lock()
         self._engine: Any = None
         self._made: list[tuple[str, Any]] = []  # (kind, entity), destroyed in reverse order
         self._made_timers: dict[str, Any] = {}
+        self._write_log = WriteLog()  # the replies rclpy writes after the desk has answered (drain)
+        self._action_server: ResultServingActionServer | None = None
         self._groups = {name: MutuallyExclusiveCallbackGroup() for name in ("image", "instruction")}
         self._groups["request"] = ReentrantCallbackGroup()
         if hasattr(self, "add_pre_set_parameters_callback"):  # Iron and later
@@ -80,7 +89,7 @@ class PixelLMNode(LifecycleNode):
         try:
             bad = [text for name, text in self._bad_overrides.items() if P.SPECS_BY_NAME[name].apply != P.STARTUP]
             if bad:
-                raise P.SettingsError("; ".join(bad))
+                raise P.SettingsError("; ".join(bad) + " (ros2 param set a good value, then configure again)")
             settings = P.settings_from_values(values)
             problems = P.declare_camera_parameters(self, settings.camera_names)
             if problems:
@@ -151,23 +160,48 @@ class PixelLMNode(LifecycleNode):
             return False
         return self.trigger_activate() == TransitionCallbackReturn.SUCCESS
 
-    def drain(self, executor: Any, linger_s: float = 0.5) -> None:
+    def drain(self, executor: Any) -> None:
         """On SIGINT / SIGTERM, before the shutdown transition: the running request finishes (at most
-        ``shutdown_timeout_s``), waiting ones get STATUS_NOT_READY, new ones are refused, and the
-        executor keeps spinning until every result has gone out to its caller (service responses,
-        action results, the result topic acknowledged by its subscribers)."""
+        ``shutdown_timeout_s``), waiting ones get STATUS_NOT_READY, new ones are refused; then the
+        executor keeps spinning until every result the node held has gone out to its caller: each
+        service response written, each action result written for every result request of its
+        client (one that asks only now included, while the action has clients), the result topics
+        acknowledged by their subscribers, and the writers kept up after the last reply as long as
+        the slowest reply took to write (``delivery``: rclpy reports no acknowledgement for those).
+        All within ``shutdown_timeout_s`` from the signal, and at least SERVE_S after the running
+        request has ended; what is still owed then is logged."""
+        started = time.monotonic()
+        budget = self._desk.settings.shutdown_timeout_s if self._desk.settings is not None else 0.0
         self._desk.accepting = False
-        stopper = threading.Thread(target=self._stop_worker_and_release,
-                                   args=(SHUTTING_DOWN, self._desk.settings.shutdown_timeout_s if self._desk.settings else 0.0))
+        self._write_log.restart_timing()
+        stopper = threading.Thread(target=self._stop_worker_and_release, args=(SHUTTING_DOWN, budget))
         stopper.start()
-        while stopper.is_alive() or self._desk.in_flight() > 0:
+        while stopper.is_alive():
             executor.spin_once(timeout_sec=0.05)
-        end = time.monotonic() + linger_s  # action results are sent by executor tasks after the callbacks
-        while time.monotonic() < end:
+        deadline = max(started + budget, time.monotonic() + SERVE_S)
+        while (owed := self._owed_replies(started)) or not self._write_log.settled(SETTLE_S) or not self._acked():
+            if time.monotonic() >= deadline:
+                self.get_logger().warning(f"shutting down with {owed} result(s) not yet written to their callers "
+                                          "(shutdown_timeout_s has passed)" if owed else
+                                          "shutting down before every result subscriber acknowledged its results")
+                return
             executor.spin_once(timeout_sec=0.05)
-        for publisher in (self._desk.result_pub, self._desk.answer_pub):
-            if publisher is not None:
-                publisher.wait_for_all_acked(Duration(seconds=2.0))
+
+    def _owed_replies(self, since: float) -> int:
+        """Service responses and action results not yet written (see ``drain``)."""
+        owed = self._desk.in_flight() + self._write_log.owed()
+        server = self._action_server
+        if server is not None:
+            owed += server.unanswered()
+            unasked = server.unasked(since)
+            if unasked and getattr(self, "count_clients", lambda _name: 0)("~/segment/_action/get_result") > 0:
+                owed += unasked
+        return owed
+
+    def _acked(self) -> bool:
+        """The result and answer topics' messages acknowledged by every subscriber (asked, not waited for)."""
+        return all(publisher.wait_for_all_acked(Duration(seconds=0))
+                   for publisher in (self._desk.result_pub, self._desk.answer_pub) if publisher is not None)
 
     def _stop_worker_and_release(self, reason: str, finish_within: float) -> None:
         with self._lock:
@@ -211,14 +245,18 @@ class PixelLMNode(LifecycleNode):
                 add(("subscription", self.create_subscription(
                     String, topic, lambda msg, name=camera.name: self._desk.on_instruction(msg, name),
                     qos.request_qos(depth), callback_group=self._groups["instruction"])))
-        add(("service", self.create_service(SegmentService, "~/segment", self._desk.on_service,
-                                            qos_profile=qos.request_qos(depth), callback_group=self._groups["request"])))
-        add(("action", ActionServer(
+        service = self.create_service(SegmentService, "~/segment", self._desk.on_service,
+                                      qos_profile=qos.request_qos(depth), callback_group=self._groups["request"])
+        track_service(service, self._write_log)
+        add(("service", service))
+        self._action_server = ResultServingActionServer(
             self, SegmentAction, "~/segment", execute_callback=self._desk.on_goal_execute, goal_callback=self._desk.on_goal,
             cancel_callback=lambda _handle: CancelResponse.ACCEPT, callback_group=self._groups["request"],
             goal_service_qos_profile=qos.request_qos(depth), result_service_qos_profile=qos.request_qos(depth),
             cancel_service_qos_profile=qos.request_qos(depth), feedback_pub_qos_profile=qos.request_qos(depth),
-            status_pub_qos_profile=qos.action_status_qos(), result_timeout=int(math.ceil(settings.action_result_timeout_s)))))
+            status_pub_qos_profile=qos.action_status_qos(),
+            result_timeout=int(math.ceil(settings.action_result_timeout_s)), write_log=self._write_log)
+        add(("action", self._action_server))
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", qos.diagnostics_qos())
         add(("publisher", self._diagnostics_pub))
         self._make_timers(settings)
@@ -257,22 +295,32 @@ class PixelLMNode(LifecycleNode):
         for kind, entity in reversed(self._made):
             destroy[kind](entity)
         self._made_timers, self._made, self._desk.cameras, self._meters = {}, [], {}, {}
+        self._action_server = None
         self._desk.result_pub = self._desk.answer_pub = self._desk.debug_pub = None
         self._desk.cloud_pub = self._desk.markers_pub = None
 
     # ------------------------------------------------------------------ parameters at run time
     def _coerce_parameters(self, parameters: list[Any]) -> list[Any]:
-        return P.coerce_run_time(parameters, self._desk.settings.camera_names if self._desk.settings is not None else ())
+        coerced, self._wrong_types.found = P.coerce_run_time(
+            parameters, self._desk.settings.camera_names if self._desk.settings is not None else (),
+            lambda name: self.get_parameter(name).value)
+        return coerced
 
     def _on_set_parameters(self, parameters: list[Any]) -> Any:
-        """Reject a bad value with its reason; apply live ones at once; say when the others apply."""
+        """Reject a bad value or type with its reason; apply live ones at once; say when the others apply."""
         from rcl_interfaces.msg import SetParametersResult
 
+        wrong, self._wrong_types.found = getattr(self._wrong_types, "found", {}), {}
+        problems = [wrong[id(p)][1] for p in parameters if wrong.get(id(p), (None,))[0] is p]
+        if problems:
+            return SetParametersResult(successful=False, reason="; ".join(problems))
         values = P.parameter_values(self)
         try:
             later = P.check_run_time(parameters, values, self._desk.settings.camera_names if self._desk.settings else ())
         except P.SettingsError as error:
             return SetParametersResult(successful=False, reason=str(error))
+        for parameter in parameters:  # a start-up value refused is fixed by setting the parameter
+            self._bad_overrides.pop(parameter.name, None)
         if self._desk.settings is not None:
             self._apply_live(P.replace_fields(self._desk.settings, values, [P.LIVE]))
         if later:  # rclpy drops the reason of a successful result: say it in the log (/rosout)

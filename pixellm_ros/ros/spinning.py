@@ -3,10 +3,14 @@
 
 rclpy's default SIGINT handler shuts the context down at once, so a node's clean-up (answering
 waiting requests, logging, the lifecycle shutdown transition) would then run against a dead
-context. Here the FIRST SIGINT or SIGTERM raises KeyboardInterrupt in the main thread instead;
-``spin`` returns on it and the caller tears down while the context still works, then shuts rclpy
-down. Every later signal only prints that the shutdown is under way: a second Ctrl-C neither
-raises a traceback in the middle of the clean-up nor skips it.
+context. Here the FIRST SIGINT or SIGTERM only ends ``spin`` (its loop checks between two of the
+executor's waits) and the caller tears down while the context still works, then shuts rclpy down.
+No exception is raised into the executor: a KeyboardInterrupt between its taking an entity and
+running its callback would leave that entity marked as taken, never waited on again (an action
+server that never answers another result request). Before the process first spins (e.g. during
+autostart's model load) the first signal raises KeyboardInterrupt. Every later signal only prints
+that the shutdown is under way: a second Ctrl-C neither raises a traceback in the middle of the
+clean-up nor skips it.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import rclpy
 from rclpy.context import Context
 from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 
+from .params_file import command_line_problem, rcl_error_line
 from .transport import use_large_frames_profile
 
 try:  # Humble and later
@@ -39,12 +44,16 @@ SIGNAL_POLL_S = 0.2
 
 
 _signals_seen = 0
+_spun = False  # spin() has started: from then on a signal raises nothing (see the module docstring)
+_command_line: list[str] = []
 
 
 def _interrupt(signum: int, _frame: Any) -> None:
     global _signals_seen
     _signals_seen += 1
     if _signals_seen == 1:
+        if _spun:
+            return
         raise KeyboardInterrupt
     print(f"[pixellm_ros] signal {signal.Signals(signum).name} again: the shutdown is under way, answering "
           "the requests the node holds first", file=sys.stderr, flush=True)
@@ -61,6 +70,11 @@ def ignore_signals() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+def command_line() -> list[str]:
+    """The arguments ``init_ros`` gave rclpy (empty before it ran, e.g. a node built in a test)."""
+    return list(_command_line)
+
+
 def shutdown_requested() -> bool:
     """True once SIGINT / SIGTERM arrived in this process (after ``init_ros``)."""
     return _signals_seen > 0
@@ -68,15 +82,34 @@ def shutdown_requested() -> bool:
 
 def init_ros(args: Sequence[str] | None) -> None:
     """rclpy.init for an executable's process: our SIGINT/SIGTERM handling (see the module
-    docstring) and Fast DDS room for camera-sized messages (``transport.use_large_frames_profile``)."""
+    docstring) and Fast DDS room for camera-sized messages (``transport.use_large_frames_profile``).
+
+    A command line rcl cannot read (a parameters file that is missing or not valid YAML) ends the
+    process with one line saying which file and where, and exit code 2 (SystemExit), not rcl's
+    traceback. ``command_line()`` gives the arguments to the nodes afterwards.
+    """
+    global _command_line
     use_large_frames_profile()
     argv = list(args) if args is not None else None
+    _command_line = list(argv if argv is not None else sys.argv)
+    problem = command_line_problem(_command_line)
+    if problem is None:
+        try:
+            _init_without_signal_handlers(argv)
+        except RuntimeError as error:  # rclpy's RCLError: what rcl alone refuses (a list of mixed types, ...)
+            problem = rcl_error_line(str(error))
+    if problem is not None:
+        print(problem, file=sys.stderr, flush=True)
+        raise SystemExit(2)
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _init_without_signal_handlers(argv: list[str] | None) -> None:
     try:
         rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
     except (TypeError, AttributeError):  # pragma: no cover - an rclpy without the option
         rclpy.init(args=argv)
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
 
 
 def spin(executor: Any, context: Any) -> None:
@@ -85,8 +118,10 @@ def spin(executor: Any, context: Any) -> None:
     In short waits: a Python signal handler only runs once the blocking rcl wait returns, and
     without rclpy's handlers nothing else would wake it.
     """
+    global _spun
+    _spun = True
     try:
-        while context.ok():
+        while context.ok() and not shutdown_requested():
             executor.spin_once(timeout_sec=SIGNAL_POLL_S)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

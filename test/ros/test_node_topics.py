@@ -218,3 +218,37 @@ def test_burst_of_50_instructions_every_one_answered(rig: TopicRig) -> None:
     # and the node is still serving
     assert rig.node.alive()
     assert ask_about(rig, frame, "after the burst").status == SegmentationResult.STATUS_OK
+
+
+def test_the_readme_order_echo_first_then_publish_once_reads_the_answer_and_a_later_reader_sees_none(
+        rig: TopicRig) -> None:
+    """README: start ``ros2 topic echo /pixellm/result`` first, then ``ros2 topic pub --once
+    .../instruction``. ``~/result`` keeps no old messages (volatile, like every results topic of the
+    node), so the other order misses the answer: a reader that starts after it sees nothing."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    echo_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)  # what ros2 topic echo asks here
+    node, text = rig.client.node, f"segment the red cup, echo first #{next(_counter)}"
+    echoed: list[SegmentationResult] = []
+    echo = node.create_subscription(SegmentationResult, f"/{NODE}/result", echoed.append, echo_qos)
+    pub_once = node.create_publisher(String, f"/{NODE}/instruction", echo_qos)
+    try:
+        assert wait_until(lambda: echo.get_publisher_count() > 0 and pub_once.get_subscription_count() > 0, 20)
+        pub_once.publish(String(data=text))  # ros2 topic pub --once: once matched, publish, then go
+        time.sleep(0.1)
+        node.destroy_publisher(pub_once)
+        assert wait_until(lambda: any(m.instruction == text for m in echoed), 30), rig.node.log_tail()
+        late: list[SegmentationResult] = []
+        # ros2 topic echo asks for the durability the publisher offers: transient local would replay
+        [offered] = node.get_publishers_info_by_topic(f"/{NODE}/result")
+        late_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                              durability=offered.qos_profile.durability)
+        later = node.create_subscription(SegmentationResult, f"/{NODE}/result", late.append, late_qos)
+        try:
+            assert wait_until(lambda: later.get_publisher_count() > 0, 20)
+            time.sleep(1.0)
+            assert not [m for m in late if m.instruction == text]
+        finally:
+            node.destroy_subscription(later)
+    finally:
+        node.destroy_subscription(echo)

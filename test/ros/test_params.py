@@ -291,3 +291,23 @@ def test_over_dds_a_bad_queue_size_is_refused_and_the_mask_format_applies_to_the
     assert target.mask_format == SegmentedTarget.MASK_CROPPED
     assert (target.mask.width, target.mask.height) == (target.box.width, target.box.height)
     assert client.set_parameters(NODE, {"output.mask_format": "full"}) == [True]
+
+
+def test_over_dds_a_value_of_another_type_is_refused_naming_the_types_and_the_declared_type_stays(
+        client: RosClient, live_node: NodeProcess) -> None:
+    """What ``ros2 param set /pixellm queue_size 2.5`` sends: rclpy alone would answer "Wrong parameter
+    type, expected '2' got '3'"; the node's pre-set step names the types instead, and ``ros2 param
+    describe`` still shows an integer with its range."""
+    from rcl_interfaces.srv import DescribeParameters, GetParameters
+
+    [refused] = client.set_parameters_results(NODE, {"queue_size": 2.5})
+    assert not refused.successful
+    assert refused.reason == "wrong type for parameter 'queue_size': it takes an integer, like 4; got 2.5 (double)"
+    [flag] = client.set_parameters_results(NODE, {"output.debug_image": "yes"})
+    assert flag.reason == "wrong type for parameter 'output.debug_image': it takes true or false; got 'yes' (string)"
+    [described] = client.call(DescribeParameters, f"/{NODE}/describe_parameters",
+                              DescribeParameters.Request(names=["queue_size"])).descriptors
+    assert described.type == ParameterType.PARAMETER_INTEGER
+    assert (described.integer_range[0].from_value, described.integer_range[0].to_value) == (1, 1024)
+    [value] = client.call(GetParameters, f"/{NODE}/get_parameters", GetParameters.Request(names=["queue_size"])).values
+    assert value.type == ParameterType.PARAMETER_INTEGER and value.integer_value == 4

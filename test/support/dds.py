@@ -219,9 +219,14 @@ class RosClient(BackgroundNode):
         with self._clients_lock:  # one per node, kept (as call's service clients)
             client = self._action_clients.get(node_name)
             if client is None:
-                client = self._action_clients[node_name] = ActionClient(
+                # Made inside a callback of the node's default group, the client's own: rclpy 9 adds an
+                # ActionClient to the node before it has its lock, and an executor building its wait
+                # set in between fails on it (AttributeError: no '_lock'); while a callback of the
+                # group runs, the executor leaves the group's entities out of its wait set.
+                client = self._action_clients[node_name] = self._in_default_group(lambda: ActionClient(
                     self.node, SegmentAction, f"/{node_name}/segment", goal_service_qos_profile=deep,
-                    result_service_qos_profile=deep, cancel_service_qos_profile=deep, feedback_sub_qos_profile=deep)
+                    result_service_qos_profile=deep, cancel_service_qos_profile=deep, feedback_sub_qos_profile=deep),
+                    "make the action client")
         if not client.wait_for_server(timeout_sec=30):
             raise TimeoutError("action server did not appear")
         return client
@@ -231,19 +236,24 @@ class RosClient(BackgroundNode):
         node's (mutually exclusive) default group, as PixelLMClient sends: from this thread, rclpy's
         send_goal_async can lose the goal response to the executor (ros2/rclpy#1123; spinning.GroupOutbox)."""
         action = self.action_client(node_name)
-        sent: list[Any] = []
+        return self._in_default_group(lambda: action.send_goal_async(goal, feedback_callback=feedback_callback),
+                                      "send the goal")
+
+    def _in_default_group(self, job: Callable[[], Any], what: str) -> Any:
+        """``job()``'s value, run inside a callback of the node's default group (``GroupOutbox``)."""
+        done: list[Any] = []
         ready = threading.Event()
 
-        def send() -> None:
+        def run() -> None:
             try:
-                sent.append(action.send_goal_async(goal, feedback_callback=feedback_callback))
+                done.append(job())
             finally:
                 ready.set()
 
-        self._goal_outbox.submit(send)
-        if not ready.wait(30) or not sent:
-            raise TimeoutError("this client's executor did not send the goal")
-        return sent[0]
+        self._goal_outbox.submit(run)
+        if not ready.wait(30) or not done:
+            raise TimeoutError(f"this client's executor did not {what}")
+        return done[0]
 
     # -- lifecycle and parameters (the node's standard services)
     def lifecycle_state(self, node_name: str, timeout: float = 60.0) -> int:
