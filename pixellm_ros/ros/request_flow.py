@@ -49,6 +49,8 @@ from .spatial_conversions import Result3D, compute_targets_3d, fill_result_3d, s
 if TYPE_CHECKING:
     from pixellm_ros.engine.engine import PixelLMEngine
 
+    from .params import NodeSettings
+
 Status = SegmentationResultMsg
 
 
@@ -96,7 +98,7 @@ class RequestFlow:
         self._age_s = age_s
 
     # ------------------------------------------------------------------ on arrival
-    def admit(self, request: SegmentRequest, given_image: Image | None, settings: Any,
+    def admit(self, request: SegmentRequest, given_image: Image | None, settings: NodeSettings,
               cameras: Mapping[str, CameraInput]) -> None:
         """Check a new request; sets ``request.camera`` / ``request.image`` or raises RequestRefused."""
         header = given_image.header if given_image is not None and not is_empty_image(given_image) else None
@@ -126,7 +128,7 @@ class RequestFlow:
         request.camera = camera
 
     # ------------------------------------------------------------------ when the worker starts it
-    def bind(self, request: SegmentRequest, settings: Any, cameras: Mapping[str, CameraInput]) -> BoundImage:
+    def bind(self, request: SegmentRequest, settings: NodeSettings, cameras: Mapping[str, CameraInput]) -> BoundImage:
         """The image the request is answered against (its own, or its camera's newest frame)."""
         if request.cancelled():
             header = request.image.header if request.image is not None else None
@@ -168,7 +170,7 @@ class RequestFlow:
     # ------------------------------------------------------------------ the run
     @classmethod
     def run(cls, engine: PixelLMEngine, items: list[tuple[SegmentRequest, BoundImage, Callable[[], bool]]],
-            settings: Any) -> list[RunOutcome | RequestRefused]:
+            settings: NodeSettings) -> list[RunOutcome | RequestRefused]:
         """Run bound requests through the engine's one entry point, ``segment_batch`` (one request
         is a batch of one), each with its own text stream, token count and stop: one outcome per
         item, in order. The message, the engine's result and, for a camera frame with depth, the
@@ -193,7 +195,7 @@ class RequestFlow:
         return done
 
     @staticmethod
-    def complete(request: SegmentRequest, image: BoundImage, result: Any, settings: Any) -> RunOutcome:
+    def complete(request: SegmentRequest, image: BoundImage, result: Any, settings: NodeSettings) -> RunOutcome:
         """The result message of an engine result (its 3D side filled in for a camera frame with depth)."""
         if result.stopped:
             status, error_text = ((Status.STATUS_CANCELLED, "cancelled by the client") if request.cancelled()
