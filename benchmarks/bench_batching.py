@@ -23,6 +23,7 @@ BatchSession that hands out each answer as it ends: mean / p90 / max latency and
     python benchmarks/bench_batching.py                    # CPU, mid-size model (see mid_size_config)
     python benchmarks/bench_batching.py --gpu              # = --size 7b --device cuda: released 7B shapes, bf16
     python benchmarks/bench_batching.py --size 7b --tiny   # the GPU mode's code path, tiny config, CPU
+    python benchmarks/bench_batching.py --smoke            # every part at toy sizes, seconds (the test suite)
 """
 
 from __future__ import annotations
@@ -37,19 +38,19 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import CLIPVisionConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gpu_common import bench_config, bench_tokenizer, build_random_model, log, scripted_answer, sync  # noqa: E402
+from smoke import add_smoke_argument, report  # noqa: E402
 
 from pixellm_ros.engine import PixelLMEngine, SegmentationResult  # noqa: E402
-from pixellm_ros.engine.batch_decoding import BatchKVCache  # noqa: E402
+from pixellm_ros.engine.decoders import DynamicKVDecoder  # noqa: E402
 from pixellm_ros.engine.batching import BatchRequest  # noqa: E402
 from pixellm_ros.engine.forcing import ScriptedTokens  # noqa: E402
 from pixellm_ros.model import PixelLMConfig  # noqa: E402
-from pixellm_ros.model.config import llama_text_config  # noqa: E402
+from pixellm_ros.model.config import clip_vision_config, llama_text_config  # noqa: E402
 
 # Different lengths on purpose: the batch pads them.
 INSTRUCTIONS = (
@@ -63,6 +64,7 @@ INSTRUCTIONS = (
     "Segment the objects on the left of the table, next to the mug. Please respond with segmentation mask.",
 )
 CONCURRENCY = (1, 2, 4, 8)
+FIGURES: dict[str, float] = {}  # the run's key figures, reported as one JSON line at the end
 
 
 def mid_size_config(vocab_size: int) -> PixelLMConfig:
@@ -71,10 +73,7 @@ def mid_size_config(vocab_size: int) -> PixelLMConfig:
     parameters, 0.4 GB in float32. That is 13x this machine's 32 MB L3 cache, so a decode step at
     batch 1 streams every weight from DRAM and is weight-read bound (0.2 GFLOP against 0.4 GB per
     token), like a 7B on a GPU; a batch reads the weights once for all of its rows."""
-    vision = CLIPVisionConfig(
-        hidden_size=512, intermediate_size=2048, projection_dim=512, num_hidden_layers=4, num_attention_heads=8,
-        num_channels=3, image_size=448, patch_size=14, hidden_act="quick_gelu", layer_norm_eps=1e-5,
-    )
+    vision = clip_vision_config(512, 2048, 4, 8, image_size=448)
     text = llama_text_config(
         vocab_size=vocab_size, hidden_size=1024, intermediate_size=2816, num_hidden_layers=8,
         num_attention_heads=16, max_position_embeddings=2048, rms_norm_eps=1e-6,
@@ -158,6 +157,7 @@ def part1(engine: PixelLMEngine, baseline: PixelLMEngine, work: Workload, repeat
         batch_total, batch_lat = sorted(batch_runs)[(repeats - 1) // 2]
         if single_s is None:
             single_s = seq_total
+        FIGURES[f"throughput_ratio_n{count}"] = seq_total / batch_total
         log(f"{count:>2} | {count / seq_total:>11.3f} | {count / batch_total:>9.3f} | {seq_total / batch_total:>9.2f}x | "
             f"{statistics.mean(seq_lat):>7.2f} s -> {statistics.mean(batch_lat):>5.2f} s | "
             f"{batch_total / single_s:>14.2f}x")
@@ -175,7 +175,7 @@ def part2(engine: PixelLMEngine, prompt_positions: int, repeats: int = 8) -> Non
     with torch.inference_mode():
         for rows in CONCURRENCY:
             for growing, times_of in ((False, step_ms), (True, growing_ms)):
-                cache = BatchKVCache(lm, growing=growing)
+                cache = DynamicKVDecoder(lm, growing=growing)
                 embeds = [torch.randn(prompt_positions, hidden, device=device, dtype=dtype) for _ in range(rows)]
                 cache.prefill(embeds, [torch.ones(prompt_positions, device=device, dtype=torch.long)] * rows)
                 tokens = torch.full((rows,), 5, dtype=torch.long, device=device)
@@ -193,6 +193,7 @@ def part2(engine: PixelLMEngine, prompt_positions: int, repeats: int = 8) -> Non
                     cache.keep(list(range(rows // 2)))
                     sync(device)
                     drop_ms = (time.perf_counter() - start) * 1e3
+    FIGURES.update({f"step_ms_b{b}": t for b, t in step_ms.items()})
     line = ", ".join(f"B={b}: {t:.1f} ms" for b, t in step_ms.items())
     log(f"decode step ({prompt_positions} cached positions): {line}")
     log("the same step on a GrowingCache (written in place, no copy of the cache per token; engine/kv_cache.py): "
@@ -201,19 +202,18 @@ def part2(engine: PixelLMEngine, prompt_positions: int, repeats: int = 8) -> Non
         static_ms: dict[int, float] = {}
         with torch.inference_mode():
             for rows in CONCURRENCY:
-                decoder = engine._static_decoder(prompt_positions + repeats + 4, rows=rows)
-                embeds = torch.randn(decoder.rows, prompt_positions, hidden, device=device, dtype=dtype)
-                ones = torch.ones((decoder.rows, prompt_positions), device=device, dtype=torch.long)
-                decoder.prefill(embeds, ones)
-                tokens = torch.full((decoder.rows,), 5, dtype=torch.long, device=device)
-                positions = torch.full((decoder.rows,), prompt_positions, dtype=torch.long, device=device)
+                decoder = engine.kv_decoder(prompt_positions + repeats + 4, rows=rows)
+                embeds = [torch.randn(prompt_positions, hidden, device=device, dtype=dtype) for _ in range(rows)]
+                decoder.prefill(embeds, [torch.ones(prompt_positions, device=device, dtype=torch.long)] * rows)
+                tokens = torch.full((rows,), 5, dtype=torch.long, device=device)
                 times = []
-                for step in range(repeats + 2):
+                for _ in range(repeats + 2):
                     sync(device)
                     start = time.perf_counter()
-                    decoder.step_rows(tokens, positions + step, prompt_positions + step)
+                    decoder.step(tokens)
                     sync(device)
                     times.append(time.perf_counter() - start)
+                decoder.reset()
                 static_ms[rows] = statistics.median(times[2:]) * 1e3
         log(f"the same step on the {engine.decode_mode} batch decoder: "
             + ", ".join(f"B={b}: {t:.2f} ms" for b, t in static_ms.items())
@@ -274,6 +274,8 @@ def part3(engine: PixelLMEngine, baseline: PixelLMEngine, work: Workload, single
         log(f"{name:<20} | {statistics.mean(latency):>10.2f} s | {summary[name][1]:>5.2f} s | "
             f"{max(latency):>5.2f} s | {throughput:>9.3f}")
     cont, static = summary["continuous batching"], summary["static batches"]
+    FIGURES.update({"continuous_over_static_mean_latency": cont[0] / static[0],
+                    "continuous_over_static_throughput": cont[2] / static[2]})
     log(f"continuous / static: mean latency {cont[0] / static[0]:.2f}x, p90 {cont[1] / static[1]:.2f}x, "
         f"throughput {cont[2] / static[2]:.2f}x")
 
@@ -339,7 +341,11 @@ def main() -> None:
     parser.add_argument("--dtype", default=None, help="float32 | bfloat16 (default: float32 mid, bfloat16 7b)")
     parser.add_argument("--attention", default="sdpa", choices=("sdpa", "eager"),
                         help="the LLM's attention implementation, for both ways")
+    add_smoke_argument(parser)
     args = parser.parse_args()
+    if args.smoke:  # the GPU mode's code path (static batches) on the CPU, tiny, every part
+        args.size, args.tiny, args.tokens, args.repeats, args.arrivals, args.max_batch = "7b", True, 12, 1, 3, 2
+        args.batch_mode, args.baseline_mode = args.batch_mode or "static", args.baseline_mode or "static"
     if args.gpu:
         args.size = "7b"
     graph_default = "cuda_graph" if args.gpu else "dynamic"
@@ -395,6 +401,7 @@ def main() -> None:
               (0.5, 1.0, 1.5) if args.mixed else (1.0,))
     if device.type == "cuda":
         log(f"peak memory {torch.cuda.max_memory_allocated(device) / 1e9:.2f} GB")
+    report(FIGURES)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ others (features cached), the vision tower's milliseconds and the tokens generat
     python benchmarks/bench_embedded_latency.py [--model FOLDER ...] [--threads 2] [--repeats 5]
     python benchmarks/bench_embedded_latency.py --random demo_conv   # a randomly initialised tower + the
         # shipped model's LLM answers scripted: what a conv-stem model of that size costs before it exists
+    python benchmarks/bench_embedded_latency.py --smoke   # one demo question, one repeat, + a random demo model
 
 ``--random NAME`` builds ``MODEL_CONFIGS[NAME]`` with random weights and forces the shipped
 model's own answers token for token (``engine.forcing.ScriptedTokens``), so it does the same work
@@ -28,16 +29,24 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from smoke import add_smoke_argument, report  # noqa: E402
 
 from pixellm_ros.engine import PixelLMEngine  # noqa: E402
 from pixellm_ros.engine.engine import DEFAULT_MODEL_DIR  # noqa: E402
 from pixellm_ros.engine.forcing import ScriptedTokens  # noqa: E402
 from pixellm_ros.model import PixelLMForCausalLM  # noqa: E402
 from pixellm_ros.model.checkpoint import save_pixellm  # noqa: E402
-from pixellm_ros.ros.demo import scene_questions  # noqa: E402
+from pixellm_ros.ros import demo  # noqa: E402
 from pixellm_ros.training.demo_config import MODEL_CONFIGS  # noqa: E402
 
-DEMO_SEED, DEMO_SIZE, DEMO_QUESTIONS = 3, (480, 640), 4  # ros.demo's defaults (`make demo`)
+
+def demo_defaults() -> argparse.Namespace:
+    """`make demo`'s seed, image size and number of questions: the demo command's own defaults."""
+    parser = argparse.ArgumentParser()
+    demo.add_arguments(parser)
+    return parser.parse_args([])
 
 
 def time_model(engine: PixelLMEngine, image, instructions, repeats: int, scripts=None):  # type: ignore[no-untyped-def]
@@ -71,11 +80,16 @@ def main() -> int:
                         help="also a random model of this config, answering the shipped model's answers")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    add_smoke_argument(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    image, questions = scene_questions(DEMO_SEED, *DEMO_SIZE, DEMO_QUESTIONS)
-    instructions = [q.instruction for q in questions]
-    print(f"{len(instructions)} demo questions on a {DEMO_SIZE[1]}x{DEMO_SIZE[0]} image, {args.threads} threads, "
+    defaults = demo_defaults()
+    if args.smoke:
+        args.repeats, defaults.questions = 1, 1
+        args.random = args.random or [sorted(MODEL_CONFIGS)[0]]
+    scene = demo.scene_questions(defaults.seed, defaults.height, defaults.width, defaults.questions)
+    image, instructions = scene.rgb, [q.instruction for q in scene.questions]
+    print(f"{len(instructions)} demo questions on a {defaults.width}x{defaults.height} image, {args.threads} threads, "
           f"median of {args.repeats} repeats")
 
     shipped = PixelLMEngine.from_pretrained(str(DEFAULT_MODEL_DIR))
@@ -97,6 +111,7 @@ def main() -> int:
     for name, r in rows:
         print(f"{name:<40}{r['per_question_s']:>12.3f} s{r['first_question_s']:>7.3f} s{r['cached_question_s']:>7.3f} s"
               f"{r['vision_ms']:>7.1f} ms{r['tokens_per_question']:>8.1f}")
+    report(dict(rows))
     return 0
 
 

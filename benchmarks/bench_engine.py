@@ -9,6 +9,7 @@ Printed ratios (targets): research-style / engine per query (>= 10x) and first q
 / second query on the same image, whose vision features are cached (>= 1.5x).
 
     python benchmarks/bench_engine.py [--tokens 64] [--repeats 3] [--threads 2]
+    python benchmarks/bench_engine.py --smoke      # the tiny test config, one round (the test suite)
 """
 
 from __future__ import annotations
@@ -22,27 +23,24 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm import tqdm
-from transformers import CLIPVisionConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gpu_common import GROUP, bench_tokenizer  # noqa: E402
+from smoke import add_smoke_argument, report  # noqa: E402
 
 from pixellm_ros.engine import PixelLMEngine, SegmentationResult  # noqa: E402
 from pixellm_ros.engine.forcing import ScriptedTokens  # noqa: E402
 from pixellm_ros.model import PixelLMConfig, PixelLMForCausalLM  # noqa: E402
-from pixellm_ros.model.config import llama_text_config  # noqa: E402
+from pixellm_ros.model.config import clip_vision_config, llama_text_config  # noqa: E402
 
 INSTRUCTION = "Segment the red cup and the blue block. Please respond with segmentation mask."
 
 
 def mid_size_config(vocab_size: int) -> PixelLMConfig:
     """CLIP at the released 448 px (1024 patches) with 4 layers of half CLIP-L's width; a 4-layer H=256 LLaMA."""
-    vision = CLIPVisionConfig(
-        hidden_size=512, intermediate_size=2048, projection_dim=512, num_hidden_layers=4, num_attention_heads=8,
-        num_channels=3, image_size=448, patch_size=14, hidden_act="quick_gelu", layer_norm_eps=1e-5,
-    )
+    vision = clip_vision_config(512, 2048, 4, 8, image_size=448)
     text = llama_text_config(
         vocab_size=vocab_size, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
         num_attention_heads=4, max_position_embeddings=2048, rms_norm_eps=1e-6,
@@ -59,12 +57,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--research-repeats", type=int, default=1, help="research-style runs (slow; <= repeats)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 keeps shared machines steady)")
+    add_smoke_argument(parser)
     args = parser.parse_args()
+    if args.smoke:
+        args.tokens, args.repeats, args.research_repeats = 32, 1, 1
     torch.set_num_threads(args.threads)
 
     tokenizer = bench_tokenizer()
     torch.manual_seed(0)
-    config = mid_size_config(len(tokenizer))
+    config = PixelLMConfig.tiny(vocab_size=len(tokenizer)) if args.smoke else mid_size_config(len(tokenizer))
     model = PixelLMForCausalLM(config).eval()
     engine = PixelLMEngine(model, tokenizer, max_new_tokens=args.tokens)
     image = np.random.default_rng(0).integers(0, 256, size=(480, 640, 3), dtype=np.uint8)
@@ -108,7 +109,8 @@ def main() -> None:
     )
 
     params = sum(p.numel() for p in model.parameters()) / 1e6
-    print(f"model: {params:.1f} M parameters (CLIP 448 px 4x512, LLaMA 4x256), {args.tokens} generated tokens, "
+    sizes = "tiny test config" if args.smoke else "CLIP 448 px 4x512, LLaMA 4x256"
+    print(f"model: {params:.1f} M parameters ({sizes}), {args.tokens} generated tokens, "
           f"{torch.get_num_threads()} threads, {torch.__version__}")
     print(f"prompt: {len(engine.prompt_ids(INSTRUCTION)) - 1 + config.image_token_len} positions; "
           f"same tokens and masks on both paths: {same}")
@@ -117,6 +119,9 @@ def main() -> None:
     print(f"research-style decoding : {research_ms:9.1f} ms/query")
     print(f"research-style / engine : {research_ms / first_ms:9.1f}x   (target >= 10x)")
     print(f"first / second query    : {first_ms / second_ms:9.2f}x   (target >= 1.5x)")
+    report({"first_query_ms": first_ms, "cached_query_ms": second_ms, "research_ms": research_ms,
+            "research_over_engine": research_ms / first_ms, "first_over_second": first_ms / second_ms,
+            "same_answers": same, "tokens": args.tokens})
 
 
 if __name__ == "__main__":

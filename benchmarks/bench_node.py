@@ -40,6 +40,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from smoke import add_smoke_argument, report  # noqa: E402
 
 DOMAIN_ID = 120 + os.getpid() % 40
 SINK_TOPIC = "/bench/result"
@@ -72,7 +75,7 @@ def bench_env() -> dict[str, str]:
 
 
 # ---------------------------------------------------------------- part 1: node overhead
-def node_overhead(model_dir: Path | None, iterations: int, log_path: Path) -> dict[str, list[float]]:
+def node_overhead(model_dir: Path | None, iterations: int, log_path: Path, warmup: int = 3) -> dict[str, list[float]]:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
     from std_msgs.msg import Header, String
@@ -109,7 +112,7 @@ def node_overhead(model_dir: Path | None, iterations: int, log_path: Path) -> di
                    30)
         rng = np.random.default_rng(0)
         base = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
-        for i in range(iterations + 3):  # 3 warm-up rounds
+        for i in range(iterations + warmup):  # warm-up rounds first
             frame = base.copy()
             frame[0, 0, 0] = i % 256  # a new frame each time: the vision tower runs, as with a live camera
             header = Header(frame_id=f"bench_{i}")
@@ -123,7 +126,7 @@ def node_overhead(model_dir: Path | None, iterations: int, log_path: Path) -> di
             if not wait_until(lambda: text in results, 30):
                 raise RuntimeError(f"no result for {text!r}")
             received, msg = results[text]
-            if i < 3 or msg.header != header or msg.status != SegmentationResult.STATUS_OK:
+            if i < warmup or msg.header != header or msg.status != SegmentationResult.STATUS_OK:
                 continue
             round_trip = (received - sent) * 1e3
             engine = msg.vision_ms + msg.generation_ms + msg.decoding_ms
@@ -184,7 +187,7 @@ def run_sink(domain_id: int) -> None:
         rclpy.try_shutdown()
 
 
-def result_transport(repeats: int) -> list[dict[str, Any]]:
+def result_transport(repeats: int, counts: tuple[int, ...] = (1, 5, 20)) -> list[dict[str, Any]]:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from rclpy.serialization import serialize_message
     from std_msgs.msg import Header, String
@@ -208,7 +211,7 @@ def result_transport(repeats: int) -> list[dict[str, Any]]:
             raise RuntimeError("the sink process did not appear")
         rng = np.random.default_rng(1)
         for width, height in ((640, 480), (1920, 1080)):
-            for count in (1, 5, 20):
+            for count in counts:
                 targets = synthetic_targets(count, height, width, rng)
                 engine_result = SegmentationResult(text="answer", targets=targets, generated_tokens=10)
                 for name, mask_format in (("full", SegmentedTarget.MASK_FULL),
@@ -246,15 +249,22 @@ def result_transport(repeats: int) -> list[dict[str, Any]]:
 
 # ---------------------------------------------------------------- main
 def main() -> None:
+    global DOMAIN_ID
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, default=None, help="model folder (default: the embedded model)")
     parser.add_argument("--iterations", type=int, default=30, help="instructions timed in part 1")
     parser.add_argument("--repeats", type=int, default=5, help="messages timed per configuration in part 2")
+    parser.add_argument("--domain-id", type=int, default=DOMAIN_ID, help="ROS domain of the node, client and sink")
     parser.add_argument("--sink", type=int, default=None, help=argparse.SUPPRESS)  # internal: the receiver
+    add_smoke_argument(parser)
     args = parser.parse_args()
     if args.sink is not None:
         run_sink(args.sink)
         return
+    DOMAIN_ID = args.domain_id
+    counts = (1, 5) if args.smoke else (1, 5, 20)
+    if args.smoke:
+        args.iterations, args.repeats = 1, 1
 
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     # Publish results with the transport the node itself starts with (its Fast DDS profile), before
@@ -266,7 +276,7 @@ def main() -> None:
         model_dir = args.model
         print(f"pixellm_ros node benchmark (ROS domain {DOMAIN_ID}, RMW {os.environ.get('RMW_IMPLEMENTATION')})")
         print(f"\n[1] node overhead, 640x480 rgb8 frames, model {model_dir or 'embedded'}, {args.iterations} instructions")
-        timing = node_overhead(model_dir, args.iterations, Path(scratch) / "node.log")
+        timing = node_overhead(model_dir, args.iterations, Path(scratch) / "node.log", warmup=1 if args.smoke else 3)
         print(f"    {'':34s} median     p90   (ms)")
         for key, label in (("round_trip", "instruction published -> result"), ("engine", "engine stages"),
                            ("overhead", "node + transport (round trip - engine)"),
@@ -281,15 +291,18 @@ def main() -> None:
         print(f"\n[2] result messages over DDS to a second process (median of {args.repeats})")
         print(f"    {'image':>9s} {'targets':>7s} {'masks':>7s} {'bytes':>11s} {'build ms':>9s} {'publish ms':>10s}"
               f" {'pub->recv ms':>12s}")
-        rows = result_transport(args.repeats)
+        rows = result_transport(args.repeats, counts)
         by_key = {(r["size"], r["targets"], r["masks"]): r for r in rows}
         for row in rows:
             print(f"    {row['size']:>9s} {row['targets']:>7d} {row['masks']:>7s} {row['bytes']:>11,d} "
                   f"{ms(row['build']):>9s} {ms(row['publish']):>10s} {ms(row['latency']):>12s}")
         print("\n    full / cropped size ratio:")
         for size in ("640x480", "1920x1080"):
-            ratios = [by_key[(size, n, "full")]["bytes"] / by_key[(size, n, "cropped")]["bytes"] for n in (1, 5, 20)]
-            print(f"    {size:>9s}: " + ", ".join(f"{n} target(s) {r:.1f}x" for n, r in zip((1, 5, 20), ratios)))
+            ratios = [by_key[(size, n, "full")]["bytes"] / by_key[(size, n, "cropped")]["bytes"] for n in counts]
+            print(f"    {size:>9s}: " + ", ".join(f"{n} target(s) {r:.1f}x" for n, r in zip(counts, ratios)))
+        report({**{f"{key}_ms": statistics.median(values) if values else None for key, values in timing.items()},
+                "rounds_counted": len(timing["overhead"]),
+                "bytes": {f"{r['size']} {r['targets']} {r['masks']}": r["bytes"] for r in rows}})
 
 
 if __name__ == "__main__":

@@ -26,6 +26,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from smoke import add_smoke_argument, report  # noqa: E402
 
 from std_msgs.msg import Header  # noqa: E402
 
@@ -90,7 +93,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scenes", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=15)
+    add_smoke_argument(parser)
     args = parser.parse_args()
+    if args.smoke:
+        args.scenes, args.repeats = 1, 1
+    figures = {}
     print("| image | targets | mean mask | full | full, no box | cropped | + 3D fields | + point cloud |"
           " per frame |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -99,8 +106,11 @@ def main() -> int:
         cells = [f"{np.mean(v):.2f} / {np.percentile(v, 95):.2f} ms" for v in per_target.values()]
         print(f"| {width}x{height} | {len(sizes)} | {np.mean(sizes):.0f} px | " + " | ".join(cells) +
               f" | {frame_ms:.2f} ms |")
+        figures[f"{width}x{height}"] = {"targets": len(sizes), "per_frame_ms": frame_ms,
+                                        **{name: float(np.mean(v)) for name, v in per_target.items()}}
     print("\ncells: mean / 95th percentile over targets of the median of", args.repeats, "runs; '+' columns are"
           " added to 'full'")
+    report(figures)
     return 0
 
 

@@ -44,6 +44,9 @@ from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import smoke  # noqa: E402
 
 from pixellm_ros.spatial import AlignedDepth, DepthImage, PinholeIntrinsics  # noqa: E402
 from pixellm_ros.tracking import Detection, Tracker, TrackerOptions, TrackView  # noqa: E402
@@ -277,7 +280,7 @@ def main() -> int:
     parser.add_argument("--picture", type=Path, default=None, help="write a strip of tracked frames here")
     parser.add_argument("--strip-frames", type=int, default=5)
     parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--smoke", action="store_true", help="a few seconds of one short sequence (tests)")
+    parser.add_argument("--smoke", action="store_true", help="a few seconds of one short sequence (the test suite)")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                         help="a TrackerOptions field for this run (e.g. align=false, flow_preset=medium); repeatable")
@@ -317,6 +320,7 @@ def main() -> int:
     print(json.dumps(report, indent=1, default=float))
     if args.json:
         args.json.write_text(json.dumps(report, indent=1, default=float))
+    smoke.report(report)
     return 0
 
 

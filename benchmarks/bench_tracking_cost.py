@@ -25,6 +25,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import smoke  # noqa: E402
 
 from pixellm_ros.spatial import AlignedDepth, DepthImage, PinholeIntrinsics  # noqa: E402
 from pixellm_ros.tracking import Detection, Tracker, TrackerOptions  # noqa: E402
@@ -88,12 +91,17 @@ def main() -> int:
     print(f"{len(frames)} frames 640x480, {args.tracks} tracks seeded every {period} frames,"
           f" {'wall-clock' if args.wall else 'thread CPU'} time, cv2 threads"
           f" {cv2.getNumThreads()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+    figures = {}
     for with_depth in (False, True):
         steps, updates = run(frames, depths, args.tracks, with_depth, period)
         label = "with depth (3D fields)" if with_depth else "2D"
         print(describe(f"step, {label}", steps))
         print(describe(f"update, {label}", updates))
+        key = "3d" if with_depth else "2d"
+        figures[f"step_ms_median_{key}"] = float(np.median(steps)) * 1e3
+        figures[f"update_ms_median_{key}"] = float(np.median(updates)) * 1e3
     print(f"load average (1 min) before / after: {load_before:.2f} / {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    smoke.report(figures)
     return 0
 
 

@@ -25,6 +25,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from smoke import add_smoke_argument, report  # noqa: E402
 
 from pixellm_ros.ros.qos import image_qos  # noqa: E402
 from pixellm_ros.ros.runner import camera_command  # noqa: E402
@@ -76,7 +79,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="counting window per configuration")
     parser.add_argument("--rate", type=float, default=10.0, help="camera frames per second")
     parser.add_argument("--domain-id", type=int, default=91)
+    add_smoke_argument(parser)
     args = parser.parse_args()
+    sizes = SIZES[:1] if args.smoke else SIZES
+    if args.smoke:
+        args.seconds = 1.0
     profile = large_frames_profile()
     if profile is None:
         print("config/fastdds_large_frames.xml not found", file=sys.stderr)
@@ -88,7 +95,7 @@ def main() -> int:
         defaults = Path(tmp) / "fast_dds_defaults.xml"
         defaults.write_text(NO_PROFILE_XML)
         try:
-            for n, (width, height) in enumerate(SIZES):
+            for n, (width, height) in enumerate(sizes):
                 topic = f"/bench_transport/image_{n}"
                 base = delivered(client, topic + "_defaults", defaults, width, height, args.rate, args.seconds,
                                  args.domain_id)
@@ -104,6 +111,8 @@ def main() -> int:
         ratio = f"{ours_n / base_n:.2f}x" if base_n else "inf"
         print(f"| {width}x{height} rgb8 | {width * height * 3 / 1e6:.1f} | {base_n}/{due}, {base_gap:.2f} s "
               f"| {ours_n}/{due}, {ours_gap:.2f} s | {ratio} |")
+    report({f"{width}x{height}": {"due": due, "defaults": base_n, "profile": ours_n}
+            for width, height, (base_n, _), (ours_n, _) in rows})
     return 0
 
 

@@ -67,6 +67,8 @@ from gpu_common import (  # noqa: E402
     sync,
 )
 
+from smoke import add_smoke_argument, report  # noqa: E402
+
 from pixellm_ros.engine import EngineError, PixelLMEngine  # noqa: E402
 from pixellm_ros.engine.forcing import ScriptedTokens  # noqa: E402
 from pixellm_ros.model.load_options import LoadOptionError  # noqa: E402
@@ -91,6 +93,8 @@ GPU_PLAN = (
     "13b:int4_weight/cuda_graph+fused",
 )
 # The CPU plan of --tiny: every code path once (the refusals included), at tiny sizes.
+SMOKE_PLAN = ("tiny:dynamic,tiny:static+fused,tiny:int4_weight/static+fused,tiny:cuda_graph,release:tiny,"
+              "tiny-b:static")
 CPU_PLAN = (
     "tiny:dynamic",
     "tiny:static+fused",
@@ -498,7 +502,11 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=3, help="image/instruction pairs of the agreement set")
     parser.add_argument("--budget-s", type=float, default=None, help="stop starting rows after this (default 350; 600 --tiny)")
     parser.add_argument("--out", default=None, help="folder for gpu_7b.json and gpu_7b.md")
+    add_smoke_argument(parser)
     args = parser.parse_args()
+    if args.smoke:  # every kind of row on the CPU: eager, static + fused, refusals, a release, a second size
+        args.tiny, args.tokens, args.pairs, args.repeats = True, 24, 2, 1
+        args.plan = args.plan or SMOKE_PLAN
     args.budget_s = args.budget_s if args.budget_s is not None else (600.0 if args.tiny else 350.0)
     plan = [PlanRow.parse(spec) for spec in (args.plan.split(",") if args.plan else (CPU_PLAN if args.tiny else GPU_PLAN))]
 
@@ -511,6 +519,8 @@ def main() -> None:
     bench.run(plan)
     log(f"done in {bench.elapsed():.0f} s\n")
     print(markdown(meta, bench.rows, args.tokens), flush=True)
+    report({row["row"]: {key: row.get(key) for key in ("status", "decode_ms_per_token", "first_token_ms")}
+            for row in bench.rows})
 
 
 if __name__ == "__main__":

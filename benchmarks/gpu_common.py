@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from pixellm_ros.engine.engine import DECODE_MODES, STATIC_CACHE_BUCKET
+from pixellm_ros.engine.engine import DECODE_MODES
 from pixellm_ros.model import PixelLMConfig, PixelLMForCausalLM
 from pixellm_ros.model.checkpoint import finish_loading
 from pixellm_ros.model.config import llama_text_config
@@ -147,13 +147,6 @@ def scripted_answer(tokenizer: PixelLMTokenizer, tokens: int) -> list[int]:
         ids += tokenizer.encode(f"{'Sure, ' if index == 0 else ' and '}{piece} {GROUP}", add_bos=False)
         index += 1
     return ids[:tokens]
-
-
-def static_cache_size(config: PixelLMConfig, positions: int) -> int:
-    """The engine's StaticCache size for answers needing ``positions`` entries (its bucket rule),
-    so that a profiled or benchmarked step has the shapes the engine compiles and captures."""
-    size = -(-positions // STATIC_CACHE_BUCKET) * STATIC_CACHE_BUCKET
-    return min(size, int(config.text.max_position_embeddings))
 
 
 # ------------------------------------------------------------------------------------ bandwidth

@@ -1,8 +1,8 @@
 """torch.profiler over the one-token decode step of each decode mode: where a token's time goes.
 
-The step profiled is the engine's own (gpu_common.ModelSource builds the model; the engine's
-KV decoders, ``DynamicKVDecoder`` and ``StaticKVDecoder``, with the cache size the engine would
-pick), after a real prefill of the benchmark's prompt and ``--context`` decoded tokens, so the
+The step profiled is the engine's own (gpu_common.ModelSource builds the model; the KV decoder
+``engine.kv_decoder`` gives for the mode: dynamic, static or CUDA graph, with the engine's cache
+size), after a real prefill of the benchmark's prompt and ``--context`` decoded tokens, so the
 attention reads a mid-answer cache. Per mode it reports
 
 - the step's wall time without the profiler, and under it: device kernel time per token and the
@@ -51,13 +51,12 @@ from gpu_common import (  # noqa: E402
     forget_compiled,
     log,
     scripted_answer,
-    static_cache_size,
     sync,
 )
 
+from smoke import add_smoke_argument, report  # noqa: E402
+
 from pixellm_ros.engine import EngineError, PixelLMEngine  # noqa: E402
-from pixellm_ros.engine.generation import DynamicKVDecoder  # noqa: E402
-from pixellm_ros.engine.static_decoding import StaticKVDecoder  # noqa: E402
 from pixellm_ros.model.load_options import LoadOptionError  # noqa: E402
 
 GPU_MODES = ("dynamic", "static", "cuda_graph", "cuda_graph+fused", "compiled", "compiled+fused")
@@ -168,12 +167,13 @@ def summarise(prof: profile, steps: int, on_cuda: bool, layers: int, layer_names
     return out
 
 
-def profile_steps(decoder: object, tokens: list[int], position: int, steps: int, on_cuda: bool, device: torch.device) -> profile:
+def profile_steps(decoder: object, tokens: list[int], steps: int, on_cuda: bool, device: torch.device) -> profile:
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
+    ids = [torch.tensor([token], device=device) for token in tokens]
     with profile(activities=activities) as prof:
         for k in range(steps):
             with record_function(STEP_RANGE):
-                decoder.step(tokens[k % len(tokens)], position + k)
+                decoder.step(ids[k % len(ids)])
                 sync(device)
     return prof
 
@@ -190,33 +190,30 @@ def run_mode(source: ModelSource, mode: Mode, tokenizer: object, args: argparse.
         encoded, _ = engine.encode_image(image)
         embeds, attention = model.embed_prompt(torch.tensor([prompt], device=device), encoded.features)
         length = embeds.shape[1]
-        size = static_cache_size(model.config, length + args.tokens)
+        prompts = ([embeds[0]], [attention[0]])
 
-        def new_decoder() -> object:
-            if mode.decode == "dynamic":
-                return DynamicKVDecoder(lm)
-            return StaticKVDecoder(lm, size, use_cuda_graph=on_cuda and mode.decode in ("cuda_graph", "compiled"),
-                                   compile=mode.decode == "compiled")
+        def step(decoder: object, token: int) -> None:
+            decoder.step(torch.tensor([token], device=device))
 
         start = time.perf_counter()
-        decoder = new_decoder()  # the graph modes capture (and compile) here
-        decoder.prefill(embeds, attention)
+        decoder = engine.kv_decoder(length + args.tokens)  # the graph modes capture (and compile) here
+        decoder.prefill(*prompts)
         for k in range(3):  # and the CPU compiles at the first step
-            decoder.step(script[k], length + k)
+            step(decoder, script[k])
         sync(device)
         warmup_s = time.perf_counter() - start
-        if mode.decode == "dynamic":
-            decoder = new_decoder()
-        decoder.prefill(embeds, attention)
+        size = getattr(decoder, "max_len", None)
+        decoder.reset()
+        decoder.prefill(*prompts)
         position = length
         for k in range(args.context):
-            decoder.step(script[k], position)
+            step(decoder, script[k])
             position += 1
         sync(device)
         timed = script[args.context : args.context + args.steps]
         start = time.perf_counter()
-        for k, token in enumerate(timed):
-            decoder.step(token, position + k)
+        for token in timed:
+            step(decoder, token)
         sync(device)
         unprofiled_us = (time.perf_counter() - start) / len(timed) * 1e6
         position += len(timed)
@@ -225,9 +222,9 @@ def run_mode(source: ModelSource, mode: Mode, tokenizer: object, args: argparse.
         ranges = LayerRanges(lm) if eager else None
         layer_names = ranges.names if ranges else []
         try:
-            single = profile_steps(decoder, timed, position, 1, on_cuda, device)
-            position += 1
-            several = profile_steps(decoder, timed, position, args.steps, on_cuda, device)
+            single = profile_steps(decoder, timed, 1, on_cuda, device)
+            several = profile_steps(decoder, timed, args.steps, on_cuda, device)
+            position += 1  # where the profiled steps began
         finally:
             if ranges is not None:
                 ranges.remove()
@@ -341,7 +338,11 @@ def main() -> None:
                         help="seconds a compiled mode is expected to take before one was seen (default 100; 60 --tiny; "
                              "less once gpu_7b.py has filled the inductor cache)")
     parser.add_argument("--out", default=None, help="folder for profile_decode.md / _raw.txt / .json")
+    add_smoke_argument(parser)
     args = parser.parse_args()
+    if args.smoke:  # the tiny model on the CPU, a plain and a fused static step, a few steps
+        args.tiny, args.steps, args.context = True, 2, 4
+        args.modes = args.modes or "static,static+fused"
     device = torch.device(args.device or ("cpu" if args.tiny else "cuda"))
     on_cuda = device.type == "cuda"
     budget = args.budget_s if args.budget_s is not None else (600.0 if args.tiny else 120.0)
@@ -391,6 +392,8 @@ def main() -> None:
     source.drop()
     log(f"done in {time.perf_counter() - start:.0f} s\n")
     print(markdown(meta, results, on_cuda), flush=True)
+    report({r["mode"]: ({"error": r["error"]} if "error" in r else
+                        {"us_per_token": r["unprofiled_us_per_token"], "layers": r["layers"]}) for r in results})
 
 
 if __name__ == "__main__":

@@ -26,6 +26,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from smoke import add_smoke_argument, report  # noqa: E402
 
 from pixellm_ros.spatial import AlignedDepth, DepthImage, PinholeIntrinsics, Targets3DOptions  # noqa: E402
 from pixellm_ros.world import sample_scene  # noqa: E402
@@ -104,7 +107,10 @@ def held(cases: list[Case], results: list, which: str) -> np.ndarray:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scenes", type=int, default=30)
+    add_smoke_argument(parser)
     args = parser.parse_args()
+    if args.smoke:
+        args.scenes = 2
     cases = build_cases(args.scenes)
     n = len(cases[(0, "table")])
     print(f"{n} fully visible objects in {args.scenes} scenes at 640x480, 16UC1 depth\n")
@@ -168,6 +174,9 @@ def main() -> int:
     for which, label in (("aligned_box", "aligned"), ("oriented_box", "oriented, PCA in-plane"),
                          ("oriented_box", "oriented, min-area in-plane")):
         angles, widths = [], []
+        if not cylinders:
+            print(f"{label}: no cylinder in these scenes")
+            continue
         for k, (c, r) in enumerate(cylinders):
             r = cylinders_pca[k] if "PCA" in label else r
             box = getattr(r, which)
@@ -181,6 +190,9 @@ def main() -> int:
         print(f"{label}: cylinders n={len(cylinders)}: box axis nearest the cylinder's axis off by"
               f" median {np.median(angles):.1f} deg (max {np.max(angles):.1f}); width across it / true diameter"
               f" median {np.median(widths):.2f} (max {np.max(widths):.2f})")
+    default_errors = centroid_errors_mm(cases[(0, "table")], run(cases[(0, "table")], base))
+    report({"objects": n, "centroid_error_mm_mean": float(np.mean(default_errors)),
+            "oriented_over_aligned_volume_median": float(np.median(ratio)), "cylinders": len(cylinders)})
     return 0
 
 

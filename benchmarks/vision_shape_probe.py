@@ -27,6 +27,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from smoke import add_smoke_argument, report  # noqa: E402
 
 from pixellm_ros.engine.preprocess import preprocess_image  # noqa: E402
 from pixellm_ros.model.vision import CLIPVisionTower  # noqa: E402
@@ -56,7 +59,7 @@ def scenes(seed: int, step: int, count: int, split: str, cfg) -> tuple[torch.Ten
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stem", choices=sorted(STEMS), required=True)
+    parser.add_argument("--stem", choices=sorted(STEMS), default=None, help="required (--smoke: patch)")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--scenes-per-step", type=int, default=16)
     parser.add_argument("--heldout-scenes", type=int, default=64)
@@ -66,7 +69,13 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None, help="write the rows as JSON here")
+    add_smoke_argument(parser)
     args = parser.parse_args()
+    if args.smoke:
+        args.stem = args.stem or "patch"
+        args.steps, args.scenes_per_step, args.heldout_scenes, args.eval_every, args.warmup = 2, 2, 2, 2, 1
+    if args.stem is None:
+        parser.error("--stem is required")
     torch.set_num_threads(args.threads)
 
     cfg = MODEL_CONFIGS[STEMS[args.stem]](512)  # the vocabulary does not matter: no LLM is built
@@ -115,6 +124,7 @@ def main() -> int:
             print(json.dumps(row), flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps({"stem": args.stem, "args": vars(args), "rows": rows}, indent=2) + "\n")
+    report(rows[-1])
     return 0
 
 

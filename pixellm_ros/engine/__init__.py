@@ -17,6 +17,7 @@ from .result import SegmentationResult, Target
 __all__ = [
     "BatchRequest",
     "BatchSession",
+    "CLIP_CONFIG_FILES",
     "DECODE_MODES",
     "DTYPE_NAMES",
     "EngineError",
@@ -27,6 +28,7 @@ __all__ = [
     "LOAD_IN_CHOICES",
     "LoadOptionError",
     "LoadOptions",
+    "MODEL_CONFIG_FILES",
     "PixelLMEngine",
     "SegmentationResult",
     "Target",
@@ -48,7 +50,7 @@ _LOAD_OPTIONS = frozenset({
 
 
 def __getattr__(name: str) -> object:
-    if name in ("PixelLMEngine", "DECODE_MODES"):
+    if name in ("PixelLMEngine", "DECODE_MODES", "MODEL_CONFIG_FILES", "CLIP_CONFIG_FILES"):
         from . import engine
 
         return getattr(engine, name)

@@ -1,6 +1,8 @@
-"""Batched generation: several requests (images, instructions, limits) decoded in one KV-cached batch.
+"""Requests decoded together in one KV-cached batch: the engine's one way to answer.
 
-A ``BatchSession`` holds the rows of one batch (engine/batch_decoding.py keeps their cache):
+``PixelLMEngine.segment`` is ``segment_batch`` of one request, and ``segment_batch`` runs a
+``BatchSession`` until it is idle (SAM's ``predict`` -> ``predict_torch``). A session holds the
+requests of one batch and drives one generation loop over them (generation.Decoding):
 
     session = engine.batch_session(max_batch=8)
     ticket = session.add(BatchRequest(image, instruction, on_text=..., should_stop=...))
@@ -9,19 +11,19 @@ A ``BatchSession`` holds the rows of one batch (engine/batch_decoding.py keeps t
             ...
         # new requests may be added between steps: they join the running batch (continuous batching)
 
-One ``step()``: the requests added since the last step are admitted (their distinct, uncached images
-through the vision tower in one pass, their prompts prefilled as one left-padded batch, merged into
-the running cache, their first token picked); then every running row's ``should_stop`` is polled and
-one token is decoded for all rows in one forward pass. Each row stops on its own (end of sequence,
-its own max_new_tokens, its should_stop, an exception from its own callbacks or logits hook) and
-leaves the cache at once; the others go on undisturbed. At the end of a step the rows that finished
-in it get their masks in ONE decoder pass (every target of every such row, each on its own image's
-features), then are post-processed to their own image size.
+One ``step()``: the requests added since the last step are admitted (their should_stop polled; their
+distinct, uncached images through the vision tower in one pass; their prompts prefilled as one
+left-padded batch, merged into the running cache, their first token picked); then every running
+row's ``should_stop`` is polled and one token is decoded for all rows in one forward pass. Each row
+stops on its own (end of sequence, its own max_new_tokens, its should_stop, an exception from its
+own callbacks or logits hook) and leaves the cache at once; the others go on undisturbed. At the
+end of a step the rows that finished in it get their results (engine.finish: every target of every
+such row in ONE decoder pass, each on its own image's features, post-processed to its own size).
 
 Errors stay per request: ``add`` validates the request (image, instruction, limit) and raises
 InvalidInputError for it alone, before it touches the batch; an exception from a request's
-on_text / should_stop is that request's outcome, unchanged; a failure of the model itself answers
-every request of the session with an EngineError and leaves the session empty and usable.
+on_text / on_token / should_stop is that request's outcome, unchanged; a failure of the model itself
+answers every request of the session with an EngineError and leaves the session empty and usable.
 
 Continuous batching, measured (benchmarks/bench_batching.py part 3, CPU, mid-size model, 12 requests
 arriving at 4 per single-answer time): joining the running batch at the next step against starting
@@ -30,45 +32,40 @@ at 1.05-1.09x the mean latency (a joining request's prefill, compute bound on a 
 running rows for ~15 steps). Not a clear win on the CPU; kept, since it costs one merge in the
 cache and the worker chooses: add only while ``idle`` for static batches, any time to join.
 
-The cache follows the engine's decode_mode. "dynamic": a DynamicCache (BatchKVCache), rows join
-and leave. "static", "cuda_graph", "compiled": ``segment_batch`` runs a STATIC batch (a session made
-with ``static=True``: every request added before the first step, none joining) on a StaticKVDecoder
-of as many rows as the next power of two (StaticBatchKVCache; one captured graph per row count and
-cache size), so on a GPU a batch replays one graph per token as batch 1 does; a batch of one runs
-``segment``'s own path. A session that lets requests join (``engine.batch_session``) decodes on the
-dynamic cache in every mode and says so in each result's warnings.
+The KV decoder (decoders.py) follows the engine's decode_mode. "dynamic": a DynamicKVDecoder, rows
+join and leave. "static", "cuda_graph", "compiled": a session made with ``static=True`` (what
+``segment`` and ``segment_batch`` run: every request added before the first step, none joining)
+decodes each batch on the engine's kept static decoder of its row count and cache size (rows = the
+next power of two; one captured graph per row count and cache size), so on a GPU a batch of any
+size, one included, replays one graph per token. A session that lets requests join
+(``engine.batch_session``) decodes on the dynamic cache in every mode and says so in each result's
+warnings.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Callable, Union
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 import numpy as np
 import torch
 
-from .answer import parse_answer
-from .callbacks import CallbackFailed, guard
-from .errors import EngineError
-from .batch_decoding import BatchKVCache, StaticBatchKVCache
-from .generation import FinishReason, LogitsProcessor, _TokenSink
-from .postprocess import postprocess_masks
-from .result import SegmentationResult, Target
-
+from .decoders import KVDecoder
+from .errors import model_failure
 from .features import EncodedImage
+from .finishing import Answer, BatchOutcome, synchronize
+from .generation import Decoding, LogitsProcessor, TokenStream
 
-# The engine (engine.PixelLMEngine) is only passed in: batching.py must not import engine.py, which
-# imports batching.py (the import-graph test counts TYPE_CHECKING imports too).
-PixelLMEngine = Any
-
-BatchOutcome = Union[SegmentationResult, BaseException]
+if TYPE_CHECKING:
+    from pixellm_ros.model import PixelLMForCausalLM
 
 
 @dataclass
 class BatchRequest:
-    """One request of a batch: what ``PixelLMEngine.segment`` takes, as one object.
+    """One request: what ``PixelLMEngine.segment`` takes, as one object.
 
     image: (H, W, 3) uint8 RGB; instruction: str; max_new_tokens: None = the engine's default.
     on_text: gets this request's answer text piece by piece (the pieces concatenate to its text).
@@ -76,6 +73,8 @@ class BatchRequest:
         (result.stopped, the text so far kept, complete seg groups still get masks).
     logits_processor: this request's logits hook (default: the engine's), called with its own
         (1, P + t) ids and (1, V) scores exactly as at batch 1.
+    on_token: called once per generated token with the number generated so far (end of sequence
+        included), before that token's text goes to on_text.
     """
 
     image: np.ndarray
@@ -84,73 +83,28 @@ class BatchRequest:
     on_text: Callable[[str], None] | None = None
     should_stop: Callable[[], bool] | None = None
     logits_processor: LogitsProcessor | None = None
+    on_token: Callable[[int], None] | None = None
 
 
-class _Row:
-    """One request's state while it is in the session."""
+class SessionEngine(Protocol):
+    """What a BatchSession uses of the engine: its public interface (``engine.PixelLMEngine``
+    implements it; spelled out here because engine.py imports this module)."""
 
-    def __init__(self, ticket: int, request: BatchRequest, image: np.ndarray, prompt_ids: list[int],
-                 sink: _TokenSink, warnings: list[str], added: float, limit: int) -> None:
-        self.ticket = ticket
-        self.limit = limit
-        self.image = image
-        self.prompt_ids = prompt_ids
-        self.sink = sink
-        self.should_stop = guard(request.should_stop)
-        self.warnings = warnings
-        self.added = added
-        self.cancelled = False
-        self.encoded: EncodedImage | None = None
-        self.vision_cached = False
-        self.vision_ms = 0.0
-        self.generation_start = 0.0
-        self.first_token_s = 0.0
-        self.generation_s = 0.0
-        self.seg_states: list[torch.Tensor] = []
-        self.token: int | None = None  # picked, not yet fed to the model
-        self.reason: FinishReason | None = None
-        self.error: BaseException | None = None
-        self.max_rows = 0
-
-    def poll_stop(self) -> bool:
-        """Cancelled, or its should_stop says so (a raising should_stop ends the row with its error)."""
-        if self.cancelled:
-            return True
-        if self.should_stop is None:
-            return False
-        try:
-            return bool(self.should_stop())
-        except CallbackFailed as failed:
-            self.error = failed.original
-            return True
-
-    def take(self, hidden: torch.Tensor, logits: torch.Tensor) -> None:
-        """Pick and record this row's next token from its (1, H) state and (1, V) logits."""
-        try:
-            token = self.sink.pick(logits)
-        except Exception as exc:  # this request's own logits hook
-            self.error = EngineError(f"the model failed: logits_processor raised {type(exc).__name__}: {exc}")
-            return
-        if token in self.sink.seg_ids:
-            self.seg_states.append(hidden[0])  # the state that predicted this seg token
-        try:
-            self.reason = self.sink.accept(token)
-        except CallbackFailed as failed:
-            self.error = failed.original
-            return
-        self.token = token
+    decode_mode: str
 
     @property
-    def done(self) -> bool:
-        return self.reason is not None or self.error is not None
+    def model(self) -> PixelLMForCausalLM: ...
 
-    def end_generation(self) -> None:
-        self.generation_s = time.perf_counter() - self.generation_start if self.generation_start else 0.0
-        if self.error is None:
-            try:
-                self.sink.finish()
-            except CallbackFailed as failed:
-                self.error = failed.original
+    @property
+    def lock(self) -> AbstractContextManager: ...
+
+    def prepare(self, request: BatchRequest, ticket: int = 0) -> Answer: ...
+
+    def encode_images(self, images: Sequence[np.ndarray]) -> list[tuple[EncodedImage, bool]]: ...
+
+    def kv_decoder(self, positions: int, rows: int = 1, static: bool = True) -> KVDecoder: ...
+
+    def finish(self, answers: Sequence[Answer]) -> list[BatchOutcome]: ...
 
 
 class BatchSession:
@@ -164,7 +118,7 @@ class BatchSession:
         requests are added only while the session is idle (a static batch takes no joins).
     """
 
-    def __init__(self, engine: PixelLMEngine, max_batch: int = 8, defer_masks: bool = False,
+    def __init__(self, engine: SessionEngine, max_batch: int = 8, defer_masks: bool = False,
                  static: bool = False) -> None:
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise ValueError(f"max_batch must be a positive int, got {max_batch!r}")
@@ -172,18 +126,18 @@ class BatchSession:
         self.max_batch = max_batch
         self.defer_masks = defer_masks
         self.static = static and engine.decode_mode != "dynamic"
-        self._cache: BatchKVCache | StaticBatchKVCache = BatchKVCache(engine.model.language_model)
-        self._pending: list[_Row] = []
-        self._running: list[_Row] = []  # in cache row order
-        self._ended: list[_Row] = []  # generation ended in this step
-        self._finished: list[_Row] = []  # generation ended, result not handed out yet
-        self._rows: dict[int, _Row] = {}  # every request not answered yet, by ticket
+        # A dynamic session keeps one decoding (rows join it); a static one starts one per batch.
+        self._decoding: Decoding | None = None if self.static else self._new_decoding(0, 1)
+        self._pending: list[Answer] = []
+        self._answers: dict[int, Answer] = {}  # id(stream) -> its answer, while it runs
+        self._finished: list[Answer] = []  # generation ended, result not handed out yet
+        self._rows: dict[int, Answer] = {}  # every request not answered yet, by ticket
         self._tickets = itertools.count()
 
     # ------------------------------------------------------------------ state
     def __len__(self) -> int:
         """Requests in the session: waiting for the next step or being decoded (not finished)."""
-        return len(self._pending) + len(self._running)
+        return len(self._pending) + len(self._answers)
 
     @property
     def free_slots(self) -> int:
@@ -192,12 +146,13 @@ class BatchSession:
     @property
     def idle(self) -> bool:
         """Nothing to decode and no finished row waiting for ``flush()``."""
-        return not self._pending and not self._running and not self._finished
+        return not self._pending and not self._answers and not self._finished
 
     @property
     def tickets(self) -> list[int]:
         """Tickets of the requests in the session (waiting or running), in order of admission."""
-        return [row.ticket for row in self._running + self._pending]
+        running = [self._answers[id(stream)].ticket for stream in self._decoding.running] if self._decoding else []
+        return running + [answer.ticket for answer in self._pending]
 
     # ------------------------------------------------------------------ API
     def add(self, request: BatchRequest) -> int:
@@ -208,45 +163,41 @@ class BatchSession:
         """
         if self.free_slots < 1:
             raise RuntimeError(f"the batch session holds its max_batch={self.max_batch} requests; step() first")
-        if self.static and (self._running or self._finished):
+        if self.static and (self._answers or self._finished):
             raise RuntimeError("a static batch session takes requests only while it is idle")
         engine = self._engine
-        image, prompt_ids, limit, warnings = engine._validated(request.image, request.instruction, request.max_new_tokens)
+        answer = engine.prepare(request, next(self._tickets))
         if engine.decode_mode != "dynamic" and not self.static:
-            warnings.append(f"decode_mode {engine.decode_mode!r}: a batch that requests join runs on the dynamic cache")
-        processor = request.logits_processor if request.logits_processor is not None else engine.logits_processor
-        sink = _TokenSink(engine.tokenizer, prompt_ids, engine.device, limit, processor, guard(request.on_text))
-        row = _Row(next(self._tickets), request, image, prompt_ids, sink, warnings, time.perf_counter(), limit)
-        self._pending.append(row)
-        self._rows[row.ticket] = row
-        return row.ticket
+            answer.warnings.append(
+                f"decode_mode {engine.decode_mode!r}: a batch that requests join runs on the dynamic cache")
+        self._pending.append(answer)
+        self._rows[answer.ticket] = answer
+        return answer.ticket
 
     def cancel(self, ticket: int) -> None:
         """Stop a request at its next poll (as its should_stop would); unknown tickets are ignored."""
-        for row in self._pending + self._running:
-            if row.ticket == ticket:
-                row.cancelled = True
+        answer = self._rows.get(ticket)
+        if answer is not None:
+            answer.stream.stop_asked = True
 
     def step(self) -> list[tuple[int, BatchOutcome]]:
         """Admit the added requests, decode one token for every running row; return the requests
         that ended in this step as (ticket, SegmentationResult or exception), in admission order."""
-        engine = self._engine
         outcomes: list[tuple[int, BatchOutcome]] = []
-        with engine._lock:
+        with self._engine.lock:
             try:
                 with torch.inference_mode():
-                    self._admit()
-                    self._decode_one()
-                    for row in self._ended:
-                        row.end_generation()
-                    self._finished.extend(self._ended)
-                    self._ended = []
+                    ended = self._admit()
+                    if self._decoding is not None:
+                        ended += self._decoding.decode_one_token()
+                    self._finished.extend(self._answers.pop(id(stream)) for stream in ended)
                     if not self.defer_masks:
                         outcomes.extend(self._complete(self._finished))
                         self._finished = []
-                    else:
-                        outcomes.extend((row.ticket, row.error) for row in self._finished if row.error is not None)
-                        self._finished = [row for row in self._finished if row.error is None]
+                    else:  # an error needs no mask: handed out at once
+                        failed = [a for a in self._finished if a.stream.error is not None]
+                        outcomes.extend((a.ticket, a.stream.error) for a in failed)
+                        self._finished = [a for a in self._finished if a.stream.error is None]
             except Exception as exc:  # the model failed: every request of the session gets the error
                 outcomes.extend(self._fail_all(exc))
         for ticket, _ in outcomes:
@@ -255,7 +206,7 @@ class BatchSession:
 
     def flush(self) -> list[tuple[int, BatchOutcome]]:
         """Masks for every finished row held back by ``defer_masks``, in one decoder pass."""
-        with self._engine._lock:
+        with self._engine.lock:
             try:
                 with torch.inference_mode():
                     outcomes = self._complete(self._finished)
@@ -267,167 +218,59 @@ class BatchSession:
         return outcomes
 
     # ------------------------------------------------------------------ internals
-    def _admit(self) -> None:
-        rows, self._pending = self._pending, []
-        if not rows:
-            return
+    def _new_decoding(self, positions: int, rows: int) -> Decoding:
+        decoder = self._engine.kv_decoder(positions, rows, static=self.static)
+        return Decoding(self._engine.model.language_model, decoder)
+
+    def _admit(self) -> list[TokenStream]:
+        """Start the pending requests; returns the streams that ended already (stopped before
+        their prefill, or at their first token)."""
+        answers, self._pending = self._pending, []
+        if not answers:
+            return []
         engine = self._engine
         model = engine.model
-        now = time.perf_counter()
-        joining: list[_Row] = []
-        for row in rows:
-            row.generation_start = now
-            if row.poll_stop():  # polled before the prefill, as at batch 1
-                row.reason = "stopped"
-                self._ended.append(row)
+        ended: list[TokenStream] = []
+        joining: list[Answer] = []
+        for answer in answers:
+            self._answers[id(answer.stream)] = answer
+            answer.stream.started = time.perf_counter()
+            if answer.stream.poll_stop():  # polled before the prefill, as before every forward pass
+                answer.stream.end()
+                ended.append(answer.stream)
             else:
-                joining.append(row)
+                joining.append(answer)
         if not joining:
-            return
+            return ended
         vision_start = time.perf_counter()
-        encoded = engine.encode_images([row.image for row in joining])
-        engine._sync()
+        encoded = engine.encode_images([answer.image for answer in joining])
+        synchronize(model.device)
         vision_ms = (time.perf_counter() - vision_start) * 1e3
         embeds, masks = [], []
-        for row, (features, cached) in zip(joining, encoded):
-            row.encoded, row.vision_cached = features, cached
-            row.vision_ms = 0.0 if cached else vision_ms
-            ids = torch.tensor([row.prompt_ids], dtype=torch.long, device=engine.device)
+        for answer, (features, cached) in zip(joining, encoded):
+            answer.encoded, answer.vision_cached = features, cached
+            answer.vision_ms = 0.0 if cached else vision_ms
+            ids = torch.tensor([answer.stream.prompt_ids], dtype=torch.long, device=model.device)
             spliced, attention = model.embed_prompt(ids, features.features)
             embeds.append(spliced[0])
             masks.append(attention[0])
-        prefill_start = time.perf_counter()
-        if self.static:  # a fresh static batch: the decoder for its row count and cache size
+        if self.static:  # a fresh static batch: the decoder of its row count and cache size
             width = max(int(e.shape[0]) for e in embeds)
-            rows = max(len(joining), engine.static_batch_rows or 0) if len(joining) > 1 else 1
-            decoder = engine._static_decoder(width + max(row.limit for row in joining), rows=rows)
-            self._cache = StaticBatchKVCache(decoder)
-        hidden = self._cache.prefill(embeds, masks)
-        logits = model.language_model.lm_head(hidden)
-        rows_now = self._cache.rows
-        for index, row in enumerate(joining):
-            row.generation_start = prefill_start
-            row.max_rows = max(row.max_rows, len(joining))
-            row.take(hidden[index : index + 1], logits[index : index + 1])
-            row.first_token_s = time.perf_counter() - prefill_start
-        assert rows_now == len(self._running) + len(joining)
-        self._running.extend(joining)
+            self._decoding = self._new_decoding(width + max(a.stream.max_new_tokens for a in joining), len(joining))
+        assert self._decoding is not None
+        return ended + self._decoding.prefill([answer.stream for answer in joining], embeds, masks)
 
-    def _decode_one(self) -> None:
-        for row in self._running:
-            if not row.done and row.poll_stop():
-                row.reason = row.reason or "stopped"
-        self._drop_done()
-        if not self._running:
-            return
-        tokens = torch.tensor([row.token for row in self._running], dtype=torch.long, device=self._engine.device)
-        hidden, logits = self._cache.step(tokens)
-        for index, row in enumerate(self._running):
-            row.max_rows = max(row.max_rows, len(self._running))
-            row.take(hidden[index : index + 1], logits[index : index + 1])
-        self._drop_done()
-
-    def _drop_done(self) -> None:
-        done = [row for row in self._running if row.done]
-        if not done:
-            return
-        self._ended.extend(done)
-        keep = [index for index, row in enumerate(self._running) if not row.done]
-        self._cache.keep(keep)
-        self._running = [self._running[index] for index in keep]
-
-    def _complete(self, rows: list[_Row]) -> list[tuple[int, BatchOutcome]]:
-        """Parse, decode every target of ``rows`` in one pass, post-process each to its image size."""
-        engine = self._engine
-        model, tokenizer = engine.model, engine.tokenizer
-        rows = sorted(rows, key=lambda row: row.ticket)  # admission order, whatever order they ended in
-        outcomes: dict[int, BatchOutcome] = {row.ticket: row.error for row in rows if row.error is not None}
-        good = [row for row in rows if row.error is None]
-        parsed = {row.ticket: parse_answer(row.sink.tokens, tokenizer) for row in good}
-
-        # One decoder pass: every complete group of every row, on its own image's features.
-        images: dict[int, int] = {}
-        feature_list: list[EncodedImage] = []
-        hidden_rows: list[torch.Tensor] = []
-        image_index: list[int] = []
-        counts: dict[int, int] = {}
-        for row in good:
-            answer = parsed[row.ticket]
-            counts[row.ticket] = len(answer.groups)
-            if not answer.groups:
-                continue
-            assert row.encoded is not None
-            key = id(row.encoded)
-            if key not in images:
-                images[key] = len(feature_list)
-                feature_list.append(row.encoded)
-            state_of = {position: k for k, position in enumerate(row.sink.seg_positions)}
-            for group in answer.groups:
-                hidden_rows.extend(row.seg_states[state_of[p]] for p in group.positions)
-                image_index.append(images[key])
-        decode_start = time.perf_counter()
-        logits_all = None
-        if hidden_rows:
-            features = [
-                torch.cat([encoded.features.decoder_features[level] for encoded in feature_list])
-                for level in range(model.config.num_scales)
-            ]
-            index = torch.tensor(image_index, dtype=torch.long, device=features[0].device)
-            logits_all = model.masks_from_hidden_states(torch.stack(hidden_rows), features, index).low_res_logits
-        engine._sync()
-        decoding_ms = (time.perf_counter() - decode_start) * 1e3
-
-        offset = 0
-        for row in good:
-            answer = parsed[row.ticket]
-            count = counts[row.ticket]
-            post_start = time.perf_counter()
-            if count:
-                assert row.encoded is not None and logits_all is not None
-                masks = postprocess_masks(logits_all[offset : offset + count], model.config.image_size,
-                                          row.encoded.valid_hw, row.encoded.original_hw, engine.mask_threshold)
-            else:
-                masks = []
-            offset += count
-            postprocess_ms = (time.perf_counter() - post_start) * 1e3
-            sink = row.sink
-            decode_steps = sink.num_generated - 1
-            decode_s = row.generation_s - row.first_token_s
-            timings = {
-                "vision_ms": row.vision_ms,
-                "prefill_ms": row.first_token_s * 1e3,
-                "first_token_ms": row.vision_ms + row.first_token_s * 1e3,
-                "generation_ms": row.generation_s * 1e3,
-                "decode_tokens_per_s": decode_steps / decode_s if decode_steps > 0 and decode_s > 0 else 0.0,
-                "decoding_ms": decoding_ms if count else 0.0,
-                "postprocess_ms": postprocess_ms,
-                "total_ms": (time.perf_counter() - row.added) * 1e3,
-                "batch_rows": float(row.max_rows),
-            }
-            outcomes[row.ticket] = SegmentationResult(
-                text=answer.text,
-                targets=[Target(name=name, mask=m.mask, box=m.box, score=m.score) for name, m in zip(answer.names, masks)],
-                timings=timings,
-                generated_tokens=sink.num_generated,
-                warnings=row.warnings + answer.warnings,
-                stopped=row.reason == "stopped",
-                finish_reason=row.reason or "stopped",
-                image_hw=(int(row.image.shape[0]), int(row.image.shape[1])),
-                vision_cached=row.vision_cached,
-            )
-        return [(row.ticket, outcomes[row.ticket]) for row in rows]
+    def _complete(self, answers: list[Answer]) -> list[tuple[int, BatchOutcome]]:
+        """Results of finished rows, in admission order (engine.finish: one decoder pass)."""
+        answers = sorted(answers, key=lambda answer: answer.ticket)
+        return list(zip((answer.ticket for answer in answers), self._engine.finish(answers)))
 
     def _fail_all(self, exc: Exception) -> list[tuple[int, BatchOutcome]]:
-        error = _model_error(exc)
-        rows = list(self._rows.values())
-        self._finished, self._ended, self._running, self._pending = [], [], [], []
-        self._cache.reset()
-        return [(row.ticket, row.error if row.error is not None else error) for row in rows]
-
-
-def _model_error(exc: Exception) -> EngineError:
-    if isinstance(exc, EngineError):
-        return exc
-    error = EngineError(f"the model failed: {type(exc).__name__}: {exc}")
-    error.__cause__ = exc
-    return error
+        error = model_failure(exc)
+        answers = list(self._rows.values())
+        self._finished, self._pending, self._answers = [], [], {}
+        if self._decoding is not None:
+            self._decoding.reset()
+        if self.static:
+            self._decoding = None
+        return [(a.ticket, a.stream.error if a.stream.error is not None else error) for a in answers]

@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--load-in", default="none", help="weight quantisation: none (default), 8bit | 4bit "
                         "(bitsandbytes, CUDA), int8_weight | int4_weight (torchao; int4 CUDA, bfloat16)")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="answer length limit (default: the model's)")
-    parser.add_argument("--mask-threshold", type=float, default=0.0, help="mask logit threshold (default 0)")
+    parser.add_argument("--mask-threshold", type=float, default=0.5,
+                        help="foreground probability above which a pixel is in a mask, 0 < p < 1 (default 0.5)")
     parser.add_argument("--quiet", action="store_true", help="do not stream the answer to stdout")
 
 

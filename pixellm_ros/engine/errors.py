@@ -34,3 +34,14 @@ class InvalidInstructionError(InvalidInputError):
 
 class InvalidOptionError(InvalidInputError):
     """An option of the call (max_new_tokens, ...) is unusable."""
+
+
+def model_failure(error: BaseException, where: str = "") -> EngineError:
+    """The one wrapping of an unexpected exception during a model run: ``EngineError("the model
+    failed: ...")`` with the original as its cause (an EngineError is passed through unchanged).
+    where: what raised it, when that is not the model itself ("the logits_processor raised ")."""
+    if isinstance(error, EngineError):
+        return error
+    failure = EngineError(f"the model failed: {where}{type(error).__name__}: {error}")
+    failure.__cause__ = error
+    return failure

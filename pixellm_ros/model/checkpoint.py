@@ -45,7 +45,7 @@ from .released_config import RELEASED_CONFIG_FILE, ReleasedLayoutError, config_f
 from .released_layout import is_released_inv_freq, our_key_from_released, released_key_from_ours, save_released_layout
 from .saving import OUR_CONFIG_FILE, save_pixellm
 from .strict_loading import CheckpointError, TensorSource, fill_strictly, parameters_on_meta, raise_for_keys
-from .tokenizer import PixelLMTokenizer
+from .tokenizer import PixelLMTokenizer, check_tokenizer_fits
 from .vision import resize_clip_position_embeddings
 from .weight_files import WeightFileError, find_weight_files, iter_weight_file
 
@@ -166,12 +166,7 @@ def load_clip_vision_weights(
 
 def _our_config(root: Path, tokenizer: PixelLMTokenizer) -> PixelLMConfig:
     config = PixelLMConfig.from_dict(json.loads((root / OUR_CONFIG_FILE).read_text(encoding="utf-8")))
-    if int(config.text.vocab_size) != len(tokenizer):
-        raise CheckpointError(f"{OUR_CONFIG_FILE} vocab_size {config.text.vocab_size} != tokenizer size {len(tokenizer)}")
-    if len(tokenizer.seg_token_ids) != config.seg_tokens_per_target:
-        raise CheckpointError(
-            f"the tokenizer has {len(tokenizer.seg_token_ids)} seg tokens, the config needs {config.seg_tokens_per_target}"
-        )
+    check_tokenizer_fits(tokenizer, config, CheckpointError)
     return config
 
 

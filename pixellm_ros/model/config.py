@@ -40,20 +40,29 @@ SAM_PIXEL_MEAN: tuple[float, float, float] = (123.675, 116.28, 103.53)
 SAM_PIXEL_STD: tuple[float, float, float] = (58.395, 57.12, 57.375)
 
 
-def clip_vit_large_patch14_336(image_size: int = 448) -> CLIPVisionConfig:
-    """The vision config of `openai/clip-vit-large-patch14-336`, run at ``image_size``."""
+def clip_vision_config(
+    hidden_size: int, intermediate_size: int, num_hidden_layers: int, num_attention_heads: int, image_size: int,
+    projection_dim: int | None = None, patch_size: int = 14,
+) -> CLIPVisionConfig:
+    """A CLIP vision tower of these sizes, the rest as OpenAI's CLIP (RGB, quick_gelu, LayerNorm eps
+    1e-5); projection_dim defaults to hidden_size. The one place a CLIPVisionConfig is written out."""
     return CLIPVisionConfig(
-        hidden_size=1024,
-        intermediate_size=4096,
-        projection_dim=768,
-        num_hidden_layers=24,
-        num_attention_heads=16,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        projection_dim=hidden_size if projection_dim is None else projection_dim,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=num_attention_heads,
         num_channels=3,
         image_size=image_size,
-        patch_size=14,
+        patch_size=patch_size,
         hidden_act="quick_gelu",
         layer_norm_eps=1e-5,
     )
+
+
+def clip_vit_large_patch14_336(image_size: int = 448) -> CLIPVisionConfig:
+    """The vision config of `openai/clip-vit-large-patch14-336`, run at ``image_size``."""
+    return clip_vision_config(1024, 4096, 24, 16, image_size, projection_dim=768)
 
 
 @dataclass
@@ -244,10 +253,7 @@ class PixelLMConfig:
     @classmethod
     def tiny(cls, vocab_size: int = 128 + RELEASED_ADDED_TOKENS, image_size: int = 112) -> PixelLMConfig:
         """A few-MB model for tests: G = image_size/14 (8 at 112), LLM grid G/2, width 64."""
-        vision = CLIPVisionConfig(
-            hidden_size=32, intermediate_size=64, projection_dim=32, num_hidden_layers=4, num_attention_heads=4,
-            num_channels=3, image_size=image_size, patch_size=14, hidden_act="quick_gelu", layer_norm_eps=1e-5,
-        )
+        vision = clip_vision_config(32, 64, 4, 4, image_size)
         text = llama_text_config(
             vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
             num_attention_heads=4, max_position_embeddings=512, rms_norm_eps=1e-6,

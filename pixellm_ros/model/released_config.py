@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from transformers import CLIPVisionConfig
 
 from .config import DEFAULT_ROPE_THETA, PixelLMConfig, clip_vit_large_patch14_336, llama_text_config
+from .tokenizer import check_tokenizer_fits
 
 if TYPE_CHECKING:
     import torch
@@ -152,11 +153,9 @@ def config_from_released(
         raise ReleasedLayoutError(
             f"the tokenizer has {seg_total} seg tokens, not a positive multiple of {config.num_scales} scales"
         )
-    if int(config.text.vocab_size) != len(tokenizer):
-        raise ReleasedLayoutError(
-            f"config.json vocab_size {config.text.vocab_size} != tokenizer size {len(tokenizer)}"
-        )
-    return dataclasses.replace(config, seg_tokens_per_scale=seg_total // config.num_scales)
+    config = dataclasses.replace(config, seg_tokens_per_scale=seg_total // config.num_scales)
+    check_tokenizer_fits(tokenizer, config, ReleasedLayoutError)
+    return config
 
 
 # ------------------------------------------------------------------------------------ writing

@@ -49,7 +49,7 @@ from .released_config import (
     released_config_payload,
     rope_theta,
 )
-from .tokenizer import PixelLMTokenizer
+from .tokenizer import PixelLMTokenizer, check_tokenizer_fits
 from .vision import resize_clip_position_embeddings
 from .weight_files import find_weight_files, iter_weight_file, write_bin_shards
 
@@ -136,12 +136,7 @@ def save_released_layout(
             f"the released layout has no place for a {config.vision_stem!r} vision stem: its CLIP folder holds "
             "CLIP's own patch embedding only (save this model with save_pixellm)"
         )
-    if int(config.text.vocab_size) != len(tokenizer):
-        raise ReleasedLayoutError(f"model vocabulary {config.text.vocab_size} != tokenizer size {len(tokenizer)}")
-    if len(tokenizer.seg_token_ids) != config.seg_tokens_per_target:
-        raise ReleasedLayoutError(
-            f"the tokenizer has {len(tokenizer.seg_token_ids)} seg tokens, the model needs {config.seg_tokens_per_target}"
-        )
+    check_tokenizer_fits(tokenizer, config, ReleasedLayoutError)
     out = Path(folder)
     clip_out = Path(clip_folder).resolve()
     state = model.state_dict()

@@ -14,6 +14,7 @@ from safetensors.torch import save_file
 
 from .fused_projections import SAVE_REFUSAL, has_fused_projections
 from .strict_loading import CheckpointError
+from .tokenizer import check_tokenizer_fits
 from .weight_files import SAFETENSORS_FILE
 
 if TYPE_CHECKING:
@@ -33,8 +34,7 @@ def save_pixellm(
     if has_fused_projections(model):
         raise CheckpointError(SAVE_REFUSAL)
     config: PixelLMConfig = model.config
-    if int(config.text.vocab_size) != len(tokenizer):
-        raise CheckpointError(f"model vocabulary {config.text.vocab_size} != tokenizer size {len(tokenizer)}")
+    check_tokenizer_fits(tokenizer, config, CheckpointError)
     root = Path(folder)
     root.mkdir(parents=True, exist_ok=True)
     state = {key: tensor.detach().to("cpu").contiguous() for key, tensor in model.state_dict().items()}

@@ -434,3 +434,17 @@ def _write_json(path: Path, payload: Any) -> None:
     with path.open("w", encoding="utf-8") as handle:
         json.dump(payload, handle, indent=2, ensure_ascii=False)
         handle.write("\n")
+
+
+def check_tokenizer_fits(tokenizer: PixelLMTokenizer, config: Any, error: type[Exception] = ValueError) -> None:
+    """THE rule a model and its tokenizer must meet (loaders, savers, the engine): every id the
+    tokenizer makes indexes the model's vocabulary (``len(tokenizer) <= vocab_size``: a larger,
+    padded vocabulary is fine, as in transformers) and its seg tokens are the model's N*L.
+    config: a PixelLMConfig. Raises ``error`` saying which part does not fit."""
+    if len(tokenizer) > int(config.text.vocab_size):
+        raise error(f"the tokenizer has {len(tokenizer)} ids, the model's vocabulary only {config.text.vocab_size}")
+    if len(tokenizer.seg_token_ids) != config.seg_tokens_per_target:
+        raise error(
+            f"the tokenizer has {len(tokenizer.seg_token_ids)} seg tokens, the model expects "
+            f"{config.seg_tokens_per_target} (N={config.seg_tokens_per_scale} x L={config.num_scales})"
+        )

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 from .params import NodeSettings
 
 if TYPE_CHECKING:
     from pixellm_ros.engine import PixelLMEngine
-
-
-def probability_to_logit(probability: float) -> float:
-    """The engine thresholds mask logits; the parameter is a probability in (0, 1)."""
-    return math.log(probability / (1.0 - probability))
 
 
 def load_engine(settings: NodeSettings) -> PixelLMEngine:
@@ -27,7 +21,7 @@ def load_engine(settings: NodeSettings) -> PixelLMEngine:
         dtype=settings.dtype,
         load_in=settings.load_in,
         decode_mode=settings.decode_mode,
-        mask_threshold=probability_to_logit(settings.mask_threshold),
+        mask_threshold=settings.mask_threshold,
     )
     if settings.max_batch > 1:  # static / CUDA-graph modes: every batch on one row count, one graph
         engine.static_batch_rows = settings.max_batch

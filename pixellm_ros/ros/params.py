@@ -10,10 +10,13 @@ range or choices, what it means, and WHEN a new value takes effect:
 
 From the table come: the declarations with ``ParameterDescriptor`` s (type, description, the
 range as ``integer_range`` / ``floating_point_range`` and the choices in ``additional_constraints``,
-so ``ros2 param describe`` shows them), ``NodeSettings`` (a frozen dataclass, one field per
-parameter), ``check_value`` (used by the node's on-set-parameters callback, which REJECTS a bad
-value or a wrong type at once with the reason), ``settings_from_values`` (the validation at
-configure) and ``config/pixellm.yaml`` (a test fails when its keys or defaults drift from the table).
+so ``ros2 param describe`` shows them), ``check_value`` (used by the node's on-set-parameters
+callback, which REJECTS a bad value or a wrong type at once with the reason),
+``settings_from_values`` (the validation at configure, into ``NodeSettings``) and
+``config/pixellm.yaml``. ``NodeSettings`` and ``CameraSettings`` are declared, typed frozen
+dataclasses (an editor jumps to a setting), one field per parameter; the table checks them:
+``settings_drift`` names a field missing, extra, out of order or of a type the checked values do
+not have. A test fails when the YAML's keys or defaults, or the settings classes, drift from the table.
 
 Several cameras (``cameras.names``): unset, the node has one camera, ``default``, on
 ``topics.image`` / ``topics.compressed_image`` / ``topics.use_compressed`` (and, with depth,
@@ -38,6 +41,8 @@ import dataclasses
 import difflib
 import math
 import sys
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -47,9 +52,11 @@ from rclpy.exceptions import InvalidParameterValueException
 from rclpy.parameter import Parameter
 
 from pixellm_ros.engine import (
+    CLIP_CONFIG_FILES,
     DECODE_MODES,
     DTYPE_NAMES,
     LOAD_IN_CHOICES,
+    MODEL_CONFIG_FILES,
     LoadOptionError,
     resolve_device,
     resolve_load_in,
@@ -68,8 +75,6 @@ APPLY_HELP = {
 DEFAULT_CAMERA = "default"
 MASK_FORMATS: dict[str, int] = {"full": SegmentedTarget.MASK_FULL, "cropped": SegmentedTarget.MASK_CROPPED}
 DEVICE_HELP = "cpu, cuda, cuda:N or auto"
-MODEL_CONFIG_FILES = ("pixellm_config.json", "config.json")  # ours (save_pixellm), released (llava)
-CLIP_CONFIG_FILES = ("config.json",)
 # Parameters rclpy itself declares or reads; never "unknown".
 BUILTIN_PARAMETERS = ("use_sim_time", "start_type_description_service", "start_parameter_event_publisher")
 BUILTIN_PREFIXES = ("qos_overrides.",)
@@ -320,15 +325,60 @@ CAMERA_SPECS: tuple[ParameterSpec, ...] = (
 SPECS_BY_NAME: dict[str, ParameterSpec] = {spec.name: spec for spec in PARAMETER_SPECS}
 DEFAULTS: dict[str, Any] = {spec.name: spec.default for spec in PARAMETER_SPECS}
 
-NodeSettings = dataclasses.make_dataclass(
-    "NodeSettings", [(spec.field, Any) for spec in PARAMETER_SPECS], frozen=True,
-    namespace={"__doc__": "The node's checked parameters, one field per ParameterSpec (see PARAMETER_SPECS)."},
-)
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """The node's checked parameters: one field per ParameterSpec, in the table's order, typed as
+    ``check_value`` makes them (``settings_drift`` and its test keep the two in step)."""
+
+    autostart: bool
+    model_path: Path | None  # None: the embedded default model
+    clip_path: Path | None
+    device: str
+    dtype: str
+    load_in: str
+    decode_mode: str
+    max_new_tokens: int | None  # None: the model's default
+    mask_threshold: float  # a probability
+    mask_format: int  # SegmentedTarget.MASK_FULL / MASK_CROPPED
+    debug_image: bool
+    image_topic: str
+    compressed_image_topic: str
+    use_compressed: bool
+    depth_image_topic: str
+    camera_info_topic: str
+    instruction_topic: str
+    result_topic: str
+    answer_topic: str
+    debug_image_topic: str
+    targets_cloud_topic: str
+    markers_topic: str
+    depth_enabled: bool
+    depth_sync_tolerance_s: float
+    depth_cache_size: int
+    point_cloud: bool
+    camera_names: tuple[str, ...]  # empty: one camera, 'default', on topics.*
+    image_reliability: str
+    image_depth: int
+    request_depth: int
+    queue_size: int
+    max_batch: int
+    action_result_timeout_s: float
+    max_image_age_s: float
+    max_instruction_chars: int
+    max_image_pixels: int
+    max_compressed_bytes: int
+    standing_instruction: str
+    standing_rate_hz: float
+    diagnostics_period_s: float
+    shutdown_timeout_s: float
 
 
 @dataclass(frozen=True)
 class CameraSettings:
-    """One camera input: its name and topics (from topics.* for 'default', else cameras.<name>.*)."""
+    """One camera input: its name and topics (from topics.* for 'default', else cameras.<name>.*);
+    the fields after ``name`` are CAMERA_SPECS' (``settings_drift`` checks them too)."""
 
     name: str
     image_topic: str
@@ -341,6 +391,66 @@ class CameraSettings:
     def topic(self) -> str:
         """The topic actually subscribed (as configured, before remapping)."""
         return self.compressed_image_topic if self.use_compressed else self.image_topic
+
+
+def settings_drift(settings_class: type = NodeSettings, camera_class: type = CameraSettings) -> list[str]:
+    """Where the declared settings classes and the table disagree: a field missing, extra or out of
+    order, or typed so that a value ``check_value`` makes (from the default, a value in range, each
+    choice) does not fit it. Empty when they agree (test/ros/test_params.py)."""
+    problems = []
+    for cls, specs, skip in ((settings_class, PARAMETER_SPECS, 0), (camera_class, CAMERA_SPECS, 1)):
+        declared = [field.name for field in dataclasses.fields(cls)][skip:]
+        table = [spec.field for spec in specs]
+        if declared != table:
+            missing, extra = [f for f in table if f not in declared], [f for f in declared if f not in table]
+            problems.append(f"{cls.__name__} fields {declared} are not the table's {table}"
+                            + (f"; missing {missing}" if missing else "")
+                            + (f"; not in the table {extra}" if extra else ""))
+            continue
+        hints = typing.get_type_hints(cls)
+        for spec in specs:
+            for value in _sample_values(spec):
+                try:
+                    checked = check_value(spec, value)
+                except SettingsError:
+                    continue  # not a value of this parameter (a folder that is not there, say)
+                if not _fits(checked, hints[spec.field]):
+                    problems.append(f"{cls.__name__}.{spec.field} is declared {hints[spec.field]}, but parameter "
+                                    f"'{spec.name}' = {value!r} gives {checked!r}")
+    return problems
+
+
+def _sample_values(spec: ParameterSpec) -> list[Any]:
+    """The default, and values a parameter of this kind takes: the other bool, a number in range, each choice."""
+    values = [spec.default, *spec.choices]
+    if spec.kind == "bool":
+        values.append(not spec.default)
+    elif spec.kind in ("int", "float"):
+        low = spec.minimum if spec.minimum is not None else 0
+        high = spec.maximum if spec.maximum is not None else low + 2
+        middle = (low + high) / 2
+        values.append(int(middle) if spec.kind == "int" else float(middle))
+    elif spec.kind == "str[]":
+        values.append(["a"])
+    return values
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """``value`` is of type ``hint`` (plain classes, ``X | None``, ``tuple[X, ...]``; a bool is no int)."""
+    if hint is Any:
+        return True
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in args)
+    if origin is tuple:
+        return isinstance(value, tuple) and all(_fits(item, args[0]) for item in value)
+    if origin is list:
+        return isinstance(value, list) and all(_fits(item, args[0]) for item in value)
+    if hint is type(None):
+        return value is None
+    if hint in (int, float) and isinstance(value, bool):
+        return False
+    return isinstance(value, hint)
 
 
 def camera_spec_name(spec: ParameterSpec, camera: str) -> str:
@@ -417,7 +527,7 @@ def cross_check(values: Mapping[str, Any], changed: Iterable[str] | None = None)
                                 f"max_instruction_chars = {limit}")
 
 
-def settings_from_values(values: Mapping[str, Any]) -> Any:
+def settings_from_values(values: Mapping[str, Any]) -> NodeSettings:
     """Check raw values (dotted names -> values, every name of PARAMETER_SPECS) into NodeSettings.
 
     Raises SettingsError naming the first bad parameter and what to put there instead.
@@ -427,7 +537,7 @@ def settings_from_values(values: Mapping[str, Any]) -> Any:
     return NodeSettings(**fields)
 
 
-def camera_settings(settings: Any, values: Mapping[str, Any]) -> list[CameraSettings]:
+def camera_settings(settings: NodeSettings, values: Mapping[str, Any]) -> list[CameraSettings]:
     """The cameras of ``settings``: 'default' from topics.*, or each name from cameras.<name>.*."""
     if not settings.camera_names:
         return [CameraSettings(DEFAULT_CAMERA, settings.image_topic, settings.compressed_image_topic,
@@ -440,7 +550,7 @@ def camera_settings(settings: Any, values: Mapping[str, Any]) -> list[CameraSett
     return cameras
 
 
-def replace_fields(settings: Any, values: Mapping[str, Any], applies: Sequence[str]) -> Any:
+def replace_fields(settings: NodeSettings, values: Mapping[str, Any], applies: Sequence[str]) -> NodeSettings:
     """``settings`` with the fields of every parameter that applies at ``applies`` re-read from ``values``."""
     changed = {spec.field: check_value(spec, values[spec.name]) for spec in PARAMETER_SPECS if spec.apply in applies}
     return dataclasses.replace(settings, **changed)

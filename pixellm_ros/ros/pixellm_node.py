@@ -1,9 +1,12 @@
 """``pixellm_node``: PixelLM as a ROS 2 lifecycle node (lifecycle, entities and wiring).
 
-The request path itself (admission, frame binding and age, the engine run, status codes) is
-``request_flow.py``; the queue and its thread ``worker.py``; every parameter ``params.py``; every
-QoS profile ``qos.py``. The interface (topics, service, action), the policies and the parameters
-are documented in the README ("The node") and in ``config/pixellm.yaml``.
+The channels and each request's one answer are ``request_desk.py`` (the node hands the desk, typed,
+what it works with: ``configure`` the settings, output topics and cameras, ``start`` the worker);
+the output topics ``outputs.py``; the request path itself (admission, frame binding and age, the
+engine run, status codes) ``request_flow.py``; the queue and its thread ``worker.py``; every
+parameter ``params.py``; every QoS profile ``qos.py``. The interface (topics, service, action),
+the policies and the parameters are documented in the README ("The node") and in
+``config/pixellm.yaml``.
 
 Lifecycle: ``configure`` checks the parameters and creates the subscriptions, publishers, the
 service and the action server (while unconfigured or finalized they do not exist); ``activate``
@@ -23,21 +26,20 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.action import CancelResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.duration import Duration
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
+from rclpy.publisher import Publisher
+from rclpy.qos import QoSProfile
 from rclpy.time import Time
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
-from visualization_msgs.msg import MarkerArray
 
 from pixellm_ros.action import Segment as SegmentAction
-from pixellm_ros.msg import SegmentationResult as ResultMsg
 from pixellm_ros.srv import Segment as SegmentService
 
 from . import params as P
@@ -45,12 +47,16 @@ from . import params_file, qos, spinning
 from .delivery import ResultServingActionServer, WriteLog, track_service
 from .depth_cache import DepthCache
 from .diagnostics import CameraHealth, NodeHealth, RateMeter, diagnostic_array
-from .engine_host import load_engine, probability_to_logit
+from .engine_host import load_engine
+from .outputs import ResultOutputs
 from .request_desk import SHUTTING_DOWN, RequestDesk
 from .request_flow import RequestFlow
 from .requests import CameraInput, LatestFrame, SegmentRequest
 from .spatial_conversions import stamp_ns
 from .worker import RequestWorker
+
+if TYPE_CHECKING:
+    from pixellm_ros.engine import PixelLMEngine
 
 NODE_NAME = "pixellm"
 SERVE_S = 5.0  # at shutdown: the least time given to the results after the running request (drain)
@@ -70,9 +76,10 @@ class PixelLMNode(LifecycleNode):
         self._desk = RequestDesk(self.get_name(), self.get_logger(), RequestFlow(self._age_s), self.context.ok)
         self._meters: dict[str, RateMeter] = {}
         self._lock = threading.Lock()
-        self._engine: Any = None
+        self._engine: PixelLMEngine | None = None
         self._made: list[tuple[str, Any]] = []  # (kind, entity), destroyed in reverse order
         self._made_timers: dict[str, Any] = {}
+        self._diagnostics_pub: Publisher | None = None
         self._write_log = WriteLog()  # the replies rclpy writes after the desk has answered (drain)
         self._action_server: ResultServingActionServer | None = None
         self._groups = {name: MutuallyExclusiveCallbackGroup() for name in ("image", "instruction")}
@@ -94,12 +101,10 @@ class PixelLMNode(LifecycleNode):
             problems = P.declare_camera_parameters(self, settings.camera_names)
             if problems:
                 raise P.SettingsError("; ".join(problems.values()))
-            cameras = P.camera_settings(settings, P.parameter_values(self))
-            self._desk.settings = settings
-            self._create_entities(settings, cameras)
+            outputs, cameras = self._create_entities(settings, P.camera_settings(settings, P.parameter_values(self)))
+            self._desk.configure(settings, outputs, cameras)
         except Exception as error:  # noqa: BLE001 - every configure failure says why, and leaves nothing behind
             self._destroy_entities()
-            self._desk.settings = None
             self.get_logger().error(f"configure failed: {error}")
             return TransitionCallbackReturn.FAILURE
         model = str(settings.model_path) if settings.model_path else "the embedded default model"
@@ -120,9 +125,8 @@ class PixelLMNode(LifecycleNode):
             settings.queue_size, handle=lambda requests: self._desk.run_requests(engine, requests),
             refuse=self._desk.refuse_waiting, on_crash=self._desk.on_worker_crash, max_batch=settings.max_batch)
         with self._lock:
-            self._desk.settings, self._engine, self._desk.worker = settings, engine, worker
-            self._desk.accepting = True
-        self._desk.reset_standing()
+            self._engine = engine
+            self._desk.start(settings, worker)
         worker.start()
         self.get_logger().info(f"active on {engine.device}: waiting for instructions")
         return super().on_activate(state)
@@ -133,7 +137,6 @@ class PixelLMNode(LifecycleNode):
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
         self._destroy_entities()
-        self._desk.settings = None
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: State) -> TransitionCallbackReturn:
@@ -172,7 +175,7 @@ class PixelLMNode(LifecycleNode):
         request has ended; what is still owed then is logged."""
         started = time.monotonic()
         budget = self._desk.settings.shutdown_timeout_s if self._desk.settings is not None else 0.0
-        self._desk.accepting = False
+        self._desk.stop_accepting()
         self._write_log.restart_timing()
         stopper = threading.Thread(target=self._stop_worker_and_release, args=(SHUTTING_DOWN, budget))
         stopper.start()
@@ -200,13 +203,13 @@ class PixelLMNode(LifecycleNode):
 
     def _acked(self) -> bool:
         """The result and answer topics' messages acknowledged by every subscriber (asked, not waited for)."""
-        return all(publisher.wait_for_all_acked(Duration(seconds=0))
-                   for publisher in (self._desk.result_pub, self._desk.answer_pub) if publisher is not None)
+        outputs = self._desk.outputs
+        return outputs is None or outputs.acknowledged()
 
     def _stop_worker_and_release(self, reason: str, finish_within: float) -> None:
         with self._lock:
-            worker, engine = self._desk.worker, self._engine
-            self._desk.worker = self._engine = None
+            worker, engine = self._desk.take_worker(), self._engine
+            self._engine = None
         if worker is not None:
             worker.stop(reason, finish_within=finish_within)
         if engine is not None:
@@ -214,30 +217,30 @@ class PixelLMNode(LifecycleNode):
             self.get_logger().info("model released")
 
     # ------------------------------------------------------------------ entities
-    def _create_entities(self, settings: Any, cameras: list[P.CameraSettings]) -> None:
+    def _publisher(self, kind: type, topic: str, profile: QoSProfile) -> Publisher:
+        """A publisher, recorded for ``_destroy_entities``."""
+        publisher = self.create_publisher(kind, topic, profile)
+        self._made.append(("publisher", publisher))
+        return publisher
+
+    def _create_entities(self, settings: P.NodeSettings,
+                         cameras: list[P.CameraSettings]) -> tuple[ResultOutputs, dict[str, CameraInput]]:
+        """Every entity of a configuration (each recorded for ``_destroy_entities`` as it is made);
+        returns what the desk works with: the output topics and the camera inputs by name."""
         add = self._made.append
         depth = settings.request_depth
-        self._desk.result_pub = self.create_publisher(ResultMsg, settings.result_topic, qos.result_qos(depth))
-        add(("publisher", self._desk.result_pub))
-        self._desk.answer_pub = self.create_publisher(String, settings.answer_topic, qos.result_qos(depth))
-        add(("publisher", self._desk.answer_pub))
-        self._desk.debug_pub = self.create_publisher(Image, settings.debug_image_topic, qos.debug_image_qos())
-        add(("publisher", self._desk.debug_pub))
-        if settings.depth_enabled:
-            self._desk.cloud_pub = self.create_publisher(PointCloud2, settings.targets_cloud_topic, qos.result_qos(1))
-            add(("publisher", self._desk.cloud_pub))
-            self._desk.markers_pub = self.create_publisher(MarkerArray, settings.markers_topic, qos.result_qos(1))
-            add(("publisher", self._desk.markers_pub))
+        outputs = ResultOutputs.create(self._publisher, settings)
         camera_qos = qos.image_qos(settings.image_reliability, settings.image_depth)
+        inputs: dict[str, CameraInput] = {}
         for index, camera in enumerate(cameras):
             frames = LatestFrame()
             kind = CompressedImage if camera.use_compressed else Image
             subscription = self.create_subscription(kind, camera.topic, frames.put, camera_qos,
                                                     callback_group=self._groups["image"])
             add(("subscription", subscription))
-            self._desk.cameras[camera.name] = CameraInput(camera.name, frames, subscription.topic_name,
-                                                          subscription.get_publisher_count, settings.image_reliability,
-                                                          self._depth_input(settings, camera))
+            inputs[camera.name] = CameraInput(camera.name, frames, subscription.topic_name,
+                                              subscription.get_publisher_count, settings.image_reliability,
+                                              self._depth_input(settings, camera))
             self._meters[camera.name] = RateMeter()
             topics = ([settings.instruction_topic] if index == 0 else []) + (
                 [f"~/{camera.name}/instruction"] if settings.camera_names else [])
@@ -257,11 +260,11 @@ class PixelLMNode(LifecycleNode):
             status_pub_qos_profile=qos.action_status_qos(),
             result_timeout=int(math.ceil(settings.action_result_timeout_s)), write_log=self._write_log)
         add(("action", self._action_server))
-        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", qos.diagnostics_qos())
-        add(("publisher", self._diagnostics_pub))
+        self._diagnostics_pub = self._publisher(DiagnosticArray, "/diagnostics", qos.diagnostics_qos())
         self._make_timers(settings)
+        return outputs, inputs
 
-    def _depth_input(self, settings: Any, camera: P.CameraSettings) -> DepthCache | None:
+    def _depth_input(self, settings: P.NodeSettings, camera: P.CameraSettings) -> DepthCache | None:
         """The camera's depth + camera_info subscriptions and their cache (None without depth)."""
         if not settings.depth_enabled:
             return None
@@ -275,7 +278,7 @@ class PixelLMNode(LifecycleNode):
         cache.depth_topic, cache.info_topic = depth.topic_name, info.topic_name
         return cache
 
-    def _make_timers(self, settings: Any) -> None:
+    def _make_timers(self, settings: P.NodeSettings) -> None:
         for timer in self._made_timers.values():
             self.destroy_timer(timer)
         self._made_timers = {}
@@ -294,10 +297,9 @@ class PixelLMNode(LifecycleNode):
                    "service": self.destroy_service, "action": lambda server: server.destroy()}
         for kind, entity in reversed(self._made):
             destroy[kind](entity)
-        self._made_timers, self._made, self._desk.cameras, self._meters = {}, [], {}, {}
-        self._action_server = None
-        self._desk.result_pub = self._desk.answer_pub = self._desk.debug_pub = None
-        self._desk.cloud_pub = self._desk.markers_pub = None
+        self._made_timers, self._made, self._meters = {}, [], {}
+        self._action_server, self._diagnostics_pub = None, None
+        self._desk.unconfigure()
 
     # ------------------------------------------------------------------ parameters at run time
     def _coerce_parameters(self, parameters: list[Any]) -> list[Any]:
@@ -321,17 +323,19 @@ class PixelLMNode(LifecycleNode):
             return SetParametersResult(successful=False, reason=str(error))
         for parameter in parameters:  # a start-up value refused is fixed by setting the parameter
             self._bad_overrides.pop(parameter.name, None)
-        if self._desk.settings is not None:
-            self._apply_live(P.replace_fields(self._desk.settings, values, [P.LIVE]))
+        settings = self._desk.settings
+        if settings is not None:
+            self._apply_live(P.replace_fields(settings, values, [P.LIVE]))
         if later:  # rclpy drops the reason of a successful result: say it in the log (/rosout)
             self.get_logger().info("accepted: " + "; ".join(later))
         return SetParametersResult(successful=True, reason="; ".join(later))
 
-    def _apply_live(self, settings: Any) -> None:
-        old, self._desk.settings = self._desk.settings, settings
+    def _apply_live(self, settings: P.NodeSettings) -> None:
+        old = self._desk.settings
+        self._desk.apply(settings)
         engine = self._engine
         if engine is not None:
-            engine.mask_threshold = probability_to_logit(settings.mask_threshold)
+            engine.mask_threshold = settings.mask_threshold
         timing = ("standing_instruction", "standing_rate_hz", "diagnostics_period_s")
         if any(getattr(old, f) != getattr(settings, f) for f in timing) and self._made:
             self._make_timers(settings)
@@ -342,8 +346,8 @@ class PixelLMNode(LifecycleNode):
         return (self.get_clock().now() - stamp).nanoseconds / 1e9
 
     def _publish_diagnostics(self) -> None:
-        settings, engine, worker = self._desk.settings, self._engine, self._desk.worker
-        if settings is None:
+        settings, engine, worker, publisher = self._desk.settings, self._engine, self._desk.worker, self._diagnostics_pub
+        if settings is None or publisher is None:
             return
         ok, refused, model_errors, last_model_error = self._desk.tally.snapshot()
         name, hardware = self.get_fully_qualified_name(), str(getattr(engine, "device", settings.device))
@@ -358,4 +362,4 @@ class PixelLMNode(LifecycleNode):
             cameras.append(CameraHealth(camera.name, camera.topic, engine is not None, received,
                                         self._meters[camera.name].update(received, time.monotonic()), age,
                                         settings.max_image_age_s, camera.transport_hint() if stale else ""))
-        self._diagnostics_pub.publish(diagnostic_array(node, cameras, self.get_clock().now().to_msg()))
+        publisher.publish(diagnostic_array(node, cameras, self.get_clock().now().to_msg()))

@@ -8,15 +8,27 @@
     the worker   ``run_request``                     bind, run, answer
 
 Every path ends in exactly one ``answer``: the result topic, the answer topic when OK, then the
-waiting caller. The node owns the desk's entities (it sets ``settings``, ``worker``, ``cameras``
-and the publishers on configure / activate); the desk holds no ROS entity of its own.
+waiting caller.
+
+The node makes every ROS entity and hands the desk what it works with, typed, once per
+lifecycle step; the desk keeps them (read-only to the node through the properties):
+
+    configure(settings, outputs, cameras)   at configure: the checked parameters (``NodeSettings``),
+                                            the output topics (``outputs.ResultOutputs``) and the
+                                            camera inputs (``requests.CameraInput`` by name)
+    start(settings, worker)                 at activate: the settings as re-read there, the worker;
+                                            requests are accepted again
+    apply(settings)                         a live parameter set
+    stop_accepting()                        the orderly end (drain): new requests are refused
+    take_worker()                           at deactivate / shutdown: the worker, no longer the desk's
+    unconfigure()                           when the node destroys its entities: all of configure's gone
 """
 
 from __future__ import annotations
 
 import threading
 import traceback
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from rclpy.action import GoalResponse
 from sensor_msgs.msg import Image
@@ -26,12 +38,16 @@ from pixellm_ros.action import Segment as SegmentAction
 from pixellm_ros.msg import SegmentationResult as ResultMsg
 from pixellm_ros.srv import Segment as SegmentService
 
-from .conversions import error_result_msg, rgb_to_image_msg
+from .conversions import error_result_msg
 from .diagnostics import ResultTally
-from .request_flow import RequestFlow, RequestRefused
+from .outputs import ResultOutputs
+from .params import NodeSettings
+from .request_flow import RequestFlow, RequestRefused, RunOutcome
 from .requests import BoundImage, CameraInput, RequestIds, SegmentRequest
-from .spatial_conversions import targets_cloud_msg, targets_marker_array
 from .worker import RequestWorker, SubmitOutcome
+
+if TYPE_CHECKING:
+    from pixellm_ros.engine import PixelLMEngine
 
 SHUTTING_DOWN = "the node is shutting down"
 NOT_ACTIVE = "the node is not active (the model is not loaded); activate it first"
@@ -41,15 +57,11 @@ class RequestDesk:
     """Admission, queueing and answering of requests (see the module docstring)."""
 
     def __init__(self, node_name: str, logger: Any, flow: RequestFlow, context_ok: Callable[[], bool]) -> None:
-        self.settings: Any = None
-        self.worker: RequestWorker[SegmentRequest] | None = None
-        self.cameras: dict[str, CameraInput] = {}
-        self.result_pub: Any = None
-        self.answer_pub: Any = None
-        self.debug_pub: Any = None
-        self.cloud_pub: Any = None
-        self.markers_pub: Any = None
-        self.accepting = True
+        self._settings: NodeSettings | None = None
+        self._outputs: ResultOutputs | None = None
+        self._cameras: Mapping[str, CameraInput] = {}
+        self._worker: RequestWorker[SegmentRequest] | None = None
+        self._accepting = True
         self.tally = ResultTally()
         self._name = node_name
         self._ids = RequestIds(node_name)
@@ -62,6 +74,46 @@ class RequestDesk:
         self._standing_pending = False
         self._standing_seq = 0
         self._extras_warned = False
+
+    # ------------------------------------------------------------------ what the node hands over
+    def configure(self, settings: NodeSettings, outputs: ResultOutputs, cameras: Mapping[str, CameraInput]) -> None:
+        self._settings, self._outputs, self._cameras = settings, outputs, dict(cameras)
+
+    def start(self, settings: NodeSettings, worker: RequestWorker[SegmentRequest]) -> None:
+        with self._lock:
+            self._settings, self._worker, self._accepting = settings, worker, True
+            self._standing_pending = False
+
+    def apply(self, settings: NodeSettings) -> None:
+        self._settings = settings
+
+    def stop_accepting(self) -> None:
+        self._accepting = False
+
+    def take_worker(self) -> RequestWorker[SegmentRequest] | None:
+        with self._lock:
+            worker, self._worker = self._worker, None
+        return worker
+
+    def unconfigure(self) -> None:
+        self._settings, self._outputs, self._cameras = None, None, {}
+
+    @property
+    def settings(self) -> NodeSettings | None:
+        """The node's current checked parameters (None while unconfigured)."""
+        return self._settings
+
+    @property
+    def outputs(self) -> ResultOutputs | None:
+        return self._outputs
+
+    @property
+    def cameras(self) -> Mapping[str, CameraInput]:
+        return self._cameras
+
+    @property
+    def worker(self) -> RequestWorker[SegmentRequest] | None:
+        return self._worker
 
     def in_flight(self) -> int:
         with self._lock:
@@ -79,8 +131,8 @@ class RequestDesk:
 
     def on_goal(self, goal: SegmentAction.Goal) -> GoalResponse:
         """Reject a goal that finds the queue full (its QUEUE_FULL result still goes out on the topic)."""
-        worker = self.worker
-        if worker is None or not self.accepting:
+        worker = self._worker
+        if worker is None or not self._accepting:
             return GoalResponse.ACCEPT  # executed at once: the result says STATUS_NOT_READY
         if worker.reserve() == SubmitOutcome.FULL:
             request = SegmentRequest(goal.request_id or self._ids.next(), goal.instruction, "action", camera=goal.camera)
@@ -99,7 +151,7 @@ class RequestDesk:
         def on_text(delta: str) -> None:
             text.append(delta)
             goal_handle.publish_feedback(SegmentAction.Feedback(
-                partial_answer="".join(text), delta=delta, generated_tokens=seg.tokens_started))
+                partial_answer="".join(text), delta=delta, generated_tokens=seg.generated_tokens))
 
         seg = SegmentRequest(goal.request_id or self._ids.next(), goal.instruction, "action", camera=goal.camera,
                              on_text=on_text, cancel_requested=lambda: goal_handle.is_cancel_requested)
@@ -116,8 +168,8 @@ class RequestDesk:
         return SegmentAction.Result(result=result)
 
     def on_standing_tick(self) -> None:
-        settings, worker = self.settings, self.worker
-        camera = next(iter(self.cameras.values()), None)
+        settings, worker = self._settings, self._worker
+        camera = next(iter(self._cameras.values()), None)
         frame = camera.frames.get() if camera is not None else None
         with self._lock:
             if (settings is None or worker is None or frame is None or self._standing_pending
@@ -133,10 +185,6 @@ class RequestDesk:
                                  camera=camera.name, deliver=standing_done)
         if worker.submit(request) != SubmitOutcome.ACCEPTED:
             standing_done()  # skipped while the queue is full: no result, try again on a later frame
-
-    def reset_standing(self) -> None:
-        with self._lock:
-            self._standing_pending = False
 
     # ------------------------------------------------------------------ admission
     def _wait_for_result(self, request: SegmentRequest, image: Image, reserved: bool = False) -> ResultMsg:
@@ -159,14 +207,14 @@ class RequestDesk:
 
     def _submit(self, request: SegmentRequest, given_image: Image | None, reserved: bool = False) -> None:
         """Admit a request and queue it, or answer it at once with the reason it cannot run."""
-        settings, worker = self.settings, self.worker
+        settings, worker, cameras = self._settings, self._worker, self._cameras
         holding = reserved  # a reservation not yet taken up by worker.submit
         try:
-            if not self.accepting:
+            if not self._accepting:
                 raise RequestRefused(ResultMsg.STATUS_NOT_READY, SHUTTING_DOWN)
             if settings is None or worker is None:
                 raise RequestRefused(ResultMsg.STATUS_NOT_READY, NOT_ACTIVE)
-            self._flow.admit(request, given_image, settings, self.cameras)
+            self._flow.admit(request, given_image, settings, cameras)
             outcome = worker.submit(request, reserved)
             holding = False
             if outcome != SubmitOutcome.ACCEPTED:
@@ -180,38 +228,29 @@ class RequestDesk:
             self._refuse(request, refused)
 
     # ------------------------------------------------------------------ the worker's job
-    def run_requests(self, engine: Any, requests: list[SegmentRequest]) -> None:
-        """The worker's step: bind, run (alone, or together as one batch), answer in queue order.
+    def run_requests(self, engine: PixelLMEngine, requests: list[SegmentRequest]) -> None:
+        """The worker's step: bind, run (together, as one batch of any size), answer in queue order.
 
         Every path ends in exactly one result per request. Runs on the worker thread.
         """
-        settings, worker = self.settings, self.worker
+        settings, worker, cameras = self._settings, self._worker, self._cameras
 
         def stop_for(request: SegmentRequest) -> Any:
             def should_stop() -> bool:  # polled by the engine before each forward pass
-                stop = request.cancelled() or (worker is not None and worker.stopping.is_set())
-                request.tokens_started += 0 if stop else 1
-                return stop
+                return request.cancelled() or (worker is not None and worker.stopping.is_set())
             return should_stop
 
-        outcomes: list[Any] = []
-        bound: list[tuple[int, SegmentRequest, BoundImage, Any]] = []
+        outcomes: list[Any] = []  # RunOutcome | RequestRefused, by request
+        bound: list[tuple[int, SegmentRequest, BoundImage, Callable[[], bool]]] = []
         for request in requests:
             try:
-                bound.append((len(outcomes), request, self._flow.bind(request, settings, self.cameras), stop_for(request)))
+                bound.append((len(outcomes), request, self._flow.bind(request, settings, cameras), stop_for(request)))
                 outcomes.append(None)
             except RequestRefused as refused:
                 outcomes.append(refused)
-        if len(bound) == 1:
-            index, request, image, should_stop = bound[0]
-            try:
-                outcomes[index] = self._flow.run(engine, request, image, settings, should_stop)
-            except RequestRefused as refused:
-                outcomes[index] = refused
         if bound:
             self.tally.record_batch(len(bound))
-        if len(bound) > 1:
-            ran = self._flow.run_batch(engine, [(r, image, stop) for _i, r, image, stop in bound], settings)
+            ran = self._flow.run(engine, [(r, image, stop) for _i, r, image, stop in bound], settings)
             for (index, *_rest), outcome in zip(bound, ran):
                 outcomes[index] = outcome
         images = {index: image for index, _r, image, _s in bound}
@@ -248,36 +287,23 @@ class RequestDesk:
         msg.total_ms = request.elapsed_ms()
         self.tally.record(msg.status, msg.error)
         try:
-            if self.result_pub is not None:
-                self.result_pub.publish(msg)
-            if self.answer_pub is not None and msg.status == ResultMsg.STATUS_OK:
-                self.answer_pub.publish(String(data=msg.answer))
+            outputs = self._outputs
+            if outputs is not None:
+                outputs.publish(msg)
         finally:
             if request.deliver is not None:
                 request.deliver(msg)
 
-    def _publish_extras(self, settings: Any, image: BoundImage, outcome: Any) -> None:
-        """After the result: the overlay, the targets' cloud and the markers (each only when wanted)."""
+    def _publish_extras(self, settings: NodeSettings, image: BoundImage, outcome: RunOutcome) -> None:
+        """After the result: the overlay, the targets' cloud and the markers (``ResultOutputs.publish_extras``)."""
+        outputs = self._outputs
         try:
-            if settings.debug_image and _wanted(self.debug_pub):
-                from pixellm_ros.engine.overlay import draw_overlay
-
-                self.debug_pub.publish(rgb_to_image_msg(draw_overlay(image.rgb, outcome.result), image.header))
-            targets_3d = outcome.targets_3d
-            if targets_3d is not None and targets_3d.any_3d:
-                if settings.point_cloud and _wanted(self.cloud_pub):
-                    self.cloud_pub.publish(targets_cloud_msg(targets_3d.targets, image.header))
-                if _wanted(self.markers_pub):
-                    names = [t.name for t in outcome.msg.targets]
-                    self.markers_pub.publish(targets_marker_array(targets_3d.targets, image.header, names))
+            if outputs is not None:
+                outputs.publish_extras(settings, image, outcome)
         except Exception as error:  # noqa: BLE001 - a picture for people must never cost a result
             if not self._extras_warned:
                 self._extras_warned = True
                 self._logger.warning(f"overlay / cloud / markers not published: {type(error).__name__}: {error}")
-
-
-def _wanted(publisher: Any) -> bool:
-    return publisher is not None and publisher.get_subscription_count() > 0
 
 
 def _full_text(worker: RequestWorker[SegmentRequest]) -> str:

@@ -5,7 +5,8 @@
                                     refused at once with ITS header)
     bind(request, camera)           when the worker starts it: the given image, or the camera's
                                     newest frame, refused when missing or older than max_image_age_s
-    run(engine, request, image)     the engine call; its exception TYPE picks the status code
+    run(engine, [(request, image, should_stop)])   the engine call (one entry point, any batch size);
+                                    its exception TYPE picks each request's status code
     the result message              conversions.result_to_msg / error_result_msg
 
 Every refusal is a ``RequestRefused`` carrying its status, its text, and the source image's header
@@ -23,7 +24,7 @@ Status by exception type (engine/errors.py, conversions.ImageConversionError):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
@@ -45,7 +46,14 @@ from .conversions import (
 from .requests import BoundImage, CameraInput, SegmentRequest
 from .spatial_conversions import Result3D, compute_targets_3d, fill_result_3d, stamp_ns
 
+if TYPE_CHECKING:
+    from pixellm_ros.engine.engine import PixelLMEngine
+
+    from .params import NodeSettings
+
 Status = SegmentationResultMsg
+
+
 class RequestRefused(Exception):
     """A request that cannot be run; carries its status code, the error text and the image's header."""
 
@@ -90,7 +98,7 @@ class RequestFlow:
         self._age_s = age_s
 
     # ------------------------------------------------------------------ on arrival
-    def admit(self, request: SegmentRequest, given_image: Image | None, settings: Any,
+    def admit(self, request: SegmentRequest, given_image: Image | None, settings: NodeSettings,
               cameras: Mapping[str, CameraInput]) -> None:
         """Check a new request; sets ``request.camera`` / ``request.image`` or raises RequestRefused."""
         header = given_image.header if given_image is not None and not is_empty_image(given_image) else None
@@ -120,7 +128,7 @@ class RequestFlow:
         request.camera = camera
 
     # ------------------------------------------------------------------ when the worker starts it
-    def bind(self, request: SegmentRequest, settings: Any, cameras: Mapping[str, CameraInput]) -> BoundImage:
+    def bind(self, request: SegmentRequest, settings: NodeSettings, cameras: Mapping[str, CameraInput]) -> BoundImage:
         """The image the request is answered against (its own, or its camera's newest frame)."""
         if request.cancelled():
             header = request.image.header if request.image is not None else None
@@ -161,32 +169,20 @@ class RequestFlow:
 
     # ------------------------------------------------------------------ the run
     @classmethod
-    def run(cls, engine: Any, request: SegmentRequest, image: BoundImage, settings: Any,
-            should_stop: Callable[[], bool]) -> RunOutcome:
-        """Run the engine on one bound request: its one result message, the engine's result and,
-        for a camera frame with depth, the targets in 3D (filled into the message's 3D fields).
-
-        Raises RequestRefused on failure. A model failure is raised as
-        RequestRefused(STATUS_MODEL_ERROR) with ``__cause__`` set, so the node can log the traceback.
-        """
-        try:
-            result = engine.segment(image.rgb, request.instruction, max_new_tokens=settings.max_new_tokens,
-                                    on_text=request.on_text, should_stop=should_stop)
-        except Exception as error:  # noqa: BLE001 - mapped by type; the node keeps running
-            raise _refusal(error, image) from error
-        return cls.complete(request, image, result, settings)
-
-    @classmethod
-    def run_batch(cls, engine: Any, items: list[tuple[SegmentRequest, BoundImage, Callable[[], bool]]],
-                  settings: Any) -> list[RunOutcome | RequestRefused]:
-        """Several bound requests decoded together (``engine.segment_batch``), each with its own
-        text stream and stop; one outcome per item, in order. A bad request is refused alone; a
-        model failure answers every request of the batch with STATUS_MODEL_ERROR."""
+    def run(cls, engine: PixelLMEngine, items: list[tuple[SegmentRequest, BoundImage, Callable[[], bool]]],
+            settings: NodeSettings) -> list[RunOutcome | RequestRefused]:
+        """Run bound requests through the engine's one entry point, ``segment_batch`` (one request
+        is a batch of one), each with its own text stream, token count and stop: one outcome per
+        item, in order. The message, the engine's result and, for a camera frame with depth, the
+        targets in 3D (filled into the message's 3D fields); or a RequestRefused whose status comes
+        from the exception's type, with ``__cause__`` set (the node logs a model failure's
+        traceback). A bad request is refused alone; a model failure answers every request of the
+        batch with STATUS_MODEL_ERROR."""
         from pixellm_ros.engine import BatchRequest
 
         outcomes = engine.segment_batch([
             BatchRequest(image.rgb, request.instruction, max_new_tokens=settings.max_new_tokens,
-                         on_text=request.on_text, should_stop=should_stop)
+                         on_text=request.on_text, should_stop=should_stop, on_token=request.count_tokens)
             for request, image, should_stop in items])
         done: list[RunOutcome | RequestRefused] = []
         for (request, image, _stop), outcome in zip(items, outcomes):
@@ -199,7 +195,7 @@ class RequestFlow:
         return done
 
     @staticmethod
-    def complete(request: SegmentRequest, image: BoundImage, result: Any, settings: Any) -> RunOutcome:
+    def complete(request: SegmentRequest, image: BoundImage, result: Any, settings: NodeSettings) -> RunOutcome:
         """The result message of an engine result (its 3D side filled in for a camera frame with depth)."""
         if result.stopped:
             status, error_text = ((Status.STATUS_CANCELLED, "cancelled by the client") if request.cancelled()

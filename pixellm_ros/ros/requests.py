@@ -146,9 +146,13 @@ class SegmentRequest:
     cancel_requested: Callable[[], bool] | None = None
     deliver: Callable[[SegmentationResultMsg], None] | None = None
     accepted_at: float = field(default_factory=time.monotonic)
-    tokens_started: int = 0  # forward passes begun so far (tokens generated, or being generated)
+    generated_tokens: int = 0  # tokens the engine has made for it so far (count_tokens: the engine's on_token)
     _answered: bool = field(default=False, repr=False)
     _answer_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count_tokens(self, generated: int) -> None:
+        """The engine's on_token: ``generated`` tokens made so far (the action feedback reports it)."""
+        self.generated_tokens = generated
 
     def cancelled(self) -> bool:
         return self.cancel_requested is not None and bool(self.cancel_requested())

@@ -24,7 +24,7 @@ from pixellm_ros.engine import (
     PixelLMEngine,
     SegmentationResult,
 )
-from pixellm_ros.engine.batch_decoding import BatchKVCache, step_attention
+from pixellm_ros.engine.decoders import DynamicKVDecoder, step_attention
 from pixellm_ros.engine.batching import BatchRequest, BatchSession
 
 GROUP = "[SEG0][SEG1][SEG2][SEG3][SEG4][SEG5]"
@@ -416,12 +416,12 @@ def test_a_batched_bfloat16_step_on_the_cpu_runs_eager_attention_and_agrees_with
     masks = [torch.ones(9, dtype=torch.long), torch.ones(5, dtype=torch.long), torch.tensor([1, 1, 0, 0, 1, 1, 1])]
     tokens = torch.tensor([3, 4, 5])
     with torch.inference_mode():
-        batch = BatchKVCache(lm)
+        batch = DynamicKVDecoder(lm)
         batch.prefill(prompts, masks)
         _, together = batch.step(tokens)
         assert seen == ["sdpa", "eager"] and lm.config._attn_implementation == "sdpa"  # set back after the step
         for row in range(3):  # each row alone: one row, SDPA (the model's own)
-            single = BatchKVCache(lm)
+            single = DynamicKVDecoder(lm)
             single.prefill([prompts[row]], [masks[row]])
             _, alone_logits = single.step(tokens[row : row + 1])
             torch.testing.assert_close(together[row].float(), alone_logits[0].float(), atol=0.05, rtol=0.02)

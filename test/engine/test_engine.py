@@ -212,3 +212,122 @@ def test_mismatched_tokenizer_is_refused(tiny_model, engine_tokenizer) -> None: 
     one_seg = PixelLMTokenizer(engine_tokenizer._sp_model_proto, ["[SEG]", "<im_start>", "<im_end>"])
     with pytest.raises(EngineError, match="seg tokens"):
         PixelLMEngine(tiny_model, one_seg)
+
+
+# ------------------------------------------------------------------ one unit, one path
+@pytest.mark.parametrize("probability", [0.2, 0.5, 0.9])
+def test_mask_threshold_is_a_probability_compared_as_its_logit(engine: PixelLMEngine, probability: float) -> None:
+    """The masks are the pixels whose probability is above mask_threshold: the upsampled logits above
+    log(p / (1 - p)), computed here from the decoder's own low-res logits."""
+    import math
+
+    from pixellm_ros.engine.postprocess import postprocess_masks
+
+    low_res: list[torch.Tensor] = []
+    handle = engine.model.mask_decoder.register_forward_hook(lambda _m, _i, out: low_res.append(out[0].detach().clone()))
+    image, instruction = rgb_image(45, 70, seed=3), "Segment the red cup and the blue block."
+    engine.mask_threshold = probability
+    try:
+        result = engine.segment(image, instruction, max_new_tokens=40,
+                                logits_processor=scripted(engine, instruction, TWO_TARGETS))
+    finally:
+        handle.remove()
+    encoded, _ = engine.encode_image(image)
+    size = engine.model.config.image_size
+    expected = postprocess_masks(low_res[0], size, encoded.valid_hw, encoded.original_hw,
+                                 math.log(probability / (1 - probability)))
+    assert len(result.targets) == len(expected) == 2
+    for target, want in zip(result.targets, expected):
+        np.testing.assert_array_equal(target.mask, want.mask)
+        assert 0 < target.mask.sum() < target.mask.size  # an informative mask: the threshold matters
+    if probability == 0.5:  # the released rule: logit > 0
+        zero = postprocess_masks(low_res[0], size, encoded.valid_hw, encoded.original_hw, 0.0)
+        assert all(np.array_equal(t.mask, z.mask) for t, z in zip(result.targets, zero))
+
+
+@pytest.mark.parametrize("bad", [0.0, 1.0, -0.5, 2.0, float("nan")])
+def test_a_mask_threshold_outside_0_1_is_refused(tiny_model, engine_tokenizer, bad: float) -> None:  # type: ignore[no-untyped-def]
+    from pixellm_ros.engine import InvalidOptionError
+
+    with pytest.raises(InvalidOptionError, match="mask_threshold is a probability"):
+        PixelLMEngine(tiny_model, engine_tokenizer, mask_threshold=bad)
+    engine = PixelLMEngine(tiny_model, engine_tokenizer, mask_threshold=0.3)
+    with pytest.raises(InvalidOptionError):
+        engine.mask_threshold = bad
+    assert engine.mask_threshold == 0.3
+
+
+def test_on_token_counts_each_token_as_it_is_made_before_its_text(engine: PixelLMEngine) -> None:
+    instruction = "Segment the red cup and the blue block."
+    events: list[tuple[str, object]] = []
+    result = engine.segment(rgb_image(40, 40), instruction, max_new_tokens=30,
+                            on_token=lambda n: events.append(("token", n)), on_text=lambda t: events.append(("text", t)),
+                            logits_processor=scripted(engine, instruction, TWO_TARGETS))
+    counts = [n for kind, n in events if kind == "token"]
+    assert counts == list(range(1, result.generated_tokens + 1))
+    for index, (kind, _) in enumerate(events):  # every piece of text follows the token that made it
+        if kind == "text":
+            assert any(k == "token" for k, _ in events[:index])
+    assert "".join(str(t) for kind, t in events if kind == "text") == result.text
+
+
+def test_an_on_token_exception_reaches_the_caller_unchanged(engine: PixelLMEngine) -> None:
+    class Boom(Exception):
+        pass
+
+    def explode(count: int) -> None:
+        if count == 3:
+            raise Boom("third token")
+
+    with pytest.raises(Boom, match="third token"):
+        engine.segment(rgb_image(30, 30), "find it", max_new_tokens=10, on_token=explode)
+
+
+def test_segment_is_a_batch_of_one_on_the_decode_modes_decoder(tiny_model, engine_tokenizer) -> None:  # type: ignore[no-untyped-def]
+    """segment runs segment_batch([request]): the same result; in a static mode on the static
+    decoder of one row, and a second static run while that decoder is busy gets one of its own."""
+    from pixellm_ros.engine import BatchRequest
+
+    dynamic = PixelLMEngine(tiny_model, engine_tokenizer)
+    static = PixelLMEngine(tiny_model, engine_tokenizer, decode_mode="static")
+    instruction, image = "Segment the red cup and the blue block.", rgb_image(40, 50, seed=2)
+    hook = scripted(dynamic, instruction, TWO_TARGETS)
+    alone = dynamic.segment(image, instruction, max_new_tokens=40, logits_processor=hook)
+    (batched,) = dynamic.segment_batch([BatchRequest(image, instruction, 40, logits_processor=hook)])
+    assert alone.timings["batch_rows"] == batched.timings["batch_rows"] == 1.0
+    assert batched.text == alone.text and len(batched.targets) == len(alone.targets) == 2
+    for a, b in zip(alone.targets, batched.targets):
+        np.testing.assert_array_equal(a.mask, b.mask)
+
+    session = static.batch_session(max_batch=1, static=True)  # holds the kept one-row decoder
+    session.add(BatchRequest(image, instruction, 40, logits_processor=hook))
+    session.step()
+    ((size, rows), busy), = static._static_decoders.items()
+    assert rows == 1 and busy.in_use
+    during = static.segment(image, instruction, max_new_tokens=40, logits_processor=hook)
+    while not session.idle:
+        outcomes = session.step()
+    for result in (during, outcomes[0][1]):
+        assert result.text == alone.text
+        for a, b in zip(alone.targets, result.targets):
+            assert np.count_nonzero(a.mask != b.mask) <= 2
+    assert list(static._static_decoders.values()) == [busy] and not busy.in_use
+
+
+def test_batching_uses_only_the_engines_public_interface() -> None:
+    """batching.py reads from the engine only what SessionEngine declares, none of it private,
+    and PixelLMEngine has all of it."""
+    import ast
+    import inspect
+
+    from pixellm_ros.engine import batching
+
+    tree = ast.parse(inspect.getsource(batching))
+    used = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+            and isinstance(node.value, (ast.Name, ast.Attribute))
+            and (getattr(node.value, "id", None) == "engine" or getattr(node.value, "attr", None) == "_engine")}
+    declared = {name for name in vars(batching.SessionEngine) if not name.startswith("_")}
+    declared |= set(batching.SessionEngine.__annotations__)
+    assert used and not {name for name in used if name.startswith("_")}, used
+    assert used <= declared, used - declared
+    assert all(hasattr(PixelLMEngine, name) or name in ("decode_mode",) for name in declared)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from support.tiny_models import build_tiny_model
-from pixellm_ros.engine.batch_decoding import BatchKVCache
+from pixellm_ros.engine.decoders import DynamicKVDecoder
 from pixellm_ros.engine.kv_cache import MIN_RESERVE, GrowingLayer, reserve_for
 
 
@@ -49,7 +49,7 @@ def test_a_batch_on_a_growing_cache_decodes_exactly_as_on_a_dynamic_cache() -> N
     runs = {}
     with torch.inference_mode():
         for growing in (False, True):
-            cache = BatchKVCache(lm, growing=growing)
+            cache = DynamicKVDecoder(lm, growing=growing)
             states = [cache.prefill(prompts, masks)]
             logits = []
             tokens = torch.tensor([3, 4, 5])

@@ -22,6 +22,7 @@ from pixellm_ros.model.checkpoint import (
     save_pixellm,
     save_released_layout,
 )
+from pixellm_ros.model.config import clip_vision_config
 from pixellm_ros.model.fused_projections import has_fused_projections, unfuse_projections
 from pixellm_ros.model.released_config import ReleasedLayoutError
 from pixellm_ros.model.tokenizer import IMAGE_TOKEN_INDEX, PixelLMTokenizer
@@ -37,10 +38,7 @@ PROMPT = "A chat. USER: <im_start><image><im_end>\nSegment the red cup. ASSISTAN
 
 def tiny_clip_config() -> CLIPVisionConfig:
     # 12 layers so that the released second feature layer (-11) exists
-    return CLIPVisionConfig(
-        hidden_size=32, intermediate_size=64, projection_dim=32, num_hidden_layers=12, num_attention_heads=4,
-        image_size=PRETRAINED_SIZE, patch_size=14, hidden_act="quick_gelu", layer_norm_eps=1e-5,
-    )
+    return clip_vision_config(32, 64, 12, 4, PRETRAINED_SIZE)
 
 
 def released_style_config(vocab_size: int) -> PixelLMConfig:

@@ -1,9 +1,9 @@
 """The released config.json (llava format) -> PixelLMConfig: the key mapping and its refusals."""
 
 import pytest
-from transformers import CLIPVisionConfig
 
 from pixellm_ros.model import PixelLMConfig
+from pixellm_ros.model.config import clip_vit_large_patch14_336
 from pixellm_ros.model.released_config import config_from_released_json
 
 RELEASED_7B_JSON = {
@@ -62,8 +62,7 @@ def test_config_from_released_json_maps_llava_keys():
 
 
 def test_config_from_released_json_takes_the_clip_folder_config():
-    clip = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                            image_size=336, patch_size=14, layer_norm_eps=1e-5, hidden_act="quick_gelu")
+    clip = clip_vit_large_patch14_336(336)
     cfg = config_from_released_json({**RELEASED_7B_JSON, "resize_vision_tower_size": 448}, vision=clip.to_dict())
     assert cfg.vision.image_size == 448 and cfg.vision_pretrained_image_size == 336
     assert clip.image_size == 336  # the caller's config is not modified

@@ -16,6 +16,7 @@ from pixellm_ros.msg import SegmentationResult
 from pixellm_ros.ros.client import PixelLMClient
 from pixellm_ros.ros.conversions import mask_from_msg
 from support.dds import NodeProcess, RosClient, active_node, rgb_image_msg, wait_until
+from support.engine import reference_engine, rgb_image
 
 NODE = "pixellm_batch"
 MAX_NEW_TOKENS = 40
@@ -34,14 +35,12 @@ def node(client: RosClient, domain_id: int, loop_model_dir: Path, tmp_path_facto
 
 @pytest.fixture(scope="module")
 def engine(loop_model_dir: Path, single_thread_torch):
-    from pixellm_ros.engine import PixelLMEngine
-
-    return PixelLMEngine.from_pretrained(loop_model_dir, device="cpu")
+    return reference_engine(loop_model_dir)
 
 
 def test_waiting_requests_are_decoded_together_each_as_alone_in_queue_order(
         client: RosClient, domain_id: int, node: NodeProcess, engine) -> None:
-    images = [np.random.default_rng(seed).integers(0, 256, (40 + 8 * seed, 64, 3), dtype=np.uint8) for seed in range(6)]
+    images = [rgb_image(40 + 8 * seed, 64, seed) for seed in range(6)]
     instructions = [f"segment the red cup number {i}" for i in range(6)]
     results_topic = client.result_log(f"/{NODE}/result")
     largest, modes = [], []

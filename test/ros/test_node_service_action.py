@@ -26,58 +26,33 @@ from std_msgs.msg import Header, String
 from pixellm_ros.action import Segment as SegmentAction
 from pixellm_ros.msg import SegmentationResult, SegmentedTarget
 from pixellm_ros.ros.conversions import mask_from_msg
-from support.dds import (
-    NodeProcess,
-    ResultLog,
-    RosClient,
-    ask_on_frame,
-    compressed_png_msg,
-    rgb_image_msg,
-    wait_until,
-)
+from support.dds import NodeRig, RosClient, ask_on_frame, compressed_png_msg, node_rig, rgb_image_msg, wait_until
+from support.engine import reference_engine, rgb_image
 
 NODE = "pixellm_srv"
+HEIGHT, WIDTH = 36, 52  # the images of this module
 MAX_NEW_TOKENS = 200
 
 
 @dataclass
-class ServiceRig:
-    client: RosClient
-    node: NodeProcess
-    results: ResultLog
-    image_pub: object
+class ServiceRig(NodeRig):
     compressed_pub: object
 
 
 @pytest.fixture(scope="module")
 def rig(client: RosClient, domain_id: int, loop_model_dir: Path, tmp_path_factory) -> Iterator[ServiceRig]:
-    results = client.result_log(f"/{NODE}/result")
-    image_pub = client.image_publisher(f"/{NODE}/camera")
     compressed_pub = client.publisher(CompressedImage, f"/{NODE}/camera/compressed", depth=1)
-    node = NodeProcess(domain_id, NODE, {
+    with node_rig(ServiceRig, client, domain_id, NODE, {
         "model.path": str(loop_model_dir), "model.device": "cpu", "generation.max_new_tokens": MAX_NEW_TOKENS,
         "queue_size": 2, "max_image_age_s": 5.0, "output.mask_format": "cropped",
         "topics.compressed_image": f"/{NODE}/camera/compressed",
-    }, tmp_path_factory.mktemp("node_logs") / f"{NODE}.log", remappings={"image_raw": f"/{NODE}/camera"})
-    try:
-        node.wait_active(client)
-        assert wait_until(lambda: image_pub.get_subscription_count() > 0, 30)
-        yield ServiceRig(client, node, results, image_pub, compressed_pub)
-    finally:
-        code = node.stop()
-        print(node.log_tail(80))
-    assert code == 0, f"the node did not exit cleanly on SIGINT (exit code {code})"
+    }, tmp_path_factory.mktemp("node_logs"), compressed_pub=compressed_pub) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")
 def engine(loop_model_dir: Path, single_thread_torch):
-    from pixellm_ros.engine import PixelLMEngine
-
-    return PixelLMEngine.from_pretrained(loop_model_dir, device="cpu")
-
-
-def scene(seed: int, height: int = 36, width: int = 52) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return reference_engine(loop_model_dir)
 
 
 def old_header(frame_id: str) -> Header:
@@ -132,7 +107,7 @@ def test_service_without_image_before_any_frame(rig: ServiceRig) -> None:
 
 
 def test_service_with_its_own_image_matches_the_engine(rig: ServiceRig, engine) -> None:
-    rgb = scene(10)
+    rgb = rgb_image(HEIGHT, WIDTH, seed=10)
     image = given_image(rgb, "camera_left")
     result = rig.client.segment_service(NODE, image, "segment the red cup", request_id="srv-own-image")
     expected = engine.segment(rgb, "segment the red cup", max_new_tokens=MAX_NEW_TOKENS)
@@ -149,7 +124,7 @@ def test_service_with_its_own_image_matches_the_engine(rig: ServiceRig, engine) 
 
 def test_service_with_empty_image_uses_the_newest_frame(rig: ServiceRig) -> None:
     def send(attempt: int) -> Header:
-        frame = rgb_image_msg(scene(11), rig.client.now(), f"camera_newest_{attempt}")
+        frame = rgb_image_msg(rgb_image(HEIGHT, WIDTH, seed=11), rig.client.now(), f"camera_newest_{attempt}")
         rig.image_pub.publish(frame)
         return frame.header
 
@@ -159,7 +134,7 @@ def test_service_with_empty_image_uses_the_newest_frame(rig: ServiceRig) -> None
 
 
 def test_service_refuses_a_bad_given_image_at_once(rig: ServiceRig) -> None:
-    image = given_image(scene(12), "camera_depth")
+    image = given_image(rgb_image(HEIGHT, WIDTH, seed=12), "camera_depth")
     image.encoding = "16UC1"
     result = rig.client.segment_service(NODE, image, "segment the red cup", request_id="bad-given")
     assert result.status == SegmentationResult.STATUS_INVALID_IMAGE
@@ -167,7 +142,7 @@ def test_service_refuses_a_bad_given_image_at_once(rig: ServiceRig) -> None:
 
 
 def test_action_streams_the_answer_as_feedback(rig: ServiceRig, engine) -> None:
-    rgb = scene(13)
+    rgb = rgb_image(HEIGHT, WIDTH, seed=13)
     goal = SegmentAction.Goal(image=given_image(rgb, "camera_action"), instruction="find the cups",
                               request_id="goal-stream")
     status, result, feedback = run_goal(rig, goal)
@@ -196,7 +171,7 @@ def test_a_program_with_its_own_node_asks_through_the_client_library(rig: Servic
                           text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    expected = engine.segment(scene(21), "find the cups", max_new_tokens=MAX_NEW_TOKENS)
+    expected = engine.segment(rgb_image(HEIGHT, WIDTH, seed=21), "find the cups", max_new_tokens=MAX_NEW_TOKENS)
     for channel in ("action", "service"):
         answer = report[channel]
         assert "exception" not in answer, answer
@@ -216,7 +191,7 @@ def test_the_callers_raising_callbacks_stop_only_themselves(rig: ServiceRig, cap
     """on_text and done callbacks run on the client's spin thread: one that raises is reported, gets
     no more text, and the client still delivers this result and every later one."""
     pixellm = rig.client.pixellm(NODE)
-    image = given_image(scene(22), "cam_raising")
+    image = given_image(rgb_image(HEIGHT, WIDTH, seed=22), "cam_raising")
     pieces: list[str] = []
 
     def on_text(delta: str) -> None:
@@ -238,8 +213,8 @@ def test_the_callers_raising_callbacks_stop_only_themselves(rig: ServiceRig, cap
 
 
 def test_action_cancel_stops_generation(rig: ServiceRig) -> None:
-    goal = SegmentAction.Goal(image=given_image(scene(14), "camera_cancel"), instruction="find all the cups",
-                              request_id="goal-cancel")
+    goal = SegmentAction.Goal(image=given_image(rgb_image(HEIGHT, WIDTH, seed=14), "camera_cancel"),
+                              instruction="find all the cups", request_id="goal-cancel")
     status, result, feedback = run_goal(rig, goal, cancel_after_feedback=2)
     assert status == GoalStatus.STATUS_CANCELED
     assert result.status == SegmentationResult.STATUS_CANCELLED
@@ -250,11 +225,11 @@ def test_action_cancel_stops_generation(rig: ServiceRig) -> None:
 
 def test_action_cancelled_while_waiting_in_the_queue(rig: ServiceRig) -> None:
     first_feedback: list[object] = []
-    first = rig.client.send_goal(NODE, SegmentAction.Goal(image=given_image(scene(15), "cam"),
+    first = rig.client.send_goal(NODE, SegmentAction.Goal(image=given_image(rgb_image(HEIGHT, WIDTH, seed=15), "cam"),
                                                             instruction="long one", request_id="goal-first"),
                                  feedback_callback=first_feedback.append)
     assert wait_until(first.done, 30) and wait_until(lambda: first_feedback, 30)  # the first one is running
-    second = rig.client.send_goal(NODE, SegmentAction.Goal(image=given_image(scene(16), "cam"),
+    second = rig.client.send_goal(NODE, SegmentAction.Goal(image=given_image(rgb_image(HEIGHT, WIDTH, seed=16), "cam"),
                                                              instruction="waiting one", request_id="goal-second"))
     assert wait_until(second.done, 30)
     cancel = second.result().cancel_goal_async()
@@ -275,8 +250,9 @@ def test_topic_callbacks_stay_responsive_while_the_model_runs(rig: ServiceRig) -
     publisher = rig.client.publisher(String, f"/{NODE}/instruction", depth=10)
     assert wait_until(lambda: publisher.get_subscription_count() > 0, 20)
     feedback: list[object] = []
-    send = rig.client.send_goal(NODE, SegmentAction.Goal(image=given_image(scene(21), "cam"), instruction="long",
-                                                           request_id="goal-busy"), feedback_callback=feedback.append)
+    send = rig.client.send_goal(NODE, SegmentAction.Goal(image=given_image(rgb_image(HEIGHT, WIDTH, seed=21), "cam"),
+                                                           instruction="long", request_id="goal-busy"),
+                                feedback_callback=feedback.append)
     assert wait_until(send.done, 30) and wait_until(lambda: feedback, 30)
     running = send.result().get_result_async()
     texts = [f"while busy {i}" for i in range(3)]
@@ -293,8 +269,8 @@ def test_deactivate_frees_the_model_and_activate_reloads_it(rig: ServiceRig, eng
     client = rig.client
     # A goal running when the node is deactivated is stopped and answered NOT_READY.
     feedback: list[object] = []
-    send = client.send_goal(NODE, SegmentAction.Goal(image=given_image(scene(17), "cam"), instruction="running",
-                                                       request_id="goal-deactivated"),
+    send = client.send_goal(NODE, SegmentAction.Goal(image=given_image(rgb_image(HEIGHT, WIDTH, seed=17), "cam"),
+                                                       instruction="running", request_id="goal-deactivated"),
                             feedback_callback=feedback.append)
     assert wait_until(send.done, 30) and wait_until(lambda: feedback, 30)
     assert client.change_state(NODE, Transition.TRANSITION_DEACTIVATE)
@@ -305,12 +281,13 @@ def test_deactivate_frees_the_model_and_activate_reloads_it(rig: ServiceRig, eng
     assert client.lifecycle_state(NODE) == State.PRIMARY_STATE_INACTIVE
     assert wait_until(lambda: "model released" in rig.node.log_tail(20), 5)
 
-    refused = client.segment_service(NODE, given_image(scene(18), "cam"), "while inactive", request_id="inactive")
+    refused = client.segment_service(NODE, given_image(rgb_image(HEIGHT, WIDTH, seed=18), "cam"), "while inactive",
+                                     request_id="inactive")
     assert refused.status == SegmentationResult.STATUS_NOT_READY and "not active" in refused.error
 
     assert client.change_state(NODE, Transition.TRANSITION_ACTIVATE)
     assert client.lifecycle_state(NODE) == State.PRIMARY_STATE_ACTIVE
-    rgb = scene(19)
+    rgb = rgb_image(HEIGHT, WIDTH, seed=19)
     result = client.segment_service(NODE, given_image(rgb, "cam"), "segment the red cup", request_id="reactivated")
     assert_matches_engine(result, engine.segment(rgb, "segment the red cup", max_new_tokens=MAX_NEW_TOKENS), 52, 36)
 
@@ -333,7 +310,7 @@ def test_a_bad_device_is_refused_then_compressed_images_work(rig: ServiceRig, en
     assert client.change_state(NODE, Transition.TRANSITION_ACTIVATE)
     assert wait_until(lambda: rig.compressed_pub.get_subscription_count() > 0, 20)
 
-    rgb = scene(20)
+    rgb = rgb_image(HEIGHT, WIDTH, seed=20)
     result = ask_on_frame(lambda attempt: publish_compressed(rig, compressed_png_msg(rgb, client.now(),
                                                                                    f"camera_png_{attempt}")),
                           lambda: client.segment_service(NODE, None, "segment the red cup in the png"))

@@ -22,54 +22,39 @@ from std_msgs.msg import Header, String
 
 from pixellm_ros.msg import SegmentationResult, SegmentedTarget
 from pixellm_ros.ros.conversions import mask_from_msg
-from support.dds import NodeProcess, ResultLog, RosClient, ask_on_frame, rgb_image_msg, wait_until
+from support.dds import NodeRig, RosClient, ask_on_frame, node_rig, rgb_image_msg, wait_until
+from support.engine import reference_engine, rgb_image
 
 NODE = "pixellm_topics"
+HEIGHT, WIDTH = 48, 64  # the images of this module
 QUEUE_SIZE = 4
 MAX_AGE_S = 5.0
 _counter = itertools.count()
 
 
 @dataclass
-class TopicRig:
-    client: RosClient
-    node: NodeProcess
-    results: ResultLog
+class TopicRig(NodeRig):
     answers: list[String]
-    image_pub: object
     instruction_pub: object
 
 
 @pytest.fixture(scope="module")
 def rig(client: RosClient, domain_id: int, chain_model_dir: Path, tmp_path_factory) -> Iterator[TopicRig]:
-    results = client.result_log(f"/{NODE}/result")
     answers = client.collect(String, f"/{NODE}/answer")
-    image_pub = client.image_publisher(f"/{NODE}/camera")
     instruction_pub = client.publisher(String, f"/{NODE}/instruction", depth=100)
-    node = NodeProcess(domain_id, NODE, {
+    with node_rig(TopicRig, client, domain_id, NODE, {
         "model.path": str(chain_model_dir), "model.device": "cpu", "queue_size": QUEUE_SIZE,
         "max_image_age_s": MAX_AGE_S, "output.mask_format": "full",
-    }, tmp_path_factory.mktemp("node_logs") / f"{NODE}.log", remappings={"image_raw": f"/{NODE}/camera"})
-    try:
-        node.wait_active(client)
-        assert wait_until(lambda: image_pub.get_subscription_count() > 0 and instruction_pub.get_subscription_count() > 0
-                          and client.node.count_publishers(f"/{NODE}/result") > 0, 30), "node topics never matched"
-        yield TopicRig(client, node, results, answers, image_pub, instruction_pub)
-    finally:
-        code = node.stop()
-        print(node.log_tail(60))
-    assert code == 0, f"the node did not exit cleanly on SIGINT (exit code {code})"
+    }, tmp_path_factory.mktemp("node_logs"), tail=60,
+            ready=lambda: instruction_pub.get_subscription_count() > 0
+            and client.node.count_publishers(f"/{NODE}/result") > 0,
+            answers=answers, instruction_pub=instruction_pub) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")
 def engine(chain_model_dir: Path, single_thread_torch):
-    from pixellm_ros.engine import PixelLMEngine
-
-    return PixelLMEngine.from_pretrained(chain_model_dir, device="cpu")
-
-
-def scene(seed: int, height: int = 48, width: int = 64) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return reference_engine(chain_model_dir)
 
 
 def fresh_stamp(rig: TopicRig, age_s: float = 0.0) -> TimeMsg:
@@ -107,7 +92,7 @@ def test_instruction_before_any_image_is_refused(rig: TopicRig) -> None:
 
 
 def test_result_matches_the_engine_on_the_same_image(rig: TopicRig, engine) -> None:
-    rgb = scene(1)
+    rgb = rgb_image(HEIGHT, WIDTH, seed=1)
     frame = rgb_image_msg(rgb, fresh_stamp(rig), "camera_optical")
     result = ask_about(rig, frame, "segment the red cup")
     expected = engine.segment(rgb, "segment the red cup")
@@ -137,7 +122,7 @@ def test_result_matches_the_engine_on_the_same_image(rig: TopicRig, engine) -> N
 
 
 def test_bgr_frames_give_the_same_answer_as_rgb(rig: TopicRig, engine) -> None:
-    rgb = scene(2, 40, 30)
+    rgb = rgb_image(40, 30, seed=2)
     frame = rgb_image_msg(rgb, fresh_stamp(rig), "camera_bgr", encoding="bgr8")
     result = ask_about(rig, frame, "segment the cup in bgr")
     expected = engine.segment(rgb, "segment the cup in bgr")
@@ -150,7 +135,7 @@ def test_debug_image_is_published_while_subscribed(rig: TopicRig) -> None:
     assert wait_until(lambda: rig.client.node.count_publishers(f"/{NODE}/debug_image") > 0, 10)
     # The node only draws while it sees a subscriber; discovery of ours may take a moment.
     for attempt in range(5):
-        frame = rgb_image_msg(scene(3), fresh_stamp(rig), f"camera_debug_{attempt}")
+        frame = rgb_image_msg(rgb_image(HEIGHT, WIDTH, seed=3), fresh_stamp(rig), f"camera_debug_{attempt}")
         result = ask_about(rig, frame, "segment the cup for the overlay")
         assert result.status == SegmentationResult.STATUS_OK, result.error
         if wait_until(lambda: any(o.header == frame.header for o in overlays), 3):
@@ -162,7 +147,7 @@ def test_debug_image_is_published_while_subscribed(rig: TopicRig) -> None:
 
 
 def bad_frame(rig: TopicRig, frame_id: str, **fields) -> Image:
-    msg = rgb_image_msg(scene(4), fresh_stamp(rig), frame_id)
+    msg = rgb_image_msg(rgb_image(HEIGHT, WIDTH, seed=4), fresh_stamp(rig), frame_id)
     for key, value in fields.items():
         setattr(msg, key, value)
     return msg
@@ -188,7 +173,7 @@ def test_bad_camera_frames_are_refused_with_their_reason(rig: TopicRig, fields: 
 
 
 def test_stale_frame_is_refused(rig: TopicRig) -> None:
-    frame = rgb_image_msg(scene(5), fresh_stamp(rig, age_s=60.0), "camera_stale")
+    frame = rgb_image_msg(rgb_image(HEIGHT, WIDTH, seed=5), fresh_stamp(rig, age_s=60.0), "camera_stale")
     result = ask_about(rig, frame, "segment the cup in an old frame")
     assert result.status == SegmentationResult.STATUS_STALE_IMAGE
     assert "max_image_age_s" in result.error and "older" in result.error
@@ -208,7 +193,7 @@ def test_bad_instructions_are_refused_at_once(rig: TopicRig, text: str, error_pa
 
 
 def test_burst_of_50_instructions_every_one_answered(rig: TopicRig) -> None:
-    frame = rgb_image_msg(scene(6), fresh_stamp(rig), "camera_burst")
+    frame = rgb_image_msg(rgb_image(HEIGHT, WIDTH, seed=6), fresh_stamp(rig), "camera_burst")
     ask_about(rig, frame, "warm up on the burst frame")
     texts = [f"burst {i}" for i in range(50)]
     for text in texts:

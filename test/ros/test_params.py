@@ -3,6 +3,7 @@ set at run time rejected with the reason or applied (in-process rclpy, and over 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -63,6 +64,32 @@ def with_values(**changes: Any) -> dict[str, Any]:
     values = dict(P.DEFAULTS)
     values.update({name.replace("__", "."): value for name, value in changes.items()})
     return values
+
+
+def test_the_declared_settings_classes_agree_with_the_table() -> None:
+    assert P.settings_drift() == []
+    assert [f.name for f in dataclasses.fields(P.NodeSettings)] == [s.field for s in P.PARAMETER_SPECS]
+
+
+def _settings_class_with(name: str, changes: dict[str, Any], drop: str = "") -> type:
+    """A copy of NodeSettings with fields retyped (``changes``) or left out (``drop``)."""
+    fields = [(f.name, changes.get(f.name, f.type)) for f in dataclasses.fields(P.NodeSettings) if f.name != drop]
+    drifted = dataclasses.make_dataclass(name, fields, frozen=True)
+    drifted.__module__ = P.__name__  # its annotations are read in the params module
+    return drifted
+
+
+def test_a_settings_class_that_drifts_from_the_table_is_named() -> None:
+    [missing] = P.settings_drift(_settings_class_with("NoTimeout", {}, drop="shutdown_timeout_s"))
+    assert "missing ['shutdown_timeout_s']" in missing
+    problems = P.settings_drift(_settings_class_with("Retyped", {"max_new_tokens": "int", "queue_size": "float",
+                                                                 "camera_names": "list[str]"}))
+    assert any("NodeSettings" not in p and "Retyped.max_new_tokens" in p and "gives None" in p for p in problems)
+    assert any("Retyped.queue_size" in p for p in problems) and any("Retyped.camera_names" in p for p in problems)
+    extra = dataclasses.make_dataclass("Extra", [(f.name, f.type) for f in dataclasses.fields(P.CameraSettings)]
+                                       + [("frame_id", "str")], frozen=True)
+    [camera] = P.settings_drift(camera_class=extra)
+    assert "not in the table ['frame_id']" in camera
 
 
 @pytest.mark.parametrize(

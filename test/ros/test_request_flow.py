@@ -22,6 +22,7 @@ from pixellm_ros.ros import params as P
 from pixellm_ros.ros.conversions import ImageConversionError
 from pixellm_ros.ros.request_flow import RequestFlow, RequestRefused, status_of
 from pixellm_ros.ros.requests import CameraInput, LatestFrame, SegmentRequest
+from support.engine import reference_engine
 
 HEADER = Header(stamp=TimeMsg(sec=100, nanosec=5), frame_id="cam_optical")
 
@@ -180,16 +181,17 @@ def test_a_compressed_payload_over_the_byte_limit_is_refused() -> None:
 # ------------------------------------------------------------------------------ the run, real engine
 @pytest.fixture(scope="module")
 def engine(chain_model_dir: Path, single_thread_torch) -> Any:
-    from pixellm_ros.engine import PixelLMEngine
-
-    return PixelLMEngine.from_pretrained(chain_model_dir, device="cpu")
+    return reference_engine(chain_model_dir)
 
 
 def run(engine: Any, seg: SegmentRequest, msg: Image, **changes: Any) -> Any:
     bound_flow = flow()
     bound_flow.admit(seg, msg, settings(**changes), {"default": camera()})
     image = bound_flow.bind(seg, settings(**changes), {"default": camera()})
-    return bound_flow.run(engine, seg, image, settings(**changes), lambda: False)
+    (outcome,) = bound_flow.run(engine, [(seg, image, lambda: False)], settings(**changes))
+    if isinstance(outcome, RequestRefused):
+        raise outcome
+    return outcome
 
 
 def test_a_good_request_runs_and_keeps_the_source_header(engine: Any) -> None:
@@ -198,6 +200,17 @@ def test_a_good_request_runs_and_keeps_the_source_header(engine: Any) -> None:
     assert outcome.targets_3d is None  # a request's own image has no depth
     assert msg.status == Status.STATUS_OK and msg.header == HEADER and msg.targets
     assert (msg.image_width, msg.image_height) == (64, 48) and msg.answer == result.text
+
+
+def test_the_requests_token_count_comes_from_where_the_engine_makes_tokens(engine: Any) -> None:
+    """generated_tokens (the action feedback's) is set by the engine's on_token, not by how often
+    should_stop is polled: here should_stop is never consulted by the request at all."""
+    seg = request()
+    counts: list[int] = []
+    seg.on_text = lambda _delta: counts.append(seg.generated_tokens)
+    outcome = run(engine, seg, image_msg(48, 64))
+    assert seg.generated_tokens == outcome.result.generated_tokens == outcome.msg.generated_tokens > 0
+    assert counts and counts == sorted(set(counts)) and counts[-1] <= seg.generated_tokens
 
 
 def test_a_line_scan_image_is_an_invalid_image_not_a_model_error(engine: Any) -> None:

@@ -14,8 +14,9 @@ import signal
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
@@ -342,7 +343,7 @@ class NodeProcess:
 
 
 @contextlib.contextmanager
-def active_node(process: NodeProcess, client: RosClient) -> Iterator[NodeProcess]:
+def active_node(process: NodeProcess, client: RosClient, tail: int = 40) -> Iterator[NodeProcess]:
     """The started node once active; on the way out it is stopped with SIGINT, its log tail printed,
     and a clean exit (code 0) required."""
     try:
@@ -350,8 +351,39 @@ def active_node(process: NodeProcess, client: RosClient) -> Iterator[NodeProcess
         yield process
     finally:
         code = process.stop()
-        print(process.log_tail(40))
+        print(process.log_tail(tail))
     assert code == 0, f"the node did not exit cleanly on SIGINT (exit code {code})"
+
+
+@dataclass
+class NodeRig:
+    """A node of a test module's own: its process, the client's log of its ``~/result`` and the
+    publisher of its camera frames (``/<node>/camera``, remapped from image_raw). A module with more
+    entities declares a subclass with fields for them (see node_rig)."""
+
+    client: RosClient
+    node: NodeProcess
+    results: ResultLog
+    image_pub: Any
+
+
+Rig = TypeVar("Rig", bound=NodeRig)
+
+
+@contextlib.contextmanager
+def node_rig(rig_type: type[Rig], client: RosClient, domain_id: int, name: str, parameters: Mapping[str, Any],
+             log_dir: Path, ready: Callable[[], bool] | None = None, tail: int = 80, **extras: Any) -> Iterator[Rig]:
+    """pixellm_node ``name`` with ``parameters`` in its own process, active, its camera subscription
+    (and ``ready``, e.g. other entities) matched: ``rig_type(client, node, results, image_pub,
+    **extras)``. Stopped with SIGINT on the way out (``active_node``: log tail, clean exit required)."""
+    results = client.result_log(f"/{name}/result")
+    image_pub = client.image_publisher(f"/{name}/camera")
+    process = NodeProcess(domain_id, name, parameters, log_dir / f"{name}.log",
+                          remappings={"image_raw": f"/{name}/camera"})
+    with active_node(process, client, tail):
+        assert wait_until(lambda: image_pub.get_subscription_count() > 0 and (ready is None or ready()), 30), \
+            f"the node's topics never matched:\n{process.log_tail()}"
+        yield rig_type(client, process, results, image_pub, **extras)
 
 
 def compressed_png_msg(rgb: np.ndarray, stamp: Any, frame_id: str) -> CompressedImage:

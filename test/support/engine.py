@@ -1,6 +1,9 @@
-"""Helpers of the engine tests: scripted answers (a logits hook) and random images."""
+"""Helpers of the engine tests: scripted answers (a logits hook), random images, and the node tests'
+reference engine."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
@@ -19,3 +22,9 @@ def scripted(engine: PixelLMEngine, instruction: str, text_and_groups: list[str 
 
 def rgb_image(height: int, width: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+
+
+def reference_engine(model_dir: Path) -> PixelLMEngine:
+    """The engine a node test compares the node's answers with: the node's model folder on the CPU,
+    in this process (its torch on one thread, as the node processes run: the same floats)."""
+    return PixelLMEngine.from_pretrained(model_dir, device="cpu")

@@ -1,6 +1,22 @@
-"""Several answers in one KV cache: left padding, per-row positions, rows that join and leave.
+"""The KV decoders: one small interface, ``KVDecoder``, for every way the engine runs the LLM.
 
-Every row (one answer) is kept right-aligned in a transformers ``DynamicCache`` of shape
+A KV decoder holds the cache of the answers (rows) decoded together and runs the LLM over it:
+
+    hidden = decoder.prefill(embeds, masks)    # the prompts of n new rows -> (n, H) last states
+    hidden, logits = decoder.step(tokens)      # one token per row -> (B, H) states, (B, V) logits
+    decoder.keep(rows)                         # the rows that go on (finished ones leave)
+    decoder.reset()                            # forget every row
+
+A single answer is a batch of one through the same calls. Implementations:
+
+    DynamicKVDecoder    (here) transformers' DynamicCache, eager; rows may join a running batch
+    StaticKVDecoder     (static_decoding.py) a StaticCache with explicit 4-D masks, eager; no joins
+    CUDAGraphKVDecoder  (static_decoding.py) the static one with its step captured in a CUDA graph
+
+``llm_states`` is the one place the engine calls the LLM's decoder stack (every decoder, the
+research-style reference too). The states are after the final norm (what ``lm_head`` reads).
+
+DynamicKVDecoder: every row is kept right-aligned in a ``DynamicCache`` of shape
 (B, heads, L, head_dim) per layer, with a (B, L) attention mask that is 0 on the left padding and on
 the image tokens that come from padded image area (the image's ``llm_mask``, as at batch 1). Each row
 carries its own position ids: a row's prompt sits at positions 0..T-1 whatever the padding, and its
@@ -29,15 +45,67 @@ precision (``step_attention``), and SDPA (the model's own setting) everywhere el
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator, Sequence
+import inspect
+from contextlib import contextmanager, nullcontext
+from typing import Iterator, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
 from transformers import DynamicCache, LlamaForCausalLM
+from transformers.cache_utils import Cache
 
 from .kv_cache import GrowingCache
-from .static_decoding import StaticKVDecoder, cache_argument
+
+
+class KVDecoder(Protocol):
+    """What the generation loop (generation.Decoding) needs of a KV decoder (see the module docstring).
+
+    takes_joins: whether ``prefill`` may add rows while others are running.
+    """
+
+    takes_joins: bool
+
+    def prefill(self, embeds: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]) -> torch.Tensor:
+        """n new rows: embeds n x (T_i, H) spliced prompts, masks n x (T_i,) (0 on padded image
+        tokens) -> (n, H) each row's state at its last prompt position; they follow the running rows."""
+        ...
+
+    def step(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens (B,) long, one per row -> states (B, H), logits (B, V)."""
+        ...
+
+    def keep(self, rows: Sequence[int]) -> None:
+        """Keep only ``rows`` (indices of the current rows, in that order)."""
+        ...
+
+    def reset(self) -> None:
+        """Forget every row."""
+        ...
+
+
+def cache_argument(lm: LlamaForCausalLM) -> str:
+    """The keyword LLaMA's forward takes its KV cache under: ``cache`` in newer transformers 5
+    releases, ``past_key_values`` before (still accepted, with a deprecation warning)."""
+    parameters = inspect.signature(lm.model.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def llm_states(
+    lm: LlamaForCausalLM,
+    embeds: torch.Tensor,
+    attention: torch.Tensor,
+    positions: torch.Tensor | None = None,
+    cache: Cache | None = None,
+    cache_key: str = "past_key_values",
+) -> torch.Tensor:
+    """THE call of the LLM's decoder stack: embeds (B, T, H), attention (B, T) keys to attend (or a
+    4-D boolean mask, used as is), positions (B, T) (None: 0..T-1), written into ``cache`` under
+    the keyword ``cache_key`` (``cache_argument(lm)``, looked up once by the caller) when one is given.
+
+    Returns (B, T, H): the last layer's states after the final norm.
+    """
+    cached = {cache_key: cache, "use_cache": True} if cache is not None else {"use_cache": False}
+    return lm.model(inputs_embeds=embeds, attention_mask=attention, position_ids=positions, **cached).last_hidden_state
 
 
 def left_pad(rows: Sequence[torch.Tensor], length: int) -> torch.Tensor:
@@ -46,6 +114,18 @@ def left_pad(rows: Sequence[torch.Tensor], length: int) -> torch.Tensor:
     for index, row in enumerate(rows):
         out[index, length - row.shape[0] :] = row
     return out
+
+
+def left_padded_batch(
+    embeds: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Prompts embeds n x (T_i, H), masks n x (T_i,) as one right-aligned batch: embeds (n, W, H),
+    attention (n, W) long (0 on the left padding too), positions (n, W) (each row's prompt at
+    0..T_i-1 whatever its padding) and the lengths (n,) T_i, i.e. each row's next position."""
+    lengths = torch.tensor([int(e.shape[0]) for e in embeds], device=embeds[0].device)
+    width = int(lengths.max())
+    positions = (torch.arange(width, device=lengths.device)[None] - (width - lengths)[:, None]).clamp_min(0)
+    return left_pad(embeds, width), left_pad([m.long() for m in masks], width), positions, lengths
 
 
 def step_attention(device: torch.device, dtype: torch.dtype, rows: int) -> str | None:
@@ -70,29 +150,21 @@ def attention_implementation(lm: LlamaForCausalLM, name: str | None) -> Iterator
         lm.set_attn_implementation(previous)
 
 
-def left_padded_batch(
-    embeds: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Prompts embeds n x (T_i, H), masks n x (T_i,) as one right-aligned batch: embeds (n, W, H),
-    attention (n, W) long (0 on the left padding too), positions (n, W) (each row's prompt at
-    0..T_i-1 whatever its padding) and the lengths (n,) T_i, i.e. each row's next position."""
-    lengths = torch.tensor([int(e.shape[0]) for e in embeds], device=embeds[0].device)
-    width = int(lengths.max())
-    positions = (torch.arange(width, device=lengths.device)[None] - (width - lengths)[:, None]).clamp_min(0)
-    return left_pad(embeds, width), left_pad([m.long() for m in masks], width), positions, lengths
-
-
-class BatchKVCache:
-    """The KV cache, attention mask and next positions of B answers decoded together.
+class DynamicKVDecoder:
+    """The KV cache, attention mask and next positions of B answers decoded together, in a
+    transformers DynamicCache (see the module docstring); rows join and leave at any step.
 
     rows: B (0 before the first prefill). attention: (B, L) long. positions: (B,) long, the
     position of each row's next token.
+    growing: a GrowingCache (engine/kv_cache.py) instead of DynamicCache: see there.
     """
+
+    takes_joins = True
 
     def __init__(self, lm: LlamaForCausalLM, growing: bool = False) -> None:
         self.lm = lm
         self.cache_key = cache_argument(lm)
-        self.growing = growing  # GrowingCache (engine/kv_cache.py) instead of DynamicCache: see there
+        self.growing = growing
         self.cache: DynamicCache | None = None
         self.attention: torch.Tensor | None = None
         self.positions: torch.Tensor | None = None
@@ -110,20 +182,10 @@ class BatchKVCache:
         self.cache = self.attention = self.positions = None
 
     def prefill(self, embeds: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Append n new rows: embeds n x (T_i, H) spliced prompts, masks n x (T_i,) (0 on padded image tokens).
-
-        Returns (n, H): each new row's last-layer state (after the final norm) at its last prompt
-        position. The new rows come after the running ones (row indices B .. B + n - 1).
-        """
+        """Append n new rows (see KVDecoder.prefill); they get row indices B .. B + n - 1."""
         batch_embeds, attention, positions, lengths = left_padded_batch(embeds, masks)
         cache = self._new_cache()
-        hidden = self.lm.model(
-            inputs_embeds=batch_embeds,
-            attention_mask=attention,
-            position_ids=positions,
-            use_cache=True,
-            **{self.cache_key: cache},
-        ).last_hidden_state[:, -1]
+        hidden = llm_states(self.lm, batch_embeds, attention, positions, cache, self.cache_key)[:, -1]
         self._merge(cache, attention, lengths)
         return hidden
 
@@ -134,15 +196,11 @@ class BatchKVCache:
             raise ValueError(f"{tuple(tokens.shape)} tokens for {self.rows} rows")
         self.attention = torch.cat([self.attention, self.attention.new_ones((self.rows, 1))], dim=1)
         embeds = self.lm.get_input_embeddings()(tokens[:, None])
-        with attention_implementation(self.lm, step_attention(embeds.device, embeds.dtype, self.rows)):
-            hidden = self.lm.model(
-                inputs_embeds=embeds,
-                attention_mask=self.attention,
-                position_ids=self.positions[:, None],
-                use_cache=True,
-                **{self.cache_key: self.cache},
-            ).last_hidden_state[:, -1]
-        self.positions = self.positions + 1
+        attention = step_attention(embeds.device, embeds.dtype, self.rows)
+        with attention_implementation(self.lm, attention) if attention is not None else nullcontext():
+            states = llm_states(self.lm, embeds, self.attention, self.positions[:, None], self.cache, self.cache_key)
+        hidden = states[:, -1]
+        self.positions += 1  # its own tensor (prefill, merge and keep make new ones)
         return hidden, self.lm.lm_head(hidden)
 
     def keep(self, rows: Sequence[int]) -> None:
@@ -194,67 +252,3 @@ class BatchKVCache:
         self.cache = self._new_cache(layers)
         self.attention = torch.cat([pad(self.attention, 1), pad(attention, 1)])
         self.positions = torch.cat([self.positions, positions])
-
-
-class StaticBatchKVCache:
-    """BatchKVCache's interface over a StaticKVDecoder of ``decoder.rows`` rows (static / CUDA-graph
-    decode modes): one prefill of every row of the batch, then one step per token; no joins.
-
-    The n rows of a batch take the first n of the decoder's rows (the rest stay idle: an idle row
-    costs little on a GPU, where a step reads the weights once for all rows, and its shapes keep
-    the captured graph). A row that finishes stays in the cache, masked and ignored (``keep``
-    only narrows which rows the caller sees): rows never move, so the graph's addresses hold.
-    """
-
-    def __init__(self, decoder: StaticKVDecoder) -> None:
-        self.decoder = decoder
-        self.active: list[int] = []  # decoder rows the caller's rows are, in the caller's order
-        self.positions: torch.Tensor | None = None  # (decoder.rows,) next position of every row
-        self.column = 0  # the cache column the next token goes to (shared by all rows)
-        self._started = False
-
-    @property
-    def rows(self) -> int:
-        return len(self.active)
-
-    @property
-    def length(self) -> int:
-        return self.column
-
-    def reset(self) -> None:
-        self.active, self.positions, self.column, self._started = [], None, 0, False
-
-    def prefill(self, embeds: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]) -> torch.Tensor:
-        """The batch's prompts (n <= decoder.rows): as BatchKVCache.prefill. Raises RuntimeError when
-        the batch already ran (a static batch takes no new rows: the node's batches are static)."""
-        if self._started:
-            raise RuntimeError("a static batch takes no rows once it runs; use the dynamic cache to join")
-        decoder, count = self.decoder, len(embeds)
-        if count > decoder.rows:
-            raise ValueError(f"{count} rows for a static decoder of {decoder.rows}")
-        idle = decoder.rows - count  # idle rows: one zero embedding at the last column, masked
-        embeds = list(embeds) + [embeds[0].new_zeros((1, embeds[0].shape[1]))] * idle
-        masks = list(masks) + [masks[0].new_zeros(1)] * idle
-        batch_embeds, attention, positions, self.positions = left_padded_batch(embeds, masks)
-        hidden = decoder.prefill(batch_embeds, attention, positions)
-        self.column, self.active, self._started = int(batch_embeds.shape[1]), list(range(count)), True
-        return hidden[:count]
-
-    def step(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """tokens (n,) for the caller's rows -> states (n, H), logits (n, V)."""
-        assert self.positions is not None, "prefill first"
-        if tokens.shape != (self.rows,):
-            raise ValueError(f"{tuple(tokens.shape)} tokens for {self.rows} rows")
-        index = torch.tensor(self.active, dtype=torch.long, device=tokens.device)
-        every = torch.zeros(self.decoder.rows, dtype=torch.long, device=tokens.device)
-        every[index] = tokens
-        hidden, logits = self.decoder.step_rows(every, self.positions, self.column)
-        self.positions = self.positions + 1
-        self.column += 1
-        return hidden.index_select(0, index), logits.index_select(0, index)
-
-    def keep(self, rows: Sequence[int]) -> None:
-        """The caller keeps only ``rows`` (its indices, in that order); the cache itself stays."""
-        self.active = [self.active[row] for row in rows]
-        if not self.active:
-            self.reset()
