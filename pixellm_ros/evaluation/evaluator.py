@@ -122,6 +122,7 @@ def evaluate(
     limit: int | None = None,
     instruction_template: str = INSTRUCTION_TEMPLATE,
     progress: bool = True,
+    instruction_for: Callable[[str, str], str] | None = None,
 ) -> EvaluationReport:
     """Run ``predictor`` on every question and score it against the ground truth.
 
@@ -131,6 +132,9 @@ def evaluate(
         limit: evaluate at most this many questions (in file order); None for all.
         instruction_template: turns a MUSE sentence into the instruction (``{sent}`` slot).
         progress: show a tqdm bar over questions.
+        instruction_for: (image file name, MUSE sentence) -> the instruction to ask instead of the
+            template's (e.g. ``paraphrase.paraphrased_instruction``); records keep the sentence, so
+            two reports of the same questions pair up.
 
     Returns:
         The report; ``report.table()`` prints it, ``report.write_json(path)`` saves it.
@@ -152,7 +156,10 @@ def evaluate(
             for qi, sentence in enumerate(image.questions):
                 if len(records) >= total:
                     break
-                instruction = format_instruction(sentence, instruction_template)
+                if instruction_for is not None:
+                    instruction = instruction_for(str(image.candidates[0].name), sentence)
+                else:
+                    instruction = format_instruction(sentence, instruction_template)
                 preds = _checked_masks(predictor(rgb, instruction), image, sentence)
                 score = score_question(preds, image.gt_masks(qi))
                 kind = image.kinds[qi]

@@ -1,0 +1,58 @@
+"""The embedded model's configuration: PixelLM on pretrained parts that ship inside registry packages.
+
+- image encoder: EfficientNet-Lite0 (ImageNet-1k), frozen, run at 320 px; its stride 8 / 16 / 32
+  maps feed the object tokenizer (one LLM token per object, at most 10) and the decoder's two scales
+  (20 x 20 and 40 x 40, masks at 80 x 80);
+- LLM: SmolLM2-135M-Instruct (its LlamaConfig, BPE vocabulary and ChatML turns) with the added tokens
+  ``[SEG0] [SEG1] <im_start> <im_end>``: N = 1 seg token per scale, L = 2 scales;
+- seg codebook and pixel decoder of width 128, the learned fusion.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import LlamaConfig
+
+from pixellm_ros.model.config import PixelLMConfig
+from pixellm_ros.model.constants import added_token_names
+from pixellm_ros.model.efficientnet import EFFICIENTNET_PIXEL_MEAN, EFFICIENTNET_PIXEL_STD
+
+IMAGE_ENCODER = "efficientnet_lite0"
+BASE_LLM = "smollm2_135m_instruct"
+SEG_TOKENS_PER_SCALE = 1
+NUM_SCALES = 2
+
+
+def embedded_config(base_llm_config: dict[str, Any], base_vocab: int) -> PixelLMConfig:
+    """The embedded PixelLM around the base LLM's config (as cached by ``model.pretrained_llm``)."""
+    text = dict(base_llm_config)
+    text["vocab_size"] = base_vocab + len(added_token_names(SEG_TOKENS_PER_SCALE * NUM_SCALES))
+    return PixelLMConfig(
+        text=LlamaConfig.from_dict(text),
+        vision=None,
+        image_encoder=IMAGE_ENCODER,
+        encoder_image_size=320,
+        object_tokens=10,
+        object_classes=6,
+        object_embed_dim=256,
+        object_threshold=0.3,
+        base_llm=BASE_LLM,
+        prompt_template="chatml",
+        seg_tokens_per_scale=SEG_TOKENS_PER_SCALE,
+        num_scales=NUM_SCALES,
+        out_dim=128,
+        fusion="learned",
+        decoder_depth=2,
+        decoder_mlp_dim=512,
+        decoder_num_heads=4,
+        decoder_attention_downsample=2,
+        decoder_upscale_channels=16,
+        iou_head_hidden_dim=128,
+        mask_in_chans=8,
+        decoder_upsample_scales=False,
+        vision_select_layers=(),
+        pixel_mean=EFFICIENTNET_PIXEL_MEAN,
+        pixel_std=EFFICIENTNET_PIXEL_STD,
+        max_new_tokens=96,
+    )
