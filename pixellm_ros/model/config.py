@@ -83,6 +83,11 @@ class PixelLMConfig:
     object_classes: int = 6  # centre heat maps (one per colour in the tabletop world)
     object_embed_dim: int = 256
     object_attributes: tuple[int, ...] = (6, 8, 3)  # attribute groups read at each object (colour, shape, size)
+    # Each object token is followed by the words of its most likely attributes ("small red ball"):
+    # object_tag_groups names the groups in the order written, object_tag_token_ids holds, per
+    # attribute group, the LLM token id of each value's word (empty: no words).
+    object_tag_groups: tuple[int, ...] = ()
+    object_tag_token_ids: tuple[tuple[int, ...], ...] = ()
     object_threshold: float = 0.3  # a heat-map peak above this is an object
 
     # Where the LLM's base weights come from: "" = this folder; a name of
@@ -126,6 +131,8 @@ class PixelLMConfig:
     def __post_init__(self) -> None:
         self.vision_select_layers = tuple(int(i) for i in self.vision_select_layers)
         self.object_attributes = tuple(int(g) for g in self.object_attributes)
+        self.object_tag_groups = tuple(int(g) for g in self.object_tag_groups)
+        self.object_tag_token_ids = tuple(tuple(int(i) for i in ids) for ids in self.object_tag_token_ids)
         self.pixel_mean = tuple(float(v) for v in self.pixel_mean)  # type: ignore[assignment]
         self.pixel_std = tuple(float(v) for v in self.pixel_std)  # type: ignore[assignment]
         self.validate()
@@ -162,8 +169,11 @@ class PixelLMConfig:
 
     @property
     def image_token_len(self) -> int:
-        """Number of image tokens the LLM sees (g*g = 256 released; K object slots with a CNN)."""
-        return self.llm_image_grid * self.llm_image_grid if self.uses_clip else self.object_tokens
+        """Number of image tokens the LLM sees (g*g = 256 released; with a CNN, K object slots of one
+        token and its attribute words each)."""
+        if self.uses_clip:
+            return self.llm_image_grid * self.llm_image_grid
+        return self.object_tokens * (1 + len(self.object_tag_groups))
 
     @property
     def seg_tokens_per_target(self) -> int:
@@ -221,6 +231,14 @@ class PixelLMConfig:
             raise ValueError("object_tokens and object_classes must be >= 1 and object_threshold in (0, 1)")
         if self.fusion not in FUSION_MODES:
             raise ValueError(f"fusion must be one of {FUSION_MODES}, got {self.fusion!r}")
+        if self.object_tag_groups:
+            if len(self.object_tag_token_ids) != len(self.object_attributes):
+                raise ValueError("object_tag_token_ids needs one tuple of word ids per attribute group")
+            for group, (size, ids) in enumerate(zip(self.object_attributes, self.object_tag_token_ids)):
+                if group in self.object_tag_groups and len(ids) != size:
+                    raise ValueError(f"attribute group {group} has {size} values but {len(ids)} word ids")
+            if not all(0 <= g < len(self.object_attributes) for g in self.object_tag_groups):
+                raise ValueError(f"object_tag_groups {self.object_tag_groups} names a group that does not exist")
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:

@@ -97,11 +97,34 @@ class PixelLMForCausalLM(nn.Module):
             return self.image_encoder.feature_maps(pixel_values.to(self.image_encoder._conv_stem.weight.dtype), CNN_FEATURE_STRIDES)
 
     def features_from_maps(self, maps: Sequence[torch.Tensor], valid_hw: Sequence[tuple[int, int]]) -> ImageFeatures:
-        """A CNN encoder's maps (``encoder_maps``) -> ImageFeatures: K object tokens (B, K, H) with
-        their mask, and the decoder's scales [(B, D, G, G), (B, D, 2G, 2G)]."""
+        """A CNN encoder's maps (``encoder_maps``) -> ImageFeatures: the K object slots' tokens and
+        attribute words (``object_sequence``), and the decoder's scales [(B, D, G, G), (B, D, 2G, 2G)]."""
         dtype = self.object_tokenizer.token_projector.net[0].weight.dtype
-        tokens, mask, decoder_features, _ = self.object_tokenizer([m.to(dtype) for m in maps], valid_hw)
-        return ImageFeatures(llm_tokens=tokens, llm_mask=mask, decoder_features=decoder_features)
+        tokens, mask, decoder_features, detections = self.object_tokenizer([m.to(dtype) for m in maps], valid_hw)
+        embeds, embeds_mask = self.object_sequence(tokens, detections.attributes, mask)
+        return ImageFeatures(llm_tokens=embeds, llm_mask=embeds_mask, decoder_features=decoder_features)
+
+    def object_sequence(
+        self, tokens: torch.Tensor, attributes: torch.Tensor, valid: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the LLM reads of the objects: per slot its token, then the embeddings of the words of
+        its most likely attributes (``config.object_tag_groups``, e.g. " small", " red", " ball").
+
+        tokens (B, K, H), attributes (B, K, A) probabilities, valid (B, K) bool
+        -> embeddings (B, K * (1 + W), H) and mask (B, K * (1 + W)) bool, W = the tag's word count.
+        """
+        cfg = self.config
+        if not cfg.object_tag_groups:
+            return tokens, valid
+        groups = torch.split(attributes, list(cfg.object_attributes), dim=-1)
+        word_ids = [
+            torch.tensor(cfg.object_tag_token_ids[g], device=tokens.device)[groups[g].argmax(dim=-1)]
+            for g in cfg.object_tag_groups
+        ]
+        words = self.language_model.get_input_embeddings()(torch.stack(word_ids, dim=-1)).to(tokens.dtype)  # (B, K, W, H)
+        sequence = torch.cat([tokens[:, :, None], words], dim=2).flatten(1, 2)
+        mask = valid[:, :, None].expand(-1, -1, 1 + len(cfg.object_tag_groups)).flatten(1)
+        return sequence, mask
 
     def encode_images(self, pixel_values: torch.Tensor, valid_hw: Sequence[tuple[int, int]]) -> ImageFeatures:
         """pixel_values (B, 3, S, S) normalised and zero-padded bottom/right; valid_hw: B (h, w).

@@ -56,7 +56,7 @@ def new_embedded_model(seed: int, progress: bool = True) -> tuple[PixelLMForCaus
         Tokenizer.from_file(str(tokenizer_path)), added_token_names(SEG_TOKENS_PER_SCALE * NUM_SCALES),
         bos=roles["bos_token"], eos=roles["eos_token"], pad=roles["pad_token"], unk=roles["unk_token"],
     )
-    config = embedded_config(llm_config, tokenizer.base_vocab_size)
+    config = embedded_config(llm_config, tokenizer)
     torch.manual_seed(seed)
     model = PixelLMForCausalLM(config)
     embeddings = base_state["model.embed_tokens.weight"]

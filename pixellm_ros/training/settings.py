@@ -27,12 +27,12 @@ class TrainSettings:
     wide_scene_share: float = _knob(0.25, "share of 480x640 scenes (the rest 224x224)", "data")
     seed: int = _knob(1, "seed of the scenes, the questions and the initialisation", "data")
     # stage 1: object tokenizer + pixel decoder on the cached encoder maps
-    stage1_steps: int = _knob(1500, "stage 1 optimizer steps", "stage1")
+    stage1_steps: int = _knob(1200, "stage 1 optimizer steps", "stage1")
     stage1_batch: int = _knob(16, "stage 1 scenes per step", "stage1")
     stage1_lr: float = _knob(1e-3, "stage 1 peak learning rate (one-cycle)", "stage1")
     stage1_masks_per_scene: int = _knob(2, "stage 1 objects per scene whose masks are decoded each step", "stage1")
     # stage 2: the LLM (low-rank adapters, added token rows) + token projector + seg codebook
-    stage2_steps: int = _knob(1200, "stage 2 optimizer steps", "stage2")
+    stage2_steps: int = _knob(1300, "stage 2 optimizer steps", "stage2")
     stage2_batch: int = _knob(16, "stage 2 questions per step", "stage2")
     stage2_lr: float = _knob(1e-3, "stage 2 peak learning rate (one-cycle)", "stage2")
     lora_rank: int = _knob(16, "rank of the adapters on every Linear of the LLM's layers", "stage2")
@@ -42,7 +42,7 @@ class TrainSettings:
     # the run
     threads: int = _knob(2, "torch CPU threads", "run")
     checkpoint_minutes: float = _knob(8.0, "minutes between checkpoints (a stopped run resumes from the last)", "run")
-    eval_questions: int = _knob(150, "held-out questions the run scores through the engine at its end (0: none)", "run")
+    eval_questions: int = _knob(100, "held-out questions the run scores through the engine at its end (0: none)", "run")
 
 
 SETTING_FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(TrainSettings)}

@@ -174,7 +174,8 @@ def stage2_loss(
     tokens = model.object_tokenizer.token_projector(
         scenes.embeddings[index], scenes.attributes[index], scenes.places[index]
     )
-    feats = ImageFeatures(llm_tokens=tokens, llm_mask=scenes.valid[index], decoder_features=[])
+    embeds, mask = model.object_sequence(tokens, scenes.attributes[index], scenes.valid[index])
+    feats = ImageFeatures(llm_tokens=embeds, llm_mask=mask, decoder_features=[])
     spliced = model.splice_image(input_ids, feats, labels=label_ids, attention_mask=attention)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=spliced.embeds.device.type == "cpu"):
         hidden = model.language_model.model(inputs_embeds=spliced.embeds, attention_mask=spliced.attention_mask).last_hidden_state
