@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -105,6 +106,27 @@ def _one_cycle(optimizer: torch.optim.Optimizer, lr: float, steps: int) -> torch
     return torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=max(steps, 1), pct_start=0.05)
 
 
+def _restore(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.OneCycleLR,
+             saved: dict[str, Any]) -> None:
+    """Load a checkpoint's optimizer and schedule. A run resumed with another step count for the
+    stage (``--stage2-steps``) keeps its optimizer state and follows the new count's schedule from
+    the saved step, as a run made for that count from the start would."""
+    if saved["scheduler"]["total_steps"] == scheduler.total_steps:
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the schedule stepped without optimizer steps, on purpose
+        for _ in range(saved["step"]):
+            scheduler.step()
+    scheduled = [(group["lr"], group.get("betas")) for group in optimizer.param_groups]
+    optimizer.load_state_dict(saved["optimizer"])
+    for group, (lr, betas) in zip(optimizer.param_groups, scheduled):
+        group["lr"] = lr
+        if betas is not None:
+            group["betas"] = betas
+
+
 def engine_report(model: PixelLMForCausalLM, tokenizer: BPETokenizer, data: Path, limit: int | None = None) -> EvaluationReport:
     """The model (in memory) through the real engine on a MUSE export's questions."""
     from pixellm_ros.engine import PixelLMEngine
@@ -158,8 +180,7 @@ def train(out_dir: str | os.PathLike[str], settings: TrainSettings, resume: bool
         for module, state in zip(modules, saved["modules"]):
             module.load_state_dict(state)
         prompt_head.load_state_dict(saved["prompt_head"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
+        _restore(optimizer, scheduler, saved)
         step, done = saved["step"], saved["done"]
         say(f"stage 1: resumed at step {step}{' (done)' if done else ''}")
 
@@ -215,8 +236,7 @@ def train(out_dir: str | os.PathLike[str], settings: TrainSettings, resume: bool
     if (out / STAGE2_FILE).is_file():
         saved = torch.load(out / STAGE2_FILE, weights_only=False)
         model.load_state_dict(saved["trainable"], strict=False)
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
+        _restore(optimizer, scheduler, saved)
         step, done = saved["step"], saved["done"]
         say(f"stage 2: resumed at step {step}{' (done)' if done else ''}")
 
