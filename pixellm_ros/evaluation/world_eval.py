@@ -66,17 +66,22 @@ def evaluate_model_folder(
     paraphrased: bool = False,
 ) -> EvaluationReport:
     """Load ``model_dir`` in the engine and score it on world questions of ``split`` (asked in the
-    world's templates, or ``paraphrased``)."""
-    from pixellm_ros.engine import PixelLMEngine  # the engine pulls in generation; import on use
+    world's templates, or ``paraphrased``). The questions of one image are asked as one batch
+    (``segment_batch``: the LLM's weights are read once a token for all of them)."""
+    from pixellm_ros.engine import BatchRequest, PixelLMEngine  # the engine pulls in generation; import on use
 
     json_path = world_eval_data(data_dir, split, num_images, seed)
     images = load_muse(json_path, json_path.parent / "images")
     engine = PixelLMEngine.from_pretrained(str(model_dir), device=device)
     try:
-        def predict(image_rgb, instruction):  # type: ignore[no-untyped-def]
-            return [target.mask for target in engine.segment(image_rgb, instruction).targets]
+        def predict_image(image_rgb, instructions):  # type: ignore[no-untyped-def]
+            outcomes = engine.segment_batch([BatchRequest(image_rgb, text) for text in instructions])
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+            return [[target.mask for target in outcome.targets] for outcome in outcomes]
 
-        return evaluate(images, predict, limit=limit, progress=progress,
+        return evaluate(images, None, limit=limit, progress=progress, image_predictor=predict_image,
                         instruction_for=paraphrased_instruction if paraphrased else None)
     finally:
         engine.release()

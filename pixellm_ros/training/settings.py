@@ -32,7 +32,7 @@ class TrainSettings:
     stage1_lr: float = _knob(1e-3, "stage 1 peak learning rate (one-cycle)", "stage1")
     stage1_masks_per_scene: int = _knob(2, "stage 1 objects per scene whose masks are decoded each step", "stage1")
     # stage 2: the LLM (low-rank adapters, added token rows) + token projector + seg codebook
-    stage2_steps: int = _knob(1300, "stage 2 optimizer steps", "stage2")
+    stage2_steps: int = _knob(1000, "stage 2 optimizer steps", "stage2")
     stage2_batch: int = _knob(16, "stage 2 questions per step", "stage2")
     stage2_lr: float = _knob(1e-3, "stage 2 peak learning rate (one-cycle)", "stage2")
     lora_rank: int = _knob(16, "rank of the adapters on every Linear of the LLM's layers", "stage2")
