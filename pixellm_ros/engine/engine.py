@@ -190,7 +190,8 @@ class PixelLMEngine:
 
     def prompt_ids(self, instruction: str) -> list[int]:
         """The prompt token ids the model sees for ``instruction`` (InvalidInstructionError if unusable)."""
-        return build_prompt_ids(self._tokenizer, instruction, self.model.config.use_im_start_end)
+        config = self.model.config
+        return build_prompt_ids(self._tokenizer, instruction, config.use_im_start_end, config.prompt_template)
 
     # ------------------------------------------------------------------ the API
     def segment(

@@ -1,10 +1,15 @@
-"""The prompt the released PixelLM was trained on: LLaVA's ``llava_v1`` conversation template.
+"""The prompts: LLaVA's ``llava_v1`` (the released PixelLM) and ChatML (an instruct LLM such as SmolLM2).
 
 llava_v1 (LLaVA / PixelLM ``conversation.py``, ``conv_llava_v1``): separator style TWO with
 sep " " and sep2 "</s>", roles USER / ASSISTANT, and the system prompt below. A single-turn prompt
 with an empty assistant turn renders as
 
     {system} USER: <im_start><image><im_end>\n{query} ASSISTANT:
+
+ChatML (``chatml``, SmolLM2's chat format, without its default system turn: the embedded model was
+trained without one) renders as
+
+    <|im_start|>user\n<im_start><image><im_end>\n{query}<|im_end|>\n<|im_start|>assistant\n
 
 ``<image>`` is replaced by the image tokens inside the model (the tokenizer maps it to
 IMAGE_TOKEN_INDEX); the token ids around the added tokens follow the slow-LLaMA rule, which the
@@ -30,10 +35,12 @@ SYSTEM_PROMPT = (
 USER_ROLE = "USER"
 ASSISTANT_ROLE = "ASSISTANT"
 SEPARATOR = " "
+CHATML_TURN = "<|im_start|>{role}\n{content}<|im_end|>\n"
+CHATML_REPLY = "<|im_start|>assistant\n"
 
 
-def build_prompt_text(instruction: str, use_im_start_end: bool = True) -> str:
-    """The llava_v1 prompt for one image and one instruction, ending with "ASSISTANT:".
+def build_prompt_text(instruction: str, use_im_start_end: bool = True, template: str = "llava_v1") -> str:
+    """The prompt for one image and one instruction, ending where the answer starts.
 
     Surrounding whitespace of the instruction is dropped (ROS strings often end in a newline);
     an instruction that is empty after that, or that holds the image placeholder text, raises
@@ -47,6 +54,10 @@ def build_prompt_text(instruction: str, use_im_start_end: bool = True) -> str:
     _refuse_control_text(query, (IMAGE_TOKEN,))
     image = f"{IM_START_TOKEN}{IMAGE_TOKEN}{IM_END_TOKEN}" if use_im_start_end else IMAGE_TOKEN
     user_message = f"{image}\n{query}"
+    if template == "chatml":
+        return CHATML_TURN.format(role="user", content=user_message) + CHATML_REPLY
+    if template != "llava_v1":
+        raise ValueError(f"unknown prompt template {template!r}")
     return f"{SYSTEM_PROMPT}{SEPARATOR}{USER_ROLE}: {user_message}{SEPARATOR}{ASSISTANT_ROLE}:"
 
 
@@ -64,12 +75,14 @@ def _refuse_control_text(query: str, control: tuple[str, ...] | list[str]) -> No
         )
 
 
-def build_prompt_ids(tokenizer: PixelLMTokenizer, instruction: str, use_im_start_end: bool = True) -> list[int]:
-    """Token ids of the prompt, BOS first, with exactly one IMAGE_TOKEN_INDEX.
+def build_prompt_ids(
+    tokenizer: PixelLMTokenizer, instruction: str, use_im_start_end: bool = True, template: str = "llava_v1"
+) -> list[int]:
+    """Token ids of the prompt (llava_v1: BOS first), with exactly one IMAGE_TOKEN_INDEX.
 
     Raises InvalidInstructionError for an empty instruction or one that holds control text (the
     image placeholder or any of the tokenizer's added tokens: ``[SEG0]``.., ``<im_start>``, ``<im_end>``).
     """
-    text = build_prompt_text(instruction, use_im_start_end)
-    _refuse_control_text(instruction.strip(), list(tokenizer.added_tokens))
-    return tokenizer.encode(text, add_bos=True)
+    text = build_prompt_text(instruction, use_im_start_end, template)
+    _refuse_control_text(instruction.strip(), list(getattr(tokenizer, "control_strings", tokenizer.added_tokens)))
+    return tokenizer.encode(text, add_bos=template == "llava_v1")

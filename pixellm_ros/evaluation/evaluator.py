@@ -1,7 +1,9 @@
 """Evaluating any segmenter on MUSE-format data.
 
 The segmenter is a predictor callable ``(image_rgb (H, W, 3) uint8, instruction str) ->
-sequence of (H, W) masks``, one per target it found, so the evaluator knows nothing of the model.
+sequence of (H, W) masks``, one per target it found, so the evaluator knows nothing of the model;
+or an ``ImagePredictor`` ``(image_rgb, [instruction, ...]) -> [masks, ...]`` that answers all the
+questions of one image at once (an engine's batch: ``world_eval`` uses ``segment_batch``).
 Each MUSE question sentence is turned into the instruction with ``instruction_template``
 (PixelLM's training phrasing "{sent} Please respond with segmentation mask." by default).
 """
@@ -23,6 +25,7 @@ from pixellm_ros.evaluation.muse_data import MuseImage
 from pixellm_ros.muse.instruction import INSTRUCTION_TEMPLATE, format_instruction
 
 Predictor = Callable[[np.ndarray, str], Sequence[np.ndarray]]
+ImagePredictor = Callable[[np.ndarray, list[str]], Sequence[Sequence[np.ndarray]]]
 
 
 @dataclass(frozen=True)
@@ -118,10 +121,12 @@ def _checked_masks(masks: Sequence[np.ndarray], image: MuseImage, question: str)
 
 def evaluate(
     images: Sequence[MuseImage],
-    predictor: Predictor,
+    predictor: Predictor | None,
     limit: int | None = None,
     instruction_template: str = INSTRUCTION_TEMPLATE,
     progress: bool = True,
+    instruction_for: Callable[[str, str], str] | None = None,
+    image_predictor: ImagePredictor | None = None,
 ) -> EvaluationReport:
     """Run ``predictor`` on every question and score it against the ground truth.
 
@@ -131,10 +136,17 @@ def evaluate(
         limit: evaluate at most this many questions (in file order); None for all.
         instruction_template: turns a MUSE sentence into the instruction (``{sent}`` slot).
         progress: show a tqdm bar over questions.
+        instruction_for: (image file name, MUSE sentence) -> the instruction to ask instead of the
+            template's (e.g. ``paraphrase.paraphrased_instruction``); records keep the sentence, so
+            two reports of the same questions pair up.
+        image_predictor: instead of ``predictor`` (pass None there): all the questions of one image
+            in one call, answers in order, each scored as ``predictor``'s would be.
 
     Returns:
         The report; ``report.table()`` prints it, ``report.write_json(path)`` saves it.
     """
+    if (predictor is None) == (image_predictor is None):
+        raise ValueError("give evaluate() either a predictor or an image_predictor")
     total = sum(len(img.questions) for img in images)
     if limit is not None:
         total = min(total, max(limit, 0))
@@ -149,11 +161,19 @@ def evaluate(
                 continue
             rgb = image.load_rgb()
             images_seen += 1
-            for qi, sentence in enumerate(image.questions):
-                if len(records) >= total:
-                    break
-                instruction = format_instruction(sentence, instruction_template)
-                preds = _checked_masks(predictor(rgb, instruction), image, sentence)
+            count = min(len(image.questions), total - len(records))
+            instructions = [
+                instruction_for(str(image.candidates[0].name), sentence) if instruction_for is not None
+                else format_instruction(sentence, instruction_template)
+                for sentence in image.questions[:count]
+            ]
+            if image_predictor is not None:
+                answers = list(image_predictor(rgb, instructions))
+                if len(answers) != count:
+                    raise ValueError(f"image_predictor gave {len(answers)} answers to {count} questions")
+            for qi, sentence in enumerate(image.questions[:count]):
+                masks = answers[qi] if image_predictor is not None else predictor(rgb, instructions[qi])
+                preds = _checked_masks(masks, image, sentence)
                 score = score_question(preds, image.gt_masks(qi))
                 kind = image.kinds[qi]
                 accumulator.add(score, kind)

@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from .base_parts import delta_sources, iter_deltas
+from .bpe_tokenizer import BPETokenizer, is_bpe_folder
 from .clip_folder import (
     CLIP_VISION_PREFIX,
     OUR_VISION_PREFIX,
@@ -91,11 +93,12 @@ def load_pixellm(
     # quantised layers are filled on the CPU and quantised on their way to the GPU
     fill_device = torch.device("cpu") if options.load_in else options.device
 
-    tokenizer = PixelLMTokenizer.from_pretrained(root)
+    tokenizer = load_tokenizer(root)
     try:
         if (root / OUR_CONFIG_FILE).is_file():
             config = _our_config(root, tokenizer)
-            sources = [("model", _our_tensors(root, progress))]
+            ordinary, deltas = iter_deltas((key, tensor) for key, tensor, _ in _our_tensors(root, progress))
+            sources = [("model", ((k, t, k) for k, t in ordinary)), *delta_sources(config, deltas, progress)]
             describe_missing: Callable[[str], str] = str
         elif (root / RELEASED_CONFIG_FILE).is_file():
             payload = json.loads((root / RELEASED_CONFIG_FILE).read_text(encoding="utf-8"))
@@ -122,6 +125,12 @@ def load_pixellm(
     return finish_loading(model, options, fuse_projections), tokenizer
 
 
+def load_tokenizer(folder: str | os.PathLike[str]) -> PixelLMTokenizer | BPETokenizer:
+    """The folder's tokenizer: byte-level BPE (``tokenizer.json``, ours) or sentencepiece (released)."""
+    root = Path(folder)
+    return BPETokenizer.from_pretrained(root) if is_bpe_folder(root) else PixelLMTokenizer.from_pretrained(root)
+
+
 def finish_loading(
     model: PixelLMForCausalLM, options: LoadOptions, fuse_projections: bool | None = False
 ) -> PixelLMForCausalLM:
@@ -146,10 +155,8 @@ def load_clip_vision_weights(
     every vision key of the folder must fit the tower and every tower tensor must be filled.
     """
     config: PixelLMConfig = model.config
-    if config.vision_stem != "patch":
-        raise CheckpointError(
-            f"a {config.vision_stem!r}-stem tower has no CLIP weights: CLIP folders hold a patch-embedding tower only"
-        )
+    if not config.uses_clip:
+        raise CheckpointError(f"a {config.image_encoder!r} image encoder has no CLIP weights")
     reference = next(model.parameters())
     tower_keys = {k for k in model.state_dict() if k.startswith(OUR_VISION_PREFIX)}
     loaded: dict[str, torch.Tensor] = {}

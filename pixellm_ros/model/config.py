@@ -23,13 +23,15 @@ FUSION_MODES: tuple[str, ...] = ("released_constant", "learned")
 # (G/g) x (G/g) block, which for G = 4 g still sees every patch where bilinear samples only the
 # central 2 x 2 of each block.
 LLM_IMAGE_RESIZES: tuple[str, ...] = ("bilinear", "area")
-# What turns the image into the tower's patch tokens: "patch" is CLIP's own patch convolution
-# (the released layout; the only stem a CLIP checkpoint holds); "conv" puts stride-1 convolutions
-# (``vision_stem_channels`` wide, ``vision_stem_kernel`` square, each followed by a GELU) in
-# front of it, at full resolution, so that the patch tokens start from local edges and corners
-# (an inductive bias for shape that a from-scratch ViT otherwise has to learn; see
-# docs/embedded_model_experiments.md). Only our own model folders can hold a "conv" tower.
-VISION_STEMS: tuple[str, ...] = ("patch", "conv")
+# The image encoder: "clip" is the released CLIP ViT tower (``vision``); "efficientnet_lite0" is a
+# pretrained CNN (``model.efficientnet``) whose stride 8 / 16 / 32 maps feed the object tokenizer
+# (``model.object_tokens``): one LLM token per object, and the decoder's two scales (stride 16 at
+# G x G, stride 8 at 2G x 2G).
+IMAGE_ENCODERS: tuple[str, ...] = ("clip", "efficientnet_lite0")
+# How the prompt around the image and the instruction is written (engine.prompt): the released
+# models' llava_v1, or the ChatML turns of an instruct LLM such as SmolLM2.
+PROMPT_TEMPLATES: tuple[str, ...] = ("llava_v1", "chatml")
+CNN_FEATURE_STRIDES: tuple[int, int, int] = (8, 16, 32)
 
 LLAMA_BASE_VOCAB = 32000
 DEFAULT_ROPE_THETA = 10000.0  # LLaMA's rotary base
@@ -75,16 +77,32 @@ class PixelLMConfig:
     """
 
     text: LlamaConfig
-    vision: CLIPVisionConfig
+    vision: CLIPVisionConfig | None  # None with a CNN image encoder
 
     # Vision tower.
     vision_pretrained_image_size: int = 336  # the CLIP checkpoint's own size (for the pos-embed resize)
     vision_select_layers: tuple[int, ...] = (-2, -11)  # one hidden-state index per feature scale
     mask_padded_patches: bool = True  # key-mask patches that lie fully in the zero padding
     vision_tower_name: str = "openai/clip-vit-large-patch14-336"
-    vision_stem: str = "patch"  # VISION_STEMS
-    vision_stem_channels: tuple[int, ...] = (32, 64)  # "conv" only: the widths of its convolutions
-    vision_stem_kernel: int = 3  # "conv" only: their (odd) kernel size
+
+    # A CNN image encoder and its object tokens (image_encoder != "clip"; see IMAGE_ENCODERS).
+    image_encoder: str = "clip"
+    encoder_image_size: int = 320  # S for a CNN encoder (CLIP's is vision.image_size)
+    object_tokens: int = 10  # K: at most this many objects, one LLM token each
+    object_classes: int = 6  # centre heat maps (one per colour in the tabletop world)
+    object_embed_dim: int = 256
+    object_attributes: tuple[int, ...] = (6, 8, 3)  # attribute groups read at each object (colour, shape, size)
+    # Each object token is followed by the words of its most likely attributes ("small red ball"):
+    # object_tag_groups names the groups in the order written, object_tag_token_ids holds, per
+    # attribute group, the LLM token id of each value's word (empty: no words).
+    object_tag_groups: tuple[int, ...] = ()
+    object_tag_token_ids: tuple[tuple[int, ...], ...] = ()
+    object_threshold: float = 0.3  # a heat-map peak above this is an object
+
+    # Where the LLM's base weights come from: "" = this folder; a name of
+    # model.pretrained_llm.PRETRAINED_LLMS = that registry package (the folder holds the changes).
+    base_llm: str = ""
+    prompt_template: str = "llava_v1"  # PROMPT_TEMPLATES
 
     # Image tokens for the LLM: scale 0 resized to llm_image_grid x llm_image_grid.
     llm_image_grid: int = 16
@@ -107,6 +125,8 @@ class PixelLMConfig:
     iou_head_depth: int = 3
     iou_head_hidden_dim: int = 256
     mask_in_chans: int = 16  # prompt encoder mask_downscaling width (present in the checkpoint, unused)
+    # True (released): all scales at G x G, levels >= 1 upsample theirs 2x; False: scale 1 arrives at 2G
+    decoder_upsample_scales: bool = True
 
     # Pre-processing and prompting.
     pixel_mean: tuple[float, float, float] = SAM_PIXEL_MEAN
@@ -119,20 +139,27 @@ class PixelLMConfig:
 
     def __post_init__(self) -> None:
         self.vision_select_layers = tuple(int(i) for i in self.vision_select_layers)
-        self.vision_stem_channels = tuple(int(c) for c in self.vision_stem_channels)
+        self.object_attributes = tuple(int(g) for g in self.object_attributes)
+        self.object_tag_groups = tuple(int(g) for g in self.object_tag_groups)
+        self.object_tag_token_ids = tuple(tuple(int(i) for i in ids) for ids in self.object_tag_token_ids)
         self.pixel_mean = tuple(float(v) for v in self.pixel_mean)  # type: ignore[assignment]
         self.pixel_std = tuple(float(v) for v in self.pixel_std)  # type: ignore[assignment]
         self.validate()
 
     # ------------------------------------------------------------------ derived sizes
     @property
+    def uses_clip(self) -> bool:
+        return self.image_encoder == "clip"
+
+    @property
     def image_size(self) -> int:
         """S: the square side the image is resized and padded to."""
-        return int(self.vision.image_size)
+        return int(self.vision.image_size) if self.vision is not None else int(self.encoder_image_size)
 
     @property
     def patch_size(self) -> int:
-        return int(self.vision.patch_size)
+        """Pixels per cell of scale 0: CLIP's patch, or the CNN's stride 16."""
+        return int(self.vision.patch_size) if self.vision is not None else CNN_FEATURE_STRIDES[1]
 
     @property
     def vision_grid(self) -> int:
@@ -151,8 +178,11 @@ class PixelLMConfig:
 
     @property
     def image_token_len(self) -> int:
-        """Number of image tokens the LLM sees (g*g = 256 released)."""
-        return self.llm_image_grid * self.llm_image_grid
+        """Number of image tokens the LLM sees (g*g = 256 released; with a CNN, K object slots of one
+        token and its attribute words each)."""
+        if self.uses_clip:
+            return self.llm_image_grid * self.llm_image_grid
+        return self.object_tokens * (1 + len(self.object_tag_groups))
 
     @property
     def seg_tokens_per_target(self) -> int:
@@ -165,15 +195,17 @@ class PixelLMConfig:
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> None:
+        if self.image_encoder not in IMAGE_ENCODERS:
+            raise ValueError(f"image_encoder must be one of {IMAGE_ENCODERS}, got {self.image_encoder!r}")
+        if self.prompt_template not in PROMPT_TEMPLATES:
+            raise ValueError(f"prompt_template must be one of {PROMPT_TEMPLATES}, got {self.prompt_template!r}")
+        if not self.uses_clip:
+            self._validate_cnn()
+            return
+        if self.vision is None:
+            raise ValueError("a CLIP image encoder needs a vision config")
         if self.fusion not in FUSION_MODES:
             raise ValueError(f"fusion must be one of {FUSION_MODES}, got {self.fusion!r}")
-        if self.vision_stem not in VISION_STEMS:
-            raise ValueError(f"vision_stem must be one of {VISION_STEMS}, got {self.vision_stem!r}")
-        if self.vision_stem == "conv":
-            if not self.vision_stem_channels or min(self.vision_stem_channels) < 1:
-                raise ValueError(f"a conv stem needs positive vision_stem_channels, got {self.vision_stem_channels}")
-            if self.vision_stem_kernel < 1 or self.vision_stem_kernel % 2 == 0:
-                raise ValueError(f"vision_stem_kernel must be odd and >= 1 (same-size padding), got {self.vision_stem_kernel}")
         if self.llm_image_resize not in LLM_IMAGE_RESIZES:
             raise ValueError(f"llm_image_resize must be one of {LLM_IMAGE_RESIZES}, got {self.llm_image_resize!r}")
         if self.image_size % self.patch_size != 0:
@@ -197,13 +229,33 @@ class PixelLMConfig:
         if self.out_dim % 2 != 0:
             raise ValueError("out_dim must be even (random positional encoding uses out_dim/2 frequencies)")
 
+    def _validate_cnn(self) -> None:
+        if self.vision is not None:
+            raise ValueError(f"a {self.image_encoder} image encoder takes no CLIP vision config")
+        if self.num_scales != 2 or self.decoder_upsample_scales:
+            raise ValueError("a CNN encoder feeds the decoder two scales at G and 2G: num_scales 2, decoder_upsample_scales False")
+        if self.encoder_image_size % CNN_FEATURE_STRIDES[-1] != 0:
+            raise ValueError(f"encoder_image_size {self.encoder_image_size} must be a multiple of {CNN_FEATURE_STRIDES[-1]}")
+        if self.object_tokens < 1 or self.object_classes < 1 or not 0.0 < self.object_threshold < 1.0:
+            raise ValueError("object_tokens and object_classes must be >= 1 and object_threshold in (0, 1)")
+        if self.fusion not in FUSION_MODES:
+            raise ValueError(f"fusion must be one of {FUSION_MODES}, got {self.fusion!r}")
+        if self.object_tag_groups:
+            if len(self.object_tag_token_ids) != len(self.object_attributes):
+                raise ValueError("object_tag_token_ids needs one tuple of word ids per attribute group")
+            for group, (size, ids) in enumerate(zip(self.object_attributes, self.object_tag_token_ids)):
+                if group in self.object_tag_groups and len(ids) != size:
+                    raise ValueError(f"attribute group {group} has {size} values but {len(ids)} word ids")
+            if not all(0 <= g < len(self.object_attributes) for g in self.object_tag_groups):
+                raise ValueError(f"object_tag_groups {self.object_tag_groups} names a group that does not exist")
+
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (our own save format); inverse of from_dict()."""
         payload: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name == "text" or f.name == "vision":
+            if (f.name == "text" or f.name == "vision") and value is not None:
                 value = value.to_dict()
             elif isinstance(value, tuple):
                 value = list(value)
@@ -220,7 +272,7 @@ class PixelLMConfig:
         if unknown:
             raise ValueError(f"unknown PixelLMConfig fields: {sorted(unknown)}")
         data["text"] = LlamaConfig.from_dict(dict(data["text"]))
-        data["vision"] = CLIPVisionConfig.from_dict(dict(data["vision"]))
+        data["vision"] = CLIPVisionConfig.from_dict(dict(data["vision"])) if data.get("vision") is not None else None
         return cls(**data)
 
     # ------------------------------------------------------------------ presets

@@ -45,8 +45,13 @@ class MultiScaleMaskDecoder(nn.Module):
         upscale_channels: int,
         iou_head_depth: int,
         iou_head_hidden_dim: int,
+        upsample_scales: bool = True,
     ) -> None:
         super().__init__()
+        # True (released): every scale arrives at G x G and levels >= 1 upsample theirs 2x with
+        # ``upsample_2x``. False: level l's features already arrive at 2G x 2G (a CNN's stride-8 map
+        # beside its stride-16 one), so they are used as they are and ``upsample_2x`` is not built.
+        self.upsample_scales = upsample_scales
         self.transformer_dim = transformer_dim
         self.num_scales = num_scales
         self.num_mask_tokens = num_mask_tokens
@@ -61,11 +66,12 @@ class MultiScaleMaskDecoder(nn.Module):
             LayerNorm2d(upscale_channels),
             nn.GELU(),
         )
-        self.upsample_2x = nn.Sequential(
-            nn.ConvTranspose2d(transformer_dim, transformer_dim, kernel_size=2, stride=2),
-            LayerNorm2d(transformer_dim),
-            nn.GELU(),
-        )
+        if upsample_scales:
+            self.upsample_2x = nn.Sequential(
+                nn.ConvTranspose2d(transformer_dim, transformer_dim, kernel_size=2, stride=2),
+                LayerNorm2d(transformer_dim),
+                nn.GELU(),
+            )
         self.pe1 = PositionEmbeddingRandom(transformer_dim // 2)
         self.output_hypernetworks_mlps = nn.ModuleList(
             MLP(transformer_dim, transformer_dim, upscale_channels, 3) for _ in range(num_mask_tokens)
@@ -87,6 +93,7 @@ class MultiScaleMaskDecoder(nn.Module):
             upscale_channels=config.decoder_upscale_channels,
             iou_head_depth=config.iou_head_depth,
             iou_head_hidden_dim=config.iou_head_hidden_dim,
+            upsample_scales=config.decoder_upsample_scales,
         )
 
     def forward(
@@ -99,7 +106,8 @@ class MultiScaleMaskDecoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode one mask per target.
 
-        image_features: L tensors (I, D, G, G), the neck outputs of I images (I = 1 without image_index).
+        image_features: L tensors (I, D, G, G), the neck outputs of I images (I = 1 without image_index);
+                        with ``upsample_scales`` False, scales l >= 1 are (I, D, 2G, 2G).
         image_pe:       (1, D, G, G) the prompt encoder's dense positional encoding.
         dense_embedding:(1, D, G, G) the "no mask" dense prompt.
         prompts:        (T, L, D) the fused seg vector of each target per scale.
@@ -143,7 +151,7 @@ class MultiScaleMaskDecoder(nn.Module):
         src = features
         pos = image_pe
         dense = dense_embedding
-        if level > 0:
+        if level > 0 and self.upsample_scales:
             src = self.upsample_2x(src)
         if image_index is not None:
             src = src.index_select(0, image_index)  # (T, D, h, w): each target's own image

@@ -1,10 +1,14 @@
-"""PixelLMForCausalLM: CLIP tower + LLaMA + seg codebook + pixel decoder, as one nn.Module.
+"""PixelLMForCausalLM: image encoder + LLaMA + seg codebook + pixel decoder, as one nn.Module.
 
-Attribute names are chosen so that our state-dict keys map onto the released ones by prefix:
+The image encoder is the released CLIP tower (``vision_tower``, with ``mm_projector`` for the LLM and
+``out_mm_projector`` + ``image_feature_neck`` for the decoder) or a pretrained CNN (``image_encoder``,
+frozen, with the ``object_tokenizer``: one LLM token per object, and the decoder's two scales;
+``PixelLMConfig.image_encoder``). Attribute names are chosen so that our state-dict keys map onto
+the released ones by prefix:
 
     ours                                   released
     vision_tower.vision_model.*            (CLIP folder) vision_model.*
-    vision_tower.stem.*                    (none: a conv-stem tower is only in our own folders)
+    image_encoder.*, object_tokenizer.*    (none: a CNN encoder is only in our own folders)
     language_model.model.{embed_tokens, layers, norm}.*   model.{embed_tokens, layers, norm}.*
     language_model.lm_head.*               lm_head.*
     {mm_projector, out_mm_projector, image_feature_neck, text_hidden_fcs,
@@ -23,11 +27,13 @@ from torch import nn
 from transformers import LlamaForCausalLM
 
 from .codebook import SegTokenFusion, group_seg_embeddings, seg_state_mask
-from .config import PixelLMConfig
+from .config import CNN_FEATURE_STRIDES, PixelLMConfig
 from .constants import IMAGE_TOKEN_INDEX
 from .decoder import MultiScaleMaskDecoder
 from .losses import IGNORE_INDEX, LossWeights, mask_losses, token_cross_entropy
+from .efficientnet import EFFICIENTNET_LITE, EfficientNetLite
 from .mask_resize import low_res_to_original_many
+from .object_tokens import ObjectTokenizer
 from .outputs import ImageFeatures, ImageSegPrompts, MaskOutput, PixelLMLosses, PixelLMTrainingOutput
 from .projector import build_image_feature_neck, build_mm_projector, build_text_hidden_fcs
 from .prompt_encoder import PromptEncoder
@@ -53,11 +59,17 @@ class PixelLMForCausalLM(nn.Module):
         super().__init__()
         self.config = config
         # Every part sizes itself from the config (its from_config / build_* function).
-        self.vision_tower = CLIPVisionTower.from_config(config)
+        if config.uses_clip:
+            self.vision_tower = CLIPVisionTower.from_config(config)
+            self.mm_projector = build_mm_projector(config)
+            self.out_mm_projector = build_mm_projector(config)
+            self.image_feature_neck = build_image_feature_neck(config)
+        else:
+            spec = EFFICIENTNET_LITE[config.image_encoder]
+            self.image_encoder = EfficientNetLite(spec).eval().requires_grad_(False)  # frozen, ImageNet weights
+            channels = spec.scale_channels()
+            self.object_tokenizer = ObjectTokenizer.from_config(config, [channels[s] for s in CNN_FEATURE_STRIDES])
         self.language_model = LlamaForCausalLM(config.text)
-        self.mm_projector = build_mm_projector(config)
-        self.out_mm_projector = build_mm_projector(config)
-        self.image_feature_neck = build_image_feature_neck(config)
         self.text_hidden_fcs = build_text_hidden_fcs(config)
         self.prompt_encoder = PromptEncoder.from_config(config)
         self.mask_decoder = MultiScaleMaskDecoder.from_config(config)
@@ -73,9 +85,51 @@ class PixelLMForCausalLM(nn.Module):
         return self.language_model.lm_head.weight.dtype
 
     # ------------------------------------------------------------------ vision
+    def train(self, mode: bool = True) -> PixelLMForCausalLM:
+        super().train(mode)
+        if not self.config.uses_clip:
+            self.image_encoder.eval()  # frozen: its batch norms keep their ImageNet statistics
+        return self
+
+    def encoder_maps(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        """A CNN encoder's maps at strides 8, 16, 32 of (B, 3, S, S) pixels (frozen: no gradient)."""
+        with torch.no_grad():
+            return self.image_encoder.feature_maps(pixel_values.to(self.image_encoder._conv_stem.weight.dtype), CNN_FEATURE_STRIDES)
+
+    def features_from_maps(self, maps: Sequence[torch.Tensor], valid_hw: Sequence[tuple[int, int]]) -> ImageFeatures:
+        """A CNN encoder's maps (``encoder_maps``) -> ImageFeatures: the K object slots' tokens and
+        attribute words (``object_sequence``), and the decoder's scales [(B, D, G, G), (B, D, 2G, 2G)]."""
+        dtype = self.object_tokenizer.token_projector.net[0].weight.dtype
+        tokens, mask, decoder_features, detections = self.object_tokenizer([m.to(dtype) for m in maps], valid_hw)
+        embeds, embeds_mask = self.object_sequence(tokens, detections.attributes, mask)
+        return ImageFeatures(llm_tokens=embeds, llm_mask=embeds_mask, decoder_features=decoder_features)
+
+    def object_sequence(
+        self, tokens: torch.Tensor, attributes: torch.Tensor, valid: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the LLM reads of the objects: per slot its token, then the embeddings of the words of
+        its most likely attributes (``config.object_tag_groups``, e.g. " small", " red", " ball").
+
+        tokens (B, K, H), attributes (B, K, A) probabilities, valid (B, K) bool
+        -> embeddings (B, K * (1 + W), H) and mask (B, K * (1 + W)) bool, W = the tag's word count.
+        """
+        cfg = self.config
+        if not cfg.object_tag_groups:
+            return tokens, valid
+        groups = torch.split(attributes, list(cfg.object_attributes), dim=-1)
+        word_ids = [
+            torch.tensor(cfg.object_tag_token_ids[g], device=tokens.device)[groups[g].argmax(dim=-1)]
+            for g in cfg.object_tag_groups
+        ]
+        words = self.language_model.get_input_embeddings()(torch.stack(word_ids, dim=-1)).to(tokens.dtype)  # (B, K, W, H)
+        sequence = torch.cat([tokens[:, :, None], words], dim=2).flatten(1, 2)
+        mask = valid[:, :, None].expand(-1, -1, 1 + len(cfg.object_tag_groups)).flatten(1)
+        return sequence, mask
+
     def encode_images(self, pixel_values: torch.Tensor, valid_hw: Sequence[tuple[int, int]]) -> ImageFeatures:
         """pixel_values (B, 3, S, S) normalised and zero-padded bottom/right; valid_hw: B (h, w).
 
+        A CNN encoder: see ``features_from_maps``. CLIP:
         Scale 0 is resized G -> g (``config.llm_image_resize``) and projected by ``mm_projector``
         for the LLM; every scale goes through ``out_mm_projector`` and the neck at G x G for the
         decoder, which sees the padded area too (only the vision attention and the LLM mask it out).
@@ -87,6 +141,8 @@ class PixelLMForCausalLM(nn.Module):
             raise ValueError(f"pixel_values must be (B, 3, {size}, {size}), got {tuple(pixel_values.shape)}")
         if len(valid_hw) != batch:
             raise ValueError(f"{len(valid_hw)} valid sizes for a batch of {batch}")
+        if not cfg.uses_clip:
+            return self.features_from_maps(self.encoder_maps(pixel_values), valid_hw)
         grid, llm_grid = cfg.vision_grid, cfg.llm_image_grid
         if cfg.mask_padded_patches:
             patch_mask = patch_padding_mask(valid_hw, size, grid, device=pixel_values.device)

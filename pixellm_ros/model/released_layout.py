@@ -131,10 +131,10 @@ def save_released_layout(
     config: PixelLMConfig = model.config  # type: ignore[assignment]
     if config.fusion != "released_constant":
         raise ReleasedLayoutError("the released layout has no place for a learned seg fusion")
-    if config.vision_stem != "patch":
+    if not config.uses_clip:
         raise ReleasedLayoutError(
-            f"the released layout has no place for a {config.vision_stem!r} vision stem: its CLIP folder holds "
-            "CLIP's own patch embedding only (save this model with save_pixellm)"
+            f"the released layout has no place for a {config.image_encoder!r} image encoder: it holds a CLIP "
+            "tower only (save this model with save_pixellm)"
         )
     check_tokenizer_fits(tokenizer, config, ReleasedLayoutError)
     out = Path(folder)

@@ -2,9 +2,7 @@
 
 Keys under the tower are those of a CLIP checkpoint's vision half (``vision_model.embeddings.*``,
 ``vision_model.pre_layrnorm.*``, ``vision_model.encoder.layers.N.*``, ``vision_model.post_layernorm.*``),
-so an ``openai/clip-vit-large-patch14-336`` state dict loads with one prefix. A tower with a
-convolutional stem (``PixelLMConfig.vision_stem == "conv"``, ours only) adds ``stem.*``
-(``conv_stem``) and its patch embedding reads the stem's channels instead of RGB.
+so an ``openai/clip-vit-large-patch14-336`` state dict loads with one prefix.
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
-from .conv_stem import ConvStem
 
 if TYPE_CHECKING:
     from .config import PixelLMConfig
@@ -82,19 +79,10 @@ class CLIPVisionTower(nn.Module):
     ``vision_model`` is transformers' CLIPVisionModel; its public forward takes no attention mask,
     so the embeddings, pre-norm and encoder layers are driven here, with the padded patches
     key-masked (the class token never is) and only as many layers run as the deepest scale needs.
-    ``stem`` (None for CLIP's own patch embedding) runs on the pixels first; the patch embedding
-    then reads its ``out_channels``.
     """
 
-    def __init__(self, config: CLIPVisionConfig, select_layers: Sequence[int], stem: ConvStem | None = None) -> None:
+    def __init__(self, config: CLIPVisionConfig, select_layers: Sequence[int]) -> None:
         super().__init__()
-        if stem is not None:
-            # the patch convolution reads the stem's channels; config (RGB in) is left as it is
-            config = CLIPVisionConfig.from_dict(config.to_dict())
-            config.num_channels = stem.out_channels
-            self.stem = stem
-        else:
-            self.stem = None
         self.vision_model = CLIPVisionModel(config)
         self.select_layers = tuple(int(i) for i in select_layers)
         num_states = config.num_hidden_layers + 1  # embeddings + one per layer
@@ -103,10 +91,9 @@ class CLIPVisionTower(nn.Module):
 
     @classmethod
     def from_config(cls, config: PixelLMConfig) -> CLIPVisionTower:
-        """The tower of a PixelLM: ``config.vision`` at the run size, ``config.vision_select_layers``,
-        and a ``ConvStem`` in front when ``config.vision_stem == "conv"``."""
-        stem = ConvStem.from_config(config) if config.vision_stem == "conv" else None
-        return cls(config.vision, config.vision_select_layers, stem)
+        """The tower of a PixelLM: ``config.vision`` at the run size, ``config.vision_select_layers``."""
+        assert config.vision is not None, "a CLIP tower needs config.vision"
+        return cls(config.vision, config.vision_select_layers)
 
     @property
     def hidden_size(self) -> int:
@@ -129,8 +116,6 @@ class CLIPVisionTower(nn.Module):
         which is what the released model ran with (see resize_clip_position_embeddings).
         """
         model = self.vision_model
-        if self.stem is not None:
-            pixel_values = self.stem(pixel_values)
         hidden = model.pre_layrnorm(model.embeddings(pixel_values))
         additive_mask = None
         if patch_mask is not None and not bool(patch_mask.all()):

@@ -1,10 +1,7 @@
-"""Training the small PixelLM that ships as the default model, on the procedural tabletop world.
+"""Training the embedded PixelLM on the procedural tabletop world, on 2 CPU cores.
 
-``dataset`` renders scenes and conversations on the fly, ``forward`` computes the losses with
-image features shared across each image's questions, ``trainer`` runs AdamW with checkpoints,
-``cli`` is `pixellm-ros train`. ``demo_config`` is the shipped model's size.
+``settings`` is the one table of training settings (and the recipes), ``scenes`` renders and encodes
+the scene pool once, ``stage1`` trains the object tokenizer and the pixel decoder, ``stage2`` the
+LLM's adapters and the seg codebook, ``run`` drives a resumable run, ``export`` writes the delta
+folder (``evaluation.world_eval`` scores a model through the engine), ``cli`` is `pixellm-ros train`.
 """
-
-from pixellm_ros.training.demo_config import demo_config
-
-__all__ = ["demo_config"]

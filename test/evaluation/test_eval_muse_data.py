@@ -150,6 +150,32 @@ def test_a_report_is_rebuilt_from_its_records_and_shards_join(muse_files, tmp_pa
     assert EvaluationReport.read_json(tmp_path / "report.json").to_dict() == whole.to_dict()
 
 
+def test_an_image_predictor_answers_each_image_at_once_and_scores_the_same(muse_files) -> None:
+    json_path, root, truth = muse_files
+    images = load_muse(json_path, root)
+
+    def predictor(rgb: np.ndarray, instruction: str) -> list[np.ndarray]:
+        return [truth["a_right"]] if instruction.startswith("Which objects") else [truth["a_left"]]
+
+    calls: list[list[str]] = []
+
+    def image_predictor(rgb: np.ndarray, instructions: list[str]) -> list[list[np.ndarray]]:
+        calls.append(list(instructions))
+        return [predictor(rgb, text) for text in instructions]
+
+    one_by_one = evaluate(images, predictor, progress=False)
+    by_image = evaluate(images, None, progress=False, image_predictor=image_predictor)
+    assert by_image.to_dict() == one_by_one.to_dict()
+    assert [len(c) for c in calls] == [2, 2]
+    calls.clear()
+    assert evaluate(images, None, limit=3, progress=False, image_predictor=image_predictor).overall["num_questions"] == 3
+    assert [len(c) for c in calls] == [2, 1]
+    with pytest.raises(ValueError, match="2 questions"):
+        evaluate(images, None, progress=False, image_predictor=lambda rgb, texts: [[]])
+    with pytest.raises(ValueError, match="either a predictor or an image_predictor"):
+        evaluate(images, predictor, progress=False, image_predictor=image_predictor)
+
+
 def test_limit_counts_questions(muse_files) -> None:
     json_path, root, truth = muse_files
     report = evaluate(load_muse(json_path, root), lambda rgb, q: [], limit=3, progress=False)

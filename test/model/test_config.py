@@ -84,16 +84,3 @@ def test_tiny_preset_is_consistent():
     assert cfg.vision_grid % cfg.llm_image_grid == 0
 
 
-def test_round_trip_keeps_a_conv_stem():
-    cfg = PixelLMConfig.tiny()
-    cfg.vision_stem, cfg.vision_stem_channels, cfg.vision_stem_kernel = "conv", (16, 24, 32), 5
-    back = PixelLMConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
-    assert (back.vision_stem, back.vision_stem_channels, back.vision_stem_kernel) == ("conv", (16, 24, 32), 5)
-    assert back.to_dict() == cfg.to_dict()
-
-
-def test_a_config_written_before_the_stem_field_reads_as_the_patch_stem():
-    payload = PixelLMConfig.tiny().to_dict()
-    for name in ("vision_stem", "vision_stem_channels", "vision_stem_kernel"):
-        del payload[name]
-    assert PixelLMConfig.from_dict(payload).vision_stem == "patch"

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from pixellm_ros.engine.engine import DEFAULT_MODEL_DIR
-from pixellm_ros.training.final_eval import evaluate_model_folder
+from pixellm_ros.evaluation.world_eval import evaluate_model_folder
 
 # Measured on these 6 held-out scenes when the model was shipped (see README, "The embedded model").
 MEASURED = {"giou": 0.3243, "ciou": 0.3053, "count_accuracy": 0.533}

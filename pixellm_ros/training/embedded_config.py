@@ -1,0 +1,86 @@
+"""The embedded model's configuration: PixelLM on pretrained parts that ship inside registry packages.
+
+- image encoder: EfficientNet-Lite0 (ImageNet-1k), frozen, run at 320 px; its stride 8 / 16 / 32
+  maps feed the object tokenizer (one LLM token per object, at most 10) and the decoder's two scales
+  (20 x 20 and 40 x 40, masks at 80 x 80);
+- each object token is followed by the words of its most likely size, colour and shape
+  ("small red ball"): the LLM copies names it reads, so a colour x shape pair it never saw in
+  training is still written out (and asked about) by copying;
+- LLM: SmolLM2-135M-Instruct (its LlamaConfig, BPE vocabulary and ChatML turns) with the added tokens
+  ``[SEG0] [SEG1] <im_start> <im_end>``: N = 1 seg token per scale, L = 2 scales;
+- seg codebook and pixel decoder of width 128, the learned fusion.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import LlamaConfig
+
+from pixellm_ros.model.bpe_tokenizer import BPETokenizer
+from pixellm_ros.model.config import PixelLMConfig
+from pixellm_ros.model.constants import added_token_names
+from pixellm_ros.model.efficientnet import EFFICIENTNET_PIXEL_MEAN, EFFICIENTNET_PIXEL_STD
+from pixellm_ros.world.ontology import COLOUR_NAMES, SHAPE_NAMES, SIZE_NAMES
+
+IMAGE_ENCODER = "efficientnet_lite0"
+BASE_LLM = "smollm2_135m_instruct"
+SEG_TOKENS_PER_SCALE = 1
+NUM_SCALES = 2
+
+
+# Each object token is followed by its size, colour and shape words (attribute groups 2, 0, 1).
+TAG_GROUPS = (2, 0, 1)
+ATTRIBUTE_WORDS = (COLOUR_NAMES, SHAPE_NAMES, SIZE_NAMES)  # the attribute groups, in the object tokenizer's order
+
+
+def tag_token_ids(tokenizer: BPETokenizer) -> tuple[tuple[int, ...], ...]:
+    """The LLM token of each attribute value's word (with its leading space, as inside a sentence)."""
+    out = []
+    for words in ATTRIBUTE_WORDS:
+        ids = []
+        for word in words:
+            pieces = tokenizer.encode(" " + word)
+            if len(pieces) != 1:
+                raise ValueError(f"the attribute word {word!r} is {len(pieces)} tokens; a tag word must be one")
+            ids.append(pieces[0])
+        out.append(tuple(ids))
+    return tuple(out)
+
+
+def embedded_config(base_llm_config: dict[str, Any], tokenizer: BPETokenizer) -> PixelLMConfig:
+    """The embedded PixelLM around the base LLM's config (as cached by ``model.pretrained_llm``)."""
+    base_vocab = tokenizer.base_vocab_size
+    text = dict(base_llm_config)
+    text["vocab_size"] = base_vocab + len(added_token_names(SEG_TOKENS_PER_SCALE * NUM_SCALES))
+    return PixelLMConfig(
+        text=LlamaConfig.from_dict(text),
+        vision=None,
+        image_encoder=IMAGE_ENCODER,
+        encoder_image_size=320,
+        object_tokens=10,
+        object_classes=6,
+        object_embed_dim=256,
+        object_threshold=0.3,
+        object_attributes=tuple(len(words) for words in ATTRIBUTE_WORDS),
+        object_tag_groups=TAG_GROUPS,
+        object_tag_token_ids=tag_token_ids(tokenizer),
+        base_llm=BASE_LLM,
+        prompt_template="chatml",
+        seg_tokens_per_scale=SEG_TOKENS_PER_SCALE,
+        num_scales=NUM_SCALES,
+        out_dim=128,
+        fusion="learned",
+        decoder_depth=2,
+        decoder_mlp_dim=512,
+        decoder_num_heads=4,
+        decoder_attention_downsample=2,
+        decoder_upscale_channels=16,
+        iou_head_hidden_dim=128,
+        mask_in_chans=8,
+        decoder_upsample_scales=False,
+        vision_select_layers=(),
+        pixel_mean=EFFICIENTNET_PIXEL_MEAN,
+        pixel_std=EFFICIENTNET_PIXEL_STD,
+        max_new_tokens=96,
+    )

@@ -1,0 +1,72 @@
+"""Phrasing augmentation for training: the world's questions asked in other words, same targets.
+
+A model trained only on the world's few templates learns the templates. Each training question is
+therefore, with probability ``rate``, re-worded by light, meaning-preserving edits: a request frame
+("can you ...", "please ..."), lower case or no final punctuation, PixelLM's "Please respond with
+segmentation mask." dropped, and word swaps from ``WORD_SWAPS`` (including shape and colour words the
+world never uses). The evaluation's paraphrase set (``evaluation.paraphrase``) is written apart from
+this one, with other words and sentence forms; this module never imports it.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from pixellm_ros.muse.instruction import INSTRUCTION_TEMPLATE
+
+_SUFFIX = INSTRUCTION_TEMPLATE.split("{sent}")[1].strip()
+
+FRAMES: tuple[str, ...] = ("can you tell me: {q}", "please answer: {q}", "hey, {q}", "{q} thanks", "quick question - {q}")
+
+# word -> alternatives (whole words, case-insensitive on the first letter)
+WORD_SWAPS: dict[str, tuple[str, ...]] = {
+    "ball": ("orb", "globe"),
+    "balls": ("orbs", "globes"),
+    "box": ("block",),
+    "boxes": ("blocks",),
+    "wedge": ("ramp",),
+    "wedges": ("ramps",),
+    "ring": ("hoop",),
+    "rings": ("hoops",),
+    "cylinder": ("can",),
+    "cylinders": ("cans",),
+    "cup": ("beaker",),
+    "cups": ("beakers",),
+    "cross": ("x-shape",),
+    "crosses": ("x-shapes",),
+    "purple": ("lilac",),
+    "objects": ("things", "pieces"),
+    "object": ("thing", "piece"),
+    "Segment": ("Select", "Mark"),
+    "Find": ("Locate", "Get"),
+    "table": ("desk",),
+}
+_WORD = re.compile(r"[A-Za-z]+")
+
+
+def augment_instruction(sentence: str, rng: np.random.Generator, rate: float = 0.5) -> str:
+    """The instruction for a world ``sentence``: PixelLM's "{sentence} Please respond with
+    segmentation mask." with probability 1 - rate, otherwise a re-worded form (see the module doc)."""
+    if rng.random() >= rate:
+        return f"{sentence} {_SUFFIX}"
+
+    def swap(match: re.Match[str]) -> str:
+        word = match.group(0)
+        options = WORD_SWAPS.get(word)
+        if options is None or rng.random() < 0.6:
+            return word
+        return options[int(rng.integers(len(options)))]
+
+    text = _WORD.sub(swap, sentence)
+    if rng.random() < 0.4:
+        body = text[0].lower() + text[1:]
+        text = FRAMES[int(rng.integers(len(FRAMES)))].format(q=body)
+    if rng.random() < 0.3:
+        text = text.lower()
+    if rng.random() < 0.3:
+        text = text.rstrip(".?!")
+    if rng.random() < 0.25:
+        text = f"{text} {_SUFFIX}"
+    return text

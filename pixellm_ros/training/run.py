@@ -1,0 +1,298 @@
+"""A training run of the embedded model: scenes, stage 1, stage 2, export; resumable.
+
+The run folder:
+    scenes/          the encoded scene pool, in chunks (reused when the run resumes)
+    stage1.pt        stage 1's checkpoint (parts, prompt head, optimizer, step): written every
+    stage2.pt        ``checkpoint_minutes`` and at the end of the stage; a run started again with
+                     ``resume`` continues from them, a finished stage is not repeated
+    model/           the exported model folder (what ships in pixellm_ros/assets/default_model)
+    log.txt          every line the run printed; history.json the losses and evaluations
+    loss_curve.png   the curves (matplotlib)
+    summary.json     settings, wall-clock time of each phase, the last evaluation
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer
+from tqdm.auto import tqdm
+
+from pixellm_ros.evaluation.evaluator import EvaluationReport, evaluate
+from pixellm_ros.evaluation.muse_data import load_muse
+from pixellm_ros.model.base_parts import ADDED_EMBEDDINGS, delta_sources
+from pixellm_ros.model.bpe_tokenizer import BPETokenizer
+from pixellm_ros.model.constants import added_token_names
+from pixellm_ros.model.pixellm import PixelLMForCausalLM
+from pixellm_ros.model.pretrained_llm import load_pretrained_llm_state, pretrained_tokenizer_files
+
+from .embedded_config import BASE_LLM, NUM_SCALES, SEG_TOKENS_PER_SCALE, embedded_config
+from .export import export_embedded
+from pixellm_ros.evaluation.world_eval import world_eval_data
+from .plotting import plot_loss_curve
+from .scenes import build_pool
+from .settings import TrainSettings
+from .stage1 import PromptHead, draw_batch, stage1_loss, stage1_modules
+from .stage2 import add_adapters, draw_examples, prepare_scenes, stage2_loss, stage2_parameters
+
+STAGE1_FILE = "stage1.pt"
+STAGE2_FILE = "stage2.pt"
+EVAL_SCENES = 40  # held-out scenes scored through the engine at the end of stage 2 (and its checkpoints)
+
+
+def new_embedded_model(seed: int, progress: bool = True) -> tuple[PixelLMForCausalLM, BPETokenizer]:
+    """The embedded PixelLM before training: encoder and LLM from their packages, new parts at random
+    (``seed``); the added tokens' rows start at the mean of the base vocabulary's rows."""
+    llm_config, base_state = load_pretrained_llm_state(BASE_LLM, progress)
+    tokenizer_path, roles = pretrained_tokenizer_files(BASE_LLM, progress)
+    tokenizer = BPETokenizer(
+        Tokenizer.from_file(str(tokenizer_path)), added_token_names(SEG_TOKENS_PER_SCALE * NUM_SCALES),
+        bos=roles["bos_token"], eos=roles["eos_token"], pad=roles["pad_token"], unk=roles["unk_token"],
+    )
+    config = embedded_config(llm_config, tokenizer)
+    torch.manual_seed(seed)
+    model = PixelLMForCausalLM(config)
+    embeddings = base_state["model.embed_tokens.weight"]
+    generator = torch.Generator().manual_seed(seed)
+    added = embeddings.mean(0) + 0.02 * torch.randn(len(tokenizer.added_tokens), embeddings.shape[1], generator=generator)
+    pretrained: dict[str, torch.Tensor] = {}
+    for _, source in delta_sources(config, {ADDED_EMBEDDINGS: added}, progress):
+        pretrained.update({key: tensor for key, tensor, _ in source})
+    missing = [k for k in pretrained if k not in model.state_dict()]
+    if missing:
+        raise RuntimeError(f"pretrained tensors with no place in the model: {missing[:5]}")
+    model.load_state_dict(pretrained, strict=False)
+    model.language_model.tie_weights()
+    return model.train(), tokenizer
+
+
+@dataclass
+class RunResult:
+    model_dir: Path
+    model: PixelLMForCausalLM
+    tokenizer: BPETokenizer
+    seconds: dict[str, float] = field(default_factory=dict)
+    evaluation: dict[str, Any] = field(default_factory=dict)
+
+
+class _Clock:
+    """Says when ``minutes`` have passed since the last checkpoint."""
+
+    def __init__(self, minutes: float) -> None:
+        self.period, self.last = minutes * 60.0, time.monotonic()
+
+    def due(self) -> bool:
+        if self.period > 0 and time.monotonic() - self.last >= self.period:
+            self.last = time.monotonic()
+            return True
+        return False
+
+
+def _save(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def _one_cycle(optimizer: torch.optim.Optimizer, lr: float, steps: int) -> torch.optim.lr_scheduler.OneCycleLR:
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=max(steps, 1), pct_start=0.05)
+
+
+def _restore(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.OneCycleLR,
+             saved: dict[str, Any]) -> None:
+    """Load a checkpoint's optimizer and schedule. A run resumed with another step count for the
+    stage (``--stage2-steps``) keeps its optimizer state and follows the new count's schedule from
+    the saved step, as a run made for that count from the start would."""
+    if saved["scheduler"]["total_steps"] == scheduler.total_steps:
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the schedule stepped without optimizer steps, on purpose
+        for _ in range(saved["step"]):
+            scheduler.step()
+    scheduled = [(group["lr"], group.get("betas")) for group in optimizer.param_groups]
+    optimizer.load_state_dict(saved["optimizer"])
+    for group, (lr, betas) in zip(optimizer.param_groups, scheduled):
+        group["lr"] = lr
+        if betas is not None:
+            group["betas"] = betas
+
+
+def engine_report(model: PixelLMForCausalLM, tokenizer: BPETokenizer, data: Path, limit: int | None = None) -> EvaluationReport:
+    """The model (in memory) through the real engine on a MUSE export's questions."""
+    from pixellm_ros.engine import PixelLMEngine
+
+    engine = PixelLMEngine(model.eval(), tokenizer)
+    report = evaluate(load_muse(data, data.parent / "images"), lambda image, text: [t.mask for t in engine.segment(image, text).targets],
+                      limit=limit, progress=False)
+    model.train()
+    return report
+
+
+def train(out_dir: str | os.PathLike[str], settings: TrainSettings, resume: bool = False, progress: bool = True,
+          log: Callable[[str], None] | None = None,
+          stop_requested: Callable[[str, int], bool] = lambda stage, step: False) -> RunResult:
+    """Train the embedded model into ``out_dir`` (see the module docstring). ``stop_requested(stage,
+    step)`` is polled before every step ("stage1" / "stage2", steps done): when it says so, the stage's checkpoint is written and the run ends
+    with KeyboardInterrupt (the CLI sets it on SIGINT / SIGTERM); ``resume`` continues from there."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    def say(line: str) -> None:
+        stamped = f"[{time.strftime('%H:%M:%S')}] {line}"
+        with (out / "log.txt").open("a", encoding="utf-8") as log_file:
+            log_file.write(stamped + "\n")
+        (log or tqdm.write)(stamped)
+
+    if not resume and any((out / name).exists() for name in (STAGE1_FILE, STAGE2_FILE)):
+        raise FileExistsError(f"{out} holds a run already: pass resume to continue it, or use another folder")
+    torch.set_num_threads(settings.threads)
+    history: dict[str, list[dict[str, float]]] = {"stage1": [], "stage2": [], "eval": []}
+    if (out / "history.json").is_file() and resume:
+        history = json.loads((out / "history.json").read_text())
+    seconds: dict[str, float] = {}
+    began = time.monotonic()
+    say(f"settings: {json.dumps(asdict(settings))}")
+
+    model, tokenizer = new_embedded_model(settings.seed, progress)
+    prompt_head = PromptHead.for_model(model)
+    pool = build_pool(model, settings.train_scenes, "train", settings.seed, settings.wide_scene_share, out / "scenes",
+                      progress=progress)
+    seconds["scenes"] = time.monotonic() - began
+
+    # ------------------------------------------------------------------ stage 1
+    mark = time.monotonic()
+    modules = stage1_modules(model)
+    params = [p for m in modules for p in m.parameters()] + list(prompt_head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=settings.stage1_lr, weight_decay=0.01)
+    scheduler = _one_cycle(optimizer, settings.stage1_lr, settings.stage1_steps)
+    step, done = 0, False
+    if (out / STAGE1_FILE).is_file():
+        saved = torch.load(out / STAGE1_FILE, weights_only=False)
+        for module, state in zip(modules, saved["modules"]):
+            module.load_state_dict(state)
+        prompt_head.load_state_dict(saved["prompt_head"])
+        _restore(optimizer, scheduler, saved)
+        step, done = saved["step"], saved["done"]
+        say(f"stage 1: resumed at step {step}{' (done)' if done else ''}")
+
+    def save_stage1(finished: bool) -> None:
+        _save(out / STAGE1_FILE, {"modules": [m.state_dict() for m in modules], "prompt_head": prompt_head.state_dict(),
+                                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                  "step": step, "done": finished})
+        (out / "history.json").write_text(json.dumps(history))
+
+    clock = _Clock(settings.checkpoint_minutes)
+    bar = tqdm(total=settings.stage1_steps, initial=step, desc="stage 1", unit="step", disable=not progress or done)
+    generator = torch.Generator().manual_seed(settings.seed)
+    while not done and step < settings.stage1_steps:
+        if stop_requested("stage1", step):
+            save_stage1(False)
+            raise KeyboardInterrupt(f"stopped in stage 1 at step {step} (checkpoint written: run again with resume)")
+        generator.manual_seed(settings.seed * 100_003 + step)
+        losses = stage1_loss(model, prompt_head, pool, draw_batch(len(pool), settings.stage1_batch, settings.seed, step),
+                             settings.stage1_masks_per_scene, generator)
+        optimizer.zero_grad(set_to_none=True)
+        losses.total.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        entry = {"step": step, "total": float(losses.total.detach()), "heat": losses.heat, "box": losses.box,
+                 "attributes": losses.attributes, "mask_bce": losses.mask_bce, "mask_dice": losses.mask_dice}
+        history["stage1"].append(entry)
+        bar.update(1)
+        bar.set_postfix(loss=f"{entry['total']:.3f}", dice=f"{losses.mask_dice:.3f}")
+        if step % 50 == 0:
+            say("stage 1 " + " ".join(f"{k} {v:.4g}" for k, v in entry.items()))
+        if clock.due():
+            save_stage1(False)
+            say(f"stage 1: checkpoint at step {step}")
+    bar.close()
+    if not done:
+        save_stage1(True)
+    seconds["stage1"] = time.monotonic() - mark
+    for module in modules:
+        module.requires_grad_(False)
+    prompt_head.requires_grad_(False)
+
+    # ------------------------------------------------------------------ stage 2
+    mark = time.monotonic()
+    add_adapters(model, tokenizer, settings.lora_rank)
+    scenes = prepare_scenes(model, prompt_head, pool)
+    params = stage2_parameters(model)
+    optimizer = torch.optim.AdamW(params, lr=settings.stage2_lr, weight_decay=0.0)
+    scheduler = _one_cycle(optimizer, settings.stage2_lr, settings.stage2_steps)
+    trainable = {name for name, p in model.named_parameters() if any(p is q for q in params)}
+    step, done = 0, False
+    if (out / STAGE2_FILE).is_file():
+        saved = torch.load(out / STAGE2_FILE, weights_only=False)
+        model.load_state_dict(saved["trainable"], strict=False)
+        _restore(optimizer, scheduler, saved)
+        step, done = saved["step"], saved["done"]
+        say(f"stage 2: resumed at step {step}{' (done)' if done else ''}")
+
+    def save_stage2(finished: bool) -> None:
+        state = {k: v for k, v in model.state_dict().items() if k in trainable}
+        _save(out / STAGE2_FILE, {"trainable": state, "optimizer": optimizer.state_dict(),
+                                  "scheduler": scheduler.state_dict(), "step": step, "done": finished})
+        (out / "history.json").write_text(json.dumps(history))
+
+    clock = _Clock(settings.checkpoint_minutes)
+    bar = tqdm(total=settings.stage2_steps, initial=step, desc="stage 2", unit="step", disable=not progress or done)
+    while not done and step < settings.stage2_steps:
+        if stop_requested("stage2", step):
+            save_stage2(False)
+            raise KeyboardInterrupt(f"stopped in stage 2 at step {step} (checkpoint written: run again with resume)")
+        examples = draw_examples(scenes, pool, settings.stage2_batch, settings.seed, step, settings.phrasing_rate,
+                                 settings.none_rate)
+        losses = stage2_loss(model, tokenizer, scenes, examples, settings.prompt_distillation)
+        optimizer.zero_grad(set_to_none=True)
+        losses.total.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        entry = {"step": step, "total": float(losses.total.detach()), "token_ce": losses.token_ce, "distillation": losses.distillation}
+        history["stage2"].append(entry)
+        bar.update(1)
+        bar.set_postfix(ce=f"{losses.token_ce:.3f}", distill=f"{losses.distillation:.3f}")
+        if step % 25 == 0:
+            say("stage 2 " + " ".join(f"{k} {v:.4g}" for k, v in entry.items()))
+        if clock.due():
+            save_stage2(False)
+            say(f"stage 2: checkpoint at step {step}")
+    bar.close()
+    if not done:
+        save_stage2(True)
+    seconds["stage2"] = time.monotonic() - mark
+
+    # ------------------------------------------------------------------ export and a first look
+    mark = time.monotonic()
+    model_dir = export_embedded(model, tokenizer, out / "model")
+    seconds["export"] = time.monotonic() - mark
+    seconds["total"] = time.monotonic() - began
+    mark = time.monotonic()
+    evaluation: dict[str, Any] = {}
+    if settings.eval_questions > 0:
+        data = world_eval_data(out / "eval_data", "heldout", EVAL_SCENES)
+        report = engine_report(model, tokenizer, data, limit=settings.eval_questions)
+        evaluation = {"scenes": EVAL_SCENES, **report.overall}
+        history["eval"].append({"step": step, **{k: v for k, v in report.overall.items() if isinstance(v, int | float)}})
+        say("held-out look (engine): " + " ".join(f"{k} {v}" for k, v in report.overall.items()))
+    seconds["evaluation"] = time.monotonic() - mark
+    (out / "history.json").write_text(json.dumps(history))
+    plot_loss_curve(history, out / "loss_curve.png")
+    summary = {"settings": asdict(settings), "seconds": seconds, "evaluation": evaluation,
+               "model_bytes": sum(p.stat().st_size for p in model_dir.iterdir())}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    say(f"done: {model_dir} in {seconds['total'] / 60:.1f} min of training")
+    return RunResult(model_dir, model, tokenizer, seconds, evaluation)

@@ -1,0 +1,83 @@
+"""The training settings, declared once: this dataclass is the table.
+
+Each field is one knob: its type, its default (the shipped recipe's value) and, in its metadata, the
+help text and the stage it belongs to. The CLI's options (``add_setting_options`` /
+``settings_from_args``) and the recipes (``RECIPES``: named overrides, checked against these fields)
+come from it; nothing else restates a default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def _knob(default: Any, help: str, stage: str) -> Any:
+    return field(default=default, metadata={"help": help, "stage": stage})
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How the embedded model is trained (see README, "The embedded model")."""
+
+    # the scenes (rendered once, encoded once by the frozen image encoder, cached in the run folder)
+    train_scenes: int = _knob(3000, "training scenes (train split: no held-out colour x shape pair)", "data")
+    wide_scene_share: float = _knob(0.25, "share of 480x640 scenes (the rest 224x224)", "data")
+    seed: int = _knob(1, "seed of the scenes, the questions and the initialisation", "data")
+    # stage 1: object tokenizer + pixel decoder on the cached encoder maps
+    stage1_steps: int = _knob(1200, "stage 1 optimizer steps", "stage1")
+    stage1_batch: int = _knob(16, "stage 1 scenes per step", "stage1")
+    stage1_lr: float = _knob(1e-3, "stage 1 peak learning rate (one-cycle)", "stage1")
+    stage1_masks_per_scene: int = _knob(2, "stage 1 objects per scene whose masks are decoded each step", "stage1")
+    # stage 2: the LLM (low-rank adapters, added token rows) + token projector + seg codebook
+    stage2_steps: int = _knob(1000, "stage 2 optimizer steps", "stage2")
+    stage2_batch: int = _knob(16, "stage 2 questions per step", "stage2")
+    stage2_lr: float = _knob(1e-3, "stage 2 peak learning rate (one-cycle)", "stage2")
+    lora_rank: int = _knob(16, "rank of the adapters on every Linear of the LLM's layers", "stage2")
+    phrasing_rate: float = _knob(0.5, "share of training questions re-worded (training.phrasing)", "stage2")
+    none_rate: float = _knob(0.15, "share of questions about something absent", "stage2")
+    prompt_distillation: float = _knob(1.0, "weight of the pull of seg prompts to stage 1's object prompts", "stage2")
+    # the run
+    threads: int = _knob(2, "torch CPU threads", "run")
+    checkpoint_minutes: float = _knob(8.0, "minutes between checkpoints (a stopped run resumes from the last)", "run")
+    eval_questions: int = _knob(100, "held-out questions the run scores through the engine at its end (0: none)", "run")
+
+
+SETTING_FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(TrainSettings)}
+
+RECIPES: dict[str, dict[str, Any]] = {
+    "cpu": {},  # the shipped model: the defaults above
+    "tiny": {  # the whole pipeline in a minute: tests and smoke checks, not a model
+        "train_scenes": 48, "stage1_steps": 6, "stage1_batch": 4, "stage2_steps": 4, "stage2_batch": 4,
+        "lora_rank": 2, "eval_questions": 0, "checkpoint_minutes": 0.0,
+    },
+}
+
+
+def recipe(name: str, **overrides: Any) -> TrainSettings:
+    """The named recipe's settings with ``overrides`` (unknown names are an error)."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; choose from {sorted(RECIPES)}")
+    values = {**RECIPES[name], **overrides}
+    unknown = set(values) - set(SETTING_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown training settings {sorted(unknown)}")
+    return TrainSettings(**values)
+
+
+def add_setting_options(parser: argparse.ArgumentParser) -> None:
+    """One ``--name`` option per setting (default: the recipe's)."""
+    for name, spec in SETTING_FIELDS.items():
+        kind = type(spec.default)
+        parser.add_argument(
+            "--" + name.replace("_", "-"), type=kind, default=None,
+            help=f"{spec.metadata['help']} ({spec.metadata['stage']}; default {spec.default})",
+        )
+
+
+def settings_from_args(args: argparse.Namespace) -> TrainSettings:
+    """The recipe named by ``args.recipe`` with every option given on the command line."""
+    overrides = {name: getattr(args, name) for name in SETTING_FIELDS if getattr(args, name, None) is not None}
+    return recipe(getattr(args, "recipe", None) or "cpu", **overrides)

@@ -1,0 +1,80 @@
+"""The whole training recipe at a tiny size, on the real pretrained parts: scenes, stage 1, stage 2,
+export, and the exported folder answering exactly as the trained model did; a stopped run resumes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pixellm_ros.engine import PixelLMEngine
+from pixellm_ros.model.base_parts import ADDED_EMBEDDINGS, LORA_A
+from pixellm_ros.training.run import STAGE2_FILE, train
+from pixellm_ros.training.settings import recipe
+from pixellm_ros.world.scene import sample_scene
+
+pytestmark = pytest.mark.timeout(900)  # two tiny runs on the real 135M-parameter LLM
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    torch.set_num_threads(2)
+    out = tmp_path_factory.mktemp("tiny_run")
+    result = train(out, recipe("tiny"), progress=False, log=lambda line: None)
+    return out, result
+
+
+def test_the_run_writes_its_folder_and_a_small_delta_model(run) -> None:  # type: ignore[no-untyped-def]
+    out, result = run
+    for name in ("log.txt", "history.json", "summary.json", "stage1.pt", "stage2.pt", "loss_curve.png"):
+        assert (out / name).is_file(), name
+    history = json.loads((out / "history.json").read_text())
+    assert len(history["stage1"]) == recipe("tiny").stage1_steps and len(history["stage2"]) == recipe("tiny").stage2_steps
+    assert all(np.isfinite(row["total"]) for row in history["stage1"] + history["stage2"])
+    from safetensors import safe_open
+
+    with safe_open(str(result.model_dir / "model.safetensors"), "pt") as handle:
+        keys = list(handle.keys())
+    assert ADDED_EMBEDDINGS in keys and any(k.endswith(LORA_A) for k in keys)
+    assert not any(k.startswith("image_encoder.") or k.startswith("language_model.model.") and "lora" not in k for k in keys)
+
+
+def test_the_exported_folder_answers_as_the_trained_model(run) -> None:  # type: ignore[no-untyped-def]
+    """The folder (adapters merged into the package's LLM at load, float16 deltas) gives the tokens and
+    masks of the trained model (adapters as peft layers) once that model's trained tensors are rounded
+    to float16 the same way."""
+    _, result = run
+    model = result.model.eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if not name.startswith("image_encoder.") and (not name.startswith("language_model.") or "lora_" in name
+                                                           or "trainable_tokens" in name):
+                parameter.copy_(parameter.half().float())
+    image, _ = sample_scene(np.random.default_rng(5), (240, 320)).render()
+    trained = PixelLMEngine(model, result.tokenizer).segment(image, "Find every red ball.", max_new_tokens=12)
+    loaded = PixelLMEngine.from_pretrained(result.model_dir).segment(image, "Find every red ball.", max_new_tokens=12)
+    assert loaded.text == trained.text and loaded.generated_tokens == trained.generated_tokens
+    assert len(loaded.targets) == len(trained.targets)
+    for a, b in zip(loaded.targets, trained.targets):
+        union = np.logical_or(a.mask, b.mask).sum()
+        assert union == 0 or np.logical_and(a.mask, b.mask).sum() / union > 0.98
+
+
+def test_a_stopped_run_resumes_where_it_was(tmp_path: Path) -> None:
+    settings = recipe("tiny", stage2_steps=3)
+    with pytest.raises(KeyboardInterrupt, match="stopped in stage 2 at step 2"):  # as on SIGINT / SIGTERM in the CLI
+        train(tmp_path, settings, progress=False, log=lambda line: None,
+              stop_requested=lambda stage, step: stage == "stage2" and step == 2)
+    saved = torch.load(tmp_path / STAGE2_FILE, weights_only=False)
+    assert saved["step"] == 2 and not saved["done"]
+    with pytest.raises(FileExistsError):
+        train(tmp_path, settings, progress=False, log=lambda line: None)
+    lines: list[str] = []
+    train(tmp_path, settings, resume=True, progress=False, log=lines.append)
+    assert any("stage 1: resumed at step" in line and "(done)" in line for line in lines)
+    assert any("stage 2: resumed at step 2" in line for line in lines)
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [row["step"] for row in history["stage2"]] == [1, 2, 3]
