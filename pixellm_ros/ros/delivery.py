@@ -65,12 +65,12 @@ class WriteLog:
         with self._lock:
             self._slowest = 0.0
 
-    def settled(self, minimum_s: float) -> bool:
-        """True once ``max(minimum_s, the slowest write since restart_timing)`` has passed since the
-        last write ended."""
+    def settling_left(self, minimum_s: float) -> float:
+        """Seconds until ``max(minimum_s, the slowest write since restart_timing)`` has passed since
+        the last write ended (0 once it has: the writers' last replies had time to be read)."""
         with self._lock:
             wait = max(minimum_s, self._slowest)
-            return time.monotonic() - self._last_end >= wait
+            return max(0.0, wait - (time.monotonic() - self._last_end))
 
 
 def track_service(service: Any, log: WriteLog) -> None:

@@ -182,11 +182,16 @@ class PixelLMNode(LifecycleNode):
         while stopper.is_alive():
             executor.spin_once(timeout_sec=0.05)
         deadline = max(started + budget, time.monotonic() + SERVE_S)
-        while (owed := self._owed_replies(started)) or not self._write_log.settled(SETTLE_S) or not self._acked():
+        while True:
+            owed, settling, acked = self._owed_replies(started), self._write_log.settling_left(SETTLE_S), self._acked()
+            if not owed and not settling and acked:
+                return
             if time.monotonic() >= deadline:
-                self.get_logger().warning(f"shutting down with {owed} result(s) not yet written to their callers "
-                                          "(shutdown_timeout_s has passed)" if owed else
-                                          "shutting down before every result subscriber acknowledged its results")
+                what = (f"{owed} result(s) not yet written to their callers" if owed else
+                        "result topic messages not yet acknowledged by every subscriber" if not acked else
+                        f"the replies written last still being read ({settling:.1f} s of the time the slowest "
+                        "took to write left)")
+                self.get_logger().warning(f"shutting down with {what}: shutdown_timeout_s has passed")
                 return
             executor.spin_once(timeout_sec=0.05)
 

@@ -31,6 +31,7 @@ LARGE = (1500, 2000)  # H, W of the running goal's image
 TOKENS = 160  # the loop model's answer: a target every 12 tokens, each a full-frame mask of LARGE
 SIGNAL_AT = 120  # tokens generated when SIGTERM is sent
 QUEUED = 3
+BUDGET_S = 120.0  # the node's shutdown_timeout_s (see large_result_run)
 
 
 def large_result_run(run: int, client: RosClient, domain_id: int, model_dir: Path, logs: Path) -> dict[str, object]:
@@ -42,6 +43,10 @@ def large_result_run(run: int, client: RosClient, domain_id: int, model_dir: Pat
     process = NodeProcess(domain_id, name, {
         "model.path": str(model_dir), "model.device": "cpu", "queue_size": 4, "max_image_age_s": 0.0,
         "generation.max_new_tokens": TOKENS, "output.mask_format": "full", "diagnostics_period_s": 0.0,
+        # the budget is not what is under test: at a load average of 10 on 2 cores the large goal's
+        # last 40 tokens and 13 masks took 23 s of the default 30 s, and the slowest reply's settling
+        # time was cut short (logged) in 9 of 20 runs
+        "shutdown_timeout_s": BUDGET_S,
     }, logs / f"{name}.log")
     try:
         process.wait_active(client, timeout=240)
@@ -65,7 +70,7 @@ def large_result_run(run: int, client: RosClient, domain_id: int, model_dir: Pat
         assert late.wait(120), f"the large goal's answer never reached {SIGNAL_AT} tokens"
         assert not results["large"].done()
         process.process.send_signal(signal.SIGTERM)
-        code = process.process.wait(120)
+        code = process.process.wait(BUDGET_S + 60)
         wait_until(lambda: all(f.done() for f in results.values()), 10)
         got: dict[str, object] = {"exit code": code}
         for key, future in results.items():
@@ -77,6 +82,9 @@ def large_result_run(run: int, client: RosClient, domain_id: int, model_dir: Pat
         process.stop()
 
 
+# Two runs took 195-213 s at a load average of 10 on 2 cores (the first test also builds the loop
+# model, 123 s there): more than pytest-timeout's 300 s, still under the faulthandler watchdog's 420 s.
+@pytest.mark.timeout(400)
 @pytest.mark.parametrize("first", range(0, RUNS, AT_ONCE), ids=lambda first: f"runs{first}-{first + AT_ONCE - 1}")
 def test_at_sigterm_every_goal_gets_its_result_while_a_large_full_mask_result_goes_out(
         client: RosClient, domain_id: int, loop_model_dir: Path, tmp_path: Path, first: int) -> None:
@@ -96,7 +104,8 @@ def test_at_sigterm_every_goal_gets_its_result_while_a_large_full_mask_result_go
         queued = [got[f"queued {k}"] for k in range(QUEUED)]
         assert set(queued) <= {SegmentationResult.STATUS_NOT_READY, SegmentationResult.STATUS_OK}, (run, got)
         refused += queued.count(SegmentationResult.STATUS_NOT_READY)
-        assert "Traceback" not in got["log"] and "never retrieved" not in got["log"], got["log"]
+        # nothing left owed or unsettled when the budget ran out, no error at exit
+        assert not [word for word in ("Traceback", "never retrieved", "[WARN]", "[ERROR]") if word in got["log"]], got["log"]
     print(f"{refused} of {AT_ONCE * QUEUED} queued goals refused at the signal")
     assert refused >= AT_ONCE * QUEUED // 2, "the signal mostly came after the large goal: not the case under test"
 
