@@ -84,7 +84,7 @@ class BPETokenizer:
     def save_pretrained(self, folder: str | os.PathLike[str]) -> None:
         root = Path(folder)
         root.mkdir(parents=True, exist_ok=True)
-        self._tok.save(str(root / BPE_TOKENIZER_FILE))
+        self._tok.save(str(root / BPE_TOKENIZER_FILE), pretty=False)  # compact: 1.6 MB instead of 3.5
         config = {
             "tokenizer_kind": BPE_TOKENIZER_KIND,
             "added_tokens": list(self._added),

@@ -199,7 +199,7 @@ def test_released_engine_refuses_work(tiny_model, engine_tokenizer) -> None:  # 
 def test_default_model_loads_and_a_missing_folder_is_a_clear_engine_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
     engine = PixelLMEngine.from_pretrained()  # the embedded model shipped in the package
     try:
-        assert engine.model.config.seg_tokens_per_target == len(engine.tokenizer.seg_token_ids) == 6
+        assert engine.model.config.seg_tokens_per_target == len(engine.tokenizer.seg_token_ids) == 2  # N = 1 seg token x L = 2 scales
     finally:
         engine.release()
     with pytest.raises(EngineError, match="does not exist"):

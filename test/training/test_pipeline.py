@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from pixellm_ros.engine import PixelLMEngine
+from pixellm_ros.engine import BatchRequest, PixelLMEngine, SegmentationResult
 from pixellm_ros.model.base_parts import ADDED_EMBEDDINGS, LORA_A
 from pixellm_ros.training.run import STAGE2_FILE, train
 from pixellm_ros.training.settings import recipe
@@ -61,6 +61,21 @@ def test_the_exported_folder_answers_as_the_trained_model(run) -> None:  # type:
     for a, b in zip(loaded.targets, trained.targets):
         union = np.logical_or(a.mask, b.mask).sum()
         assert union == 0 or np.logical_and(a.mask, b.mask).sum() / union > 0.98
+
+
+def test_a_batch_of_questions_answers_as_each_alone(run) -> None:  # type: ignore[no-untyped-def]
+    """Images with different numbers of objects (different numbers of object tokens, so rows of
+    different lengths, left-padded) in one segment_batch give each question's own answer."""
+    _, result = run
+    engine = PixelLMEngine.from_pretrained(result.model_dir)
+    images = [sample_scene(np.random.default_rng(seed), (240, 320)).render()[0] for seed in (5, 9)]
+    questions = [(images[0], "Find every red ball."), (images[1], "Where is the green cup?"),
+                 (images[1], "Which objects could roll away?")]
+    alone = [engine.segment(image, text, max_new_tokens=10) for image, text in questions]
+    together = engine.segment_batch([BatchRequest(image, text, max_new_tokens=10) for image, text in questions])
+    for one, batched in zip(alone, together):
+        assert isinstance(batched, SegmentationResult)
+        assert batched.text == one.text and len(batched.targets) == len(one.targets)
 
 
 def test_a_stopped_run_resumes_where_it_was(tmp_path: Path) -> None:
