@@ -50,6 +50,7 @@ def large_result_run(run: int, client: RosClient, domain_id: int, model_dir: Pat
     }, logs / f"{name}.log")
     try:
         process.wait_active(client, timeout=240)
+        client.settle_action(name)
         rng = np.random.default_rng(run)
         large = rgb_image_msg(rng.integers(0, 256, (*LARGE, 3), dtype=np.uint8), client.now(), "cam")
         small = rgb_image_msg(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), client.now(), "cam")
@@ -63,7 +64,8 @@ def large_result_run(run: int, client: RosClient, domain_id: int, model_dir: Pat
                                           on_feedback)}
         for k in range(QUEUED):
             sent[f"queued {k}"] = client.send_goal(name, SegmentAction.Goal(image=small, instruction=f"queued {k}"))
-        assert wait_until(lambda: all(f.done() for f in sent.values()), 60), "goals not acknowledged"
+        assert wait_until(lambda: all(f.done() for f in sent.values()), 60), (
+            f"goals not acknowledged: {[key for key, f in sent.items() if not f.done()]}")
         handles = {key: future.result() for key, future in sent.items()}
         assert all(handle.accepted for handle in handles.values())
         results = {key: handle.get_result_async() for key, handle in handles.items()}  # asked before the signal
