@@ -31,7 +31,7 @@ LAYERS: dict[str, frozenset[str]] = {
     "engine": frozenset({"model", "muse"}),                               # inference (results in MUSE's RLE)
     "evaluation": frozenset({"engine", "model", "world", "muse"}),
     "training": frozenset({"engine", "model", "evaluation", "world", "muse"}),
-    "ros": frozenset({"engine", "evaluation", "world", "muse", "spatial"}),  # never the model
+    "ros": frozenset({"engine", "evaluation", "world", "muse", "spatial", "tracking"}),  # never the model
 }
 # Modules that may import anything of ours.
 UNRESTRICTED: frozenset[str] = frozenset({"cli", "__main__"})
@@ -267,7 +267,7 @@ def test_the_checks_see_every_kind_of_import(tmp_path: Path) -> None:
     assert layer_violations(graph) == [  # engine -> model is allowed, muse -> engine and ros -> model are not
         "pixellm_ros/muse/__init__.py:1 (pixellm_ros.muse imports pixellm_ros.engine.run): muse/ may import nothing of ours",
         "pixellm_ros/ros/node.py:5 (pixellm_ros.ros.node imports pixellm_ros.model.parts): "
-        "ros/ may import engine, evaluation, muse, spatial, world",
+        "ros/ may import engine, evaluation, muse, spatial, tracking, world",
     ]
 
     _write(tmp_path, {"pixellm_ros/ros/typo.py": "from pixellm_ros.modle import Net\n"})

@@ -62,6 +62,7 @@ from pixellm_ros.engine import (
     resolve_load_in,
 )
 from pixellm_ros.msg import SegmentedTarget
+from pixellm_ros.tracking import TrackerOptions, option_fields
 
 from .qos import RELIABILITY_CHOICES
 
@@ -206,6 +207,27 @@ def _path_or_none(value: str) -> Path | None:
     return Path(value).expanduser() if value else None
 
 
+_KINDS_OF_PYTHON = {bool: "bool", int: "int", float: "float", str: "str"}
+TRACKING_PREFIX = "tracking."
+
+
+def tracking_option_specs() -> tuple[ParameterSpec, ...]:
+    """``tracking.<field>`` for every TrackerOptions field the core marks as an option: the default,
+    meaning and range are the core's own (``tracking.option_fields``), written nowhere else. They apply
+    at the next activate: deactivate ends every track, activate makes new trackers with them."""
+    return tuple(
+        ParameterSpec(TRACKING_PREFIX + option.name, _KINDS_OF_PYTHON[type(option.default)], option.default,
+                      option.metadata["help"], ACTIVATE, f"tracking_{option.name}", minimum=option.metadata["minimum"],
+                      maximum=option.metadata["maximum"], exclusive=option.metadata["exclusive"],
+                      choices=option.metadata["choices"])
+        for option in option_fields())
+
+
+def tracker_options(settings: Any) -> TrackerOptions:
+    """The TrackerOptions of the node's ``tracking.*`` parameters (settings: NodeSettings)."""
+    return TrackerOptions(**{option.name: getattr(settings, f"tracking_{option.name}") for option in option_fields()})
+
+
 # ------------------------------------------------------------------------------ the table
 PARAMETER_SPECS: tuple[ParameterSpec, ...] = (
     ParameterSpec("autostart", "bool", True, "configure and activate on start-up (run standalone)", STARTUP,
@@ -260,6 +282,8 @@ PARAMETER_SPECS: tuple[ParameterSpec, ...] = (
     ParameterSpec("topics.markers", "str", "~/markers", "the targets' 3D boxes and names "
                   "(visualization_msgs/MarkerArray, for RViz), drawn only while somebody subscribes", CONFIGURE,
                   "markers_topic", check=_topic_name),
+    ParameterSpec("topics.tracks", "str", "~/tracks", "the tracks on every tracked camera frame "
+                  "(pixellm_ros/msg/Tracks)", CONFIGURE, "tracks_topic", check=_topic_name),
     ParameterSpec("depth.enabled", "bool", False, "subscribe to aligned depth + camera_info and give every target "
                   "of a camera frame its 3D centroid, box and point count", CONFIGURE, "depth_enabled"),
     ParameterSpec("depth.sync_tolerance_s", "float", 0.02, "largest |depth stamp - colour stamp| that still "
@@ -306,6 +330,10 @@ PARAMETER_SPECS: tuple[ParameterSpec, ...] = (
     ParameterSpec("shutdown_timeout_s", "float", 30.0, "on SIGINT / SIGTERM the running request may finish for "
                   "this long before it is stopped; waiting ones are answered STATUS_NOT_READY", LIVE,
                   "shutdown_timeout_s", minimum=0.0),
+    ParameterSpec("tracking.standing", "bool", False, "follow the standing instruction's targets on every frame of "
+                  "the first camera (topics.tracks), each result's target with its track id", LIVE,
+                  "tracking_standing"),
+    *tracking_option_specs(),
 )
 
 CAMERA_SPECS: tuple[ParameterSpec, ...] = (
@@ -520,6 +548,13 @@ def cross_check(values: Mapping[str, Any], changed: Iterable[str] | None = None)
         if kind is not None and kind != "cuda":
             raise SettingsError(f"parameter 'model.decode_mode' is 'cuda_graph' with model.device '{device}': a CUDA "
                                 "graph needs a CUDA device; use static or compiled on this device, or dynamic")
+    options = {TRACKING_PREFIX + option.name: option.name for option in option_fields()}
+    if changed & set(options):
+        try:  # the rules between options (lost_fraction <= resume_fraction): the core's own check
+            TrackerOptions(**{name: check_value(SPECS_BY_NAME[parameter], values[parameter])
+                              for parameter, name in options.items()})
+        except (ValueError, TypeError) as error:
+            raise SettingsError(f"parameters 'tracking.*': {error}") from None
     if changed & {"standing_instruction", "max_instruction_chars"}:
         standing, limit = str(values["standing_instruction"]).strip(), values["max_instruction_chars"]
         if isinstance(limit, int) and len(standing) > limit:

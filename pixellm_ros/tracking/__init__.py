@@ -17,8 +17,8 @@ How and why so: ``tracker`` (the steps), ``track`` (template and visibility), ``
 region, RANSAC similarity), ``matching`` (IoU, 3D distance, Hungarian).
 """
 
-from pixellm_ros.tracking.tracker import NO_DEPTH, Tracker, TrackerOptions
+from pixellm_ros.tracking.tracker import NO_DEPTH, Tracker, TrackerOptions, option_fields
 from pixellm_ros.tracking.types import AnswerUpdate, Detection, TrackedFrame, TrackEvent, TrackView
 
 __all__ = ["NO_DEPTH", "AnswerUpdate", "Detection", "TrackEvent", "TrackView", "TrackedFrame", "Tracker",
-           "TrackerOptions"]
+           "TrackerOptions", "option_fields"]

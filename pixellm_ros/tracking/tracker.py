@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import Field, dataclass, field, fields
+from typing import Any, Iterator, Mapping
 
 import cv2
 import numpy as np
 
 from pixellm_ros.spatial import AlignedDepth, Targets3DOptions
-from pixellm_ros.tracking.flow import FlowField, RoiFlow, compose, fit_similarity, union_box
+from pixellm_ros.tracking.flow import PRESETS, FlowField, RoiFlow, compose, fit_similarity, union_box
 from pixellm_ros.tracking.matching import Candidate, assign, match_cost
 from pixellm_ros.tracking.track import Box, Prediction, Track, new_track
 from pixellm_ros.tracking.types import AnswerUpdate, Detection, TrackedFrame, TrackEvent, TrackView
@@ -46,49 +47,83 @@ NO_DEPTH = "no depth this frame"
 REPREDICT_PX = 0.5
 
 
+def _option(default: Any, help: str, minimum: float | None = None, maximum: float | None = None,
+            exclusive: bool = False, choices: tuple[str, ...] = ()) -> Any:
+    """A TrackerOptions field with what it means and its range in the field's metadata: read by
+    ``__post_init__`` (the check) and by the node's parameter table (``option_fields``)."""
+    return field(default=default, metadata={"help": help, "minimum": minimum, "maximum": maximum,
+                                            "exclusive": exclusive, "choices": choices})
+
+
 @dataclass(frozen=True)
 class TrackerOptions:
     """How the tracker carries, matches and ends tracks (defaults measured by
-    ``benchmarks/bench_tracking.py`` on the moving world at 30 Hz)."""
+    ``benchmarks/bench_tracking.py`` on the moving world at 30 Hz). Each field's meaning and range
+    are in its metadata (``option_fields``); bounds are inclusive unless ``exclusive``."""
 
-    flow_preset: str = "fast"  # DIS preset: ultrafast | fast | medium
-    flow_scale: float = 0.5  # the flow runs on frames scaled by this
-    roi_margin_px: int = 24  # the flow's region: the tracks' boxes grown by this
-    colour_tolerance: int = 120  # a predicted pixel is seen when |RGB - template's| summed is at most this
-    lost_fraction: float = 0.15  # a track coasts when less than this share of its predicted shape is seen
-    resume_fraction: float = 0.35  # ... and tracks again from this share on
-    min_area_px: int = 16  # fewer visible pixels: coasting; an answer's target smaller: refused
-    lost_timeout_s: float = 2.0  # a track coasting this long ends
-    unnamed_timeout_s: float = 3.0  # a track no answer named for this long ends
-    max_frame_gap_s: float = 0.5  # a longer gap between frames ends every track (camera stopped)
-    history_frames: int = 90  # an answer may be about one of the last this many frames
-    max_tracks: int = 32  # more live tracks than this: an answer's new targets are refused
-    min_iou: float = 0.2  # without 3D, a target and a track match from this IoU on
-    max_distance_m: float = 0.08  # with 3D on both sides, they match within this distance
-    points_per_track: int = 100  # flow samples per track for its motion fit
-    align: bool = True  # correct each track's drift with ECC on its predicted appearance
+    flow_preset: str = _option("fast", "OpenCV DIS optical flow preset", choices=tuple(PRESETS))
+    flow_scale: float = _option(0.5, "the flow runs on frames scaled by this", 0.1, 1.0)
+    roi_margin_px: int = _option(24, "the flow's region: the tracks' boxes grown by this many pixels", 0)
+    colour_tolerance: int = _option(120, "a predicted pixel is seen when its |RGB - template's| summed is at most this",
+                                    0, 765)
+    lost_fraction: float = _option(0.15, "a track coasts when less than this share of its predicted shape is seen",
+                                   0.01, 1.0)
+    resume_fraction: float = _option(0.35, "a coasting track tracks again from this share on (>= lost_fraction)",
+                                     0.01, 1.0)
+    min_area_px: int = _option(16, "fewer visible pixels: the track coasts; an answer's target smaller: refused", 1)
+    lost_timeout_s: float = _option(2.0, "a track coasting this long ends", 0.0, exclusive=True)
+    unnamed_timeout_s: float = _option(3.0, "a track no answer named for this long ends", 0.0, exclusive=True)
+    max_frame_gap_s: float = _option(0.5, "a longer gap between frames ends every track (the camera stopped)", 0.0,
+                                     exclusive=True)
+    history_frames: int = _option(90, "an answer may be about one of the last this many frames (cover the model's "
+                                  "latency)", 1)
+    max_tracks: int = _option(32, "more live tracks than this: an answer's new targets are refused", 1)
+    min_iou: float = _option(0.2, "without 3D, an answer's target and a track match from this mask IoU on", 0.0, 1.0)
+    max_distance_m: float = _option(0.08, "with 3D on both sides, they match within this distance (metres)", 0.0,
+                                    exclusive=True)
+    points_per_track: int = _option(100, "flow samples per track for its motion fit", 1)
+    align: bool = _option(True, "correct each track's drift with ECC alignment of its template")
     targets_3d: Targets3DOptions = field(default_factory=lambda: Targets3DOptions(keep_points=False))
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.lost_fraction <= self.resume_fraction <= 1.0:
-            raise ValueError("need 0 < lost_fraction <= resume_fraction <= 1, got "
+        for option in option_fields():
+            value = getattr(self, option.name)
+            problem = _out_of_range(value, option.metadata)
+            if problem:
+                raise ValueError(f"{option.name} {problem}, got {value!r}")
+        if self.lost_fraction > self.resume_fraction:
+            raise ValueError("need lost_fraction <= resume_fraction, got "
                              f"{self.lost_fraction}, {self.resume_fraction}")
-        for name in ("lost_timeout_s", "unnamed_timeout_s", "max_frame_gap_s"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("history_frames", "max_tracks", "points_per_track", "min_area_px"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+def option_fields() -> tuple[Field, ...]:
+    """The plain-valued TrackerOptions fields (each with ``metadata``: help, minimum, maximum,
+    exclusive, choices), in declaration order: what the node offers as ``tracking.*`` parameters."""
+    return tuple(f for f in fields(TrackerOptions) if "help" in f.metadata)
+
+
+def _out_of_range(value: Any, meta: Mapping[str, Any]) -> str:
+    """What is wrong with ``value`` under a field's metadata ("" when nothing)."""
+    if meta["choices"] and value not in meta["choices"]:
+        return f"must be one of {', '.join(meta['choices'])}"
+    low, high, exclusive = meta["minimum"], meta["maximum"], meta["exclusive"]
+    if low is not None and (value < low or (exclusive and value == low)):
+        return f"must be {'>' if exclusive else '>='} {low:g}"
+    if high is not None and (value > high or (exclusive and value == high)):
+        return f"must be {'<' if exclusive else '<='} {high:g}"
+    return ""
 
 
 class Tracker:
     """Tracks of an answer's targets, carried frame by frame between answers (not thread-safe:
     one caller, or a lock around it)."""
 
-    def __init__(self, options: TrackerOptions | None = None) -> None:
+    def __init__(self, options: TrackerOptions | None = None, ids: Iterator[int] | None = None) -> None:
+        """ids: where new tracks' ids come from (default: 1, 2, 3, ...); several trackers that hand
+        out ids in one namespace (the node's, one tracker per camera and instruction) share one."""
         self.options = options or TrackerOptions()
         self._flow = RoiFlow(self.options.flow_preset, self.options.flow_scale)
-        self._ids = itertools.count(1)
+        self._ids = ids if ids is not None else itertools.count(1)
         self._tracks: dict[int, Track] = {}
         self._history: deque[tuple[int, np.ndarray]] = deque(maxlen=self.options.history_frames)
         self._image: np.ndarray | None = None

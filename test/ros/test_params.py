@@ -118,12 +118,37 @@ def test_a_settings_class_that_drifts_from_the_table_is_named() -> None:
         ({"standing_instruction": "x" * 4001}, "'standing_instruction' has 4001 characters"),
         ({"cameras__names": ["head", "head"]}, "names a camera twice"),
         ({"cameras__names": ["head cam"]}, "must be letters, digits and '_'"),
+        ({"tracking__lost_timeout_s": 0.0}, "'tracking.lost_timeout_s' must be > 0"),
+        ({"tracking__flow_preset": "slow"}, "'tracking.flow_preset' is 'slow', which is not one of: ultrafast, fast"),
+        ({"tracking__history_frames": 0}, "'tracking.history_frames' must be >= 1"),
+        ({"tracking__lost_fraction": 0.5}, "parameters 'tracking.*': need lost_fraction <= resume_fraction"),
     ],
 )
 def test_bad_values_name_the_parameter_and_the_fix(changes: dict[str, Any], message: str) -> None:
     with pytest.raises(P.SettingsError) as error:
         P.settings_from_values(with_values(**changes))
     assert message in str(error.value)
+
+
+def test_the_trackers_options_are_parameters_declared_by_the_tracking_core_itself() -> None:
+    from dataclasses import replace
+
+    from pixellm_ros.tracking import TrackerOptions, option_fields
+
+    options = option_fields()
+    assert {o.name for o in options} >= {"lost_timeout_s", "unnamed_timeout_s", "max_frame_gap_s", "history_frames"}
+    for option in options:  # the default, meaning and range are the core's, written nowhere else
+        spec = P.SPECS_BY_NAME[f"tracking.{option.name}"]
+        assert (spec.default, spec.description, spec.apply) == (option.default, option.metadata["help"], P.ACTIVATE)
+        assert (spec.minimum, spec.maximum, spec.choices) == (option.metadata["minimum"], option.metadata["maximum"],
+                                                              option.metadata["choices"])
+    assert P.SPECS_BY_NAME["tracking.standing"].default is False and P.SPECS_BY_NAME["tracking.standing"].apply == P.LIVE
+    assert P.tracker_options(P.settings_from_values(with_values())) == TrackerOptions()
+    settings = P.settings_from_values(with_values(tracking__lost_timeout_s=4, tracking__flow_preset="Medium"))
+    assert P.tracker_options(settings) == replace(TrackerOptions(), lost_timeout_s=4.0, flow_preset="medium")
+    timeout = P.SPECS_BY_NAME["tracking.lost_timeout_s"].descriptor()
+    assert timeout.floating_point_range[0].from_value == 0.0 and "> 0" in timeout.additional_constraints
+    assert "applies at the next activate" in timeout.additional_constraints
 
 
 def test_the_decode_mode_reaches_the_settings() -> None:
