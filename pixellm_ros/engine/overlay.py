@@ -5,6 +5,8 @@ Shared by the CLI (overlay.png) and the ROS node (the debug image topic).
 
 from __future__ import annotations
 
+from typing import NamedTuple, Sequence
+
 import cv2
 import numpy as np
 
@@ -27,27 +29,44 @@ def draw_overlay(image: np.ndarray, result: SegmentationResult, alpha: float = 0
     Masks are blended with ``alpha``, outlined, boxed, and labelled "name score" at the top-left
     of their box. Returns (H, W, 3) uint8 RGB.
     """
+    return draw_targets(image, [DrawnTarget(t.mask, t.box, f"{t.name} {t.score:.2f}", index)
+                                for index, t in enumerate(result.targets)], alpha, draw_boxes)
+
+
+class DrawnTarget(NamedTuple):
+    """One thing ``draw_targets`` draws: its (H, W) bool mask, (x0, y0, x1, y1) box, label, and the
+    key its colour is chosen by (a target's index, a track's id: the same key, the same colour)."""
+
+    mask: np.ndarray
+    box: tuple[int, int, int, int]
+    label: str
+    key: int
+
+
+def draw_targets(image: np.ndarray, targets: Sequence[DrawnTarget], alpha: float = 0.5,
+                 draw_boxes: bool = True) -> np.ndarray:
+    """A copy of ``image`` ((H, W, 3) uint8 RGB) with ``targets`` drawn on it (see ``draw_overlay``)."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
     canvas = image.copy()
     height, width = canvas.shape[:2]
     scale = max(0.4, min(height, width) / 640.0)
     thickness = max(1, int(round(2 * scale)))
-    for index, target in enumerate(result.targets):
+    for index, target in enumerate(targets):
         if target.mask.shape != (height, width):
             raise ValueError(f"target {index} mask {target.mask.shape} does not match the image {(height, width)}")
-        color = np.array(target_color(index), dtype=np.float32)
+        color = np.array(target_color(target.key), dtype=np.float32)
         region = target.mask
         canvas[region] = (canvas[region].astype(np.float32) * (1 - alpha) + color * alpha).astype(np.uint8)
         contours, _ = cv2.findContours(region.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(canvas, contours, -1, target_color(index), thickness)
-    for index, target in enumerate(result.targets):
+        cv2.drawContours(canvas, contours, -1, target_color(target.key), thickness)
+    for target in targets:
         if not target.mask.any():
             continue
         x0, y0, x1, y1 = target.box
         if draw_boxes:
-            cv2.rectangle(canvas, (x0, y0), (x1 - 1, y1 - 1), target_color(index), thickness)
-        _draw_label(canvas, f"{target.name} {target.score:.2f}", (x0, y0), target_color(index), scale)
+            cv2.rectangle(canvas, (x0, y0), (x1 - 1, y1 - 1), target_color(target.key), thickness)
+        _draw_label(canvas, target.label, (x0, y0), target_color(target.key), scale)
     return canvas
 
 

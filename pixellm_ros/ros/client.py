@@ -172,9 +172,10 @@ class PixelLMClient:
     # ------------------------------------------------------------------ asking
     def segment(self, instruction: str, image: np.ndarray | Image | None = None,
                 on_text: Callable[[str], None] | None = None, timeout: float = 60.0, channel: str = "action",
-                camera: str = "", request_id: str = "") -> SegmentationResult:
-        """One instruction's result (see the module docstring for what raises)."""
-        pending = self.request(instruction, image, on_text, timeout, channel, camera, request_id)
+                camera: str = "", request_id: str = "", track: bool = False) -> SegmentationResult:
+        """One instruction's result (see the module docstring for what raises). ``track``: the node
+        follows its targets on ``~/tracks`` and each target of the result carries its ``track_id``."""
+        pending = self.request(instruction, image, on_text, timeout, channel, camera, request_id, track)
         try:
             return pending.result(timeout)
         except BaseException:  # TimeoutError, KeyboardInterrupt: the node must not work on for nobody
@@ -183,7 +184,7 @@ class PixelLMClient:
 
     def request(self, instruction: str, image: np.ndarray | Image | None = None,
                 on_text: Callable[[str], None] | None = None, timeout: float = 60.0, channel: str = "action",
-                camera: str = "", request_id: str = "") -> PendingResult:
+                camera: str = "", request_id: str = "", track: bool = False) -> PendingResult:
         """Send a request and return at once; ``PendingResult.result()`` waits for its answer.
 
         For many requests at once (several robots, a burst): each one gets exactly one result.
@@ -196,12 +197,13 @@ class PixelLMClient:
         if channel == "service":
             self._ready("service", lambda t: self._service.wait_for_service(timeout_sec=t), timeout)
             future = self._service.call_async(SegmentService.Request(
-                image=image_msg, instruction=instruction, request_id=request_id, camera=camera))
+                image=image_msg, instruction=instruction, request_id=request_id, camera=camera, track=track))
             future.add_done_callback(lambda f: _if_answered(f, lambda response: pending.finish(response.result)))
             pending.forget = lambda: self._service.remove_pending_request(future)
             return pending
         self._ready("action", lambda t: self._action.wait_for_server(timeout_sec=t), timeout)
-        goal = SegmentAction.Goal(image=image_msg, instruction=instruction, request_id=request_id, camera=camera)
+        goal = SegmentAction.Goal(image=image_msg, instruction=instruction, request_id=request_id, camera=camera,
+                                  track=track)
         feedback = (lambda msg: pending.stream(msg.feedback.delta)) if on_text is not None else None
 
         def on_goal_handle(handle: Any) -> None:

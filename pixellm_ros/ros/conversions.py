@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import array
 import io
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -216,23 +216,34 @@ def mask_to_image_msg(mask: np.ndarray, header: Header) -> Image:
     return mono8_image_msg(binary.view(np.uint8) * np.uint8(255), header)
 
 
+def mask_fields(mask: np.ndarray, box: Sequence[int], header: Header, mask_format: int,
+                frame_size: tuple[int, int] | None = None) -> dict[str, Any]:
+    """The mask fields every target message shares (SegmentedTarget, TrackedTarget): ``box``,
+    ``area``, ``mask_format`` and ``mask``, full-frame or cropped to the box.
+
+    mask: the full-frame (H, W) bool mask; or, with ``frame_size`` (W, H) of the frame, the crop of
+    exactly ``box`` (x0, y0, x1, y1) (an empty box, all zero: no mask).
+    """
+    x0, y0, x1, y1 = (int(v) for v in box)
+    mask = np.asarray(mask, dtype=bool)
+    if mask_format == SegmentedTarget.MASK_CROPPED:
+        if frame_size is None:
+            mask = mask[y0:y1, x0:x1]
+    elif mask_format == SegmentedTarget.MASK_FULL:
+        if frame_size is not None:
+            full = np.zeros((frame_size[1], frame_size[0]), dtype=bool)
+            full[y0:y1, x0:x1] = mask
+            mask = full
+    else:
+        raise ValueError(f"unknown mask format {mask_format}")
+    return {"box": RegionOfInterest(x_offset=x0, y_offset=y0, width=x1 - x0, height=y1 - y0, do_rectify=False),
+            "area": int(np.count_nonzero(mask)), "mask_format": mask_format, "mask": mask_to_image_msg(mask, header)}
+
+
 def target_to_msg(target: Target, index: int, header: Header, mask_format: int) -> SegmentedTarget:
     """One engine Target -> SegmentedTarget; the mask full-frame or cropped to the box."""
-    x0, y0, x1, y1 = (int(v) for v in target.box)
-    mask = np.asarray(target.mask, dtype=bool)
-    if mask_format == SegmentedTarget.MASK_CROPPED:
-        mask = mask[y0:y1, x0:x1]
-    elif mask_format != SegmentedTarget.MASK_FULL:
-        raise ValueError(f"unknown mask format {mask_format}")
-    return SegmentedTarget(
-        name=target.name,
-        index=index,
-        score=float(target.score),
-        box=RegionOfInterest(x_offset=x0, y_offset=y0, width=x1 - x0, height=y1 - y0, do_rectify=False),
-        area=int(np.count_nonzero(mask)),
-        mask_format=mask_format,
-        mask=mask_to_image_msg(mask, header),
-    )
+    return SegmentedTarget(name=target.name, index=index, score=float(target.score),
+                           **mask_fields(target.mask, target.box, header, mask_format))
 
 
 def timings_to_fields(timings: Mapping[str, float]) -> tuple[float, float, float]:

@@ -70,9 +70,11 @@ class ResultOutputs:
         if msg.status == ResultMsg.STATUS_OK:
             self.answer.publish(String(data=msg.answer))
 
-    def publish_extras(self, settings: NodeSettings, image: BoundImage, outcome: RunOutcome) -> None:
-        """After an OK result: the overlay, the targets' cloud and the markers (each only when wanted)."""
-        if settings.debug_image and _wanted(self.debug_image):
+    def publish_extras(self, settings: NodeSettings, image: BoundImage, outcome: RunOutcome,
+                       tracked: bool = False) -> None:
+        """After an OK result: the overlay, the targets' cloud and the markers (each only when wanted);
+        ``tracked``: the overlay and markers come from the tracks (tracking_desk.py), keyed by track id."""
+        if settings.debug_image and not tracked and _wanted(self.debug_image):
             from pixellm_ros.engine.overlay import draw_overlay
 
             self.debug_image.publish(rgb_to_image_msg(draw_overlay(image.rgb, outcome.result), image.header))
@@ -80,7 +82,7 @@ class ResultOutputs:
         if targets_3d is not None and targets_3d.any_3d:
             if settings.point_cloud and _wanted(self.targets_cloud):
                 self.targets_cloud.publish(targets_cloud_msg(targets_3d.targets, image.header))
-            if _wanted(self.markers):
+            if not tracked and _wanted(self.markers):
                 names = [t.name for t in outcome.msg.targets]
                 self.markers.publish(targets_marker_array(targets_3d.targets, image.header, names))
 

@@ -382,6 +382,7 @@ class NodeSettings:
     debug_image_topic: str
     targets_cloud_topic: str
     markers_topic: str
+    tracks_topic: str
     depth_enabled: bool
     depth_sync_tolerance_s: float
     depth_cache_size: int
@@ -401,6 +402,25 @@ class NodeSettings:
     standing_rate_hz: float
     diagnostics_period_s: float
     shutdown_timeout_s: float
+    tracking_standing: bool
+    # tracking.<option>: TrackerOptions' fields (their defaults, meanings and ranges are the core's;
+    # ``tracker_options`` builds the TrackerOptions)
+    tracking_flow_preset: str
+    tracking_flow_scale: float
+    tracking_roi_margin_px: int
+    tracking_colour_tolerance: int
+    tracking_lost_fraction: float
+    tracking_resume_fraction: float
+    tracking_min_area_px: int
+    tracking_lost_timeout_s: float
+    tracking_unnamed_timeout_s: float
+    tracking_max_frame_gap_s: float
+    tracking_history_frames: int
+    tracking_max_tracks: int
+    tracking_min_iou: float
+    tracking_max_distance_m: float
+    tracking_points_per_track: int
+    tracking_align: bool
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,7 @@ from .request_desk import SHUTTING_DOWN, RequestDesk
 from .request_flow import RequestFlow
 from .requests import CameraInput, LatestFrame, SegmentRequest
 from .spatial_conversions import stamp_ns
+from .tracking_desk import TrackingDesk
 from .worker import RequestWorker
 
 if TYPE_CHECKING:
@@ -74,6 +75,8 @@ class PixelLMNode(LifecycleNode):
         self._bad_overrides = P.declare_node_parameters(self, params_file.value_sources(command_line, name))
         self._wrong_types = threading.local()  # a set's wrongly typed values, from the pre-set to the on-set step
         self._desk = RequestDesk(self.get_name(), self.get_logger(), RequestFlow(self._age_s), self.context.ok)
+        # tracking (tracking_desk.py): its own publisher, thread and hooks, marked "tracking hook"
+        self._tracking = self._desk.tracking = TrackingDesk(self, lambda: self._desk.settings)
         self._meters: dict[str, RateMeter] = {}
         self._lock = threading.Lock()
         self._engine: PixelLMEngine | None = None
@@ -217,6 +220,7 @@ class PixelLMNode(LifecycleNode):
             self._engine = None
         if worker is not None:
             worker.stop(reason, finish_within=finish_within)
+        self._tracking.end_all(reason)  # tracking hook: every track ends, with the reason
         if engine is not None:
             engine.release()
             self.get_logger().info("model released")
@@ -240,8 +244,9 @@ class PixelLMNode(LifecycleNode):
         for index, camera in enumerate(cameras):
             frames = LatestFrame()
             kind = CompressedImage if camera.use_compressed else Image
-            subscription = self.create_subscription(kind, camera.topic, frames.put, camera_qos,
-                                                    callback_group=self._groups["image"])
+            subscription = self.create_subscription(kind, camera.topic,
+                                                    self._tracking.frame_hook(camera.name, frames.put),  # tracking hook
+                                                    camera_qos, callback_group=self._groups["image"])
             add(("subscription", subscription))
             inputs[camera.name] = CameraInput(camera.name, frames, subscription.topic_name,
                                               subscription.get_publisher_count, settings.image_reliability,
@@ -266,6 +271,7 @@ class PixelLMNode(LifecycleNode):
             result_timeout=int(math.ceil(settings.action_result_timeout_s)), write_log=self._write_log)
         add(("action", self._action_server))
         self._diagnostics_pub = self._publisher(DiagnosticArray, "/diagnostics", qos.diagnostics_qos())
+        self._tracking.create(settings, inputs, outputs.debug_image, outputs.markers)  # tracking hook
         self._make_timers(settings)
         return outputs, inputs
 
@@ -275,7 +281,8 @@ class PixelLMNode(LifecycleNode):
             return None
         cache = DepthCache(settings.depth_cache_size, settings.depth_sync_tolerance_s)
         depth = self.create_subscription(Image, camera.depth_image_topic,
-                                         lambda msg: cache.add_depth(stamp_ns(msg.header.stamp), msg),
+                                         lambda msg: (cache.add_depth(stamp_ns(msg.header.stamp), msg),
+                                                      self._tracking.on_depth(camera.name)),  # tracking hook
                                          qos.depth_qos(settings.image_reliability), callback_group=self._groups["image"])
         info = self.create_subscription(CameraInfo, camera.camera_info_topic, cache.set_camera_info,
                                         qos.camera_info_qos(), callback_group=self._groups["image"])
@@ -296,6 +303,7 @@ class PixelLMNode(LifecycleNode):
                                                             callback_group=group)
 
     def _destroy_entities(self) -> None:
+        self._tracking.destroy()  # tracking hook
         for timer in self._made_timers.values():
             self.destroy_timer(timer)
         destroy = {"publisher": self.destroy_publisher, "subscription": self.destroy_subscription,

@@ -26,6 +26,10 @@ colour frame by stamp.
 
 Action status: rclpy's own profile (transient local, depth 1), so a late client sees the state.
 
+Tracks (``tracks_qos``): reliable KEEP_LAST ``TRACKS_DEPTH`` (10): one message per camera frame, a
+third of a second of them at 30 Hz for a subscriber that falls behind; reliable, so that the
+events (a track ended, and why) that a message carries once reach a subscriber that keeps up.
+
 Debug overlay (``debug_image_qos``): reliable, depth 1 (a viewer only wants the newest picture;
 a reliable publisher matches both reliable and best-effort viewers).
 
@@ -52,6 +56,7 @@ RELIABILITY_CHOICES: dict[str, ReliabilityPolicy] = {
 }
 DIAGNOSTICS_DEPTH = 10
 DEPTH_DEPTH = 5
+TRACKS_DEPTH = 10
 
 
 def _reliable(depth: int) -> QoSProfile:
@@ -91,6 +96,11 @@ def request_qos(depth: int) -> QoSProfile:
 def result_qos(depth: int) -> QoSProfile:
     """Result and answer topics: every message is an answer somebody waits for."""
     return _reliable(depth)
+
+
+def tracks_qos() -> QoSProfile:
+    """``~/tracks``: every tracked camera frame, reliable (its events are said once), a few deep."""
+    return _reliable(TRACKS_DEPTH)
 
 
 def action_status_qos() -> QoSProfile:

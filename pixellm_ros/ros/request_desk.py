@@ -49,6 +49,8 @@ from .worker import RequestWorker, SubmitOutcome
 if TYPE_CHECKING:
     from pixellm_ros.engine import PixelLMEngine
 
+    from .tracking_desk import TrackingDesk
+
 SHUTTING_DOWN = "the node is shutting down"
 NOT_ACTIVE = "the node is not active (the model is not loaded); activate it first"
 
@@ -62,6 +64,7 @@ class RequestDesk:
         self._cameras: Mapping[str, CameraInput] = {}
         self._worker: RequestWorker[SegmentRequest] | None = None
         self._accepting = True
+        self.tracking: TrackingDesk | None = None  # the node's (tracking_desk.py): hooks marked "tracking hook"
         self.tally = ResultTally()
         self._name = node_name
         self._ids = RequestIds(node_name)
@@ -125,8 +128,8 @@ class RequestDesk:
 
     def on_service(self, request: SegmentService.Request, response: SegmentService.Response) -> Any:
         response.result = self._wait_for_result(SegmentRequest(
-            request.request_id or self._ids.next(), request.instruction, "service", camera=request.camera),
-            request.image)
+            request.request_id or self._ids.next(), request.instruction, "service", camera=request.camera,
+            track=request.track), request.image)
         return response
 
     def on_goal(self, goal: SegmentAction.Goal) -> GoalResponse:
@@ -154,7 +157,8 @@ class RequestDesk:
                 partial_answer="".join(text), delta=delta, generated_tokens=seg.generated_tokens))
 
         seg = SegmentRequest(goal.request_id or self._ids.next(), goal.instruction, "action", camera=goal.camera,
-                             on_text=on_text, cancel_requested=lambda: goal_handle.is_cancel_requested)
+                             on_text=on_text, cancel_requested=lambda: goal_handle.is_cancel_requested,
+                             track=goal.track)
         with self._lock:
             reserved = id(goal) in self._reserved_goals
             self._reserved_goals.discard(id(goal))
@@ -243,6 +247,8 @@ class RequestDesk:
         outcomes: list[Any] = []  # RunOutcome | RequestRefused, by request
         bound: list[tuple[int, SegmentRequest, BoundImage, Callable[[], bool]]] = []
         for request in requests:
+            if self.tracking is not None:
+                self.tracking.prepare(request)  # tracking hook: its tracker holds the frame it binds
             try:
                 bound.append((len(outcomes), request, self._flow.bind(request, settings, cameras), stop_for(request)))
                 outcomes.append(None)
@@ -255,6 +261,8 @@ class RequestDesk:
                 outcomes[index] = outcome
         images = {index: image for index, _r, image, _s in bound}
         for index, (request, outcome) in enumerate(zip(requests, outcomes)):
+            # tracking hook: the targets' track ids into the result (or why not)
+            tracked = self.tracking is not None and self.tracking.on_result(request, images.get(index), outcome)
             if isinstance(outcome, RequestRefused):
                 if outcome.status == ResultMsg.STATUS_MODEL_ERROR and outcome.__cause__ is not None:
                     self._logger.error(f"request {request.request_id} failed:\n"
@@ -263,7 +271,7 @@ class RequestDesk:
                 continue
             self.answer(request, outcome.msg)
             if outcome.msg.status == ResultMsg.STATUS_OK:
-                self._publish_extras(settings, images[index], outcome)
+                self._publish_extras(settings, images[index], outcome, tracked)
 
     def refuse_waiting(self, request: SegmentRequest, reason: str) -> None:
         """The worker's answer for a request it will not run (stopping)."""
@@ -271,6 +279,8 @@ class RequestDesk:
 
     def on_worker_crash(self, request: SegmentRequest, error: BaseException) -> None:
         self._logger.error(f"request {request.request_id} crashed the worker step: {error!r}")
+        if self.tracking is not None:
+            self.tracking.on_result(request, None, None)  # tracking hook: its tracker no longer waits for it
         self._refuse(request, RequestRefused(ResultMsg.STATUS_MODEL_ERROR,
                                              f"internal error: {type(error).__name__}: {error}"))
 
@@ -294,12 +304,14 @@ class RequestDesk:
             if request.deliver is not None:
                 request.deliver(msg)
 
-    def _publish_extras(self, settings: NodeSettings, image: BoundImage, outcome: RunOutcome) -> None:
-        """After the result: the overlay, the targets' cloud and the markers (``ResultOutputs.publish_extras``)."""
+    def _publish_extras(self, settings: NodeSettings, image: BoundImage, outcome: RunOutcome,
+                        tracked: bool = False) -> None:
+        """After the result: the overlay, the targets' cloud and the markers (``ResultOutputs.publish_extras``);
+        a tracked result's overlay and markers come from its tracks instead, keyed by track id."""
         outputs = self._outputs
         try:
             if outputs is not None:
-                outputs.publish_extras(settings, image, outcome)
+                outputs.publish_extras(settings, image, outcome, tracked)
         except Exception as error:  # noqa: BLE001 - a picture for people must never cost a result
             if not self._extras_warned:
                 self._extras_warned = True

@@ -135,6 +135,7 @@ class SegmentRequest:
     cancel_requested: polled while the request waits and runs (action cancel).
     deliver: receives the one result (service response / action result), on the worker thread or,
         for a refusal, on the thread that refused it.
+    track: the request asked for its targets to be tracked (the service's / goal's ``track``).
     """
 
     request_id: str
@@ -145,6 +146,7 @@ class SegmentRequest:
     on_text: Callable[[str], None] | None = None
     cancel_requested: Callable[[], bool] | None = None
     deliver: Callable[[SegmentationResultMsg], None] | None = None
+    track: bool = False
     accepted_at: float = field(default_factory=time.monotonic)
     generated_tokens: int = 0  # tokens the engine has made for it so far (count_tokens: the engine's on_token)
     _answered: bool = field(default=False, repr=False)

@@ -128,6 +128,15 @@ def camera_info_msg(intrinsics: PinholeIntrinsics, header: Header, distortion_mo
                       p=[fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0])
 
 
+DEPTH_ERRORS = (DepthConversionError, DepthError, IntrinsicsError)
+
+
+def aligned_depth(lookup: DepthLookup, image_size: tuple[int, int]) -> AlignedDepth:
+    """The matched depth frame and camera_info of a ``DepthCache`` lookup (``lookup.ok``) as an
+    ``AlignedDepth`` for a colour image of ``image_size`` (W, H). Raises one of DEPTH_ERRORS (why)."""
+    return AlignedDepth(depth_from_msg(lookup.depth), intrinsics_from_camera_info(lookup.camera_info), image_size)
+
+
 @dataclass
 class Result3D:
     """The 3D side of one result: one ``Target3D`` per target (in target order), the depth
@@ -173,11 +182,10 @@ def compute_targets_3d(masks: Sequence[np.ndarray], boxes: Sequence[Sequence[int
         return failed_all(lookup.reason)
     depth_header = lookup.depth.header
     try:
-        depth = depth_from_msg(lookup.depth)
-        intrinsics = intrinsics_from_camera_info(lookup.camera_info)
-        frame = AlignedDepth(depth, intrinsics, image_size)
-    except (DepthConversionError, DepthError, IntrinsicsError) as error:
+        frame = aligned_depth(lookup, image_size)
+    except DEPTH_ERRORS as error:
         return failed_all(str(error), depth_header)
+    depth = frame.depth
     warnings: list[str] = []
     if header is not None and depth_header.frame_id and depth_header.frame_id != header.frame_id:
         warnings.append(f"the depth image's frame '{depth_header.frame_id}' differs from the colour image's"
@@ -277,14 +285,16 @@ def cloud_points(msg: PointCloud2) -> np.ndarray:
 
 
 def targets_marker_array(targets: Sequence[Target3D], header: Header, names: Sequence[str] | None = None,
-                         namespace: str = MARKER_NAMESPACE) -> MarkerArray:
+                         namespace: str = MARKER_NAMESPACE, keys: Sequence[int] | None = None) -> MarkerArray:
     """RViz markers of a result: a DELETEALL (clears the previous result's), then per target with 3D
     a translucent CUBE (id 2i, its box) and a TEXT_VIEW_FACING label above it (id 2i + 1: the name
-    and the distance of its centroid)."""
+    and the distance of its centroid). ``keys`` (e.g. track ids) replace the targets' indices i:
+    marker ids, colours and labels stay with the key from one message to the next."""
     markers = [Marker(header=header, ns=namespace, id=0, action=Marker.DELETEALL)]
-    for i, t in enumerate(targets):
+    for index, t in enumerate(targets):
         if not t.ok or t.box is None or t.centroid is None:
             continue
+        i = keys[index] if keys is not None else index
         r, g, b = _PALETTE[i % len(_PALETTE)]
         box, q = t.box, t.box.quaternion_xyzw
         pose = Pose(position=Point(x=float(box.center[0]), y=float(box.center[1]), z=float(box.center[2])),
@@ -295,7 +305,7 @@ def targets_marker_array(targets: Sequence[Target3D], header: Header, names: Seq
                               color=ColorRGBA(r=r, g=g, b=b, a=0.45)))
         # Above the box: "up" in the optical frame is -y.
         top = box.center - np.array([0.0, 0.5 * float(np.abs(box.rotation[1]) @ box.size) + 0.02, 0.0])
-        name = names[i] if names is not None and i < len(names) else f"target {i}"
+        name = names[index] if names is not None and index < len(names) else f"target {i}"
         markers.append(Marker(header=header, ns=namespace, id=2 * i + 1, type=Marker.TEXT_VIEW_FACING,
                               action=Marker.ADD,
                               pose=Pose(position=Point(x=float(top[0]), y=float(top[1]), z=float(top[2])),

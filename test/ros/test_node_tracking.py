@@ -1,0 +1,314 @@
+"""Targets that persist, through the node over real DDS: the moving world's colour, aligned depth and
+camera_info published frame by frame (one header each), the real tiny model answering, ~/tracks read
+back. Ids persist across the standing instruction's answers and across a moment of hiding; a camera
+that stops, a frame of another size and a frame without its depth end or pause tracks with the
+reason; deactivate ends every track; a request that asks (``track``) gets its targets' ids."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import cv2
+import numpy as np
+import pytest
+from lifecycle_msgs.msg import Transition
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Header
+
+from pixellm_ros.msg import SegmentationResult, SegmentedTarget, TrackedTarget, TrackEvent, Tracks
+from pixellm_ros.ros.conversions import mask_from_msg, rgb_to_image_msg
+from pixellm_ros.ros.spatial_conversions import camera_info_msg, depth_to_msg
+from pixellm_ros.ros.tracking_desk import OWN_IMAGE
+from pixellm_ros.spatial import PinholeIntrinsics
+from pixellm_ros.world.motion import CameraPath, MovingWorld, WorldFrame
+from support.dds import NodeProcess, RosClient, active_node, rgb_image_msg, wait_until
+
+NODE = "pixellm_tracks"
+HEIGHT, WIDTH = 240, 320
+RATE = 15.0  # frames a second, published and stamped
+MAX_GAP_S = 3.0  # tracking.max_frame_gap_s: a pause of the test's own publishing never reads as a stop
+NS = 1_000_000_000
+
+
+def start(client: RosClient, domain_id: int, model: Path, log: Path) -> NodeProcess:
+    return NodeProcess(domain_id, NODE, {
+        "model.path": str(model), "model.device": "cpu", "max_image_age_s": 0.0, "depth.enabled": True,
+        "qos.image_reliability": "reliable", "output.mask_format": "cropped",
+        "tracking.max_frame_gap_s": MAX_GAP_S, "tracking.unnamed_timeout_s": 20.0, "tracking.lost_timeout_s": 5.0,
+    }, log, remappings={"image_raw": f"/{NODE}/image_raw", "depth/image_raw": f"/{NODE}/depth",
+                        "camera_info": f"/{NODE}/camera_info"})
+
+
+@pytest.fixture(scope="module")
+def node(client: RosClient, domain_id: int, chain_model_dir: Path, tmp_path_factory) -> Iterator[NodeProcess]:
+    with active_node(start(client, domain_id, chain_model_dir, tmp_path_factory.mktemp("tracks") / "n.log"),
+                     client) as n:
+        yield n
+
+
+class TracksLog:
+    """Every Tracks message of the node, in arrival order (thread-safe)."""
+
+    def __init__(self, client: RosClient) -> None:
+        self._lock = threading.Lock()
+        self._items: list[Tracks] = []
+        from pixellm_ros.ros.qos import tracks_qos
+
+        client.node.create_subscription(Tracks, f"/{NODE}/tracks", self._add, tracks_qos())
+
+    def _add(self, msg: Tracks) -> None:
+        with self._lock:
+            self._items.append(msg)
+
+    def all(self) -> list[Tracks]:
+        with self._lock:
+            return list(self._items)
+
+    def events(self, kind: str, instruction: str) -> list[tuple[Tracks, TrackEvent]]:
+        return [(m, e) for m in self.all() for e in m.events if e.kind == kind and e.instruction == instruction]
+
+    def tracks_of(self, instruction: str) -> list[tuple[Tracks, TrackedTarget]]:
+        return [(m, t) for m in self.all() for t in m.tracks if t.instruction == instruction]
+
+
+class Camera:
+    """The test's camera: the moving world's frames with their depth and camera_info, stamped
+    ``RATE`` apart (one header per frame), published at about that rate."""
+
+    def __init__(self, client: RosClient) -> None:
+        self.client = client
+        self.colour = client.publisher(Image, f"/{NODE}/image_raw", depth=2)
+        self.depth = client.publisher(Image, f"/{NODE}/depth", depth=5)
+        self.info = client.publisher(CameraInfo, f"/{NODE}/camera_info", depth=5)
+        assert wait_until(lambda: all(p.get_subscription_count() > 0 for p in (self.colour, self.depth, self.info)), 20)
+        self._next_ns = 0
+
+    def play(self, frames: list[tuple[np.ndarray, np.ndarray | None, WorldFrame]],
+             each: Callable[[int, Header], None] | None = None) -> list[Header]:
+        """Publish (rgb, depth or None: that frame's depth is dropped, world frame) frames; returns
+        their headers. Stamps go on from the last play's (or now, if later), 1 / RATE apart."""
+        start = max(self._next_ns, self.client.node.get_clock().now().nanoseconds)
+        headers = []
+        began = time.monotonic()
+        for k, (rgb, depth, world) in enumerate(frames):
+            stamp = start + round(k * NS / RATE)
+            header = Header(frame_id="world_cam")
+            header.stamp.sec, header.stamp.nanosec = divmod(stamp, NS)
+            cam = world.camera
+            intrinsics = PinholeIntrinsics.from_matrix(cam.K, cam.width, cam.height, "plumb_bob", [0.0] * 5)
+            self.info.publish(camera_info_msg(intrinsics, header))
+            if depth is not None:
+                self.depth.publish(depth_to_msg(depth, header))
+            self.colour.publish(rgb_to_image_msg(rgb, header))
+            headers.append(header)
+            if each is not None:
+                each(k, header)
+            time.sleep(max(0.0, began + (k + 1) / RATE - time.monotonic()))
+        self._next_ns = start + round(len(frames) * NS / RATE)
+        return headers
+
+
+@pytest.fixture(scope="module")
+def camera(client: RosClient, node: NodeProcess) -> Camera:
+    return Camera(client)
+
+
+@pytest.fixture(scope="module")
+def tracks(client: RosClient, node: NodeProcess) -> TracksLog:
+    return TracksLog(client)
+
+
+@pytest.fixture(scope="module")
+def world() -> MovingWorld:
+    return MovingWorld.sample(np.random.default_rng(3), (HEIGHT, WIDTH), 60.0)
+
+
+def frames_of(world: MovingWorld, first: int, count: int) -> list[tuple[np.ndarray, np.ndarray, WorldFrame]]:
+    out = []
+    for index in range(first, first + count):
+        frame = world.frame(index, RATE)
+        out.append((frame.rgb, frame.depth_image("16UC1"), frame))
+    return out
+
+
+def ask(client: RosClient, instruction: str, **kw: Any) -> Any:
+    """A tracked service request about the newest frame, sent now (answered while frames go on)."""
+    return client.pixellm(NODE).request(instruction, channel=kw.pop("channel", "service"), track=kw.pop("track", True),
+                                        **kw)
+
+
+def tracked_result(client: RosClient, camera: Camera, world: MovingWorld, instruction: str, first: int,
+                   channel: str = "service") -> tuple[SegmentationResult, int]:
+    """Frames play while a tracked request is answered; (the result, the index after the last frame)."""
+    camera.play(frames_of(world, first, 4))
+    pending = ask(client, instruction, channel=channel)
+    index = first + 4
+    while not pending.done():
+        camera.play(frames_of(world, index, 3))
+        index += 3
+        assert index < first + 400, "no answer"
+    result = pending.result(1.0)
+    assert result.status == SegmentationResult.STATUS_OK, result.error
+    return result, index
+
+
+def test_standing_instruction_tracks_keep_their_ids_across_answers(
+        client: RosClient, node: NodeProcess, camera: Camera, tracks: TracksLog, world: MovingWorld) -> None:
+    instruction = "segment the red cup on the table"
+    results = client.result_log(f"/{NODE}/result")
+    assert all(client.set_parameters(NODE, {"standing_instruction": instruction, "standing_rate_hz": 2.0,
+                                            "tracking.standing": True}))
+    try:
+        index, headers = 0, []
+        while len([r for r in results.where(lambda m: "-standing-" in m.request_id) if r.targets]) < 3:
+            headers += camera.play(frames_of(world, index, 15))
+            index += 15
+            assert index < 600, f"fewer than 3 standing answers in {index} frames: {node.log_tail()}"
+        headers += camera.play(frames_of(world, index, 8))
+    finally:
+        assert all(client.set_parameters(NODE, {"standing_instruction": "", "tracking.standing": False}))
+    standing = [r for r in results.where(lambda m: "-standing-" in m.request_id and m.instruction == instruction)]
+    ids = {t.track_id for r in standing for t in r.targets}
+    assert len(ids) == 1 and 0 not in ids, f"one target, one id across {len(standing)} answers: {ids}"
+    (track_id,) = ids
+    seen = tracks.tracks_of(instruction)
+    assert seen and {t.track_id for _, t in seen} == {track_id}
+    first_tracked = min(i for i, h in enumerate(headers) if any(m.header == h for m, _ in seen))
+    tracked_headers = {(m.header.stamp.sec, m.header.stamp.nanosec) for m, _ in seen}
+    after = [(h.stamp.sec, h.stamp.nanosec) for h in headers[first_tracked:]]
+    assert sum(a in tracked_headers for a in after) >= 0.8 * len(after), "~/tracks on (nearly) every frame"
+    name = standing[0].targets[0].name
+    for message, track in seen:
+        assert message.header.frame_id == "world_cam" and message.camera == "default"
+        assert (message.image_width, message.image_height) == (WIDTH, HEIGHT)
+        assert track.name == name and track.mask_format == SegmentedTarget.MASK_CROPPED
+        assert track.since_seen_s >= 0.0 and track.age_s >= track.since_seen_s - 1e-3
+        if track.status == TrackedTarget.STATUS_TRACKING:
+            mask = mask_from_msg(track, (WIDTH, HEIGHT))
+            assert mask.sum() == track.area > 0 and (track.mask.width, track.mask.height) == (
+                track.box.width, track.box.height)
+    # the answers keep refreshing the one track: the model's last sight of it is never far behind
+    assert max(t.since_seen_s for _, t in seen) < 5.0
+    assert any(e.kind == TrackEvent.KIND_REFRESHED for m in tracks.all() for e in m.events
+               if e.track_id == track_id)
+
+
+def test_a_target_hidden_for_a_moment_keeps_its_id(
+        client: RosClient, node: NodeProcess, camera: Camera, tracks: TracksLog, world: MovingWorld) -> None:
+    instruction = "segment the red cup, even when it hides"
+    still = world.replaced(path=CameraPath.still())
+    result, index = tracked_result(client, camera, still, instruction, 0)
+    (target,) = result.targets
+    assert target.track_id > 0
+    camera.play(frames_of(still, index, 8))
+    board = []  # a board in front of the camera for 0.8 s, of a colour far from the scene's: every pixel hidden
+    for rgb, depth, frame in frames_of(still, index + 8, 12):
+        far = np.where(rgb.reshape(-1, 3).mean(axis=0) > 127, 0, 255).astype(np.uint8)
+        board.append((np.broadcast_to(far, rgb.shape).copy(), np.full_like(depth, 250), frame))
+    hidden = camera.play(board)
+    camera.play(frames_of(still, index + 20, 15))
+    again, _ = tracked_result(client, camera, still, instruction, index + 35)
+    assert [t.track_id for t in again.targets] == [target.track_id], "the same id after the hiding"
+    paused = tracks.events(TrackEvent.KIND_PAUSED, instruction)
+    assert [e.track_id for _, e in paused] == [target.track_id] and paused[0][1].reason
+    assert paused[0][0].header in hidden
+    assert [e.track_id for _, e in tracks.events(TrackEvent.KIND_RESUMED, instruction)][:1] == [target.track_id]
+    assert not tracks.events(TrackEvent.KIND_ENDED, instruction)
+    coasting = [m for m, t in tracks.tracks_of(instruction) if t.status == TrackedTarget.STATUS_COASTING]
+    assert coasting and all(m.header in hidden for m in coasting)
+    for message, track in tracks.tracks_of(instruction):
+        if track.status == TrackedTarget.STATUS_COASTING:
+            assert track.area == 0 and track.box.width == 0 and not track.has_3d and track.reason
+
+
+def test_a_camera_that_stops_ends_its_tracks_with_the_reason(
+        client: RosClient, node: NodeProcess, camera: Camera, tracks: TracksLog, world: MovingWorld) -> None:
+    instruction = "segment the red cup until the camera stops"
+    result, index = tracked_result(client, camera, world, instruction, 100)
+    last = camera.play(frames_of(world, index, 3))[-1]
+    assert wait_until(lambda: tracks.events(TrackEvent.KIND_ENDED, instruction), MAX_GAP_S + 15)
+    ((message, event),) = tracks.events(TrackEvent.KIND_ENDED, instruction)
+    assert event.track_id == result.targets[0].track_id
+    assert "camera stopped: no frame on" in event.reason and "tracking.max_frame_gap_s" in event.reason
+    assert message.header == last and not message.tracks
+
+
+def test_a_frame_of_another_size_ends_the_tracks_with_the_reason(
+        client: RosClient, node: NodeProcess, camera: Camera, tracks: TracksLog, world: MovingWorld) -> None:
+    instruction = "segment the red cup at any size"
+    result, index = tracked_result(client, camera, world, instruction, 200)
+    small = [(cv2.resize(rgb, (WIDTH // 2, HEIGHT // 2), interpolation=cv2.INTER_AREA),
+              cv2.resize(depth, (WIDTH // 2, HEIGHT // 2), interpolation=cv2.INTER_NEAREST), frame)
+             for rgb, depth, frame in frames_of(world, index, 4)]
+    headers = camera.play(small)
+    assert wait_until(lambda: tracks.events(TrackEvent.KIND_ENDED, instruction), 10)
+    ((message, event),) = tracks.events(TrackEvent.KIND_ENDED, instruction)
+    assert event.track_id == result.targets[0].track_id
+    assert f"frame size changed from {WIDTH}x{HEIGHT} to {WIDTH // 2}x{HEIGHT // 2}" in event.reason
+    assert message.header == headers[0] and (message.image_width, message.image_height) == (WIDTH // 2, HEIGHT // 2)
+
+
+def test_a_frame_without_its_depth_pauses_the_3d_fields_with_the_reason(
+        client: RosClient, node: NodeProcess, camera: Camera, tracks: TracksLog, world: MovingWorld) -> None:
+    instruction = "segment the red cup in 3D"
+    result, index = tracked_result(client, camera, world, instruction, 300)
+    track_id = result.targets[0].track_id
+    before = camera.play(frames_of(world, index, 4))
+    dropped = camera.play([(rgb, None, frame) for rgb, _, frame in frames_of(world, index + 4, 3)])
+    back = camera.play(frames_of(world, index + 7, 5))
+    assert wait_until(lambda: tracks.events(TrackEvent.KIND_DEPTH_BACK, instruction), 10)
+    lost = tracks.events(TrackEvent.KIND_DEPTH_LOST, instruction)
+    assert [m.header for m, _ in lost] == [dropped[0]]
+    assert "no depth this frame" in lost[0][1].reason and "depth" in lost[0][1].reason.split("(", 1)[1]
+    assert [m.header for m, _ in tracks.events(TrackEvent.KIND_DEPTH_BACK, instruction)] == [back[0]]
+    by_header = {(m.header.stamp.sec, m.header.stamp.nanosec): t for m, t in tracks.tracks_of(instruction)}
+    for header in dropped:  # 2D tracking goes on, the 3D fields pause and say why
+        track = by_header[(header.stamp.sec, header.stamp.nanosec)]
+        assert track.track_id == track_id and track.status == TrackedTarget.STATUS_TRACKING
+        assert not track.has_3d and track.no_3d_reason.startswith("no depth this frame: ")
+    for header in before[1:] + back:  # with depth: measured, or a reason of its own (too few points, ...)
+        track = by_header[(header.stamp.sec, header.stamp.nanosec)]
+        assert track.has_3d or (track.no_3d_reason and not track.no_3d_reason.startswith("no depth"))
+        if track.has_3d:
+            assert track.num_3d_points > 0 and 0.2 < track.centroid.z < 3.0
+
+
+def test_requests_get_track_ids_only_when_they_ask_and_on_camera_frames(
+        client: RosClient, node: NodeProcess, camera: Camera, tracks: TracksLog, world: MovingWorld) -> None:
+    by_action, index = tracked_result(client, camera, world, "segment the red cup by action", 400, channel="action")
+    assert by_action.targets and all(t.track_id > 0 for t in by_action.targets)
+    camera.play(frames_of(world, index, 3))
+    untracked = client.pixellm(NODE).segment("segment the red cup, no tracking", channel="service")
+    assert untracked.status == SegmentationResult.STATUS_OK and [t.track_id for t in untracked.targets] == [0]
+    assert not any(w.startswith("not tracked") for w in untracked.warnings)
+    own = client.pixellm(NODE).segment("segment the red cup in my picture", rgb_image_msg(
+        world.frame(0, RATE).rgb, client.now(), "mine"), channel="service", track=True)
+    assert own.status == SegmentationResult.STATUS_OK and [t.track_id for t in own.targets] == [0]
+    assert OWN_IMAGE in own.warnings
+    assert not tracks.tracks_of("segment the red cup, no tracking") and not tracks.tracks_of(
+        "segment the red cup in my picture")
+
+
+def test_deactivate_ends_every_track_and_ids_are_never_reused(
+        client: RosClient, node: NodeProcess, camera: Camera, tracks: TracksLog, world: MovingWorld) -> None:
+    instruction = "segment the red cup before deactivate"
+    result, index = tracked_result(client, camera, world, instruction, 500)
+    track_id = result.targets[0].track_id
+    assert client.change_state(NODE, Transition.TRANSITION_DEACTIVATE)
+    try:
+        assert wait_until(lambda: tracks.events(TrackEvent.KIND_ENDED, instruction), 10)
+        ((message, event),) = tracks.events(TrackEvent.KIND_ENDED, instruction)
+        assert event.track_id == track_id and event.reason == "the node was deactivated" and not message.tracks
+        count = len(tracks.all())
+        camera.play(frames_of(world, index, 6))  # inactive: nothing is tracked
+        time.sleep(0.5)
+        assert len(tracks.all()) == count
+    finally:
+        assert client.change_state(NODE, Transition.TRANSITION_ACTIVATE)
+    node.wait_active(client)
+    again, _ = tracked_result(client, camera, world, instruction, index + 6)
+    assert again.targets[0].track_id > track_id  # a new track: the old one is gone, its id not reused
+    assert all(t.track_id != track_id for m in tracks.all()[count:] for t in m.tracks)
