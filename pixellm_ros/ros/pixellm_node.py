@@ -19,6 +19,7 @@ the message); instructions, standing-instruction and diagnostics timers, one Mut
 group (they only queue or read counters); service and action, one Reentrant group (a caller waits
 on its own executor thread until the worker answers; at most queue_size + 1 do, the rest are
 answered at once). Spun by a MultiThreadedExecutor (``executables.py``) with threads for those.
+Tracking (``tracking_desk.py``) steps its trackers on a thread of its own, never on the executor's.
 """
 
 from __future__ import annotations
