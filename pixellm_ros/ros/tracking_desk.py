@@ -184,6 +184,7 @@ class TrackingDesk:
             if state is None:
                 return
             if not state.trackers:  # nothing tracked: kept only to seed a tracker a request may make
+                state.inbox.clear()  # older frames would follow the seed: nobody needs them now
                 state.last = frame
                 return
             if len(state.inbox) >= INBOX_FRAMES:
