@@ -189,7 +189,7 @@ def test_standing_instruction_tracks_keep_their_ids_across_answers(
         assert message.header.frame_id == "world_cam" and message.camera == "default"
         assert (message.image_width, message.image_height) == (WIDTH, HEIGHT)
         assert track.name == name and track.mask_format == SegmentedTarget.MASK_CROPPED
-        assert track.since_seen_s >= 0.0 and track.age_s >= track.since_seen_s - 1e-3
+        assert track.since_seen_s >= 0.0 and track.age_s >= 0.0  # seen on the asked frame, started on a later one
         if track.status == TrackedTarget.STATUS_TRACKING:
             mask = mask_from_msg(track, (WIDTH, HEIGHT))
             assert mask.sum() == track.area > 0 and (track.mask.width, track.mask.height) == (
