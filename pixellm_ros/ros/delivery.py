@@ -12,8 +12,13 @@ full-frame-mask result takes seconds to serialise and write, and a waiting goal'
 can be queued behind it. So the drain spins until nothing is owed, and ``WriteLog`` says how long
 the slowest write took: neither rclpy nor the rmw layer reports when a service or action reply has
 been RECEIVED (there is no ``wait_for_all_acked`` for their writers), so the drain keeps the
-writers alive after the last write for about as long as that write took (a reader needs that
-long again to take a message of that size on the same machine).
+writers alive after the last write for as long as the replies written while draining need to
+arrive: at least as long as the slowest write took, and at least their serialised size at
+SETTLE_BYTES_PER_S. The write returning says little: a reply larger than the shared-memory segment
+(16 MB, ``config/fastdds_large_frames.xml``) goes in pieces that a busy reader can lose and the
+writer must resend, and the replies of one action server arrive in order, so a queued goal's small
+result waits behind a large one (CI: a 39 MB result and the three results behind it lost together
+when the node exited 0.5 s after writing them on a loaded machine).
 """
 
 from __future__ import annotations
@@ -23,6 +28,11 @@ import time
 from typing import Any, Callable
 
 from rclpy.action import ActionServer
+from rclpy.serialization import serialize_message
+
+# How fast the drain assumes the replies it wrote reach their readers: a loaded 2-core machine's
+# share-memory-and-resend path, conservatively (a 39 MB result: about 5 s).
+SETTLE_BYTES_PER_S = 8e6
 
 
 class WriteLog:
@@ -33,6 +43,8 @@ class WriteLog:
         self._owed = 0
         self._last_end = 0.0
         self._slowest = 0.0
+        self._draining = False
+        self._bytes = 0  # the replies' serialised size since restart_timing (measured only then)
 
     def owe(self) -> None:
         with self._lock:
@@ -43,33 +55,41 @@ class WriteLog:
         with self._lock:
             self._owed -= 1
 
-    def paid(self, started: float) -> None:
+    def paid(self, started: float, reply: Any = None) -> None:
         """An owed reply's write, begun at ``started`` (time.monotonic()), has returned."""
         with self._lock:
             self._owed -= 1
-        self.written(started)
+        self.written(started, reply)
 
-    def written(self, started: float) -> None:
-        """A reply's write, begun at ``started`` (time.monotonic()), has returned."""
+    def written(self, started: float, reply: Any = None) -> None:
+        """A reply's write, begun at ``started`` (time.monotonic()), has returned; ``reply`` is the
+        message written (its size counts while draining, see settling_left)."""
         end = time.monotonic()
+        with self._lock:
+            draining = self._draining
+        size = len(serialize_message(reply)) if draining and reply is not None else 0
         with self._lock:
             self._last_end = end
             self._slowest = max(self._slowest, end - started)
+            self._bytes += size
 
     def owed(self) -> int:
         with self._lock:
             return self._owed
 
     def restart_timing(self) -> None:
-        """Forget the slowest write so far (the drain measures its own)."""
+        """Forget the writes so far and measure the size of the next ones (the drain's own)."""
         with self._lock:
             self._slowest = 0.0
+            self._bytes = 0
+            self._draining = True
 
     def settling_left(self, minimum_s: float) -> float:
-        """Seconds until ``max(minimum_s, the slowest write since restart_timing)`` has passed since
-        the last write ended (0 once it has: the writers' last replies had time to be read)."""
+        """Seconds until ``max(minimum_s, the slowest write, the replies' size at SETTLE_BYTES_PER_S)``
+        (writes since restart_timing) has passed since the last write ended (0 once it has: the
+        writers' last replies had time to be read)."""
         with self._lock:
-            wait = max(minimum_s, self._slowest)
+            wait = max(minimum_s, self._slowest, self._bytes / SETTLE_BYTES_PER_S)
             return max(0.0, wait - (time.monotonic() - self._last_end))
 
 
@@ -92,7 +112,7 @@ def track_service(service: Any, log: WriteLog) -> None:
         try:
             send(response, header)
         finally:
-            log.paid(started)
+            log.paid(started, response)
 
     service.callback = call
     service.send_response = send_response
@@ -139,7 +159,7 @@ class ResultServingActionServer(ActionServer):
             with self._owed_lock:
                 if goal is not None and self._waiting.get(goal, 0) > 0:
                     self._waiting[goal] -= 1
-            self._write_log.written(started)
+            self._write_log.written(started, future.result() if future.done() else None)
 
     async def _execute_expire_goals(self, expired_goals: Any) -> None:
         await super()._execute_expire_goals(expired_goals)

@@ -32,14 +32,18 @@ TOKENS = 160  # the loop model's answer: a target every 12 tokens, each a full-f
 SIGNAL_AT = 120  # tokens generated when SIGTERM is sent
 QUEUED = 3
 BUDGET_S = 120.0  # the node's shutdown_timeout_s (see large_result_run)
+ATTEMPTS = 3  # a run whose large goal's feedback all missed the client (so no signal came in time) is run again
 
 
-def large_result_run(run: int, client: RosClient, domain_id: int, model_dir: Path, logs: Path) -> dict[str, object]:
+def large_result_run(run: int, client: RosClient, domain_id: int, model_dir: Path, logs: Path,
+                     attempt: int = 0) -> dict[str, object]:
     """One node process: a large goal running, QUEUED goals waiting, SIGTERM during its last tokens.
 
-    Returns what each goal's client got: its result's status, or the reason it got none.
+    Returns what each goal's client got: its result's status, or the reason it got none; or
+    ``{"feedback lost": ...}`` when the large goal ended before the signal because none of its
+    feedback reached the client (the signal is timed by it).
     """
-    name = f"pixellm_sigterm_{run}"
+    name = f"pixellm_sigterm_{run}" + (f"_again{attempt}" if attempt else "")
     process = NodeProcess(domain_id, name, {
         "model.path": str(model_dir), "model.device": "cpu", "queue_size": 4, "max_image_age_s": 0.0,
         "generation.max_new_tokens": TOKENS, "output.mask_format": "full", "diagnostics_period_s": 0.0,
@@ -55,8 +59,10 @@ def large_result_run(run: int, client: RosClient, domain_id: int, model_dir: Pat
         large = rgb_image_msg(rng.integers(0, 256, (*LARGE, 3), dtype=np.uint8), client.now(), "cam")
         small = rgb_image_msg(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), client.now(), "cam")
         late = threading.Event()
+        most = [0]  # the most tokens a feedback message said
 
         def on_feedback(msg: object) -> None:
+            most[0] = max(most[0], msg.feedback.generated_tokens)
             if msg.feedback.generated_tokens >= SIGNAL_AT:
                 late.set()
 
@@ -69,7 +75,17 @@ def large_result_run(run: int, client: RosClient, domain_id: int, model_dir: Pat
         handles = {key: future.result() for key, future in sent.items()}
         assert all(handle.accepted for handle in handles.values())
         results = {key: handle.get_result_async() for key, handle in handles.items()}  # asked before the signal
-        assert late.wait(120), f"the large goal's answer never reached {SIGNAL_AT} tokens"
+        wait_until(lambda: late.is_set() or results["large"].done(), 120)
+        if not late.is_set():
+            large_result = (results["large"].result().result.result if results["large"].done() else None)
+            if large_result is not None and most[0] == 0:
+                # Every feedback message of this goal missed the client (4 of ~150 runs here, the
+                # same client's earlier goal streamed fine): not the case under test, run it again.
+                return {"feedback lost": (large_result.status, len(large_result.targets))}
+            raise AssertionError(
+                f"the large goal's answer never reached {SIGNAL_AT} tokens: feedback said {most[0]} at most; "
+                f"its result: {'none yet' if large_result is None else (large_result.status, large_result.error, len(large_result.targets))}"
+                f"\n{process.log_tail()}")
         assert not results["large"].done()
         process.process.send_signal(signal.SIGTERM)
         code = process.process.wait(BUDGET_S + 60)
@@ -91,13 +107,26 @@ def large_result_run(run: int, client: RosClient, domain_id: int, model_dir: Pat
 def test_at_sigterm_every_goal_gets_its_result_while_a_large_full_mask_result_goes_out(
         client: RosClient, domain_id: int, loop_model_dir: Path, tmp_path: Path, first: int) -> None:
     numbers = range(first, first + AT_ONCE)
+    retried: list[tuple[int, object]] = []
+
+    def run_until_tested(run: int) -> dict[str, object]:
+        for attempt in range(ATTEMPTS):
+            logs = tmp_path / f"attempt{attempt}"
+            logs.mkdir(exist_ok=True)
+            got = large_result_run(run, client, domain_id, loop_model_dir, logs, attempt)
+            if "feedback lost" not in got:
+                return got
+            retried.append((run, got["feedback lost"]))
+        raise AssertionError(f"run {run}: the large goal's feedback never reached the client in {ATTEMPTS} attempts")
+
     with ThreadPoolExecutor(AT_ONCE) as pool:
-        runs = dict(zip(numbers, pool.map(lambda run: large_result_run(run, client, domain_id, loop_model_dir, tmp_path),
-                                          numbers)))
+        runs = dict(zip(numbers, pool.map(run_until_tested, numbers)))
+    print(f"runs started again because the large goal's feedback missed the client: {retried}")
     lost = [(run, key) for run, got in runs.items() for key, value in got.items() if value == "no result"]
     goals = AT_ONCE * (1 + QUEUED)
     print(f"{len(lost)} of {goals} goal results lost in SIGTERM runs {first}-{first + AT_ONCE - 1}: {lost}")
-    assert not lost, f"{len(lost)} of {goals} goal results lost: {lost}"
+    assert not lost, (f"{len(lost)} of {goals} goal results lost: {lost}\n" + "\n".join(
+        f"run {run}: exit code {runs[run]['exit code']}, log:\n{runs[run]['log']}" for run in sorted({r for r, _ in lost})))
     refused = 0
     for run, got in runs.items():
         assert got["exit code"] == 0, f"run {run}: exit code {got['exit code']}:\n{got['log']}"

@@ -239,20 +239,23 @@ class RosClient(BackgroundNode):
         return self._in_default_group(lambda: action.send_goal_async(goal, feedback_callback=feedback_callback),
                                       "send the goal")
 
-    def settle_action(self, node_name: str, tries: int = 5, wait_s: float = 15.0) -> int:
-        """Make sure the node's goal and result responses reach this client before a test's goals go
-        out: Fast DDS matches a service's response path after its request path, and a goal sent in
-        between has its acknowledgement dropped for good (CI: 1 of 20 freshly started nodes on a
-        loaded machine, 60 s without an answer). Sends goals with no image and no instruction (each
-        answered at once with an error result) until one goal's acknowledgement and result come back;
-        returns how many were sent."""
+    def settle_action(self, node_name: str, tries: int = 5, wait_s: float = 30.0) -> int:
+        """Make sure the node's goal responses, feedback and results reach this client before a test's
+        goals go out: Fast DDS matches each of those paths a moment after the node is discovered,
+        and what is written in between is dropped for good (CI, freshly started nodes on a loaded
+        machine: a goal left unacknowledged for 60 s; a goal answered in a second with all its
+        feedback lost). Sends small goals until one is acknowledged and both its feedback and its
+        result come back; returns how many were sent."""
+        image = rgb_image_msg(np.zeros((48, 64, 3), dtype=np.uint8), self.now(), "settle")
         for sent in range(1, tries + 1):
-            future = self.send_goal(node_name, SegmentAction.Goal(image=Image(), instruction=""))
+            fed = threading.Event()
+            future = self.send_goal(node_name, SegmentAction.Goal(image=image, instruction="settle"),
+                                    lambda _msg: fed.set())
             if wait_until(future.done, wait_s) and future.result().accepted:
                 result = future.result().get_result_async()
-                if wait_until(result.done, wait_s):
+                if wait_until(result.done, wait_s) and wait_until(fed.is_set, 2.0):
                     return sent
-        raise TimeoutError(f"{node_name}: no goal acknowledged with its result in {tries} tries of {wait_s} s")
+        raise TimeoutError(f"{node_name}: no goal acknowledged with its feedback and result in {tries} tries")
 
     def _in_default_group(self, job: Callable[[], Any], what: str) -> Any:
         """``job()``'s value, run inside a callback of the node's default group (``GroupOutbox``)."""
