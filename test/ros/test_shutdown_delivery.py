@@ -4,7 +4,7 @@ fixed 0.5 s); an idle SIGINT logs nothing but the shutdown.
 
 Over real DDS, node processes started by the runner: a goal with a 2000x1500 image whose answer
 carries 13 full-frame masks (a 39 MB result) runs, three goals wait behind it, SIGTERM comes
-during its last tokens, so that its result goes out while the node shuts down; 20 runs, two node
+during its tokens, so that its result goes out while the node shuts down; 20 runs, two node
 processes at a time, two runs a test (each test stays within pytest's per-test timeouts on a
 loaded machine, where starting a node process takes minutes).
 """
@@ -29,7 +29,12 @@ AT_ONCE = 2  # runs a test: node processes shutting down side by side (the machi
 IDLE_PROCESSES = 3
 LARGE = (1500, 2000)  # H, W of the running goal's image
 TOKENS = 160  # the loop model's answer: a target every 12 tokens, each a full-frame mask of LARGE
-SIGNAL_AT = 120  # tokens generated when SIGTERM is sent
+# Tokens generated when SIGTERM is sent, as the client reads them from the goal's feedback. The
+# client's rclpy ActionClient takes one feedback message per executor wake and drops the rest once
+# the result is in: on a loaded machine it read a 160-token answer's feedback only up to 102 (CI)
+# or not at all before the result came, so the signal waits for an early token, and the large
+# goal's remaining tokens and 13 masks still run into the drain.
+SIGNAL_AT = 40
 QUEUED = 3
 BUDGET_S = 120.0  # the node's shutdown_timeout_s (see large_result_run)
 ATTEMPTS = 3  # a run whose large goal's feedback all missed the client (so no signal came in time) is run again
@@ -37,11 +42,11 @@ ATTEMPTS = 3  # a run whose large goal's feedback all missed the client (so no s
 
 def large_result_run(run: int, client: RosClient, domain_id: int, model_dir: Path, logs: Path,
                      attempt: int = 0) -> dict[str, object]:
-    """One node process: a large goal running, QUEUED goals waiting, SIGTERM during its last tokens.
+    """One node process: a large goal running, QUEUED goals waiting, SIGTERM during its tokens.
 
     Returns what each goal's client got: its result's status, or the reason it got none; or
-    ``{"feedback lost": ...}`` when the large goal ended before the signal because none of its
-    feedback reached the client (the signal is timed by it).
+    ``{"feedback lost": ...}`` when the large goal ended before the client had read SIGNAL_AT
+    tokens of its feedback (the signal is timed by it).
     """
     name = f"pixellm_sigterm_{run}" + (f"_again{attempt}" if attempt else "")
     process = NodeProcess(domain_id, name, {
@@ -76,17 +81,13 @@ def large_result_run(run: int, client: RosClient, domain_id: int, model_dir: Pat
         assert all(handle.accepted for handle in handles.values())
         results = {key: handle.get_result_async() for key, handle in handles.items()}  # asked before the signal
         wait_until(lambda: late.is_set() or results["large"].done(), 120)
-        if not late.is_set():
-            large_result = (results["large"].result().result.result if results["large"].done() else None)
-            if large_result is not None and most[0] == 0:
-                # Every feedback message of this goal missed the client (4 of ~150 runs here, the
-                # same client's earlier goal streamed fine): not the case under test, run it again.
-                return {"feedback lost": (large_result.status, len(large_result.targets))}
-            raise AssertionError(
-                f"the large goal's answer never reached {SIGNAL_AT} tokens: feedback said {most[0]} at most; "
-                f"its result: {'none yet' if large_result is None else (large_result.status, large_result.error, len(large_result.targets))}"
-                f"\n{process.log_tail()}")
-        assert not results["large"].done()
+        if results["large"].done():
+            # The goal ended before the client had read SIGNAL_AT tokens of its feedback (see
+            # SIGNAL_AT; 4 of ~150 runs here read none at all): not the case under test, run it again.
+            large_result = results["large"].result().result.result
+            return {"feedback lost": (most[0], large_result.status, len(large_result.targets))}
+        assert late.is_set(), (f"the large goal's answer never reached {SIGNAL_AT} tokens in 120 s: feedback said "
+                               f"{most[0]} at most, no result yet\n{process.log_tail()}")
         process.process.send_signal(signal.SIGTERM)
         code = process.process.wait(BUDGET_S + 60)
         wait_until(lambda: all(f.done() for f in results.values()), 10)
@@ -117,11 +118,12 @@ def test_at_sigterm_every_goal_gets_its_result_while_a_large_full_mask_result_go
             if "feedback lost" not in got:
                 return got
             retried.append((run, got["feedback lost"]))
-        raise AssertionError(f"run {run}: the large goal's feedback never reached the client in {ATTEMPTS} attempts")
+        raise AssertionError(f"run {run}: the large goal ended before its feedback said {SIGNAL_AT} tokens in "
+                             f"{ATTEMPTS} attempts: {retried}")
 
     with ThreadPoolExecutor(AT_ONCE) as pool:
         runs = dict(zip(numbers, pool.map(run_until_tested, numbers)))
-    print(f"runs started again because the large goal's feedback missed the client: {retried}")
+    print(f"runs started again because the large goal ended before its feedback was read: {retried}")
     lost = [(run, key) for run, got in runs.items() for key, value in got.items() if value == "no result"]
     goals = AT_ONCE * (1 + QUEUED)
     print(f"{len(lost)} of {goals} goal results lost in SIGTERM runs {first}-{first + AT_ONCE - 1}: {lost}")
