@@ -181,7 +181,8 @@ def train(out_dir: str | os.PathLike[str], settings: TrainSettings, resume: bool
             module.load_state_dict(state)
         prompt_head.load_state_dict(saved["prompt_head"])
         _restore(optimizer, scheduler, saved)
-        step, done = saved["step"], saved["done"]
+        step = saved["step"]
+        done = saved["done"] and step >= settings.stage1_steps  # a finished stage given more steps goes on
         say(f"stage 1: resumed at step {step}{' (done)' if done else ''}")
 
     def save_stage1(finished: bool) -> None:
@@ -237,7 +238,8 @@ def train(out_dir: str | os.PathLike[str], settings: TrainSettings, resume: bool
         saved = torch.load(out / STAGE2_FILE, weights_only=False)
         model.load_state_dict(saved["trainable"], strict=False)
         _restore(optimizer, scheduler, saved)
-        step, done = saved["step"], saved["done"]
+        step = saved["step"]
+        done = saved["done"] and step >= settings.stage2_steps  # a finished stage given more steps goes on
         say(f"stage 2: resumed at step {step}{' (done)' if done else ''}")
 
     def save_stage2(finished: bool) -> None:

@@ -93,3 +93,17 @@ def test_a_stopped_run_resumes_where_it_was(tmp_path: Path) -> None:
     assert any("stage 2: resumed at step 2" in line for line in lines)
     history = json.loads((tmp_path / "history.json").read_text())
     assert [row["step"] for row in history["stage2"]] == [1, 2, 3]
+
+
+def test_a_finished_run_resumed_with_more_steps_goes_on(tmp_path: Path) -> None:
+    """``train --resume --stage2-steps N`` on a finished run trains stage 2 on to N (following N's
+    schedule from the saved step, as test_settings checks), and nothing else again."""
+    train(tmp_path, recipe("tiny", stage2_steps=2), progress=False, log=lambda line: None)
+    lines: list[str] = []
+    train(tmp_path, recipe("tiny", stage2_steps=4), resume=True, progress=False, log=lines.append)
+    assert any("stage 1: resumed at step" in line and "(done)" in line for line in lines)
+    assert any(line.endswith("stage 2: resumed at step 2") for line in lines), lines
+    saved = torch.load(tmp_path / STAGE2_FILE, weights_only=False)
+    assert saved["step"] == 4 and saved["done"]
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [row["step"] for row in history["stage2"]] == [1, 2, 3, 4]
