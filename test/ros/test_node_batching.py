@@ -1,6 +1,6 @@
 """Batched decoding in the node over real DDS: with max_batch, requests that wait together are decoded
-together (different images and instructions), each answer is what the engine gives it alone, the
-results come in queue order, and a bad request in a batch is refused alone; with model.decode_mode
+together (different images and instructions), each answer is what the engine gives it alone, every
+result comes once (their queue order is test_worker's), and a bad request in a batch is refused alone; with model.decode_mode
 static too (the batches then run on the static batch decoder, as a CUDA-graph node's do on a GPU)."""
 
 from __future__ import annotations
@@ -69,7 +69,10 @@ def test_waiting_requests_are_decoded_together_each_as_alone_in_queue_order(
             assert (mask != want.mask).mean() < 0.002  # batched float sums differ by ~1e-6 at mask edges
     assert wait_until(lambda: len(results_topic.where(lambda m: m.request_id.startswith("batch-"))) == 6, 20)
     order = [m.request_id for m in results_topic.where(lambda m: m.request_id.startswith("batch-"))]
-    assert order == [f"batch-{i}" for i in range(6)]  # queue order, batch or not
+    # Each once on the topic. Not necessarily in send order: the six calls are admitted on the
+    # Reentrant service group's threads, so the queue holds them in the order their admission ended
+    # (CI, static: batch-5 before batch-4); the worker's queue order is test_worker's.
+    assert sorted(order) == [f"batch-{i}" for i in range(6)]
     assert wait_until(lambda: largest and largest[-1] >= 2, 10), f"never batched: {largest[-1:]}"
     assert modes[-1] == node.parameters["model.decode_mode"]  # the engine the node loaded
 
