@@ -193,8 +193,8 @@ class PixelLMNode(LifecycleNode):
             if time.monotonic() >= deadline:
                 what = (f"{owed} result(s) not yet written to their callers" if owed else
                         "result topic messages not yet acknowledged by every subscriber" if not acked else
-                        f"the replies written last still being read ({settling:.1f} s of the time the slowest "
-                        "took to write left)")
+                        f"the replies written last still being read ({settling:.1f} s of their settling time "
+                        "left: the slowest write, or their size at delivery.SETTLE_BYTES_PER_S)")
                 self.get_logger().warning(f"shutting down with {what}: shutdown_timeout_s has passed")
                 return
             executor.spin_once(timeout_sec=0.05)
