@@ -97,6 +97,10 @@ class PixelLMConfig:
     # attribute group, the LLM token id of each value's word (empty: no words).
     object_tag_groups: tuple[int, ...] = ()
     object_tag_token_ids: tuple[tuple[int, ...], ...] = ()
+    # ... and then the words of its place ("small red ball 3 7"): the bin of its centre's x (left to
+    # right) and of its y (back to front) on the un-padded image, object_place_token_ids holding the
+    # LLM token id of each bin's word (empty: no place words).
+    object_place_token_ids: tuple[int, ...] = ()
     object_threshold: float = 0.3  # a heat-map peak above this is an object
 
     # Where the LLM's base weights come from: "" = this folder; a name of
@@ -142,6 +146,7 @@ class PixelLMConfig:
         self.object_attributes = tuple(int(g) for g in self.object_attributes)
         self.object_tag_groups = tuple(int(g) for g in self.object_tag_groups)
         self.object_tag_token_ids = tuple(tuple(int(i) for i in ids) for ids in self.object_tag_token_ids)
+        self.object_place_token_ids = tuple(int(i) for i in self.object_place_token_ids)
         self.pixel_mean = tuple(float(v) for v in self.pixel_mean)  # type: ignore[assignment]
         self.pixel_std = tuple(float(v) for v in self.pixel_std)  # type: ignore[assignment]
         self.validate()
@@ -178,11 +183,16 @@ class PixelLMConfig:
 
     @property
     def image_token_len(self) -> int:
-        """Number of image tokens the LLM sees (g*g = 256 released; with a CNN, K object slots of one
-        token and its attribute words each)."""
+        """Number of image tokens the LLM sees (g*g = 256 released; with a CNN, K object slots of
+        ``object_words`` tokens each)."""
         if self.uses_clip:
             return self.llm_image_grid * self.llm_image_grid
-        return self.object_tokens * (1 + len(self.object_tag_groups))
+        return self.object_tokens * self.object_words
+
+    @property
+    def object_words(self) -> int:
+        """LLM tokens per object slot with a CNN encoder: its token, its attribute words, its two place words."""
+        return 1 + len(self.object_tag_groups) + (2 if self.object_place_token_ids else 0)
 
     @property
     def seg_tokens_per_target(self) -> int:
@@ -248,6 +258,8 @@ class PixelLMConfig:
                     raise ValueError(f"attribute group {group} has {size} values but {len(ids)} word ids")
             if not all(0 <= g < len(self.object_attributes) for g in self.object_tag_groups):
                 raise ValueError(f"object_tag_groups {self.object_tag_groups} names a group that does not exist")
+        if len(self.object_place_token_ids) == 1:
+            raise ValueError("object_place_token_ids needs at least two bins (or none)")
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:

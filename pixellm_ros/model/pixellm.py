@@ -98,32 +98,41 @@ class PixelLMForCausalLM(nn.Module):
 
     def features_from_maps(self, maps: Sequence[torch.Tensor], valid_hw: Sequence[tuple[int, int]]) -> ImageFeatures:
         """A CNN encoder's maps (``encoder_maps``) -> ImageFeatures: the K object slots' tokens and
-        attribute words (``object_sequence``), and the decoder's scales [(B, D, G, G), (B, D, 2G, 2G)]."""
+        words (``object_sequence``), and the decoder's scales [(B, D, G, G), (B, D, 2G, 2G)]."""
         dtype = self.object_tokenizer.token_projector.net[0].weight.dtype
         tokens, mask, decoder_features, detections = self.object_tokenizer([m.to(dtype) for m in maps], valid_hw)
-        embeds, embeds_mask = self.object_sequence(tokens, detections.attributes, mask)
+        places = self.object_tokenizer.places(detections, valid_hw)
+        embeds, embeds_mask = self.object_sequence(tokens, detections.attributes, places, mask)
         return ImageFeatures(llm_tokens=embeds, llm_mask=embeds_mask, decoder_features=decoder_features)
 
     def object_sequence(
-        self, tokens: torch.Tensor, attributes: torch.Tensor, valid: torch.Tensor
+        self, tokens: torch.Tensor, attributes: torch.Tensor, places: torch.Tensor, valid: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """What the LLM reads of the objects: per slot its token, then the embeddings of the words of
-        its most likely attributes (``config.object_tag_groups``, e.g. " small", " red", " ball").
+        its most likely attributes (``config.object_tag_groups``, e.g. " small", " red", " ball") and of
+        its place (``config.object_place_token_ids``: the bin of its centre's x, then of its y, e.g. "3", "7").
 
-        tokens (B, K, H), attributes (B, K, A) probabilities, valid (B, K) bool
-        -> embeddings (B, K * (1 + W), H) and mask (B, K * (1 + W)) bool, W = the tag's word count.
+        tokens (B, K, H), attributes (B, K, A) probabilities, places (B, K, 3) centre x / w, y / h and
+        radius in [0, 1] (``ObjectTokenizer.places``), valid (B, K) bool
+        -> embeddings (B, K * W, H) and mask (B, K * W) bool, W = ``config.object_words``.
         """
         cfg = self.config
-        if not cfg.object_tag_groups:
+        if cfg.object_words == 1:
             return tokens, valid
         groups = torch.split(attributes, list(cfg.object_attributes), dim=-1)
         word_ids = [
             torch.tensor(cfg.object_tag_token_ids[g], device=tokens.device)[groups[g].argmax(dim=-1)]
             for g in cfg.object_tag_groups
         ]
-        words = self.language_model.get_input_embeddings()(torch.stack(word_ids, dim=-1)).to(tokens.dtype)  # (B, K, W, H)
+        if cfg.object_place_token_ids:
+            bins = len(cfg.object_place_token_ids)
+            place_ids = torch.tensor(cfg.object_place_token_ids, device=tokens.device)
+            for axis in (0, 1):
+                index = (places[..., axis].float() * bins).floor().long().clamp(0, bins - 1)
+                word_ids.append(place_ids[index])
+        words = self.language_model.get_input_embeddings()(torch.stack(word_ids, dim=-1)).to(tokens.dtype)  # (B, K, W-1, H)
         sequence = torch.cat([tokens[:, :, None], words], dim=2).flatten(1, 2)
-        mask = valid[:, :, None].expand(-1, -1, 1 + len(cfg.object_tag_groups)).flatten(1)
+        mask = valid[:, :, None].expand(-1, -1, cfg.object_words).flatten(1)
         return sequence, mask
 
     def encode_images(self, pixel_values: torch.Tensor, valid_hw: Sequence[tuple[int, int]]) -> ImageFeatures:

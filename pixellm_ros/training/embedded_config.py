@@ -32,6 +32,7 @@ NUM_SCALES = 2
 # Each object token is followed by its size, colour and shape words (attribute groups 2, 0, 1).
 TAG_GROUPS = (2, 0, 1)
 ATTRIBUTE_WORDS = (COLOUR_NAMES, SHAPE_NAMES, SIZE_NAMES)  # the attribute groups, in the object tokenizer's order
+PLACE_WORDS = tuple(str(digit) for digit in range(10))  # the place bins' words: tenths of the image
 
 
 def tag_token_ids(tokenizer: BPETokenizer) -> tuple[tuple[int, ...], ...]:
@@ -46,6 +47,17 @@ def tag_token_ids(tokenizer: BPETokenizer) -> tuple[tuple[int, ...], ...]:
             ids.append(pieces[0])
         out.append(tuple(ids))
     return tuple(out)
+
+
+def place_token_ids(tokenizer: BPETokenizer) -> tuple[int, ...]:
+    """The LLM token of each place bin's word (a bare digit: one token in SmolLM2's vocabulary)."""
+    ids = []
+    for word in PLACE_WORDS:
+        pieces = tokenizer.encode(word)
+        if len(pieces) != 1:
+            raise ValueError(f"the place word {word!r} is {len(pieces)} tokens; a place word must be one")
+        ids.append(pieces[0])
+    return tuple(ids)
 
 
 def embedded_config(base_llm_config: dict[str, Any], tokenizer: BPETokenizer) -> PixelLMConfig:
@@ -65,6 +77,7 @@ def embedded_config(base_llm_config: dict[str, Any], tokenizer: BPETokenizer) ->
         object_attributes=tuple(len(words) for words in ATTRIBUTE_WORDS),
         object_tag_groups=TAG_GROUPS,
         object_tag_token_ids=tag_token_ids(tokenizer),
+        object_place_token_ids=place_token_ids(tokenizer),
         base_llm=BASE_LLM,
         prompt_template="chatml",
         seg_tokens_per_scale=SEG_TOKENS_PER_SCALE,

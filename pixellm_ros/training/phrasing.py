@@ -20,23 +20,31 @@ _SUFFIX = INSTRUCTION_TEMPLATE.split("{sent}")[1].strip()
 
 FRAMES: tuple[str, ...] = ("can you tell me: {q}", "please answer: {q}", "hey, {q}", "{q} thanks", "quick question - {q}")
 
-# word -> alternatives (whole words, case-insensitive on the first letter)
+# word -> alternatives (whole words, case-insensitive on the first letter). Several words per shape
+# and colour, so the model learns to map a word it was not shown in the tags onto the tag's word;
+# none of them is a word of the evaluation's paraphrases.
+_SHAPE_SWAPS: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {  # (singular, plural) -> alternatives
+    ("ball", "balls"): (("orb", "orbs"), ("globe", "globes"), ("bead", "beads"), ("marble", "marbles")),
+    ("box", "boxes"): (("block", "blocks"), ("brick", "bricks"), ("crate", "crates")),
+    ("wedge", "wedges"): (("ramp", "ramps"), ("slope", "slopes"), ("doorstop", "doorstops")),
+    ("ring", "rings"): (("hoop", "hoops"), ("loop", "loops"), ("torus", "tori"), ("bagel", "bagels")),
+    ("cylinder", "cylinders"): (("can", "cans"), ("drum", "drums"), ("barrel", "barrels"), ("pipe", "pipes")),
+    ("star", "stars"): (("pentagram", "pentagrams"), ("starburst", "starbursts")),
+    ("cross", "crosses"): (("x-shape", "x-shapes"), ("saltire", "saltires")),
+    ("cup", "cups"): (("beaker", "beakers"), ("tumbler", "tumblers"), ("goblet", "goblets")),
+}
+_COLOUR_SWAPS: dict[str, tuple[str, ...]] = {
+    "red": ("crimson", "scarlet"),
+    "orange": ("tangerine", "amber"),
+    "yellow": ("lemon", "golden"),
+    "green": ("emerald", "lime"),
+    "blue": ("azure", "navy"),
+    "purple": ("lilac", "lavender", "mauve"),
+}
 WORD_SWAPS: dict[str, tuple[str, ...]] = {
-    "ball": ("orb", "globe"),
-    "balls": ("orbs", "globes"),
-    "box": ("block",),
-    "boxes": ("blocks",),
-    "wedge": ("ramp",),
-    "wedges": ("ramps",),
-    "ring": ("hoop",),
-    "rings": ("hoops",),
-    "cylinder": ("can",),
-    "cylinders": ("cans",),
-    "cup": ("beaker",),
-    "cups": ("beakers",),
-    "cross": ("x-shape",),
-    "crosses": ("x-shapes",),
-    "purple": ("lilac",),
+    **{singular: tuple(a for a, _ in alts) for (singular, _), alts in _SHAPE_SWAPS.items()},
+    **{plural: tuple(b for _, b in alts) for (_, plural), alts in _SHAPE_SWAPS.items()},
+    **_COLOUR_SWAPS,
     "objects": ("things", "pieces"),
     "object": ("thing", "piece"),
     "Segment": ("Select", "Mark"),

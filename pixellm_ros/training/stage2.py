@@ -174,7 +174,7 @@ def stage2_loss(
     tokens = model.object_tokenizer.token_projector(
         scenes.embeddings[index], scenes.attributes[index], scenes.places[index]
     )
-    embeds, mask = model.object_sequence(tokens, scenes.attributes[index], scenes.valid[index])
+    embeds, mask = model.object_sequence(tokens, scenes.attributes[index], scenes.places[index], scenes.valid[index])
     feats = ImageFeatures(llm_tokens=embeds, llm_mask=mask, decoder_features=[])
     spliced = model.splice_image(input_ids, feats, labels=label_ids, attention_mask=attention)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=spliced.embeds.device.type == "cpu"):

@@ -14,6 +14,7 @@ from pixellm_ros.engine import BatchRequest, PixelLMEngine, SegmentationResult
 from pixellm_ros.model.base_parts import ADDED_EMBEDDINGS, LORA_A
 from pixellm_ros.training.run import STAGE2_FILE, train
 from pixellm_ros.training.settings import recipe
+from pixellm_ros.world.ontology import COLOUR_NAMES, SHAPE_NAMES, SIZE_NAMES
 from pixellm_ros.world.scene import sample_scene
 
 pytestmark = pytest.mark.timeout(900)  # two tiny runs on the real 135M-parameter LLM
@@ -61,6 +62,32 @@ def test_the_exported_folder_answers_as_the_trained_model(run) -> None:  # type:
     for a, b in zip(loaded.targets, trained.targets):
         union = np.logical_or(a.mask, b.mask).sum()
         assert union == 0 or np.logical_and(a.mask, b.mask).sum() / union > 0.98
+
+
+def test_each_object_is_read_with_its_attribute_and_place_words(run) -> None:  # type: ignore[no-untyped-def]
+    """Per slot the LLM reads the object token, its size / colour / shape words and the digits of the
+    tenth of the image its centre lies in, across then down ("small red ball 0 9")."""
+    _, result = run
+    model, tokenizer = result.model.eval(), result.tokenizer
+    cfg = model.config
+    assert cfg.object_words == 6 and cfg.image_token_len == cfg.object_tokens * 6
+    hidden = cfg.hidden_size
+    tokens = torch.randn(1, 2, hidden)
+    attributes = torch.zeros(1, 2, sum(cfg.object_attributes))
+    colour, shape, size = 0, len(COLOUR_NAMES), len(COLOUR_NAMES) + len(SHAPE_NAMES)
+    attributes[0, 0, [colour + COLOUR_NAMES.index("red"), shape + SHAPE_NAMES.index("ball"), size + SIZE_NAMES.index("small")]] = 1
+    attributes[0, 1, [colour + COLOUR_NAMES.index("blue"), shape + SHAPE_NAMES.index("cup"), size + SIZE_NAMES.index("large")]] = 1
+    places = torch.tensor([[[0.04, 0.97, 0.1], [0.55, 0.31, 0.2]]])
+    with torch.no_grad():
+        sequence, mask = model.object_sequence(tokens, attributes, places, torch.tensor([[True, False]]))
+        table = model.language_model.get_input_embeddings()
+        expected = [[" small", " red", " ball", "0", "9"], [" large", " blue", " cup", "5", "3"]]
+        for slot, words in enumerate(expected):
+            assert torch.equal(sequence[0, 6 * slot], tokens[0, slot])
+            ids = [tokenizer.encode(word) for word in words]
+            assert all(len(piece) == 1 for piece in ids)
+            assert torch.allclose(sequence[0, 6 * slot + 1 : 6 * slot + 6], table(torch.tensor([p[0] for p in ids])))
+    assert mask.tolist() == [[True] * 6 + [False] * 6]
 
 
 def test_a_batch_of_questions_answers_as_each_alone(run) -> None:  # type: ignore[no-untyped-def]
