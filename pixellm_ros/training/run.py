@@ -127,6 +127,71 @@ def _restore(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_schedul
             group["betas"] = betas
 
 
+@dataclass
+class _Stage:
+    """One stage of the run: ``step_losses(step)`` gives the step's loss and its logged parts;
+    ``load`` / ``state`` restore / give the stage's own tensors in its checkpoint ``path``."""
+
+    name: str  # "stage1" / "stage2": the history's key and what ``stop_requested`` is told
+    path: Path
+    steps: int
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    lr: float
+    step_losses: Callable[[int], tuple[torch.Tensor, dict[str, float]]]
+    load: Callable[[dict[str, Any]], object]
+    state: Callable[[], dict[str, Any]]
+    log_every: int
+    postfix: tuple[str, ...]  # the logged parts the progress bar shows
+
+
+def _run_stage(stage: _Stage, settings: TrainSettings, history: dict[str, list[dict[str, float]]], out: Path,
+               say: Callable[[str], None], progress: bool, stop_requested: Callable[[str, int], bool]) -> None:
+    """Train ``stage`` to its step count from its checkpoint, if any (a finished stage given more steps goes on):
+    clipped AdamW steps on the one-cycle schedule, a checkpoint every ``checkpoint_minutes`` and at the end."""
+    label = stage.name.replace("stage", "stage ")
+    scheduler = _one_cycle(stage.optimizer, stage.lr, stage.steps)
+    step, done = 0, False
+    if stage.path.is_file():
+        saved = torch.load(stage.path, weights_only=False)
+        stage.load(saved)
+        _restore(stage.optimizer, scheduler, saved)
+        step = saved["step"]
+        done = saved["done"] and step >= stage.steps
+        say(f"{label}: resumed at step {step}{' (done)' if done else ''}")
+
+    def save(finished: bool) -> None:
+        _save(stage.path, {**stage.state(), "optimizer": stage.optimizer.state_dict(),
+                           "scheduler": scheduler.state_dict(), "step": step, "done": finished})
+        (out / "history.json").write_text(json.dumps(history))
+
+    clock = _Clock(settings.checkpoint_minutes)
+    bar = tqdm(total=stage.steps, initial=step, desc=label, unit="step", disable=not progress or done)
+    while not done and step < stage.steps:
+        if stop_requested(stage.name, step):
+            save(False)
+            raise KeyboardInterrupt(f"stopped in {label} at step {step} (checkpoint written: run again with resume)")
+        total, parts = stage.step_losses(step)
+        stage.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(stage.params, 1.0)
+        stage.optimizer.step()
+        scheduler.step()
+        step += 1
+        entry = {"step": step, "total": float(total.detach()), **parts}
+        history[stage.name].append(entry)
+        bar.update(1)
+        bar.set_postfix({key: f"{entry[key]:.3f}" for key in stage.postfix})
+        if step % stage.log_every == 0:
+            say(f"{label} " + " ".join(f"{k} {v:.4g}" for k, v in entry.items()))
+        if clock.due():
+            save(False)
+            say(f"{label}: checkpoint at step {step}")
+    bar.close()
+    if not done:
+        save(True)
+
+
 def engine_report(model: PixelLMForCausalLM, tokenizer: BPETokenizer, data: Path, limit: int | None = None) -> EvaluationReport:
     """The model (in memory) through the real engine on a MUSE export's questions."""
     from pixellm_ros.engine import PixelLMEngine
@@ -172,54 +237,26 @@ def train(out_dir: str | os.PathLike[str], settings: TrainSettings, resume: bool
     mark = time.monotonic()
     modules = stage1_modules(model)
     params = [p for m in modules for p in m.parameters()] + list(prompt_head.parameters())
-    optimizer = torch.optim.AdamW(params, lr=settings.stage1_lr, weight_decay=0.01)
-    scheduler = _one_cycle(optimizer, settings.stage1_lr, settings.stage1_steps)
-    step, done = 0, False
-    if (out / STAGE1_FILE).is_file():
-        saved = torch.load(out / STAGE1_FILE, weights_only=False)
-        for module, state in zip(modules, saved["modules"]):
-            module.load_state_dict(state)
-        prompt_head.load_state_dict(saved["prompt_head"])
-        _restore(optimizer, scheduler, saved)
-        step = saved["step"]
-        done = saved["done"] and step >= settings.stage1_steps  # a finished stage given more steps goes on
-        say(f"stage 1: resumed at step {step}{' (done)' if done else ''}")
-
-    def save_stage1(finished: bool) -> None:
-        _save(out / STAGE1_FILE, {"modules": [m.state_dict() for m in modules], "prompt_head": prompt_head.state_dict(),
-                                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                  "step": step, "done": finished})
-        (out / "history.json").write_text(json.dumps(history))
-
-    clock = _Clock(settings.checkpoint_minutes)
-    bar = tqdm(total=settings.stage1_steps, initial=step, desc="stage 1", unit="step", disable=not progress or done)
     generator = torch.Generator().manual_seed(settings.seed)
-    while not done and step < settings.stage1_steps:
-        if stop_requested("stage1", step):
-            save_stage1(False)
-            raise KeyboardInterrupt(f"stopped in stage 1 at step {step} (checkpoint written: run again with resume)")
+
+    def stage1_step(step: int) -> tuple[torch.Tensor, dict[str, float]]:
         generator.manual_seed(settings.seed * 100_003 + step)
         losses = stage1_loss(model, prompt_head, pool, draw_batch(len(pool), settings.stage1_batch, settings.seed, step),
                              settings.stage1_masks_per_scene, generator)
-        optimizer.zero_grad(set_to_none=True)
-        losses.total.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        scheduler.step()
-        step += 1
-        entry = {"step": step, "total": float(losses.total.detach()), "heat": losses.heat, "box": losses.box,
-                 "attributes": losses.attributes, "mask_bce": losses.mask_bce, "mask_dice": losses.mask_dice}
-        history["stage1"].append(entry)
-        bar.update(1)
-        bar.set_postfix(loss=f"{entry['total']:.3f}", dice=f"{losses.mask_dice:.3f}")
-        if step % 50 == 0:
-            say("stage 1 " + " ".join(f"{k} {v:.4g}" for k, v in entry.items()))
-        if clock.due():
-            save_stage1(False)
-            say(f"stage 1: checkpoint at step {step}")
-    bar.close()
-    if not done:
-        save_stage1(True)
+        return losses.total, {"heat": losses.heat, "box": losses.box, "attributes": losses.attributes,
+                              "mask_bce": losses.mask_bce, "mask_dice": losses.mask_dice}
+
+    def stage1_load(saved: dict[str, Any]) -> None:
+        for module, state in zip(modules, saved["modules"]):
+            module.load_state_dict(state)
+        prompt_head.load_state_dict(saved["prompt_head"])
+
+    _run_stage(_Stage("stage1", out / STAGE1_FILE, settings.stage1_steps, params,
+                      torch.optim.AdamW(params, lr=settings.stage1_lr, weight_decay=0.01), settings.stage1_lr,
+                      stage1_step, stage1_load,
+                      lambda: {"modules": [m.state_dict() for m in modules], "prompt_head": prompt_head.state_dict()},
+                      log_every=50, postfix=("total", "mask_dice")),
+               settings, history, out, say, progress, stop_requested)
     seconds["stage1"] = time.monotonic() - mark
     for module in modules:
         module.requires_grad_(False)
@@ -230,51 +267,20 @@ def train(out_dir: str | os.PathLike[str], settings: TrainSettings, resume: bool
     add_adapters(model, tokenizer, settings.lora_rank)
     scenes = prepare_scenes(model, prompt_head, pool)
     params = stage2_parameters(model)
-    optimizer = torch.optim.AdamW(params, lr=settings.stage2_lr, weight_decay=0.0)
-    scheduler = _one_cycle(optimizer, settings.stage2_lr, settings.stage2_steps)
     trainable = {name for name, p in model.named_parameters() if any(p is q for q in params)}
-    step, done = 0, False
-    if (out / STAGE2_FILE).is_file():
-        saved = torch.load(out / STAGE2_FILE, weights_only=False)
-        model.load_state_dict(saved["trainable"], strict=False)
-        _restore(optimizer, scheduler, saved)
-        step = saved["step"]
-        done = saved["done"] and step >= settings.stage2_steps  # a finished stage given more steps goes on
-        say(f"stage 2: resumed at step {step}{' (done)' if done else ''}")
 
-    def save_stage2(finished: bool) -> None:
-        state = {k: v for k, v in model.state_dict().items() if k in trainable}
-        _save(out / STAGE2_FILE, {"trainable": state, "optimizer": optimizer.state_dict(),
-                                  "scheduler": scheduler.state_dict(), "step": step, "done": finished})
-        (out / "history.json").write_text(json.dumps(history))
-
-    clock = _Clock(settings.checkpoint_minutes)
-    bar = tqdm(total=settings.stage2_steps, initial=step, desc="stage 2", unit="step", disable=not progress or done)
-    while not done and step < settings.stage2_steps:
-        if stop_requested("stage2", step):
-            save_stage2(False)
-            raise KeyboardInterrupt(f"stopped in stage 2 at step {step} (checkpoint written: run again with resume)")
+    def stage2_step(step: int) -> tuple[torch.Tensor, dict[str, float]]:
         examples = draw_examples(scenes, pool, settings.stage2_batch, settings.seed, step, settings.phrasing_rate,
                                  settings.none_rate)
         losses = stage2_loss(model, tokenizer, scenes, examples, settings.prompt_distillation)
-        optimizer.zero_grad(set_to_none=True)
-        losses.total.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        scheduler.step()
-        step += 1
-        entry = {"step": step, "total": float(losses.total.detach()), "token_ce": losses.token_ce, "distillation": losses.distillation}
-        history["stage2"].append(entry)
-        bar.update(1)
-        bar.set_postfix(ce=f"{losses.token_ce:.3f}", distill=f"{losses.distillation:.3f}")
-        if step % 25 == 0:
-            say("stage 2 " + " ".join(f"{k} {v:.4g}" for k, v in entry.items()))
-        if clock.due():
-            save_stage2(False)
-            say(f"stage 2: checkpoint at step {step}")
-    bar.close()
-    if not done:
-        save_stage2(True)
+        return losses.total, {"token_ce": losses.token_ce, "distillation": losses.distillation}
+
+    _run_stage(_Stage("stage2", out / STAGE2_FILE, settings.stage2_steps, params,
+                      torch.optim.AdamW(params, lr=settings.stage2_lr, weight_decay=0.0), settings.stage2_lr,
+                      stage2_step, lambda saved: model.load_state_dict(saved["trainable"], strict=False),
+                      lambda: {"trainable": {k: v for k, v in model.state_dict().items() if k in trainable}},
+                      log_every=25, postfix=("token_ce", "distillation")),
+               settings, history, out, say, progress, stop_requested)
     seconds["stage2"] = time.monotonic() - mark
 
     # ------------------------------------------------------------------ export and a first look
