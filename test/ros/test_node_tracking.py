@@ -144,19 +144,32 @@ def ask(client: RosClient, instruction: str, **kw: Any) -> Any:
                                         **kw)
 
 
+ATTEMPTS = 3  # a tracked request asked again when its frame was skipped by a tracking thread behind under load
+
+
 def tracked_result(client: RosClient, camera: Camera, world: MovingWorld, instruction: str, first: int,
                    channel: str = "service") -> tuple[SegmentationResult, int]:
-    """Frames play while a tracked request is answered; (the result, the index after the last frame)."""
-    camera.play(frames_of(world, first, 4))
-    pending = ask(client, instruction, channel=channel)
-    index = first + 4
-    while not pending.done():
-        camera.play(frames_of(world, index, 3))
-        index += 3
-        assert index < first + 900, "no answer"
-    result = pending.result(1.0)
-    assert result.status == SegmentationResult.STATUS_OK, result.error
-    return result, index
+    """Frames play while a tracked request is answered; (the result, the index after the last frame).
+
+    Under load the tracking thread can fall INBOX_FRAMES behind and skip the frame a request was
+    asked on; the answer then says it is not tracked (the node warns "fell ... behind"). Such a
+    request is asked again on later frames (at most ATTEMPTS times, printed), as a user would."""
+    index = first
+    for attempt in range(1, ATTEMPTS + 1):
+        camera.play(frames_of(world, index, 4))
+        pending = ask(client, instruction, channel=channel)
+        index += 4
+        while not pending.done():
+            camera.play(frames_of(world, index, 3))
+            index += 3
+            assert index < first + 900 * attempt, "no answer"
+        result = pending.result(1.0)
+        assert result.status == SegmentationResult.STATUS_OK, result.error
+        skipped = [w for w in result.warnings if w.startswith("not tracked:") and "is not among the tracker's last" in w]
+        if not skipped:
+            return result, index
+        print(f"tracked_result: attempt {attempt} of {ATTEMPTS} not tracked ({skipped[0]}): asking again")
+    raise AssertionError(f"{ATTEMPTS} tracked requests in a row had their frame skipped by the tracking thread")
 
 
 def test_standing_instruction_tracks_keep_their_ids_across_answers(
@@ -313,6 +326,7 @@ def test_deactivate_ends_every_track_and_ids_are_never_reused(
     instruction = "segment the red cup before deactivate"
     result, index = tracked_result(client, camera, world, instruction, 500)
     track_id = result.targets[0].track_id
+    assert track_id > 0, result.warnings
     assert client.change_state(NODE, Transition.TRANSITION_DEACTIVATE)
     try:
         assert wait_until(lambda: tracks.events(TrackEvent.KIND_ENDED, instruction), 30)
