@@ -35,6 +35,7 @@ CNN_FEATURE_STRIDES: tuple[int, int, int] = (8, 16, 32)
 
 LLAMA_BASE_VOCAB = 32000
 DEFAULT_ROPE_THETA = 10000.0  # LLaMA's rotary base
+OBJECT_PLACE_AXES = (0, 1)  # an object's place words: the bin of its centre's x, then of its y (ObjectTokenizer.places)
 
 # SAM / ImageNet statistics on 0-255 RGB: the released model normalises CLIP's input with these,
 # not with CLIP's own statistics.
@@ -192,7 +193,7 @@ class PixelLMConfig:
     @property
     def object_words(self) -> int:
         """LLM tokens per object slot with a CNN encoder: its token, its attribute words, its two place words."""
-        return 1 + len(self.object_tag_groups) + (2 if self.object_place_token_ids else 0)
+        return 1 + len(self.object_tag_groups) + (len(OBJECT_PLACE_AXES) if self.object_place_token_ids else 0)
 
     @property
     def seg_tokens_per_target(self) -> int:

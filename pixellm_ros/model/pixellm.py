@@ -27,7 +27,7 @@ from torch import nn
 from transformers import LlamaForCausalLM
 
 from .codebook import SegTokenFusion, group_seg_embeddings, seg_state_mask
-from .config import CNN_FEATURE_STRIDES, PixelLMConfig
+from .config import CNN_FEATURE_STRIDES, OBJECT_PLACE_AXES, PixelLMConfig
 from .constants import IMAGE_TOKEN_INDEX
 from .decoder import MultiScaleMaskDecoder
 from .losses import IGNORE_INDEX, LossWeights, mask_losses, token_cross_entropy
@@ -127,7 +127,7 @@ class PixelLMForCausalLM(nn.Module):
         if cfg.object_place_token_ids:
             bins = len(cfg.object_place_token_ids)
             place_ids = torch.tensor(cfg.object_place_token_ids, device=tokens.device)
-            for axis in (0, 1):
+            for axis in OBJECT_PLACE_AXES:
                 index = (places[..., axis].float() * bins).floor().long().clamp(0, bins - 1)
                 word_ids.append(place_ids[index])
         words = self.language_model.get_input_embeddings()(torch.stack(word_ids, dim=-1)).to(tokens.dtype)  # (B, K, W-1, H)

@@ -35,29 +35,25 @@ ATTRIBUTE_WORDS = (COLOUR_NAMES, SHAPE_NAMES, SIZE_NAMES)  # the attribute group
 PLACE_WORDS = tuple(str(digit) for digit in range(10))  # the place bins' words: tenths of the image
 
 
+def word_token_ids(tokenizer: BPETokenizer, words: tuple[str, ...], prefix: str = "") -> tuple[int, ...]:
+    """The one LLM token of each of ``words`` (after ``prefix``); a word of more tokens is an error."""
+    ids = []
+    for word in words:
+        pieces = tokenizer.encode(prefix + word)
+        if len(pieces) != 1:
+            raise ValueError(f"the tag word {prefix + word!r} is {len(pieces)} tokens; a tag word must be one")
+        ids.append(pieces[0])
+    return tuple(ids)
+
+
 def tag_token_ids(tokenizer: BPETokenizer) -> tuple[tuple[int, ...], ...]:
     """The LLM token of each attribute value's word (with its leading space, as inside a sentence)."""
-    out = []
-    for words in ATTRIBUTE_WORDS:
-        ids = []
-        for word in words:
-            pieces = tokenizer.encode(" " + word)
-            if len(pieces) != 1:
-                raise ValueError(f"the attribute word {word!r} is {len(pieces)} tokens; a tag word must be one")
-            ids.append(pieces[0])
-        out.append(tuple(ids))
-    return tuple(out)
+    return tuple(word_token_ids(tokenizer, words, " ") for words in ATTRIBUTE_WORDS)
 
 
 def place_token_ids(tokenizer: BPETokenizer) -> tuple[int, ...]:
     """The LLM token of each place bin's word (a bare digit: one token in SmolLM2's vocabulary)."""
-    ids = []
-    for word in PLACE_WORDS:
-        pieces = tokenizer.encode(word)
-        if len(pieces) != 1:
-            raise ValueError(f"the place word {word!r} is {len(pieces)} tokens; a place word must be one")
-        ids.append(pieces[0])
-    return tuple(ids)
+    return word_token_ids(tokenizer, PLACE_WORDS)
 
 
 def embedded_config(base_llm_config: dict[str, Any], tokenizer: BPETokenizer) -> PixelLMConfig:
