@@ -103,6 +103,9 @@ class PixelLMConfig:
     # LLM token id of each bin's word (empty: no place words).
     object_place_token_ids: tuple[int, ...] = ()
     object_threshold: float = 0.3  # a heat-map peak above this is an object
+    # Where the attributes are read: 0 = at the centre; f > 0 = the mean of the centre's reading and
+    # the body's (8 points on a circle of f radii: a ring's centre is its hole).
+    object_attribute_circle: float = 0.0
 
     # Where the LLM's base weights come from: "" = this folder; a name of
     # model.pretrained_llm.PRETRAINED_LLMS = that registry package (the folder holds the changes).
@@ -249,6 +252,8 @@ class PixelLMConfig:
             raise ValueError(f"encoder_image_size {self.encoder_image_size} must be a multiple of {CNN_FEATURE_STRIDES[-1]}")
         if self.object_tokens < 1 or self.object_classes < 1 or not 0.0 < self.object_threshold < 1.0:
             raise ValueError("object_tokens and object_classes must be >= 1 and object_threshold in (0, 1)")
+        if not 0.0 <= self.object_attribute_circle < 1.0:
+            raise ValueError(f"object_attribute_circle must be in [0, 1), got {self.object_attribute_circle}")
         if self.fusion not in FUSION_MODES:
             raise ValueError(f"fusion must be one of {FUSION_MODES}, got {self.fusion!r}")
         if self.object_tag_groups:

@@ -12,7 +12,8 @@ the image reaches the LLM as ONE token per object, found by a light detector on 
          object embeddings (B, E, 2G, 2G)
       -> peaks (3x3 local maxima above ``object_threshold``, at most ``object_tokens`` by score),
          ordered left to right; at each: the embedding, its attribute probabilities (one softmax
-         per group of ``object_attributes``: colour, shape and size class in the tabletop world),
+         per group of ``object_attributes``: colour, shape and size class in the tabletop world;
+         read at the centre and, with ``object_attribute_circle``, over the object's body too),
          the centre and radius relative to the image's un-padded size
       -> the token projector (embedding + attributes + Fourier features of the place -> H):
          (B, K, H) tokens, with a mask for the slots no object filled.
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from .config import PixelLMConfig
 
 POSITION_FEATURES = 3  # x / w, y / h, radius / min(h, w)
+CIRCLE_POINTS = 8  # where the attributes are read on the object's body (``attribute_circle``)
 
 
 @dataclass
@@ -156,10 +158,12 @@ class ObjectTokenizer(nn.Module):
         threshold: float,
         fourier_bands: int = 8,
         projector_hidden: int = 1024,
+        attribute_circle: float = 0.0,
     ) -> None:
         super().__init__()
         self.max_objects = max_objects
         self.threshold = threshold
+        self.attribute_circle = attribute_circle
         self.pyramid = FeaturePyramid(in_channels, width)
         self.heads = ObjectHeads(width, num_classes, embed_dim)
         self.attributes = ObjectAttributes(embed_dim, attributes)
@@ -177,6 +181,7 @@ class ObjectTokenizer(nn.Module):
             hidden_size=config.hidden_size,
             max_objects=config.object_tokens,
             threshold=config.object_threshold,
+            attribute_circle=config.object_attribute_circle,
         )
 
     def detect(self, heat: torch.Tensor, box: torch.Tensor, embedding: torch.Tensor) -> ObjectDetections:
@@ -200,7 +205,24 @@ class ObjectTokenizer(nn.Module):
         centres, radii, scores, cls, valid = take(centres), take(radii), take(scores), take(cls), take(valid)
         embeddings = sample_cells(embedding, centres, self.stride)
         return ObjectDetections(centres=centres, radii=radii, scores=scores, classes=cls, embeddings=embeddings,
-                                attributes=self.attributes.probabilities(embeddings), valid=valid)
+                                attributes=self.read_attributes(embedding, centres, radii), valid=valid)
+
+    def read_attributes(self, embedding: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
+        """(B, K, A) attribute probabilities of the objects at ``centres`` (B, K, 2) with ``radii`` (B, K),
+        canvas pixels, on the embedding map (B, E, h, w): the head's probabilities at the centre or, with
+        ``attribute_circle`` = f > 0, the mean of those and of their mean over CIRCLE_POINTS points at f
+        radii around it. The body matters where the centre is not the object: a ring's centre is its
+        hole, and read there the colour of a ring in a colour never seen on a ring is guessed from the
+        rings seen (orange rings read as red; docs/embedded_model_experiments.md)."""
+        at_centre = self.attributes.probabilities(sample_cells(embedding, centres, self.stride))
+        if self.attribute_circle <= 0.0:
+            return at_centre
+        angles = torch.arange(CIRCLE_POINTS, device=centres.device, dtype=centres.dtype) * (2 * math.pi / CIRCLE_POINTS)
+        offsets = torch.stack([angles.cos(), angles.sin()], dim=-1) * self.attribute_circle  # (P, 2) in radii
+        points = centres[:, :, None] + radii[..., None, None] * offsets  # (B, K, P, 2)
+        around = sample_cells(embedding, points.flatten(1, 2), self.stride)  # (B, K * P, E)
+        on_body = self.attributes.probabilities(around).unflatten(1, (centres.shape[1], CIRCLE_POINTS)).mean(dim=2)
+        return (at_centre + on_body) / 2
 
     def places(self, detections: ObjectDetections, valid_hw: Sequence[tuple[int, int]]) -> torch.Tensor:
         """(B, K, 3): centre x / w, y / h and radius / min(h, w) of each detection, on the un-padded image."""

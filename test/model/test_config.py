@@ -4,7 +4,9 @@ import json
 
 import pytest
 
+from pixellm_ros.engine.engine import DEFAULT_MODEL_DIR
 from pixellm_ros.model import PixelLMConfig
+from pixellm_ros.training.embedded_config import ATTRIBUTE_CIRCLE
 
 @pytest.mark.parametrize("preset", [PixelLMConfig.tiny, PixelLMConfig.released_7b, PixelLMConfig.released_13b])
 def test_json_round_trip_is_lossless(preset):
@@ -84,3 +86,12 @@ def test_tiny_preset_is_consistent():
     assert cfg.vision_grid % cfg.llm_image_grid == 0
 
 
+
+
+def test_where_attributes_are_read_is_checked():
+    shipped = json.loads((DEFAULT_MODEL_DIR / "pixellm_config.json").read_text())
+    for inside in (0.0, ATTRIBUTE_CIRCLE):
+        assert PixelLMConfig.from_dict({**shipped, "object_attribute_circle": inside}).object_attribute_circle == inside
+    for outside in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="object_attribute_circle"):
+            PixelLMConfig.from_dict({**shipped, "object_attribute_circle": outside})

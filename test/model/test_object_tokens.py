@@ -56,3 +56,50 @@ def test_places_are_relative_to_the_unpadded_image_and_tokens_have_the_llm_width
 def test_fourier_features_shape_and_range() -> None:
     out = fourier_features(torch.rand(5, 3), bands=4)
     assert out.shape == (5, 3 * 2 * 4) and float(out.abs().max()) <= 1.0
+
+
+def _ring_scene() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One object at cell (5, 5), radius 3 cells, whose centre cell (its hole) reads attribute 0
+    weakly and whose body (the cells 1-3 cells away) reads attribute 1 strongly."""
+    heat = torch.full((1, 3, 12, 12), -9.0)
+    heat[0, 0, 5, 5] = 3.0
+    box = torch.zeros(1, 3, 12, 12)
+    box[0, 2] = float(torch.tensor(3.0).log())  # radius 3 cells = 24 px
+    embedding = torch.zeros(1, 12, 12, 12)
+    ys, xs = torch.meshgrid(torch.arange(12.0), torch.arange(12.0), indexing="ij")
+    ring = ((ys - 5) ** 2 + (xs - 5) ** 2).sqrt()
+    embedding[0, 1][(ring >= 1) & (ring <= 3.5)] = 10.0  # the body: attribute 1
+    embedding[0, 0, 5, 5] = 2.0  # the hole: attribute 0, weakly
+    return heat, box, embedding
+
+
+def _attribute_reader(circle: float) -> ObjectTokenizer:
+    tok = ObjectTokenizer(in_channels=(8, 16, 32), width=16, num_classes=3, embed_dim=12, attributes=(3, 2),
+                          hidden_size=24, max_objects=2, threshold=0.3, attribute_circle=circle).eval()
+    with torch.no_grad():  # group 0 reads embedding channels 0-2 as its logits; group 1 is flat
+        tok.attributes.linear.weight.zero_()
+        tok.attributes.linear.bias.zero_()
+        tok.attributes.linear.weight[:3, :3] = torch.eye(3)
+    return tok
+
+
+def test_attributes_are_read_at_the_centre_or_also_on_the_body() -> None:
+    heat, box, embedding = _ring_scene()
+    with torch.no_grad():
+        at_centre = _attribute_reader(0.0).detect(heat, box, embedding)
+        on_body = _attribute_reader(0.6).detect(heat, box, embedding)
+    assert at_centre.valid.tolist() == on_body.valid.tolist() == [[True, False]]
+    torch.testing.assert_close(on_body.centres, at_centre.centres)
+    torch.testing.assert_close(on_body.embeddings, at_centre.embeddings)  # the token's embedding stays the centre's
+    assert int(at_centre.attributes[0, 0, :3].argmax()) == 0  # the hole
+    assert int(on_body.attributes[0, 0, :3].argmax()) == 1  # the body outvotes it
+
+    # the reading is the mean of the centre's probabilities and those of 8 points 0.6 radii around it
+    reader = _attribute_reader(0.6)
+    centre, radius = on_body.centres[0, 0], float(on_body.radii[0, 0])
+    angles = torch.arange(8) * (2 * torch.pi / 8)
+    points = centre + 0.6 * radius * torch.stack([angles.cos(), angles.sin()], dim=-1)
+    with torch.no_grad():
+        body = reader.attributes.probabilities(sample_cells(embedding, points[None], 8))[0].mean(0)
+        middle = reader.attributes.probabilities(sample_cells(embedding, centre[None, None], 8))[0, 0]
+    torch.testing.assert_close(on_body.attributes[0, 0], (body + middle) / 2)
