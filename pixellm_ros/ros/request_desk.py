@@ -250,7 +250,10 @@ class RequestDesk:
             if self.tracking is not None:
                 self.tracking.prepare(request)  # tracking hook: its tracker holds the frame it binds
             try:
-                bound.append((len(outcomes), request, self._flow.bind(request, settings, cameras), stop_for(request)))
+                image = self._flow.bind(request, settings, cameras)
+                if self.tracking is not None:
+                    self.tracking.bound(request, image)  # tracking hook: that frame is kept for the answer
+                bound.append((len(outcomes), request, image, stop_for(request)))
                 outcomes.append(None)
             except RequestRefused as refused:
                 outcomes.append(refused)

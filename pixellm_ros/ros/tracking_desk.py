@@ -14,6 +14,7 @@ The node's hooks (its only contact with this module):
     frame_hook(camera, put) -> callback                the camera subscription's callback (queues the frame)
     on_depth(camera)                                   a depth frame came: a colour frame waiting for it may go
     prepare(request)                                   the worker, before it binds a tracked request's frame
+    bound(request, image)                              the worker, once it has: that frame is kept for the answer
     on_result(request, image, outcome) -> tracked      the worker, before the answer: ids into the result
     end_all(reason)                                    deactivate / shutdown: every track ends with the reason
 
@@ -47,7 +48,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -68,7 +69,7 @@ from .spatial_conversions import DEPTH_ERRORS, aligned_depth, stamp_ns, targets_
 from .tracking_conversions import TrackedFrameParts, drawn_tracks, event_msg, tracks_msg
 
 NS = 1_000_000_000
-INBOX_FRAMES = 8  # frames waiting for the tracking thread; when it falls further behind the oldest are skipped
+INBOX_FRAMES = 8  # frames waiting for the tracking thread; when it falls further behind they are thinned (_thin)
 DEPTH_WAIT_S = 0.1  # a colour frame waits this long for its depth frame while no later depth frame has come
 WATCH_PERIOD_S = 0.1  # how often the tracking thread looks for stopped cameras and frames done waiting
 JOIN_TIMEOUT_S = 10.0  # destroy waits this long for the tracking thread's step under way
@@ -121,6 +122,7 @@ class _CameraTracks:
         self.topic = camera.topic
         self.depth = camera.depth  # its DepthCache or None
         self.inbox: deque[_Frame] = deque()
+        self.bound: Counter[int] = Counter()  # stamps of the frames tracked requests under way were asked on
         self.last: _Frame | None = None  # the newest frame taken for stepping (nothing tracked: the newest)
         self.trackers: dict[str, _Tracked] = {}
         self.warned: set[str] = set()
@@ -137,6 +139,7 @@ class TrackingDesk:
         self._lock = threading.Condition()  # cameras, inboxes, trackers, pending counts
         self._cameras: dict[str, _CameraTracks] = {}
         self._prepared: dict[int, tuple[_CameraTracks, _Tracked]] = {}  # id(request) -> its tracker
+        self._bound: dict[int, int] = {}  # id(request) -> the stamp of the frame it was asked on
         self._tracks_pub: Any = None
         self._debug_pub: Any = None
         self._markers_pub: Any = None
@@ -159,7 +162,7 @@ class TrackingDesk:
         """Stop the tracking thread and remove ~/tracks (after ``end_all``: nothing is left to say)."""
         with self._lock:
             self._stopping = True
-            self._cameras, self._prepared = {}, {}
+            self._cameras, self._prepared, self._bound = {}, {}, {}
             self._lock.notify_all()
         if self._thread is not None:
             self._thread.join(JOIN_TIMEOUT_S)
@@ -188,9 +191,9 @@ class TrackingDesk:
                 state.last = frame
                 return
             if len(state.inbox) >= INBOX_FRAMES:
-                state.inbox.popleft()
+                _thin(state)
                 self._warn(state, "behind", f"tracking on camera '{camera}' fell {INBOX_FRAMES} frames behind: the "
-                           "oldest waiting frames are skipped (an answer about one of them is not tracked, and says so)")
+                           "waiting frames are thinned (never the frame a tracked request under way was asked on)")
             state.inbox.append(frame)
             self._woken = True
             self._lock.notify_all()
@@ -244,6 +247,18 @@ class TrackingDesk:
         with self._lock:
             self._lock.notify_all()
 
+    def bound(self, request: SegmentRequest, image: Any) -> None:
+        """The worker bound a prepared request's frame (``image``, the camera's message): until its answer
+        comes, that frame is not skipped when tracking falls behind (its tracker steps it, and the answer's
+        update finds it in the tracker's history)."""
+        with self._lock:
+            prepared = self._prepared.get(id(request))
+            if prepared is None or id(request) in self._bound:
+                return
+            stamp = stamp_ns(image.header.stamp)
+            self._bound[id(request)] = stamp
+            prepared[0].bound[stamp] += 1
+
     def on_result(self, request: SegmentRequest, image: Any, outcome: Any) -> bool:
         """After the worker ran a request (``outcome``: its RunOutcome, or the refusal), before its
         result goes out: the answer's targets into the request's tracker and each target's
@@ -251,6 +266,9 @@ class TrackingDesk:
         result is tracked (its debug image and markers then come from the tracks, keyed by id)."""
         with self._lock:
             prepared = self._prepared.pop(id(request), None)
+            stamp_bound = self._bound.pop(id(request), None)
+            if prepared is not None and stamp_bound is not None:
+                prepared[0].bound -= Counter({stamp_bound: 1})
         msg = getattr(outcome, "msg", None)
         ok = msg is not None and msg.status == ResultMsg.STATUS_OK
         if prepared is None:
@@ -505,6 +523,24 @@ class TrackingDesk:
 
     def _now_ns(self) -> int:
         return self._node.get_clock().now().nanoseconds
+
+
+def _thin(state: _CameraTracks) -> None:
+    """Skip one waiting frame of a full inbox (desk lock held): never the newest, nor one a tracked request
+    under way was asked on (its answer needs the tracker to have stepped it); of the others the one whose
+    going leaves the shortest gap between the frames around it. A stall is thinned evenly, so the tracker
+    sees frames spread over it rather than one jump the length of it, which it would take for a stopped
+    camera (``max_frame_gap_s``) and end every track."""
+    frames = state.inbox
+    skip, shortest = 0, None
+    for index in range(len(frames) - 1):
+        if frames[index].stamp_ns in state.bound:
+            continue
+        before = frames[index - 1] if index > 0 else (state.last or frames[index])
+        gap = frames[index + 1].stamp_ns - before.stamp_ns
+        if shortest is None or gap < shortest:
+            skip, shortest = index, gap
+    del frames[skip]
 
 
 def _wanted(publisher: Any) -> bool:

@@ -189,7 +189,7 @@ def test_standing_instruction_tracks_keep_their_ids_across_answers(
         assert all(client.set_parameters(NODE, {"standing_instruction": "", "tracking.standing": False}))
     standing = [r for r in results.where(lambda m: "-standing-" in m.request_id and m.instruction == instruction)]
     ids = {t.track_id for r in standing for t in r.targets}
-    assert len(ids) == 1 and 0 not in ids, f"one target, one id across {len(standing)} answers: {ids}"
+    assert len(ids) == 1 and 0 not in ids, f"one target, one id across {len(standing)} answers: {ids} {[list(r.warnings) for r in standing]}"
     (track_id,) = ids
     seen = tracks.tracks_of(instruction)
     assert seen and {t.track_id for _, t in seen} == {track_id}
