@@ -294,7 +294,8 @@ def train(out_dir: str | os.PathLike[str], settings: TrainSettings, resume: bool
         data = world_eval_data(out / "eval_data", "heldout", EVAL_SCENES)
         report = engine_report(model, tokenizer, data, limit=settings.eval_questions)
         evaluation = {"scenes": EVAL_SCENES, **report.overall}
-        history["eval"].append({"step": step, **{k: v for k, v in report.overall.items() if isinstance(v, int | float)}})
+        history["eval"].append({"step": settings.stage2_steps,
+                                **{k: v for k, v in report.overall.items() if isinstance(v, int | float)}})
         say("held-out look (engine): " + " ".join(f"{k} {v}" for k, v in report.overall.items()))
     seconds["evaluation"] = time.monotonic() - mark
     (out / "history.json").write_text(json.dumps(history))

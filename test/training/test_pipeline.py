@@ -28,7 +28,7 @@ pytestmark = pytest.mark.timeout(900)  # two tiny runs on the real 135M-paramete
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
     torch.set_num_threads(2)
     out = tmp_path_factory.mktemp("tiny_run")
-    result = train(out, recipe("tiny"), progress=False, log=lambda line: None)
+    result = train(out, recipe("tiny", eval_questions=2), progress=False, log=lambda line: None)
     return out, result
 
 
@@ -39,6 +39,9 @@ def test_the_run_writes_its_folder_and_a_small_delta_model(run) -> None:  # type
     history = json.loads((out / "history.json").read_text())
     assert len(history["stage1"]) == recipe("tiny").stage1_steps and len(history["stage2"]) == recipe("tiny").stage2_steps
     assert all(np.isfinite(row["total"]) for row in history["stage1"] + history["stage2"])
+    # the run's first look at the model through the engine, after the export
+    assert [(row["step"], row["num_questions"]) for row in history["eval"]] == [(recipe("tiny").stage2_steps, 2)]
+    assert json.loads((out / "summary.json").read_text())["evaluation"]["num_questions"] == 2
     from safetensors import safe_open
 
     with safe_open(str(result.model_dir / "model.safetensors"), "pt") as handle:
