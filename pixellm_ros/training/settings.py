@@ -40,7 +40,7 @@ class TrainSettings:
     none_rate: float = _knob(0.15, "share of questions about something absent", "stage2")
     prompt_distillation: float = _knob(1.0, "weight of the pull of seg prompts to stage 1's object prompts", "stage2")
     decision_weight: float = _knob(
-        3.0, "weight in the token loss of the answer's decisions (its first token; the token after each target)", "stage2"
+        1.0, "weight in the token loss of the answer's decisions (its first token; the token after each target)", "stage2"
     )
     # the run
     threads: int = _knob(2, "torch CPU threads", "run")

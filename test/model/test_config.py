@@ -90,6 +90,7 @@ def test_tiny_preset_is_consistent():
 
 def test_where_attributes_are_read_is_checked():
     shipped = json.loads((DEFAULT_MODEL_DIR / "pixellm_config.json").read_text())
+    assert shipped["object_attribute_circle"] == ATTRIBUTE_CIRCLE > 0  # the shipped folder reads as the recipe declares
     for inside in (0.0, ATTRIBUTE_CIRCLE):
         assert PixelLMConfig.from_dict({**shipped, "object_attribute_circle": inside}).object_attribute_circle == inside
     for outside in (-0.1, 1.0):
