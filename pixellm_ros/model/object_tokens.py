@@ -205,16 +205,18 @@ class ObjectTokenizer(nn.Module):
         centres, radii, scores, cls, valid = take(centres), take(radii), take(scores), take(cls), take(valid)
         embeddings = sample_cells(embedding, centres, self.stride)
         return ObjectDetections(centres=centres, radii=radii, scores=scores, classes=cls, embeddings=embeddings,
-                                attributes=self.read_attributes(embedding, centres, radii), valid=valid)
+                                attributes=self.read_attributes(embedding, embeddings, centres, radii), valid=valid)
 
-    def read_attributes(self, embedding: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
+    def read_attributes(self, embedding: torch.Tensor, at_centres: torch.Tensor, centres: torch.Tensor,
+                        radii: torch.Tensor) -> torch.Tensor:
         """(B, K, A) attribute probabilities of the objects at ``centres`` (B, K, 2) with ``radii`` (B, K),
-        canvas pixels, on the embedding map (B, E, h, w): the head's probabilities at the centre or, with
+        canvas pixels, on the embedding map (B, E, h, w) whose samples at the centres are ``at_centres``
+        (B, K, E): the head's probabilities at the centre or, with
         ``attribute_circle`` = f > 0, the mean of those and of their mean over CIRCLE_POINTS points at f
         radii around it. The body matters where the centre is not the object: a ring's centre is its
         hole, and read there the colour of a ring in a colour never seen on a ring is guessed from the
         rings seen (orange rings read as red; docs/embedded_model_experiments.md)."""
-        at_centre = self.attributes.probabilities(sample_cells(embedding, centres, self.stride))
+        at_centre = self.attributes.probabilities(at_centres)
         if self.attribute_circle <= 0.0:
             return at_centre
         angles = torch.arange(CIRCLE_POINTS, device=centres.device, dtype=centres.dtype) * (2 * math.pi / CIRCLE_POINTS)

@@ -48,7 +48,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -122,7 +122,6 @@ class _CameraTracks:
         self.topic = camera.topic
         self.depth = camera.depth  # its DepthCache or None
         self.inbox: deque[_Frame] = deque()
-        self.bound: Counter[int] = Counter()  # stamps of the frames tracked requests under way were asked on
         self.last: _Frame | None = None  # the newest frame taken for stepping (nothing tracked: the newest)
         self.trackers: dict[str, _Tracked] = {}
         self.warned: set[str] = set()
@@ -139,7 +138,7 @@ class TrackingDesk:
         self._lock = threading.Condition()  # cameras, inboxes, trackers, pending counts
         self._cameras: dict[str, _CameraTracks] = {}
         self._prepared: dict[int, tuple[_CameraTracks, _Tracked]] = {}  # id(request) -> its tracker
-        self._bound: dict[int, int] = {}  # id(request) -> the stamp of the frame it was asked on
+        self._bound: dict[int, int] = {}  # id(request) of a prepared one -> the stamp of the frame it was asked on
         self._tracks_pub: Any = None
         self._debug_pub: Any = None
         self._markers_pub: Any = None
@@ -191,7 +190,7 @@ class TrackingDesk:
                 state.last = frame
                 return
             if len(state.inbox) >= INBOX_FRAMES:
-                _thin(state)
+                _thin(state, {stamp for key, stamp in self._bound.items() if self._prepared[key][0] is state})
                 self._warn(state, "behind", f"tracking on camera '{camera}' fell {INBOX_FRAMES} frames behind: the "
                            "waiting frames are thinned (never the frame a tracked request under way was asked on)")
             state.inbox.append(frame)
@@ -252,12 +251,8 @@ class TrackingDesk:
         comes, that frame is not skipped when tracking falls behind (its tracker steps it, and the answer's
         update finds it in the tracker's history)."""
         with self._lock:
-            prepared = self._prepared.get(id(request))
-            if prepared is None or id(request) in self._bound:
-                return
-            stamp = stamp_ns(image.header.stamp)
-            self._bound[id(request)] = stamp
-            prepared[0].bound[stamp] += 1
+            if id(request) in self._prepared:
+                self._bound[id(request)] = stamp_ns(image.header.stamp)
 
     def on_result(self, request: SegmentRequest, image: Any, outcome: Any) -> bool:
         """After the worker ran a request (``outcome``: its RunOutcome, or the refusal), before its
@@ -266,9 +261,7 @@ class TrackingDesk:
         result is tracked (its debug image and markers then come from the tracks, keyed by id)."""
         with self._lock:
             prepared = self._prepared.pop(id(request), None)
-            stamp_bound = self._bound.pop(id(request), None)
-            if prepared is not None and stamp_bound is not None:
-                prepared[0].bound -= Counter({stamp_bound: 1})
+            self._bound.pop(id(request), None)
         msg = getattr(outcome, "msg", None)
         ok = msg is not None and msg.status == ResultMsg.STATUS_OK
         if prepared is None:
@@ -525,16 +518,17 @@ class TrackingDesk:
         return self._node.get_clock().now().nanoseconds
 
 
-def _thin(state: _CameraTracks) -> None:
-    """Skip one waiting frame of a full inbox (desk lock held): never the newest, nor one a tracked request
-    under way was asked on (its answer needs the tracker to have stepped it); of the others the one whose
+def _thin(state: _CameraTracks, asked_on: set[int]) -> None:
+    """Skip one waiting frame of a full inbox (desk lock held): never the newest, nor one whose stamp is in
+    ``asked_on``, the frames tracked requests under way were asked on (their answers need the tracker to
+    have stepped them); of the others the one whose
     going leaves the shortest gap between the frames around it. A stall is thinned evenly, so the tracker
     sees frames spread over it rather than one jump the length of it, which it would take for a stopped
     camera (``max_frame_gap_s``) and end every track."""
     frames = state.inbox
     skip, shortest = 0, None
     for index in range(len(frames) - 1):
-        if frames[index].stamp_ns in state.bound:
+        if frames[index].stamp_ns in asked_on:
             continue
         before = frames[index - 1] if index > 0 else (state.last or frames[index])
         gap = frames[index + 1].stamp_ns - before.stamp_ns

@@ -7,8 +7,8 @@ detector and attribute head, the pixel decoder.
 
 Losses: PixelLM's token cross-entropy on the answer, its decisions weighted up (``decision_weights``),
 and a pull of each target's seg prompts (``model.seg_prompts``, the decoder's L prompts) to the prompts
-stage 1's ``PromptHead`` gives that object, normalised by their mean square (``prompt_distillation``). The decoder, frozen, then turns
-the LLM's prompts into the masks stage 1 taught it. The image side of every scene is computed once
+stage 1's ``PromptHead`` gives that object, normalised by their mean square (``prompt_distillation``).
+The decoder, frozen, then turns the LLM's prompts into the masks stage 1 taught it. The image side of every scene is computed once
 (``Stage2Scenes``): the detections and the teacher prompts.
 """
 

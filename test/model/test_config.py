@@ -86,8 +86,6 @@ def test_tiny_preset_is_consistent():
     assert cfg.vision_grid % cfg.llm_image_grid == 0
 
 
-
-
 def test_where_attributes_are_read_is_checked():
     shipped = json.loads((DEFAULT_MODEL_DIR / "pixellm_config.json").read_text())
     assert shipped["object_attribute_circle"] == ATTRIBUTE_CIRCLE > 0  # the shipped folder reads as the recipe declares
