@@ -185,6 +185,9 @@ def test_standing_instruction_tracks_keep_their_ids_across_answers(
             index += 15
             assert index < 1500, f"fewer than 3 standing answers in {index} frames: {node.log_tail()}"
         headers += camera.play(frames_of(world, index, 8))
+        # the tracking thread may be a few frames behind (a model answer under way): its last frame's
+        # Tracks comes (the newest frame is never thinned) before the frames are counted
+        assert wait_until(lambda: any(m.header == headers[-1] for m in tracks.all()), 30), node.log_tail()
     finally:
         assert all(client.set_parameters(NODE, {"standing_instruction": "", "tracking.standing": False}))
     standing = [r for r in results.where(lambda m: "-standing-" in m.request_id and m.instruction == instruction)]
