@@ -42,6 +42,10 @@ class TrainSettings:
     decision_weight: float = _knob(
         1.0, "weight in the token loss of the answer's decisions (its first token; the token after each target)", "stage2"
     )
+    tag_swap_rate: float = _knob(
+        0.0, "share of questions asked about their scene with one object's colour or shape word swapped (its tag and "
+        "the answer follow the words: the LLM learns to trust the tags over the object token)", "stage2"
+    )
     # the run
     threads: int = _knob(2, "torch CPU threads", "run")
     checkpoint_minutes: float = _knob(8.0, "minutes between checkpoints (a stopped run resumes from the last)", "run")
