@@ -36,6 +36,9 @@ CNN_FEATURE_STRIDES: tuple[int, int, int] = (8, 16, 32)
 LLAMA_BASE_VOCAB = 32000
 DEFAULT_ROPE_THETA = 10000.0  # LLaMA's rotary base
 OBJECT_PLACE_AXES = (0, 1)  # an object's place words: the bin of its centre's x, then of its y (ObjectTokenizer.places)
+# The orders the object slots can be written in (config.object_orders): detected left to right, or
+# nearest the camera first (the largest centre y first: the camera looks down at the table from the front).
+OBJECT_ORDERS: tuple[str, ...] = ("left_to_right", "front_to_back")
 
 # SAM / ImageNet statistics on 0-255 RGB: the released model normalises CLIP's input with these,
 # not with CLIP's own statistics.
@@ -102,6 +105,10 @@ class PixelLMConfig:
     # right) and of its y (back to front) on the un-padded image, object_place_token_ids holding the
     # LLM token id of each bin's word (empty: no place words).
     object_place_token_ids: tuple[int, ...] = ()
+    # The object slots are written once per order named here (OBJECT_ORDERS), one list after the
+    # other: left to right alone, or also front to back, so that "the nearest ..." is "the first ..."
+    # of the second list as "the leftmost ..." is of the first.
+    object_orders: tuple[str, ...] = ("left_to_right",)
     object_threshold: float = 0.3  # a heat-map peak above this is an object
     # Where the attributes are read: 0 = at the centre; f > 0 = the mean of the centre's reading and
     # the body's (8 points on a circle of f radii: a ring's centre is its hole).
@@ -151,6 +158,7 @@ class PixelLMConfig:
         self.object_tag_groups = tuple(int(g) for g in self.object_tag_groups)
         self.object_tag_token_ids = tuple(tuple(int(i) for i in ids) for ids in self.object_tag_token_ids)
         self.object_place_token_ids = tuple(int(i) for i in self.object_place_token_ids)
+        self.object_orders = tuple(str(o) for o in self.object_orders)
         self.pixel_mean = tuple(float(v) for v in self.pixel_mean)  # type: ignore[assignment]
         self.pixel_std = tuple(float(v) for v in self.pixel_std)  # type: ignore[assignment]
         self.validate()
@@ -188,10 +196,10 @@ class PixelLMConfig:
     @property
     def image_token_len(self) -> int:
         """Number of image tokens the LLM sees (g*g = 256 released; with a CNN, K object slots of
-        ``object_words`` tokens each)."""
+        ``object_words`` tokens each, once per order of ``object_orders``)."""
         if self.uses_clip:
             return self.llm_image_grid * self.llm_image_grid
-        return self.object_tokens * self.object_words
+        return self.object_tokens * self.object_words * len(self.object_orders)
 
     @property
     def object_words(self) -> int:
@@ -266,6 +274,9 @@ class PixelLMConfig:
                 raise ValueError(f"object_tag_groups {self.object_tag_groups} names a group that does not exist")
         if len(self.object_place_token_ids) == 1:
             raise ValueError("object_place_token_ids needs at least two bins (or none)")
+        if not self.object_orders or len(set(self.object_orders)) != len(self.object_orders) or not set(
+                self.object_orders) <= set(OBJECT_ORDERS):
+            raise ValueError(f"object_orders must name distinct orders of {OBJECT_ORDERS}, got {self.object_orders}")
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:

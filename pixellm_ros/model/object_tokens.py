@@ -135,6 +135,20 @@ class TokenProjector(nn.Module):
         return self.net(torch.cat([embeddings, attributes, places, fourier_features(places, self.bands)], dim=-1))
 
 
+def order_slots(order: str, places: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """The slots' indices in ``order`` (config.OBJECT_ORDERS), empty slots last: places (B, K, 3) as
+    ``ObjectTokenizer.places``, valid (B, K) -> (B, K) long. The slots are detected left to right, so
+    "left_to_right" keeps them; "front_to_back" puts the object nearest the camera (largest centre y)
+    first."""
+    slots = torch.arange(valid.shape[1], device=valid.device).expand(valid.shape)
+    if order == "left_to_right":
+        return slots
+    if order == "front_to_back":
+        key = torch.where(valid, -places[..., 1].float(), torch.full_like(places[..., 1], float("inf"), dtype=torch.float32))
+        return key.argsort(dim=1, stable=True)
+    raise ValueError(f"unknown object order {order!r}")
+
+
 def sample_cells(fmap: torch.Tensor, centres: torch.Tensor, stride: int) -> torch.Tensor:
     """fmap (B, C, h, w) at ``stride``, centres (B, K, 2) canvas pixels -> (B, K, C) bilinear samples."""
     height, width = fmap.shape[-2:]

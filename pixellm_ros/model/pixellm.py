@@ -33,7 +33,7 @@ from .decoder import MultiScaleMaskDecoder
 from .losses import IGNORE_INDEX, LossWeights, mask_losses, token_cross_entropy
 from .efficientnet import EFFICIENTNET_LITE, EfficientNetLite
 from .mask_resize import low_res_to_original_many
-from .object_tokens import ObjectTokenizer
+from .object_tokens import ObjectTokenizer, order_slots
 from .outputs import ImageFeatures, ImageSegPrompts, MaskOutput, PixelLMLosses, PixelLMTrainingOutput
 from .projector import build_image_feature_neck, build_mm_projector, build_text_hidden_fcs
 from .prompt_encoder import PromptEncoder
@@ -110,15 +110,31 @@ class PixelLMForCausalLM(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """What the LLM reads of the objects: per slot its token, then the embeddings of the words of
         its most likely attributes (``config.object_tag_groups``, e.g. " small", " red", " ball") and of
-        its place (``config.object_place_token_ids``: the bin of its centre's x, then of its y, e.g. "3", "7").
+        its place (``config.object_place_token_ids``: the bin of its centre's x, then of its y, e.g. "3", "7"),
+        the slots written once per order of ``config.object_orders`` (``order_slots``).
 
         tokens (B, K, H), attributes (B, K, A) probabilities, places (B, K, 3) centre x / w, y / h and
         radius in [0, 1] (``ObjectTokenizer.places``), valid (B, K) bool
-        -> embeddings (B, K * W, H) and mask (B, K * W) bool, W = ``config.object_words``.
+        -> embeddings (B, O * K * W, H) and mask (B, O * K * W) bool, W = ``config.object_words``,
+        O = len(``config.object_orders``).
         """
         cfg = self.config
         if cfg.object_words == 1:
-            return tokens, valid
+            slots, slot_mask = tokens[:, :, None], valid[:, :, None]
+        else:
+            slots, slot_mask = self._object_slots(tokens, attributes, places, valid)
+        lists = []
+        for order in cfg.object_orders:
+            index = order_slots(order, places, valid)[:, :, None]  # (B, K, 1)
+            lists.append((slots.gather(1, index[..., None].expand_as(slots)).flatten(1, 2),
+                          slot_mask.gather(1, index.expand_as(slot_mask)).flatten(1)))
+        return torch.cat([s for s, _ in lists], dim=1), torch.cat([m for _, m in lists], dim=1)
+
+    def _object_slots(
+        self, tokens: torch.Tensor, attributes: torch.Tensor, places: torch.Tensor, valid: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per slot its token and words: (B, K, W, H) and the mask (B, K, W)."""
+        cfg = self.config
         groups = torch.split(attributes, list(cfg.object_attributes), dim=-1)
         word_ids = [
             torch.tensor(cfg.object_tag_token_ids[g], device=tokens.device)[groups[g].argmax(dim=-1)]
@@ -131,9 +147,7 @@ class PixelLMForCausalLM(nn.Module):
                 index = (places[..., axis].float() * bins).floor().long().clamp(0, bins - 1)
                 word_ids.append(place_ids[index])
         words = self.language_model.get_input_embeddings()(torch.stack(word_ids, dim=-1)).to(tokens.dtype)  # (B, K, W-1, H)
-        sequence = torch.cat([tokens[:, :, None], words], dim=2).flatten(1, 2)
-        mask = valid[:, :, None].expand(-1, -1, cfg.object_words).flatten(1)
-        return sequence, mask
+        return torch.cat([tokens[:, :, None], words], dim=2), valid[:, :, None].expand(-1, -1, cfg.object_words)
 
     def encode_images(self, pixel_values: torch.Tensor, valid_hw: Sequence[tuple[int, int]]) -> ImageFeatures:
         """pixel_values (B, 3, S, S) normalised and zero-padded bottom/right; valid_hw: B (h, w).

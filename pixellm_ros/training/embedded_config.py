@@ -59,8 +59,11 @@ def place_token_ids(tokenizer: BPETokenizer) -> tuple[int, ...]:
     return word_token_ids(tokenizer, PLACE_WORDS)
 
 
-def embedded_config(base_llm_config: dict[str, Any], tokenizer: BPETokenizer) -> PixelLMConfig:
-    """The embedded PixelLM around the base LLM's config (as cached by ``model.pretrained_llm``)."""
+def embedded_config(
+    base_llm_config: dict[str, Any], tokenizer: BPETokenizer, object_orders: tuple[str, ...] = ("left_to_right",)
+) -> PixelLMConfig:
+    """The embedded PixelLM around the base LLM's config (as cached by ``model.pretrained_llm``);
+    ``object_orders``: the training setting of that name (``PixelLMConfig.object_orders``)."""
     base_vocab = tokenizer.base_vocab_size
     text = dict(base_llm_config)
     text["vocab_size"] = base_vocab + len(added_token_names(SEG_TOKENS_PER_SCALE * NUM_SCALES))
@@ -78,6 +81,7 @@ def embedded_config(base_llm_config: dict[str, Any], tokenizer: BPETokenizer) ->
         object_tag_groups=TAG_GROUPS,
         object_tag_token_ids=tag_token_ids(tokenizer),
         object_place_token_ids=place_token_ids(tokenizer),
+        object_orders=object_orders,
         base_llm=BASE_LLM,
         prompt_template="chatml",
         seg_tokens_per_scale=SEG_TOKENS_PER_SCALE,

@@ -48,7 +48,9 @@ STAGE2_FILE = "stage2.pt"
 EVAL_SCENES = 40  # held-out scenes scored through the engine at the end of stage 2 (and its checkpoints)
 
 
-def new_embedded_model(seed: int, progress: bool = True) -> tuple[PixelLMForCausalLM, BPETokenizer]:
+def new_embedded_model(
+    seed: int, progress: bool = True, object_orders: tuple[str, ...] = ("left_to_right",)
+) -> tuple[PixelLMForCausalLM, BPETokenizer]:
     """The embedded PixelLM before training: encoder and LLM from their packages, new parts at random
     (``seed``); the added tokens' rows start at the mean of the base vocabulary's rows."""
     llm_config, base_state = load_pretrained_llm_state(BASE_LLM, progress)
@@ -57,7 +59,7 @@ def new_embedded_model(seed: int, progress: bool = True) -> tuple[PixelLMForCaus
         Tokenizer.from_file(str(tokenizer_path)), added_token_names(SEG_TOKENS_PER_SCALE * NUM_SCALES),
         bos=roles["bos_token"], eos=roles["eos_token"], pad=roles["pad_token"], unk=roles["unk_token"],
     )
-    config = embedded_config(llm_config, tokenizer)
+    config = embedded_config(llm_config, tokenizer, object_orders)
     torch.manual_seed(seed)
     model = PixelLMForCausalLM(config)
     embeddings = base_state["model.embed_tokens.weight"]
@@ -227,7 +229,7 @@ def train(out_dir: str | os.PathLike[str], settings: TrainSettings, resume: bool
     began = time.monotonic()
     say(f"settings: {json.dumps(asdict(settings))}")
 
-    model, tokenizer = new_embedded_model(settings.seed, progress)
+    model, tokenizer = new_embedded_model(settings.seed, progress, settings.orders)
     prompt_head = PromptHead.for_model(model)
     pool = build_pool(model, settings.train_scenes, "train", settings.seed, settings.wide_scene_share, out / "scenes",
                       progress=progress)

@@ -46,10 +46,19 @@ class TrainSettings:
         0.0, "share of questions asked about their scene with one object's colour or shape word swapped (its tag and "
         "the answer follow the words: the LLM learns to trust the tags over the object token)", "stage2"
     )
+    object_orders: str = _knob(
+        "left_to_right", "the orders the LLM reads the object slots in, comma-separated (model config OBJECT_ORDERS): "
+        "left_to_right, or also front_to_back (nearest the camera first)", "stage2"
+    )
     # the run
     threads: int = _knob(2, "torch CPU threads", "run")
     checkpoint_minutes: float = _knob(8.0, "minutes between checkpoints (a stopped run resumes from the last)", "run")
     eval_questions: int = _knob(100, "held-out questions the run scores through the engine at its end (0: none)", "run")
+
+    @property
+    def orders(self) -> tuple[str, ...]:
+        """``object_orders`` as the model config's tuple."""
+        return tuple(order.strip() for order in self.object_orders.split(","))
 
 
 SETTING_FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(TrainSettings)}

@@ -94,3 +94,14 @@ def test_where_attributes_are_read_is_checked():
     for outside in (-0.1, 1.0):
         with pytest.raises(ValueError, match="object_attribute_circle"):
             PixelLMConfig.from_dict({**shipped, "object_attribute_circle": outside})
+
+
+def test_the_object_orders_are_checked_and_size_the_image_tokens():
+    shipped = PixelLMConfig.from_dict(json.loads((DEFAULT_MODEL_DIR / "pixellm_config.json").read_text()))
+    assert shipped.object_orders == ("left_to_right",)  # folders written before the setting read as before
+    both = PixelLMConfig.from_dict({**shipped.to_dict(), "object_orders": ["left_to_right", "front_to_back"]})
+    assert both.object_orders == ("left_to_right", "front_to_back")
+    assert both.image_token_len == 2 * shipped.image_token_len == 2 * shipped.object_tokens * shipped.object_words
+    for wrong in ([], ["left_to_right", "left_to_right"], ["top_down"]):
+        with pytest.raises(ValueError, match="object_orders"):
+            PixelLMConfig.from_dict({**shipped.to_dict(), "object_orders": wrong})

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from pixellm_ros.model.object_tokens import ObjectTokenizer, fourier_features, sample_cells
+import pytest
+
+from pixellm_ros.model.object_tokens import ObjectTokenizer, fourier_features, order_slots, sample_cells
 
 
 def _tokenizer(max_objects: int = 4) -> ObjectTokenizer:
@@ -103,3 +105,14 @@ def test_attributes_are_read_at_the_centre_or_also_on_the_body() -> None:
         body = reader.attributes.probabilities(sample_cells(embedding, points[None], 8))[0].mean(0)
         middle = reader.attributes.probabilities(sample_cells(embedding, centre[None, None], 8))[0, 0]
     torch.testing.assert_close(on_body.attributes[0, 0], (body + middle) / 2)
+
+
+def test_slots_are_ordered_left_to_right_or_nearest_first_with_empty_slots_last() -> None:
+    # two images: three objects (slots left to right) and one; y grows towards the camera
+    places = torch.tensor([[[0.1, 0.2, 0.1], [0.5, 0.9, 0.1], [0.8, 0.5, 0.1], [0.0, 0.0, 0.0]],
+                           [[0.4, 0.3, 0.1], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]])
+    valid = torch.tensor([[True, True, True, False], [True, False, False, False]])
+    assert order_slots("left_to_right", places, valid).tolist() == [[0, 1, 2, 3], [0, 1, 2, 3]]
+    assert order_slots("front_to_back", places, valid).tolist() == [[1, 2, 0, 3], [0, 1, 2, 3]]
+    with pytest.raises(ValueError, match="unknown object order"):
+        order_slots("back_to_front", places, valid)

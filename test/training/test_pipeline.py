@@ -3,6 +3,7 @@ export, and the exported folder answering exactly as the trained model did; a st
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from pixellm_ros.engine import BatchRequest, PixelLMEngine, SegmentationResult
 from pixellm_ros.model.base_parts import ADDED_EMBEDDINGS, LORA_A
 from pixellm_ros.model.constants import seg_group_text
 from pixellm_ros.model.losses import IGNORE_INDEX
-from pixellm_ros.training.run import STAGE2_FILE, train
+from pixellm_ros.training.run import STAGE2_FILE, new_embedded_model, train
 from pixellm_ros.training.settings import recipe
 from pixellm_ros.training.stage2 import decision_weights
 from pixellm_ros.world.ontology import COLOUR_NAMES, SHAPE_NAMES, SIZE_NAMES
@@ -95,6 +96,27 @@ def test_each_object_is_read_with_its_attribute_and_place_words(run) -> None:  #
             assert all(len(piece) == 1 for piece in ids)
             assert torch.allclose(sequence[0, 6 * slot + 1 : 6 * slot + 6], table(torch.tensor([p[0] for p in ids])))
     assert mask.tolist() == [[True] * 6 + [False] * 6]
+    # written also nearest the camera first (object_orders): the left-to-right list, then the same
+    # slots again with the nearer one (the blue cup at y 0.9) first
+    far_first, both_valid = torch.tensor([[[0.04, 0.2, 0.1], [0.55, 0.9, 0.2]]]), torch.tensor([[True, True]])
+    try:
+        with torch.no_grad():
+            one, _ = model.object_sequence(tokens, attributes, far_first, both_valid)
+            model.config = dataclasses.replace(cfg, object_orders=("left_to_right", "front_to_back"))
+            both, both_mask = model.object_sequence(tokens, attributes, far_first, both_valid)
+    finally:
+        model.config = cfg
+    assert both.shape[1] == 2 * one.shape[1] == 24 and torch.equal(both[:, :12], one)
+    assert torch.equal(both[0, 12:18], one[0, 6:12]) and torch.equal(both[0, 18:], one[0, :6]) and both_mask.all()
+
+
+def test_the_object_orders_setting_builds_the_model_that_reads_them() -> None:
+    settings = recipe("tiny", object_orders="left_to_right, front_to_back")
+    model, _ = new_embedded_model(settings.seed, progress=False, object_orders=settings.orders)
+    assert model.config.object_orders == ("left_to_right", "front_to_back")
+    assert model.config.image_token_len == 2 * model.config.object_tokens * model.config.object_words
+    with pytest.raises(ValueError, match="object_orders"):
+        new_embedded_model(settings.seed, progress=False, object_orders=recipe("tiny", object_orders="sideways").orders)
 
 
 def test_a_batch_of_questions_answers_as_each_alone(run) -> None:  # type: ignore[no-untyped-def]
