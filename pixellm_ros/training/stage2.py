@@ -5,8 +5,7 @@ tokens (peft, injected in place: the model keeps its own attribute names), the t
 (object -> LLM token), ``text_hidden_fcs`` and the seg fusion. Frozen: the encoder, stage 1's
 detector and attribute head, the pixel decoder.
 
-Losses: PixelLM's token cross-entropy on the answer, its decisions weighted up (``decision_weights``),
-and a pull of each target's seg prompts (``model.seg_prompts``, the decoder's L prompts) to the prompts
+Losses: PixelLM's token cross-entropy on the answer, and a pull of each target's seg prompts (``model.seg_prompts``, the decoder's L prompts) to the prompts
 stage 1's ``PromptHead`` gives that object, normalised by their mean square (``prompt_distillation``).
 The decoder, frozen, then turns the LLM's prompts into the masks stage 1 taught it. The image side of every scene is computed once
 (``Stage2Scenes``): the detections and the teacher prompts.
@@ -201,22 +200,9 @@ class Stage2Losses:
     distillation: float
 
 
-def decision_weights(labels: torch.Tensor, last_seg_id: int, weight: float) -> torch.Tensor:
-    """(B, T) next-token labels (IGNORE_INDEX outside the answers) -> (B, T) loss weights: ``weight`` at
-    the answer's decisions, 1 elsewhere. The decisions are the answer's first token (targets or "There
-    is no such object.") and the token after each target's seg group (", " / " and" another target, "."
-    the end): where an answer lists too few or too many targets it went wrong."""
-    answer = labels != IGNORE_INDEX
-    first = answer & ~torch.cat([answer[:, :1].new_zeros(answer.shape[0], 1), answer[:, :-1]], dim=1)
-    after_target = torch.cat([labels.new_zeros(labels.shape[0], 1, dtype=torch.bool), labels[:, :-1] == last_seg_id], dim=1)
-    weights = torch.ones(labels.shape, dtype=torch.float32, device=labels.device)
-    weights[answer & (first | after_target)] = weight
-    return weights
-
-
 def stage2_loss(
     model: PixelLMForCausalLM, tokenizer: BPETokenizer, scenes: Stage2Scenes, examples: list[Example],
-    distillation_weight: float, decision_weight: float = 1.0,
+    distillation_weight: float,
 ) -> Stage2Losses:
     cfg = model.config
     seg_text = seg_group_text(cfg.seg_tokens_per_target)
@@ -247,8 +233,7 @@ def stage2_loss(
         targets = spliced.labels[:, 1:]
         answer = targets != IGNORE_INDEX
         logits = model.language_model.lm_head(hidden[:, :-1][answer])
-    weights = decision_weights(targets, tokenizer.seg_token_ids[-1], decision_weight)[answer]
-    token_ce = (F.cross_entropy(logits.float(), targets[answer], reduction="none") * weights).sum() / weights.sum()
+    token_ce = F.cross_entropy(logits.float(), targets[answer])
 
     before_seg = seg_state_mask(spliced.token_ids, tokenizer.seg_token_ids) & spliced.attention_mask.bool()
     distillation = hidden.new_zeros(()).float()

@@ -13,13 +13,9 @@ import torch
 
 from pixellm_ros.engine import BatchRequest, PixelLMEngine, SegmentationResult
 from pixellm_ros.model.base_parts import ADDED_EMBEDDINGS, LORA_A
-from pixellm_ros.model.constants import seg_group_text
-from pixellm_ros.model.losses import IGNORE_INDEX
 from pixellm_ros.training.run import STAGE2_FILE, new_embedded_model, train
 from pixellm_ros.training.settings import recipe
-from pixellm_ros.training.stage2 import decision_weights
 from pixellm_ros.world.ontology import COLOUR_NAMES, SHAPE_NAMES, SIZE_NAMES
-from pixellm_ros.world.phrasing import compose_answer, fill_seg
 from pixellm_ros.world.scene import sample_scene
 
 pytestmark = pytest.mark.timeout(900)  # two tiny runs on the real 135M-parameter LLM
@@ -163,21 +159,3 @@ def test_a_finished_run_resumed_with_more_steps_goes_on(tmp_path: Path) -> None:
     assert saved["step"] == 4 and saved["done"]
     history = json.loads((tmp_path / "history.json").read_text())
     assert [row["step"] for row in history["stage2"]] == [1, 2, 3, 4]
-
-
-def test_the_answers_decisions_weigh_more_in_the_token_loss(run) -> None:  # type: ignore[no-untyped-def]
-    """The first answer token (targets or none) and the token after each target's seg group (another
-    target or the end) get the decision weight; the prompt stays out of the loss, the rest weighs 1."""
-    _, result = run
-    tokenizer, cfg = result.tokenizer, result.model.config
-    seg = seg_group_text(cfg.seg_tokens_per_target)
-    prompt = tokenizer.encode("Find the red, blue and green things.")
-    for phrases, decisions in ((["red ball", "blue box", "green star"], ["The", ",", " and", "."]),
-                               ([], ["There"])):
-        answer = tokenizer.encode(fill_seg(compose_answer(phrases), seg)) + [tokenizer.eos_id]
-        labels = torch.tensor([[IGNORE_INDEX] * len(prompt) + answer])
-        weights = decision_weights(labels, tokenizer.seg_token_ids[-1], 3.0)
-        assert weights[0, : len(prompt)].eq(1.0).all()
-        weighted = [tokenizer.decode([int(t)]) for t, w in zip(labels[0], weights[0]) if w == 3.0]
-        assert weighted == decisions
-        assert int((weights == 1.0).sum()) == labels.shape[1] - len(decisions)
