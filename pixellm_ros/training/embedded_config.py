@@ -59,9 +59,7 @@ def place_token_ids(tokenizer: BPETokenizer) -> tuple[int, ...]:
     return word_token_ids(tokenizer, PLACE_WORDS)
 
 
-def embedded_config(
-    base_llm_config: dict[str, Any], tokenizer: BPETokenizer, object_orders: tuple[str, ...] = ("left_to_right",)
-) -> PixelLMConfig:
+def embedded_config(base_llm_config: dict[str, Any], tokenizer: BPETokenizer, object_orders: tuple[str, ...]) -> PixelLMConfig:
     """The embedded PixelLM around the base LLM's config (as cached by ``model.pretrained_llm``);
     ``object_orders``: the training setting of that name (``PixelLMConfig.object_orders``)."""
     base_vocab = tokenizer.base_vocab_size

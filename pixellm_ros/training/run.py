@@ -49,10 +49,11 @@ EVAL_SCENES = 40  # held-out scenes scored through the engine at the end of stag
 
 
 def new_embedded_model(
-    seed: int, progress: bool = True, object_orders: tuple[str, ...] = ("left_to_right",)
+    seed: int, object_orders: tuple[str, ...], progress: bool = True
 ) -> tuple[PixelLMForCausalLM, BPETokenizer]:
     """The embedded PixelLM before training: encoder and LLM from their packages, new parts at random
-    (``seed``); the added tokens' rows start at the mean of the base vocabulary's rows."""
+    (``seed``), the object slots written in ``object_orders`` (``TrainSettings.orders``); the added
+    tokens' rows start at the mean of the base vocabulary's rows."""
     llm_config, base_state = load_pretrained_llm_state(BASE_LLM, progress)
     tokenizer_path, roles = pretrained_tokenizer_files(BASE_LLM, progress)
     tokenizer = BPETokenizer(
@@ -229,7 +230,7 @@ def train(out_dir: str | os.PathLike[str], settings: TrainSettings, resume: bool
     began = time.monotonic()
     say(f"settings: {json.dumps(asdict(settings))}")
 
-    model, tokenizer = new_embedded_model(settings.seed, progress, settings.orders)
+    model, tokenizer = new_embedded_model(settings.seed, settings.orders, progress)
     prompt_head = PromptHead.for_model(model)
     pool = build_pool(model, settings.train_scenes, "train", settings.seed, settings.wide_scene_share, out / "scenes",
                       progress=progress)

@@ -5,9 +5,10 @@ tokens (peft, injected in place: the model keeps its own attribute names), the t
 (object -> LLM token), ``text_hidden_fcs`` and the seg fusion. Frozen: the encoder, stage 1's
 detector and attribute head, the pixel decoder.
 
-Losses: PixelLM's token cross-entropy on the answer, and a pull of each target's seg prompts (``model.seg_prompts``, the decoder's L prompts) to the prompts
-stage 1's ``PromptHead`` gives that object, normalised by their mean square (``prompt_distillation``).
-The decoder, frozen, then turns the LLM's prompts into the masks stage 1 taught it. The image side of every scene is computed once
+Losses: PixelLM's token cross-entropy on the answer, and a pull of each target's seg prompts
+(``model.seg_prompts``, the decoder's L prompts) to the prompts stage 1's ``PromptHead`` gives that
+object, normalised by their mean square (``prompt_distillation``). The decoder, frozen, then turns the
+LLM's prompts into the masks stage 1 taught it. The image side of every scene is computed once
 (``Stage2Scenes``): the detections and the teacher prompts.
 """
 
@@ -142,7 +143,7 @@ def swap_tag(scene: Scene, found: dict[int, int], rng: np.random.Generator) -> t
     and what changed. Only the words change: where it is, its size and its pixels stay."""
     object_id = sorted(found)[int(rng.integers(len(found)))]
     obj = scene.objects[object_id]
-    attribute = ("colour", "shape")[int(rng.integers(2))]
+    attribute = tuple(SWAPPED_GROUPS)[int(rng.integers(len(SWAPPED_GROUPS)))]
     group = SWAPPED_GROUPS[attribute]
     pairs = set(TRAIN_COLOUR_SHAPE)
     words = [w for w in ATTRIBUTE_WORDS[group] if w != getattr(obj, attribute)

@@ -108,11 +108,11 @@ def test_each_object_is_read_with_its_attribute_and_place_words(run) -> None:  #
 
 def test_the_object_orders_setting_builds_the_model_that_reads_them() -> None:
     settings = recipe("tiny", object_orders="left_to_right, front_to_back")
-    model, _ = new_embedded_model(settings.seed, progress=False, object_orders=settings.orders)
+    model, _ = new_embedded_model(settings.seed, settings.orders, progress=False)
     assert model.config.object_orders == ("left_to_right", "front_to_back")
     assert model.config.image_token_len == 2 * model.config.object_tokens * model.config.object_words
     with pytest.raises(ValueError, match="object_orders"):
-        new_embedded_model(settings.seed, progress=False, object_orders=recipe("tiny", object_orders="sideways").orders)
+        new_embedded_model(settings.seed, recipe("tiny", object_orders="sideways").orders, progress=False)
 
 
 def test_a_batch_of_questions_answers_as_each_alone(run) -> None:  # type: ignore[no-untyped-def]
