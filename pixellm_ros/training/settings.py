@@ -39,10 +39,6 @@ class TrainSettings:
     phrasing_rate: float = _knob(0.5, "share of training questions re-worded (training.phrasing)", "stage2")
     none_rate: float = _knob(0.15, "share of questions about something absent", "stage2")
     prompt_distillation: float = _knob(1.0, "weight of the pull of seg prompts to stage 1's object prompts", "stage2")
-    tag_swap_rate: float = _knob(
-        0.0, "share of questions asked about their scene with one object's colour or shape word swapped (its tag and "
-        "the answer follow the words: the LLM learns to trust the tags over the object token)", "stage2"
-    )
     object_orders: str = _knob(
         "left_to_right", "the orders the LLM reads the object slots in, comma-separated (model config OBJECT_ORDERS): "
         "left_to_right, or also front_to_back (nearest the camera first)", "stage2"

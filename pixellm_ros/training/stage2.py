@@ -14,7 +14,6 @@ LLM's prompts into the masks stage 1 taught it. The image side of every scene is
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,19 +29,15 @@ from pixellm_ros.model.losses import IGNORE_INDEX
 from pixellm_ros.model.object_tokens import ObjectDetections
 from pixellm_ros.model.outputs import ImageFeatures
 from pixellm_ros.model.pixellm import PixelLMForCausalLM
-from pixellm_ros.world.ontology import TRAIN_COLOUR_SHAPE
 from pixellm_ros.world.phrasing import fill_seg
 from pixellm_ros.world.questions import Question, make_questions
-from pixellm_ros.world.scene import Scene
 
-from .embedded_config import ATTRIBUTE_WORDS
 from .phrasing import augment_instruction
 from .scenes import ScenePool
 from .stage1 import PromptHead
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 MATCH_RADIUS = 0.6  # a detection within this many radii of an object's centre is that object
-SWAPPED_GROUPS = {"colour": 0, "shape": 1}  # the attribute groups (ATTRIBUTE_WORDS) a tag swap may change
 
 
 @dataclass
@@ -117,81 +112,34 @@ def stage2_parameters(model: PixelLMForCausalLM) -> list[torch.nn.Parameter]:
     return trainable
 
 
-@dataclass(frozen=True)
-class TagSwap:
-    """One found object relabelled for one question: its colour or its shape word is another one, the
-    pair still one of training's. The question and its answer are made from the relabelled scene, and
-    the object's slot reads the new word with certainty (its tag and the projector's attribute input);
-    its object token (what the encoder saw) is left as it is."""
-
-    slot: int
-    group: int  # index into ATTRIBUTE_WORDS
-    value: int  # index of the new word in its group
-
-
 @dataclass
 class Example:
     scene: int
     question: Question
     instruction: str
     slots: list[int]  # the detection slot of each target, in the answer's order
-    swap: TagSwap | None = None
-
-
-def swap_tag(scene: Scene, found: dict[int, int], rng: np.random.Generator) -> tuple[Scene, TagSwap]:
-    """The scene with one found object's colour or shape word changed (to a pair of the train split),
-    and what changed. Only the words change: where it is, its size and its pixels stay."""
-    object_id = sorted(found)[int(rng.integers(len(found)))]
-    obj = scene.objects[object_id]
-    attribute = tuple(SWAPPED_GROUPS)[int(rng.integers(len(SWAPPED_GROUPS)))]
-    group = SWAPPED_GROUPS[attribute]
-    pairs = set(TRAIN_COLOUR_SHAPE)
-    words = [w for w in ATTRIBUTE_WORDS[group] if w != getattr(obj, attribute)
-             and ((w, obj.shape) if attribute == "colour" else (obj.colour, w)) in pairs]
-    word = words[int(rng.integers(len(words)))]
-    objects = tuple(dataclasses.replace(o, **{attribute: word}) if o.id == object_id else o for o in scene.objects)
-    relabelled = Scene(scene.height, scene.width, objects, scene.surface, scene.camera)
-    return relabelled, TagSwap(found[object_id], group, ATTRIBUTE_WORDS[group].index(word))
 
 
 def draw_examples(
-    scenes: Stage2Scenes, pool: ScenePool, count: int, seed: int, step: int, phrasing_rate: float, none_rate: float,
-    tag_swap_rate: float = 0.0,
+    scenes: Stage2Scenes, pool: ScenePool, count: int, seed: int, step: int, phrasing_rate: float, none_rate: float
 ) -> list[Example]:
     """``count`` questions for step ``step`` (a function of seed and step): each about a random scene,
-    of a random kind, re-worded with probability ``phrasing_rate``, about the scene with one object's
-    words swapped (``swap_tag``) with probability ``tag_swap_rate``; questions whose targets the
+    of a random kind, re-worded with probability ``phrasing_rate``; questions whose targets the
     detector missed are drawn again."""
     rng = np.random.default_rng([seed, 2, step])
     out: list[Example] = []
     while len(out) < count:
         index = int(rng.integers(len(pool)))
-        scene, found, swap = pool.scenes[index], scenes.object_slot[index], None
-        if tag_swap_rate > 0.0 and found and rng.random() < tag_swap_rate:
-            scene, swap = swap_tag(scene, found, rng)
-        questions = make_questions(scene, rng, 1, split="train", none_rate=none_rate)
+        questions = make_questions(pool.scenes[index], rng, 1, split="train", none_rate=none_rate)
         if not questions:
             continue
         question = questions[0]
+        found = scenes.object_slot[index]
         if any(t not in found for t in question.target_ids):
             continue
         out.append(Example(index, question, augment_instruction(question.sentence, rng, phrasing_rate),
-                           [found[t] for t in question.target_ids], swap))
+                           [found[t] for t in question.target_ids]))
     return out
-
-
-def example_attributes(scenes: Stage2Scenes, examples: list[Example], groups: tuple[int, ...]) -> torch.Tensor:
-    """(B, K, A) the attribute probabilities each example's slots read: the scene's, with a swapped
-    slot's group set to its new word (``groups``: the sizes of the attribute groups)."""
-    attributes = scenes.attributes[torch.tensor([e.scene for e in examples])].clone()
-    starts = np.cumsum((0,) + tuple(groups))
-    for row, example in enumerate(examples):
-        if example.swap is not None:
-            swap = example.swap
-            span = attributes[row, swap.slot, starts[swap.group]:starts[swap.group + 1]]
-            span.zero_()
-            span[swap.value] = 1.0
-    return attributes
 
 
 @dataclass
@@ -223,9 +171,10 @@ def stage2_loss(
         attention[b, : len(ids)] = 1
 
     index = torch.tensor([e.scene for e in examples])
-    attributes = example_attributes(scenes, examples, cfg.object_attributes)
-    tokens = model.object_tokenizer.token_projector(scenes.embeddings[index], attributes, scenes.places[index])
-    embeds, mask = model.object_sequence(tokens, attributes, scenes.places[index], scenes.valid[index])
+    tokens = model.object_tokenizer.token_projector(
+        scenes.embeddings[index], scenes.attributes[index], scenes.places[index]
+    )
+    embeds, mask = model.object_sequence(tokens, scenes.attributes[index], scenes.places[index], scenes.valid[index])
     feats = ImageFeatures(llm_tokens=embeds, llm_mask=mask, decoder_features=[])
     spliced = model.splice_image(input_ids, feats, labels=label_ids, attention_mask=attention)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=spliced.embeds.device.type == "cpu"):
