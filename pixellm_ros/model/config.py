@@ -110,6 +110,9 @@ class PixelLMConfig:
     # of the second list as "the leftmost ..." is of the first.
     object_orders: tuple[str, ...] = ("left_to_right",)
     object_threshold: float = 0.3  # a heat-map peak above this is an object
+    # A peak within this many radii (the larger of the two) of a higher-scoring one is the same
+    # object seen again (another class's map, or a ring's body beside its hole) and is dropped; 0 = keep.
+    object_duplicate_radius: float = 0.0
     # Where the attributes are read: 0 = at the centre; f > 0 = the mean of the centre's reading and
     # the body's (8 points on a circle of f radii: a ring's centre is its hole).
     object_attribute_circle: float = 0.0
@@ -260,6 +263,8 @@ class PixelLMConfig:
             raise ValueError(f"encoder_image_size {self.encoder_image_size} must be a multiple of {CNN_FEATURE_STRIDES[-1]}")
         if self.object_tokens < 1 or self.object_classes < 1 or not 0.0 < self.object_threshold < 1.0:
             raise ValueError("object_tokens and object_classes must be >= 1 and object_threshold in (0, 1)")
+        if not 0.0 <= self.object_duplicate_radius < 1.0:
+            raise ValueError(f"object_duplicate_radius must be in [0, 1), got {self.object_duplicate_radius}")
         if not 0.0 <= self.object_attribute_circle < 1.0:
             raise ValueError(f"object_attribute_circle must be in [0, 1), got {self.object_attribute_circle}")
         if self.fusion not in FUSION_MODES:

@@ -149,6 +149,16 @@ def order_slots(order: str, places: torch.Tensor, valid: torch.Tensor) -> torch.
     raise ValueError(f"unknown object order {order!r}")
 
 
+def duplicates(centres: torch.Tensor, radii: torch.Tensor, valid: torch.Tensor, within: float) -> torch.Tensor:
+    """(B, K) True where a detection lies within ``within`` radii (the larger of the two) of a valid
+    detection before it. centres (B, K, 2), radii (B, K), valid (B, K) bool, the K detections in
+    falling score order (``topk``'s)."""
+    distance = torch.cdist(centres, centres)  # (B, K, K)
+    reach = within * torch.maximum(radii[:, :, None], radii[:, None, :])
+    earlier = torch.ones(centres.shape[1], centres.shape[1], dtype=torch.bool, device=centres.device).tril(-1)
+    return ((distance < reach) & earlier & valid[:, None, :]).any(dim=-1)
+
+
 def sample_cells(fmap: torch.Tensor, centres: torch.Tensor, stride: int) -> torch.Tensor:
     """fmap (B, C, h, w) at ``stride``, centres (B, K, 2) canvas pixels -> (B, K, C) bilinear samples."""
     height, width = fmap.shape[-2:]
@@ -170,6 +180,7 @@ class ObjectTokenizer(nn.Module):
         hidden_size: int,
         max_objects: int,
         threshold: float,
+        duplicate_radius: float = 0.0,
         fourier_bands: int = 8,
         projector_hidden: int = 1024,
         attribute_circle: float = 0.0,
@@ -177,6 +188,7 @@ class ObjectTokenizer(nn.Module):
         super().__init__()
         self.max_objects = max_objects
         self.threshold = threshold
+        self.duplicate_radius = duplicate_radius
         self.attribute_circle = attribute_circle
         self.pyramid = FeaturePyramid(in_channels, width)
         self.heads = ObjectHeads(width, num_classes, embed_dim)
@@ -195,11 +207,13 @@ class ObjectTokenizer(nn.Module):
             hidden_size=config.hidden_size,
             max_objects=config.object_tokens,
             threshold=config.object_threshold,
+            duplicate_radius=config.object_duplicate_radius,
             attribute_circle=config.object_attribute_circle,
         )
 
     def detect(self, heat: torch.Tensor, box: torch.Tensor, embedding: torch.Tensor) -> ObjectDetections:
-        """Peaks of the heat maps -> at most K detections per image, ordered left to right."""
+        """Peaks of the heat maps -> at most K detections per image, ordered left to right (a peak that
+        ``duplicates`` a higher-scoring one is dropped)."""
         batch, classes, height, width = heat.shape
         prob = heat.float().sigmoid()
         peaks = prob * (prob == F.max_pool2d(prob, 3, stride=1, padding=1))
@@ -212,6 +226,8 @@ class ObjectTokenizer(nn.Module):
         box_at = box.float().flatten(2).gather(2, cell[:, None, :].expand(-1, 3, -1)).transpose(1, 2)  # (B, K, 3)
         centres = torch.stack([(cx + 0.5 + box_at[..., 0]) * self.stride, (cy + 0.5 + box_at[..., 1]) * self.stride], dim=-1)
         radii = box_at[..., 2].clamp(-4.0, 6.0).exp() * self.stride
+        if self.duplicate_radius > 0.0:
+            valid = valid & ~duplicates(centres, radii, valid, self.duplicate_radius)
         # empty slots sort to the end; the rest left to right
         key = torch.where(valid, centres[..., 0], torch.full_like(centres[..., 0], float("inf")))
         order = key.argsort(dim=1)

@@ -6,7 +6,7 @@ import pytest
 
 from pixellm_ros.engine.engine import DEFAULT_MODEL_DIR
 from pixellm_ros.model import PixelLMConfig
-from pixellm_ros.training.embedded_config import ATTRIBUTE_CIRCLE
+from pixellm_ros.training.embedded_config import ATTRIBUTE_CIRCLE, DUPLICATE_RADIUS
 
 @pytest.mark.parametrize("preset", [PixelLMConfig.tiny, PixelLMConfig.released_7b, PixelLMConfig.released_13b])
 def test_json_round_trip_is_lossless(preset):
@@ -94,6 +94,16 @@ def test_where_attributes_are_read_is_checked():
     for outside in (-0.1, 1.0):
         with pytest.raises(ValueError, match="object_attribute_circle"):
             PixelLMConfig.from_dict({**shipped, "object_attribute_circle": outside})
+
+
+def test_the_duplicate_radius_is_checked():
+    shipped = json.loads((DEFAULT_MODEL_DIR / "pixellm_config.json").read_text())
+    assert shipped["object_duplicate_radius"] == DUPLICATE_RADIUS > 0  # the shipped folder as the recipe declares
+    assert PixelLMConfig.from_dict({k: v for k, v in shipped.items() if k != "object_duplicate_radius"}
+                                   ).object_duplicate_radius == 0.0  # a folder without it keeps every peak
+    for outside in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="object_duplicate_radius"):
+            PixelLMConfig.from_dict({**shipped, "object_duplicate_radius": outside})
 
 
 def test_the_object_orders_are_checked_and_size_the_image_tokens():

@@ -6,13 +6,14 @@ import torch
 
 import pytest
 
-from pixellm_ros.model.object_tokens import ObjectTokenizer, fourier_features, order_slots, sample_cells
+from pixellm_ros.model.object_tokens import ObjectTokenizer, duplicates, fourier_features, order_slots, sample_cells
 
 
-def _tokenizer(max_objects: int = 4) -> ObjectTokenizer:
+def _tokenizer(max_objects: int = 4, duplicate_radius: float = 0.0) -> ObjectTokenizer:
     torch.manual_seed(0)
     return ObjectTokenizer(in_channels=(8, 16, 32), width=16, num_classes=3, embed_dim=12, attributes=(3, 2),
-                           hidden_size=24, max_objects=max_objects, threshold=0.3).eval()
+                           hidden_size=24, max_objects=max_objects, threshold=0.3,
+                           duplicate_radius=duplicate_radius).eval()
 
 
 def test_sample_cells_reads_a_cell_at_its_centre() -> None:
@@ -39,6 +40,30 @@ def test_detections_are_the_peaks_above_threshold_left_to_right() -> None:
     torch.testing.assert_close(det.radii[0, :3], torch.full((3,), 8.0))
     assert torch.allclose(det.attributes[0, :, :3].sum(-1), torch.ones(4))  # one softmax per group
     assert torch.allclose(det.attributes[0, :, 3:].sum(-1), torch.ones(4))
+
+
+def test_a_duplicate_is_a_later_detection_within_the_radius_of_a_valid_earlier_one() -> None:
+    centres = torch.tensor([[[50.0, 50.0], [51.0, 50.0], [80.0, 50.0], [50.0, 56.0]]])
+    radii = torch.tensor([[20.0, 10.0, 20.0, 10.0]])
+    valid = torch.tensor([[True, True, True, True]])
+    # 1 px from the first (0.05 of its 20 px radius): a duplicate; 30 px away: not; 6 px (0.3): not at 0.1
+    assert duplicates(centres, radii, valid, 0.1).tolist() == [[False, True, False, False]]
+    assert duplicates(centres, radii, valid, 0.5).tolist() == [[False, True, False, True]]
+    # an invalid (below-threshold) detection hides nothing
+    assert duplicates(centres, radii, torch.tensor([[False, True, True, True]]), 0.1).tolist() == [[False] * 4]
+
+
+def test_one_object_peaking_in_two_class_maps_is_one_detection_with_a_duplicate_radius() -> None:
+    heat = torch.full((1, 3, 10, 10), -9.0)
+    heat[0, 0, 4, 6] = 3.0  # an object ...
+    heat[0, 2, 4, 6] = 1.0  # ... peaking in a second class's map at the same cell
+    heat[0, 1, 4, 2] = 2.0  # another object
+    box = torch.zeros(1, 3, 10, 10)
+    kept = _tokenizer(duplicate_radius=0.1).detect(heat, box, torch.randn(1, 12, 10, 10))
+    assert kept.valid.tolist() == [[True, True, False, False]]
+    assert kept.classes[0, :2].tolist() == [1, 0]  # left to right; the stronger peak of the two stays
+    both = _tokenizer().detect(heat, box, torch.randn(1, 12, 10, 10))
+    assert both.valid.tolist() == [[True, True, True, False]]
 
 
 def test_places_are_relative_to_the_unpadded_image_and_tokens_have_the_llm_width() -> None:
