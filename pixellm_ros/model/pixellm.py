@@ -33,7 +33,7 @@ from .decoder import MultiScaleMaskDecoder
 from .losses import IGNORE_INDEX, LossWeights, mask_losses, token_cross_entropy
 from .efficientnet import EFFICIENTNET_LITE, EfficientNetLite
 from .mask_resize import low_res_to_original_many
-from .object_tokens import ObjectTokenizer, order_slots
+from .object_tokens import ObjectTokenizer, nearest_other, order_slots, rank_words
 from .outputs import ImageFeatures, ImageSegPrompts, MaskOutput, PixelLMLosses, PixelLMTrainingOutput
 from .projector import build_image_feature_neck, build_mm_projector, build_text_hidden_fcs
 from .prompt_encoder import PromptEncoder
@@ -102,19 +102,23 @@ class PixelLMForCausalLM(nn.Module):
         dtype = self.object_tokenizer.token_projector.net[0].weight.dtype
         tokens, mask, decoder_features, detections = self.object_tokenizer([m.to(dtype) for m in maps], valid_hw)
         places = self.object_tokenizer.places(detections, valid_hw)
-        embeds, embeds_mask = self.object_sequence(tokens, detections.attributes, places, mask)
+        neighbours = nearest_other(detections.centres, mask) if "neighbour" in self.config.object_rank_words else None
+        embeds, embeds_mask = self.object_sequence(tokens, detections.attributes, places, mask, neighbours)
         return ImageFeatures(llm_tokens=embeds, llm_mask=embeds_mask, decoder_features=decoder_features)
 
     def object_sequence(
-        self, tokens: torch.Tensor, attributes: torch.Tensor, places: torch.Tensor, valid: torch.Tensor
+        self, tokens: torch.Tensor, attributes: torch.Tensor, places: torch.Tensor, valid: torch.Tensor,
+        neighbours: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """What the LLM reads of the objects: per slot its token, then the embeddings of the words of
         its most likely attributes (``config.object_tag_groups``, e.g. " small", " red", " ball") and of
-        its place (``config.object_place_token_ids``: the bin of its centre's x, then of its y, e.g. "3", "7"),
+        its place (``config.object_place_token_ids``: the bin of its centre's x, then of its y, e.g. "3", "7")
+        and its rank words (``config.object_rank_words``, ``rank_words``: digits of the same vocabulary),
         the slots written once per order of ``config.object_orders`` (``order_slots``).
 
         tokens (B, K, H), attributes (B, K, A) probabilities, places (B, K, 3) centre x / w, y / h and
-        radius in [0, 1] (``ObjectTokenizer.places``), valid (B, K) bool
+        radius in [0, 1] (``ObjectTokenizer.places``), valid (B, K) bool, neighbours (B, K) long
+        (``nearest_other``; needed for the "neighbour" word only)
         -> embeddings (B, O * K * W, H) and mask (B, O * K * W) bool, W = ``config.object_words``,
         O = len(``config.object_orders``).
         """
@@ -122,7 +126,7 @@ class PixelLMForCausalLM(nn.Module):
         if cfg.object_words == 1:
             slots, slot_mask = tokens[:, :, None], valid[:, :, None]
         else:
-            slots, slot_mask = self._object_slots(tokens, attributes, places, valid)
+            slots, slot_mask = self._object_slots(tokens, attributes, places, valid, neighbours)
         lists = []
         for order in cfg.object_orders:
             index = order_slots(order, places, valid)[:, :, None]  # (B, K, 1)
@@ -131,7 +135,8 @@ class PixelLMForCausalLM(nn.Module):
         return torch.cat([s for s, _ in lists], dim=1), torch.cat([m for _, m in lists], dim=1)
 
     def _object_slots(
-        self, tokens: torch.Tensor, attributes: torch.Tensor, places: torch.Tensor, valid: torch.Tensor
+        self, tokens: torch.Tensor, attributes: torch.Tensor, places: torch.Tensor, valid: torch.Tensor,
+        neighbours: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per slot its token and words: (B, K, W, H) and the mask (B, K, W)."""
         cfg = self.config
@@ -146,6 +151,8 @@ class PixelLMForCausalLM(nn.Module):
             for axis in OBJECT_PLACE_AXES:
                 index = (places[..., axis].float() * bins).floor().long().clamp(0, bins - 1)
                 word_ids.append(place_ids[index])
+            for value in rank_words(cfg.object_rank_words, places, valid, neighbours):
+                word_ids.append(place_ids[value.clamp(0, bins - 1)])
         words = self.language_model.get_input_embeddings()(torch.stack(word_ids, dim=-1)).to(tokens.dtype)  # (B, K, W-1, H)
         return torch.cat([tokens[:, :, None], words], dim=2), valid[:, :, None].expand(-1, -1, cfg.object_words)
 

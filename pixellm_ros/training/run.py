@@ -49,10 +49,11 @@ EVAL_SCENES = 40  # held-out scenes scored through the engine at the end of stag
 
 
 def new_embedded_model(
-    seed: int, object_orders: tuple[str, ...], progress: bool = True
+    seed: int, object_orders: tuple[str, ...], object_rank_words: tuple[str, ...] = (), progress: bool = True
 ) -> tuple[PixelLMForCausalLM, BPETokenizer]:
     """The embedded PixelLM before training: encoder and LLM from their packages, new parts at random
-    (``seed``), the object slots written in ``object_orders`` (``TrainSettings.orders``); the added
+    (``seed``), the object slots written in ``object_orders`` with ``object_rank_words``
+    (``TrainSettings.orders`` / ``rank_words``); the added
     tokens' rows start at the mean of the base vocabulary's rows."""
     llm_config, base_state = load_pretrained_llm_state(BASE_LLM, progress)
     tokenizer_path, roles = pretrained_tokenizer_files(BASE_LLM, progress)
@@ -60,7 +61,7 @@ def new_embedded_model(
         Tokenizer.from_file(str(tokenizer_path)), added_token_names(SEG_TOKENS_PER_SCALE * NUM_SCALES),
         bos=roles["bos_token"], eos=roles["eos_token"], pad=roles["pad_token"], unk=roles["unk_token"],
     )
-    config = embedded_config(llm_config, tokenizer, object_orders)
+    config = embedded_config(llm_config, tokenizer, object_orders, object_rank_words)
     torch.manual_seed(seed)
     model = PixelLMForCausalLM(config)
     embeddings = base_state["model.embed_tokens.weight"]
@@ -230,7 +231,7 @@ def train(out_dir: str | os.PathLike[str], settings: TrainSettings, resume: bool
     began = time.monotonic()
     say(f"settings: {json.dumps(asdict(settings))}")
 
-    model, tokenizer = new_embedded_model(settings.seed, settings.orders, progress)
+    model, tokenizer = new_embedded_model(settings.seed, settings.orders, settings.rank_words, progress)
     prompt_head = PromptHead.for_model(model)
     pool = build_pool(model, settings.train_scenes, "train", settings.seed, settings.wide_scene_share, out / "scenes",
                       progress=progress)

@@ -43,6 +43,11 @@ class TrainSettings:
         "left_to_right", "the orders the LLM reads the object slots in, comma-separated (model config OBJECT_ORDERS): "
         "left_to_right, or also front_to_back (nearest the camera first)", "stage2"
     )
+    object_rank_words: str = _knob(
+        "", "the words each object slot carries after its place, comma-separated (model config OBJECT_RANK_WORDS): "
+        "index (its rank left to right), depth (nearest the camera first), neighbour (the index of the object "
+        "nearest to it); empty: none", "stage2"
+    )
     # the run
     threads: int = _knob(2, "torch CPU threads", "run")
     checkpoint_minutes: float = _knob(8.0, "minutes between checkpoints (a stopped run resumes from the last)", "run")
@@ -52,6 +57,11 @@ class TrainSettings:
     def orders(self) -> tuple[str, ...]:
         """``object_orders`` as the model config's tuple."""
         return tuple(order.strip() for order in self.object_orders.split(","))
+
+    @property
+    def rank_words(self) -> tuple[str, ...]:
+        """``object_rank_words`` as the model config's tuple."""
+        return tuple(word.strip() for word in self.object_rank_words.split(",") if word.strip())
 
 
 SETTING_FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(TrainSettings)}

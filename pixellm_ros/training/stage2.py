@@ -26,7 +26,7 @@ from pixellm_ros.model.bpe_tokenizer import BPETokenizer
 from pixellm_ros.model.codebook import seg_state_mask
 from pixellm_ros.model.constants import seg_group_text
 from pixellm_ros.model.losses import IGNORE_INDEX
-from pixellm_ros.model.object_tokens import ObjectDetections
+from pixellm_ros.model.object_tokens import ObjectDetections, nearest_other
 from pixellm_ros.model.outputs import ImageFeatures
 from pixellm_ros.model.pixellm import PixelLMForCausalLM
 from pixellm_ros.world.phrasing import fill_seg
@@ -45,13 +45,15 @@ class Stage2Scenes:
     """Each scene's image side, computed once by the frozen stage-1 parts (K slots, left to right).
 
     embeddings (N, K, E), attributes (N, K, A), places (N, K, 3), valid (N, K) bool,
-    teacher (N, K, L, D) the prompt head's prompts, object_slot: per scene {object id: slot}.
+    neighbours (N, K) long (``nearest_other``), teacher (N, K, L, D) the prompt head's prompts,
+    object_slot: per scene {object id: slot}.
     """
 
     embeddings: torch.Tensor
     attributes: torch.Tensor
     places: torch.Tensor
     valid: torch.Tensor
+    neighbours: torch.Tensor
     teacher: torch.Tensor
     object_slot: list[dict[int, int]]
 
@@ -59,7 +61,7 @@ class Stage2Scenes:
 @torch.no_grad()
 def prepare_scenes(model: PixelLMForCausalLM, prompt_head: PromptHead, pool: ScenePool, batch: int = 32) -> Stage2Scenes:
     tokenizer = model.object_tokenizer
-    parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("embeddings", "attributes", "places", "valid", "teacher")}
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("embeddings", "attributes", "places", "valid", "neighbours", "teacher")}
     slots: list[dict[int, int]] = []
     for start in range(0, len(pool), batch):
         indices = list(range(start, min(len(pool), start + batch)))
@@ -69,6 +71,7 @@ def prepare_scenes(model: PixelLMForCausalLM, prompt_head: PromptHead, pool: Sce
         parts["attributes"].append(det.attributes)
         parts["places"].append(tokenizer.places(det, valid_hw))
         parts["valid"].append(det.valid)
+        parts["neighbours"].append(nearest_other(det.centres, det.valid))
         parts["teacher"].append(prompt_head(det.embeddings))
         for row, i in enumerate(indices):
             slots.append(match_objects(pool.objects[i], det, row))
@@ -174,7 +177,8 @@ def stage2_loss(
     tokens = model.object_tokenizer.token_projector(
         scenes.embeddings[index], scenes.attributes[index], scenes.places[index]
     )
-    embeds, mask = model.object_sequence(tokens, scenes.attributes[index], scenes.places[index], scenes.valid[index])
+    embeds, mask = model.object_sequence(tokens, scenes.attributes[index], scenes.places[index], scenes.valid[index],
+                                         scenes.neighbours[index])
     feats = ImageFeatures(llm_tokens=embeds, llm_mask=mask, decoder_features=[])
     spliced = model.splice_image(input_ids, feats, labels=label_ids, attention_mask=attention)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=spliced.embeds.device.type == "cpu"):

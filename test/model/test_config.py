@@ -115,3 +115,18 @@ def test_the_object_orders_are_checked_and_size_the_image_tokens():
     for wrong in ([], ["left_to_right", "left_to_right"], ["top_down"]):
         with pytest.raises(ValueError, match="object_orders"):
             PixelLMConfig.from_dict({**shipped.to_dict(), "object_orders": wrong})
+
+
+def test_the_rank_words_are_checked_and_lengthen_each_slot():
+    shipped = PixelLMConfig.from_dict(json.loads((DEFAULT_MODEL_DIR / "pixellm_config.json").read_text()))
+    assert shipped.object_rank_words == ()  # folders written before the setting read as before
+    ranked = PixelLMConfig.from_dict({**shipped.to_dict(), "object_rank_words": ["index", "depth", "neighbour"]})
+    assert ranked.object_words == shipped.object_words + 3
+    assert ranked.image_token_len == shipped.object_tokens * (shipped.object_words + 3)
+    assert PixelLMConfig.from_dict(ranked.to_dict()).object_rank_words == ("index", "depth", "neighbour")
+    for wrong in (["index", "index"], ["size"]):
+        with pytest.raises(ValueError, match="object_rank_words"):
+            PixelLMConfig.from_dict({**shipped.to_dict(), "object_rank_words": wrong})
+    with pytest.raises(ValueError, match="object_rank_words"):  # a digit word for each slot
+        PixelLMConfig.from_dict({**shipped.to_dict(), "object_rank_words": ["index"],
+                                 "object_place_token_ids": list(shipped.object_place_token_ids[:5])})
