@@ -3,8 +3,8 @@
 A model trained only on the world's few templates learns the templates. Each training question is
 therefore, with probability ``rate``, re-worded by light, meaning-preserving edits: a request frame
 ("can you ...", "please ..."), lower case or no final punctuation, PixelLM's "Please respond with
-segmentation mask." dropped, and word swaps from ``WORD_SWAPS`` (including shape and colour words the
-world never uses). The evaluation's paraphrase set (``evaluation.paraphrase``) is written apart from
+segmentation mask." dropped, word swaps from ``WORD_SWAPS`` (including shape and colour words the
+world never uses) and, with probability ``typo_rate``, one typo (``misspell``). The evaluation's paraphrase set (``evaluation.paraphrase``) is written apart from
 this one, with other words and sentence forms; this module never imports it.
 """
 
@@ -54,9 +54,25 @@ WORD_SWAPS: dict[str, tuple[str, ...]] = {
 _WORD = re.compile(r"[A-Za-z]+")
 
 
-def augment_instruction(sentence: str, rng: np.random.Generator, rate: float = 0.5) -> str:
+def misspell(text: str, rng: np.random.Generator) -> str:
+    """``text`` with one typo in one word of 4+ letters: a letter swapped with the next one (a
+    different one), dropped or doubled."""
+    words = list(re.finditer(r"[A-Za-z]{4,}", text))
+    if not words:
+        return text
+    word = words[int(rng.integers(len(words)))]
+    w, i = word.group(0), int(rng.integers(1, len(word.group(0)) - 1))
+    kind = int(rng.integers(3))
+    if kind == 0 and w[i] == w[i + 1]:  # swapping two equal letters would change nothing
+        kind = 1
+    broken = (w[:i] + w[i + 1] + w[i] + w[i + 2:], w[:i] + w[i + 1:], w[:i] + w[i] + w[i:])[kind]
+    return text[: word.start()] + broken + text[word.end():]
+
+
+def augment_instruction(sentence: str, rng: np.random.Generator, rate: float = 0.5, typo_rate: float = 0.0) -> str:
     """The instruction for a world ``sentence``: PixelLM's "{sentence} Please respond with
-    segmentation mask." with probability 1 - rate, otherwise a re-worded form (see the module doc)."""
+    segmentation mask." with probability 1 - rate, otherwise a re-worded form (see the module doc),
+    given one typo with probability ``typo_rate`` (0: the draws of a run without typos)."""
     if rng.random() >= rate:
         return f"{sentence} {_SUFFIX}"
 
@@ -75,6 +91,7 @@ def augment_instruction(sentence: str, rng: np.random.Generator, rate: float = 0
         text = text.lower()
     if rng.random() < 0.3:
         text = text.rstrip(".?!")
-    if rng.random() < 0.25:
-        text = f"{text} {_SUFFIX}"
-    return text
+    suffix = rng.random() < 0.25
+    if typo_rate > 0.0 and rng.random() < typo_rate:
+        text = misspell(text, rng)
+    return f"{text} {_SUFFIX}" if suffix else text

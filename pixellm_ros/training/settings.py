@@ -38,6 +38,9 @@ class TrainSettings:
     lora_rank: int = _knob(16, "rank of the adapters on every Linear of the LLM's layers", "stage2")
     phrasing_rate: float = _knob(0.5, "share of training questions re-worded (training.phrasing)", "stage2")
     none_rate: float = _knob(0.15, "share of questions about something absent", "stage2")
+    typo_rate: float = _knob(
+        0.0, "share of re-worded questions given one typo (a letter swapped with the next, dropped or doubled)", "stage2"
+    )
     prompt_distillation: float = _knob(1.0, "weight of the pull of seg prompts to stage 1's object prompts", "stage2")
     object_orders: str = _knob(
         "left_to_right", "the orders the LLM reads the object slots in, comma-separated (model config OBJECT_ORDERS): "

@@ -124,11 +124,12 @@ class Example:
 
 
 def draw_examples(
-    scenes: Stage2Scenes, pool: ScenePool, count: int, seed: int, step: int, phrasing_rate: float, none_rate: float
+    scenes: Stage2Scenes, pool: ScenePool, count: int, seed: int, step: int, phrasing_rate: float, none_rate: float,
+    typo_rate: float = 0.0,
 ) -> list[Example]:
     """``count`` questions for step ``step`` (a function of seed and step): each about a random scene,
-    of a random kind, re-worded with probability ``phrasing_rate``; questions whose targets the
-    detector missed are drawn again."""
+    of a random kind, re-worded with probability ``phrasing_rate`` (a re-worded one given a typo with
+    probability ``typo_rate``); questions whose targets the detector missed are drawn again."""
     rng = np.random.default_rng([seed, 2, step])
     out: list[Example] = []
     while len(out) < count:
@@ -140,7 +141,7 @@ def draw_examples(
         found = scenes.object_slot[index]
         if any(t not in found for t in question.target_ids):
             continue
-        out.append(Example(index, question, augment_instruction(question.sentence, rng, phrasing_rate),
+        out.append(Example(index, question, augment_instruction(question.sentence, rng, phrasing_rate, typo_rate),
                            [found[t] for t in question.target_ids]))
     return out
 
