@@ -4,8 +4,9 @@ A model trained only on the world's few templates learns the templates. Each tra
 therefore, with probability ``rate``, re-worded by light, meaning-preserving edits: a request frame
 ("can you ...", "please ..."), lower case or no final punctuation, PixelLM's "Please respond with
 segmentation mask." dropped, word swaps from ``WORD_SWAPS`` (including shape and colour words the
-world never uses) and, with probability ``typo_rate``, one typo (``misspell``). The evaluation's paraphrase set (``evaluation.paraphrase``) is written apart from
-this one, with other words and sentence forms; this module never imports it.
+world never uses) and, with probability ``typo_rate``, one typo (``misspell``). The evaluation's
+paraphrase set (``evaluation.paraphrase``) is written apart from this one, with other words and
+sentence forms; this module never imports it.
 """
 
 from __future__ import annotations

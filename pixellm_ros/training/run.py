@@ -53,8 +53,8 @@ def new_embedded_model(
 ) -> tuple[PixelLMForCausalLM, BPETokenizer]:
     """The embedded PixelLM before training: encoder and LLM from their packages, new parts at random
     (``seed``), the object slots written in ``object_orders`` with ``object_rank_words``
-    (``TrainSettings.orders`` / ``rank_words``); the added
-    tokens' rows start at the mean of the base vocabulary's rows."""
+    (``TrainSettings.orders`` / ``rank_words``); the added tokens' rows start at the mean of the base
+    vocabulary's rows."""
     llm_config, base_state = load_pretrained_llm_state(BASE_LLM, progress)
     tokenizer_path, roles = pretrained_tokenizer_files(BASE_LLM, progress)
     tokenizer = BPETokenizer(
