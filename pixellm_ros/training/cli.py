@@ -1,12 +1,13 @@
 """`pixellm-ros train`: train the embedded PixelLM on the tabletop world, on the CPU.
 
     pixellm-ros train --out runs/embedded [--recipe cpu|tiny] [--resume] [--export pixellm_ros/assets/default_model]
-                      [--eval-scenes 200 [--compare-with REPORT.json | MODEL_DIR]] [--<setting> value ...]
+                      [--stage1-from MODEL_DIR] [--eval-scenes 200 [--compare-with REPORT.json | MODEL_DIR]] [--<setting> value ...]
 
 Every setting of ``training.settings.TrainSettings`` is an option (``--stage2-steps 800``); the
 recipe gives the rest (``cpu``: the shipped model's). The run folder is described in
 ``training.run``; ``--resume`` continues a stopped run from its last checkpoint (its saved settings
-win over the recipe); ``--export`` copies the model folder there; ``--eval-scenes N`` then scores
+win over the recipe); ``--stage1-from`` takes stage 1 from a model folder a run exported (stage 2
+only: its parts and prompt head, ``training.stage1.load_stage1_parts``); ``--export`` copies the model folder there; ``--eval-scenes N`` then scores
 it through the engine on N held-out scenes (``evaluation.world_eval.evaluate_run``: per kind, per target count,
 templated and paraphrased instructions, paired bootstrap against ``--compare-with``).
 """
@@ -30,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", choices=sorted(RECIPES), default=None, help="preset of the settings (default cpu)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument("--export", default=None, help="also copy the final model folder here")
+    parser.add_argument("--stage1-from", default=None, metavar="MODEL_DIR",
+                        help="take stage 1 (object tokenizer, pixel decoder, prompt head) from a model folder a run "
+                             "exported, e.g. pixellm_ros/assets/default_model, and train stage 2 only")
     parser.add_argument("--eval-scenes", type=int, default=0,
                         help="after training: held-out scenes for the evaluation against the shipped model (0: none)")
     parser.add_argument("--compare-with", default=None,
@@ -50,8 +54,15 @@ def resolved_settings(args: argparse.Namespace) -> TrainSettings:
 
 def run(args: argparse.Namespace) -> int:
     from .run import train
+    from .stage1 import stage1_head_file
 
     settings = resolved_settings(args)
+    if args.stage1_from is not None:
+        try:
+            stage1_head_file(args.stage1_from)
+        except FileNotFoundError as error:
+            print(error)
+            return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if not args.resume and (out / "settings.json").is_file():
@@ -69,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         result = train(out, settings, resume=args.resume, progress=not args.no_progress,
-                       stop_requested=lambda stage, step: bool(stop))
+                       stop_requested=lambda stage, step: bool(stop), stage1_from=args.stage1_from)
     except FileExistsError as error:
         print(error)
         return 2

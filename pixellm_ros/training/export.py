@@ -2,7 +2,9 @@
 
 The folder keeps the new parts whole and, of the pretrained LLM, only the adapters (scale folded
 into B) and the added tokens' rows; the encoder and the base LLM come from their packages at load
-time. ``load_pixellm`` reads it back (adapters merged), as the engine does.
+time. ``load_pixellm`` reads it back (adapters merged), as the engine does. Beside it, for training
+only, ``prompt_head.safetensors``: stage 1's ``PromptHead``, which a later run needs to train stage 2
+again on this folder's stage-1 parts (``train(stage1_from=...)``); inference never reads it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pixellm_ros.model.saving import OUR_CONFIG_FILE
 from pixellm_ros.model.weight_files import SAFETENSORS_FILE
 
 ADAPTER = "default"
+PROMPT_HEAD_FILE = "prompt_head.safetensors"
 
 
 def delta_state(model: PixelLMForCausalLM, tokenizer: BPETokenizer) -> dict[str, torch.Tensor]:
@@ -45,14 +48,21 @@ def delta_state(model: PixelLMForCausalLM, tokenizer: BPETokenizer) -> dict[str,
     return out
 
 
+def _half(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    return {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous() for k, v in state.items()}
+
+
 def export_embedded(
-    model: PixelLMForCausalLM, tokenizer: BPETokenizer, folder: str | os.PathLike[str], dtype: torch.dtype = torch.float16
+    model: PixelLMForCausalLM, tokenizer: BPETokenizer, folder: str | os.PathLike[str], dtype: torch.dtype = torch.float16,
+    prompt_head: torch.nn.Module | None = None,
 ) -> Path:
-    """Write ``folder``: pixellm_config.json, model.safetensors (the deltas, ``dtype``), the tokenizer."""
+    """Write ``folder``: pixellm_config.json, model.safetensors (the deltas, ``dtype``), the tokenizer,
+    and with ``prompt_head`` its ``PROMPT_HEAD_FILE`` (``dtype``, as the stage-1 parts it belongs to)."""
     root = Path(folder)
     root.mkdir(parents=True, exist_ok=True)
-    state = {k: (v.to(dtype) if v.is_floating_point() else v).cpu().contiguous() for k, v in delta_state(model, tokenizer).items()}
-    save_file(state, str(root / SAFETENSORS_FILE), metadata={"format": "pt"})
+    save_file(_half(delta_state(model, tokenizer), dtype), str(root / SAFETENSORS_FILE), metadata={"format": "pt"})
+    if prompt_head is not None:
+        save_file(_half(prompt_head.state_dict(), dtype), str(root / PROMPT_HEAD_FILE), metadata={"format": "pt"})
     (root / OUR_CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n", encoding="utf-8")
     tokenizer.save_pretrained(root)
     return root

@@ -4,8 +4,10 @@ The run folder:
     scenes/          the encoded scene pool, in chunks (reused when the run resumes)
     stage1.pt        stage 1's checkpoint (parts, prompt head, optimizer, step): written every
     stage2.pt        ``checkpoint_minutes`` and at the end of the stage; a run started again with
-                     ``resume`` continues from them, a finished stage is not repeated
-    model/           the exported model folder (what ships in pixellm_ros/assets/default_model)
+                     ``resume`` continues from them, a finished stage is not repeated (a run given
+                     ``stage1_from``, an exported model folder, takes stage 1 from it: stage 2 only)
+    model/           the exported model folder (what ships in pixellm_ros/assets/default_model),
+                     with stage 1's prompt head beside it for such later runs
     log.txt          every line the run printed; history.json the losses and evaluations
     loss_curve.png   the curves (matplotlib)
     summary.json     settings, wall-clock time of each phase, the last evaluation
@@ -40,7 +42,7 @@ from pixellm_ros.evaluation.world_eval import world_eval_data
 from .plotting import plot_loss_curve
 from .scenes import build_pool
 from .settings import TrainSettings
-from .stage1 import PromptHead, draw_batch, stage1_loss, stage1_modules
+from .stage1 import PromptHead, draw_batch, load_stage1_parts, stage1_head_file, stage1_loss, stage1_modules
 from .stage2 import add_adapters, draw_examples, prepare_scenes, stage2_loss, stage2_parameters
 
 STAGE1_FILE = "stage1.pt"
@@ -209,10 +211,13 @@ def engine_report(model: PixelLMForCausalLM, tokenizer: BPETokenizer, data: Path
 
 def train(out_dir: str | os.PathLike[str], settings: TrainSettings, resume: bool = False, progress: bool = True,
           log: Callable[[str], None] | None = None,
-          stop_requested: Callable[[str, int], bool] = lambda stage, step: False) -> RunResult:
+          stop_requested: Callable[[str, int], bool] = lambda stage, step: False,
+          stage1_from: str | os.PathLike[str] | None = None) -> RunResult:
     """Train the embedded model into ``out_dir`` (see the module docstring). ``stop_requested(stage,
     step)`` is polled before every step ("stage1" / "stage2", steps done): when it says so, the stage's checkpoint is written and the run ends
-    with KeyboardInterrupt (the CLI sets it on SIGINT / SIGTERM); ``resume`` continues from there."""
+    with KeyboardInterrupt (the CLI sets it on SIGINT / SIGTERM); ``resume`` continues from there.
+    ``stage1_from`` (a model folder this function exported) gives stage 1's parts and prompt head
+    instead of training them: the run's stage 1 checkpoint is written from it, done."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     def say(line: str) -> None:
@@ -223,6 +228,8 @@ def train(out_dir: str | os.PathLike[str], settings: TrainSettings, resume: bool
 
     if not resume and any((out / name).exists() for name in (STAGE1_FILE, STAGE2_FILE)):
         raise FileExistsError(f"{out} holds a run already: pass resume to continue it, or use another folder")
+    if stage1_from is not None:
+        stage1_head_file(stage1_from)  # before the scenes: a folder that cannot give stage 1 fails at once
     torch.set_num_threads(settings.threads)
     history: dict[str, list[dict[str, float]]] = {"stage1": [], "stage2": [], "eval": []}
     if (out / "history.json").is_file() and resume:
@@ -242,6 +249,14 @@ def train(out_dir: str | os.PathLike[str], settings: TrainSettings, resume: bool
     modules = stage1_modules(model)
     params = [p for m in modules for p in m.parameters()] + list(prompt_head.parameters())
     generator = torch.Generator().manual_seed(settings.seed)
+    stage1_optimizer = torch.optim.AdamW(params, lr=settings.stage1_lr, weight_decay=0.01)
+    if stage1_from is not None and not (out / STAGE1_FILE).is_file():
+        loaded = load_stage1_parts(stage1_from, model, prompt_head)
+        _save(out / STAGE1_FILE, {"modules": [m.state_dict() for m in modules], "prompt_head": prompt_head.state_dict(),
+                                  "optimizer": stage1_optimizer.state_dict(),
+                                  "scheduler": _one_cycle(stage1_optimizer, settings.stage1_lr, settings.stage1_steps).state_dict(),
+                                  "step": settings.stage1_steps, "done": True, "from": str(stage1_from)})
+        say(f"stage 1: taken from {stage1_from} ({loaded} tensors), not trained")
 
     def stage1_step(step: int) -> tuple[torch.Tensor, dict[str, float]]:
         generator.manual_seed(settings.seed * 100_003 + step)
@@ -256,7 +271,7 @@ def train(out_dir: str | os.PathLike[str], settings: TrainSettings, resume: bool
         prompt_head.load_state_dict(saved["prompt_head"])
 
     _run_stage(_Stage("stage1", out / STAGE1_FILE, settings.stage1_steps, params,
-                      torch.optim.AdamW(params, lr=settings.stage1_lr, weight_decay=0.01), settings.stage1_lr,
+                      stage1_optimizer, settings.stage1_lr,
                       stage1_step, stage1_load,
                       lambda: {"modules": [m.state_dict() for m in modules], "prompt_head": prompt_head.state_dict()},
                       log_every=50, postfix=("total", "mask_dice")),
@@ -289,7 +304,7 @@ def train(out_dir: str | os.PathLike[str], settings: TrainSettings, resume: bool
 
     # ------------------------------------------------------------------ export and a first look
     mark = time.monotonic()
-    model_dir = export_embedded(model, tokenizer, out / "model")
+    model_dir = export_embedded(model, tokenizer, out / "model", prompt_head=prompt_head)
     seconds["export"] = time.monotonic() - mark
     seconds["total"] = time.monotonic() - began
     mark = time.monotonic()
@@ -304,7 +319,8 @@ def train(out_dir: str | os.PathLike[str], settings: TrainSettings, resume: bool
     seconds["evaluation"] = time.monotonic() - mark
     (out / "history.json").write_text(json.dumps(history))
     plot_loss_curve(history, out / "loss_curve.png")
-    summary = {"settings": asdict(settings), "seconds": seconds, "evaluation": evaluation,
+    summary = {"settings": asdict(settings), "stage1_from": None if stage1_from is None else str(stage1_from),
+               "seconds": seconds, "evaluation": evaluation,
                "model_bytes": sum(p.stat().st_size for p in model_dir.iterdir())}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     say(f"done: {model_dir} in {seconds['total'] / 60:.1f} min of training")

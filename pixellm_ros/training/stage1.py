@@ -13,16 +13,21 @@ on ``masks_per_scene`` objects per scene, decoded from their prompt-head prompts
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import nn
 
 from pixellm_ros.model.object_tokens import sample_cells
 from pixellm_ros.model.pixellm import PixelLMForCausalLM
+from pixellm_ros.model.weight_files import SAFETENSORS_FILE
 
+from .export import PROMPT_HEAD_FILE
 from .scenes import ScenePool
 
 HEAT_STRIDE = 8
@@ -49,6 +54,34 @@ def stage1_modules(model: PixelLMForCausalLM) -> list[nn.Module]:
     """The model's parts stage 1 trains."""
     tokenizer = model.object_tokenizer
     return [tokenizer.pyramid, tokenizer.heads, tokenizer.attributes, model.mask_decoder, model.prompt_encoder]
+
+
+def stage1_head_file(folder: str | os.PathLike[str]) -> Path:
+    """The prompt head file of a model folder that can give stage 1's parts (FileNotFoundError if none)."""
+    head_file = Path(folder) / PROMPT_HEAD_FILE
+    if not head_file.is_file():
+        raise FileNotFoundError(f"{folder} has no {PROMPT_HEAD_FILE}: only a folder exported by `pixellm-ros train` "
+                                "with its prompt head can give stage 1's parts")
+    return head_file
+
+
+def load_stage1_parts(folder: str | os.PathLike[str], model: PixelLMForCausalLM, prompt_head: PromptHead) -> int:
+    """Load ``stage1_modules(model)`` and ``prompt_head`` from an exported model folder (its
+    ``model.safetensors`` and ``PROMPT_HEAD_FILE``), strictly: a part missing or of another shape is
+    an error. Returns the number of tensors loaded. A run given such a folder trains stage 2 only."""
+    root = Path(folder)
+    head_file = stage1_head_file(root)
+    state = load_file(str(root / SAFETENSORS_FILE))
+    names = {id(module): name for name, module in model.named_modules()}
+    loaded = 0
+    for module in stage1_modules(model):
+        prefix = names[id(module)] + "."
+        part = {k[len(prefix):]: v.float() for k, v in state.items() if k.startswith(prefix)}
+        module.load_state_dict(part, strict=True)
+        loaded += len(part)
+    head = {k: v.float() for k, v in load_file(str(head_file)).items()}
+    prompt_head.load_state_dict(head, strict=True)
+    return loaded + len(head)
 
 
 def centre_targets(objects: torch.Tensor, classes: int, height: int, width: int) -> torch.Tensor:

@@ -13,7 +13,8 @@ import torch
 
 from pixellm_ros.engine import BatchRequest, PixelLMEngine, SegmentationResult
 from pixellm_ros.model.base_parts import ADDED_EMBEDDINGS, LORA_A
-from pixellm_ros.training.run import STAGE2_FILE, new_embedded_model, train
+from pixellm_ros.training.export import PROMPT_HEAD_FILE
+from pixellm_ros.training.run import STAGE1_FILE, STAGE2_FILE, new_embedded_model, train
 from pixellm_ros.training.settings import recipe
 from pixellm_ros.world.ontology import COLOUR_NAMES, SHAPE_NAMES, SIZE_NAMES
 from pixellm_ros.world.scene import sample_scene
@@ -209,3 +210,37 @@ def test_a_finished_run_resumed_with_more_steps_goes_on(tmp_path: Path) -> None:
     assert saved["step"] == 4 and saved["done"]
     history = json.loads((tmp_path / "history.json").read_text())
     assert [row["step"] for row in history["stage2"]] == [1, 2, 3, 4]
+
+
+def test_a_run_takes_stage1_from_an_exported_folder(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """``train(stage1_from=folder)`` (``--stage1-from``): stage 1's parts and prompt head are the folder's
+    (float16, as exported), no stage-1 step is trained, stage 2 runs and exports a folder that can
+    seed the next such run; a folder without the prompt head is refused, naming the file."""
+    from safetensors.torch import load_file
+
+    _, first = run
+    assert (first.model_dir / PROMPT_HEAD_FILE).is_file()
+    lines: list[str] = []
+    second = train(tmp_path / "second", recipe("tiny", stage2_steps=2), progress=False, log=lines.append,
+                   stage1_from=first.model_dir)
+    assert any(f"stage 1: taken from {first.model_dir}" in line for line in lines)
+    assert any("stage 1: resumed at step" in line and "(done)" in line for line in lines)
+    history = json.loads((tmp_path / "second" / "history.json").read_text())
+    assert history["stage1"] == [] and [row["step"] for row in history["stage2"]] == [1, 2]
+    exported = load_file(str(first.model_dir / "model.safetensors"))
+    trained = second.model.state_dict()
+    stage1_keys = [k for k in exported if k.startswith(("object_tokenizer.pyramid.", "mask_decoder."))]
+    assert stage1_keys
+    for key in stage1_keys:  # frozen in stage 2: still exactly the folder's
+        assert torch.equal(trained[key], exported[key].float()), key
+    head = torch.load(tmp_path / "second" / STAGE1_FILE, weights_only=False)["prompt_head"]
+    for key, value in load_file(str(first.model_dir / PROMPT_HEAD_FILE)).items():
+        assert torch.equal(head[key], value.float()), key
+    assert (second.model_dir / PROMPT_HEAD_FILE).is_file()
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("model.safetensors", "pixellm_config.json"):
+        (bare / name).write_bytes((first.model_dir / name).read_bytes())
+    with pytest.raises(FileNotFoundError, match=PROMPT_HEAD_FILE):
+        train(tmp_path / "third", recipe("tiny"), progress=False, log=lambda line: None, stage1_from=bare)
