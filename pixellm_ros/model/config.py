@@ -39,10 +39,13 @@ OBJECT_PLACE_AXES = (0, 1)  # an object's place words: the bin of its centre's x
 # The orders the object slots can be written in (config.object_orders): detected left to right, or
 # nearest the camera first (the largest centre y first: the camera looks down at the table from the front).
 OBJECT_ORDERS: tuple[str, ...] = ("left_to_right", "front_to_back")
-# The words a slot can carry after its place words (config.object_rank_words), each a digit of the
-# place words' vocabulary: "index" its rank left to right ("0" = leftmost), "depth" its rank nearest
-# the camera first ("0" = nearest), "neighbour" the index of the detected object nearest to it.
-OBJECT_RANK_WORDS: tuple[str, ...] = ("index", "depth", "neighbour")
+# The words a slot can carry after its place words (config.object_rank_words): digits of the place
+# words' vocabulary for "index" its rank left to right ("0" = leftmost), "depth" its rank nearest the
+# camera first ("0" = nearest), "neighbour" the index of the detected object nearest to it; and for
+# NEIGHBOUR_NAME that nearest object's own attribute words (" small blue cup"), so that "the thing
+# closest to the red ball" is the name the red ball's slot carries, copied, not a distance computed.
+NEIGHBOUR_NAME = "neighbour_name"
+OBJECT_RANK_WORDS: tuple[str, ...] = ("index", "depth", "neighbour", NEIGHBOUR_NAME)
 
 # SAM / ImageNet statistics on 0-255 RGB: the released model normalises CLIP's input with these,
 # not with CLIP's own statistics.
@@ -114,7 +117,8 @@ class PixelLMConfig:
     # of the second list as "the leftmost ..." is of the first.
     object_orders: tuple[str, ...] = ("left_to_right",)
     # ... and then these words (OBJECT_RANK_WORDS, e.g. "small red ball 3 7 2 0 1": index 2, nearest
-    # the camera, object 1 nearest to it), so that a rank or a neighbour is read, not computed.
+    # the camera, object 1 nearest to it; or "small red ball 3 7 large blue cup": the nearest object's
+    # words), so that a rank or a neighbour is read, not computed.
     object_rank_words: tuple[str, ...] = ()
     object_threshold: float = 0.3  # a heat-map peak above this is an object
     # A peak within this many radii (the larger of the two) of a higher-scoring one is the same
@@ -217,7 +221,7 @@ class PixelLMConfig:
         """LLM tokens per object slot with a CNN encoder: its token, its attribute words, its two place
         words, its rank words."""
         return (1 + len(self.object_tag_groups) + (len(OBJECT_PLACE_AXES) if self.object_place_token_ids else 0)
-                + len(self.object_rank_words))
+                + sum(len(self.object_tag_groups) if word == NEIGHBOUR_NAME else 1 for word in self.object_rank_words))
 
     @property
     def seg_tokens_per_target(self) -> int:
@@ -295,9 +299,11 @@ class PixelLMConfig:
         if len(set(self.object_rank_words)) != len(self.object_rank_words) or not set(
                 self.object_rank_words) <= set(OBJECT_RANK_WORDS):
             raise ValueError(f"object_rank_words must name distinct words of {OBJECT_RANK_WORDS}, got {self.object_rank_words}")
-        if self.object_rank_words and len(self.object_place_token_ids) < self.object_tokens:
+        if set(self.object_rank_words) - {NEIGHBOUR_NAME} and len(self.object_place_token_ids) < self.object_tokens:
             raise ValueError("object_rank_words are written with the place words' digits: object_place_token_ids needs "
                              f"a word for each of the {self.object_tokens} slots")
+        if NEIGHBOUR_NAME in self.object_rank_words and not self.object_tag_groups:
+            raise ValueError(f"the {NEIGHBOUR_NAME} words are the neighbour's attribute words: object_tag_groups needs a group")
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:

@@ -49,7 +49,7 @@ class TrainSettings:
     object_rank_words: str = _knob(
         "", "the words each object slot carries after its place, comma-separated (model config OBJECT_RANK_WORDS): "
         "index (its rank left to right), depth (nearest the camera first), neighbour (the index of the object "
-        "nearest to it); empty: none", "stage2"
+        "nearest to it), neighbour_name (the attribute words of the object nearest to it); empty: none", "stage2"
     )
     # the run
     threads: int = _knob(2, "torch CPU threads", "run")

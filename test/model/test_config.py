@@ -6,6 +6,7 @@ import pytest
 
 from pixellm_ros.engine.engine import DEFAULT_MODEL_DIR
 from pixellm_ros.model import PixelLMConfig
+from pixellm_ros.model.config import NEIGHBOUR_NAME
 from pixellm_ros.training.embedded_config import ATTRIBUTE_CIRCLE, DUPLICATE_RADIUS
 
 @pytest.mark.parametrize("preset", [PixelLMConfig.tiny, PixelLMConfig.released_7b, PixelLMConfig.released_13b])
@@ -130,3 +131,13 @@ def test_the_rank_words_are_checked_and_lengthen_each_slot():
     with pytest.raises(ValueError, match="object_rank_words"):  # a digit word for each slot
         PixelLMConfig.from_dict({**shipped.to_dict(), "object_rank_words": ["index"],
                                  "object_place_token_ids": list(shipped.object_place_token_ids[:5])})
+
+
+def test_the_neighbour_name_adds_the_tag_words_and_needs_no_digits():
+    shipped = PixelLMConfig.from_dict(json.loads((DEFAULT_MODEL_DIR / "pixellm_config.json").read_text()))
+    named = PixelLMConfig.from_dict({**shipped.to_dict(), "object_rank_words": [NEIGHBOUR_NAME],
+                                     "object_place_token_ids": []})  # the neighbour's words are words, not digits
+    assert named.object_words == 1 + 2 * len(shipped.object_tag_groups)
+    with pytest.raises(ValueError, match=NEIGHBOUR_NAME):
+        PixelLMConfig.from_dict({**shipped.to_dict(), "object_rank_words": [NEIGHBOUR_NAME], "object_tag_groups": [],
+                                 "object_tag_token_ids": []})

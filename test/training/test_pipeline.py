@@ -13,6 +13,7 @@ import torch
 
 from pixellm_ros.engine import BatchRequest, PixelLMEngine, SegmentationResult
 from pixellm_ros.model.base_parts import ADDED_EMBEDDINGS, LORA_A
+from pixellm_ros.model.config import NEIGHBOUR_NAME
 from pixellm_ros.training.export import PROMPT_HEAD_FILE
 from pixellm_ros.training.run import STAGE1_FILE, STAGE2_FILE, new_embedded_model, train
 from pixellm_ros.training.settings import recipe
@@ -130,6 +131,35 @@ def test_rank_words_follow_the_place_words(run) -> None:  # type: ignore[no-unty
         torch.testing.assert_close(sequence[0, words * slot + cfg.object_words: words * (slot + 1)], table(torch.tensor(ids)))
 
 
+def test_the_neighbour_name_is_the_nearest_objects_own_words(run) -> None:  # type: ignore[no-untyped-def]
+    """object_rank_words with NEIGHBOUR_NAME: after its place words each slot carries the attribute
+    words of its nearest object (" large blue cup"), the very embeddings that object's slot reads."""
+    _, result = run
+    model = result.model.eval()
+    cfg = model.config
+    groups = len(cfg.object_tag_groups)
+    tokens = torch.randn(1, 3, cfg.hidden_size)
+    attributes = torch.zeros(1, 3, sum(cfg.object_attributes))
+    starts = np.cumsum((0,) + cfg.object_attributes[:-1])
+    for slot in range(3):  # a different value of every attribute group in each slot
+        for start, size in zip(starts, cfg.object_attributes):
+            attributes[0, slot, start + slot % size] = 1.0
+    places = torch.tensor([[[0.1, 0.5, 0.1], [0.3, 0.8, 0.1], [0.9, 0.2, 0.1]]])
+    valid, neighbours = torch.tensor([[True, True, True]]), torch.tensor([[1, 0, 1]])
+    try:
+        model.config = dataclasses.replace(cfg, object_rank_words=(NEIGHBOUR_NAME,))
+        with torch.no_grad():
+            sequence, mask = model.object_sequence(tokens, attributes, places, valid, neighbours)
+    finally:
+        model.config = cfg
+    words = cfg.object_words + groups
+    assert sequence.shape[1] == 3 * words and mask.all()
+    for slot, neighbour in enumerate([1, 0, 1]):
+        name = sequence[0, words * neighbour + 1: words * neighbour + 1 + groups]  # that object's own words
+        torch.testing.assert_close(sequence[0, words * (slot + 1) - groups: words * (slot + 1)], name)
+    assert not torch.equal(sequence[0, 1: 1 + groups], sequence[0, words + 1: words + 1 + groups])
+
+
 def test_a_model_with_rank_words_answers_through_the_engine(run) -> None:  # type: ignore[no-untyped-def]
     """The engine's path (detections -> neighbours -> slot words -> LLM) with every rank word: the
     image tokens are as many as the config says, and the answer comes back."""
@@ -138,14 +168,14 @@ def test_a_model_with_rank_words_answers_through_the_engine(run) -> None:  # typ
     cfg = model.config
     image = sample_scene(np.random.default_rng(5), (240, 320)).render()[0]
     try:
-        model.config = dataclasses.replace(cfg, object_rank_words=("index", "depth", "neighbour"))
+        model.config = dataclasses.replace(cfg, object_rank_words=("index", "depth", "neighbour", NEIGHBOUR_NAME))
         engine = PixelLMEngine(model, result.tokenizer, max_new_tokens=12)
         with torch.no_grad():
             features = model.encode_images(*_pixels(engine, image))
             outcome = engine.segment(image, "Which object is closest to the red ball?")
     finally:
         model.config = cfg
-    assert features.llm_tokens.shape[1] == model.config.object_tokens * (cfg.object_words + 3)
+    assert features.llm_tokens.shape[1] == model.config.object_tokens * (cfg.object_words + 3 + len(cfg.object_tag_groups))
     assert isinstance(outcome, SegmentationResult) and outcome.generated_tokens > 0
 
 
