@@ -14,6 +14,9 @@ import torch
 
 from pixellm_ros.engine.engine import DEFAULT_MODEL_DIR
 from pixellm_ros.evaluation.world_eval import evaluate_model_folder
+from pixellm_ros.training.export import PROMPT_HEAD_FILE
+from pixellm_ros.training.run import new_embedded_model
+from pixellm_ros.training.stage1 import PromptHead, load_stage1_parts
 
 # Measured on these 6 held-out scenes when the model was shipped (see README, "The embedded model").
 MEASURED = {"giou": 0.6879, "ciou": 0.6217, "count_accuracy": 0.767}  # 2026-12-06, attributes read on the body (centre: 0.673 / 0.618 / 0.767); the same with duplicate peaks dropped
@@ -29,8 +32,19 @@ def report(tmp_path_factory: pytest.TempPathFactory):
 
 def test_the_default_model_ships_inside_the_package() -> None:
     files = {p.name for p in Path(DEFAULT_MODEL_DIR).iterdir()}
-    assert {"pixellm_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= files
+    assert {"pixellm_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", PROMPT_HEAD_FILE} <= files
     assert sum(p.stat().st_size for p in Path(DEFAULT_MODEL_DIR).iterdir()) < 20_000_000  # what training made, < 20 MB
+
+
+def test_the_shipped_folder_gives_stage1_to_a_new_run() -> None:
+    """``pixellm-ros train --stage1-from pixellm_ros/assets/default_model``: its stage-1 parts and the
+    prompt head they were trained with load strictly into a new model (stage 2 only, on the shipped
+    object tokenizer and decoder)."""
+    model, _ = new_embedded_model(1, ("left_to_right",), progress=False)
+    head = PromptHead.for_model(model)
+    before = [p.clone() for p in head.parameters()]
+    assert load_stage1_parts(DEFAULT_MODEL_DIR, model, head) > len(before)
+    assert all(not torch.equal(a, b) for a, b in zip(before, head.parameters()))
 
 
 @pytest.mark.parametrize("metric", sorted(THRESHOLDS))
