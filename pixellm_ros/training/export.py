@@ -48,7 +48,7 @@ def delta_state(model: PixelLMForCausalLM, tokenizer: BPETokenizer) -> dict[str,
     return out
 
 
-def _half(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+def _cast(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
     return {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous() for k, v in state.items()}
 
 
@@ -60,9 +60,9 @@ def export_embedded(
     and with ``prompt_head`` its ``PROMPT_HEAD_FILE`` (``dtype``, as the stage-1 parts it belongs to)."""
     root = Path(folder)
     root.mkdir(parents=True, exist_ok=True)
-    save_file(_half(delta_state(model, tokenizer), dtype), str(root / SAFETENSORS_FILE), metadata={"format": "pt"})
+    save_file(_cast(delta_state(model, tokenizer), dtype), str(root / SAFETENSORS_FILE), metadata={"format": "pt"})
     if prompt_head is not None:
-        save_file(_half(prompt_head.state_dict(), dtype), str(root / PROMPT_HEAD_FILE), metadata={"format": "pt"})
+        save_file(_cast(prompt_head.state_dict(), dtype), str(root / PROMPT_HEAD_FILE), metadata={"format": "pt"})
     (root / OUR_CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n", encoding="utf-8")
     tokenizer.save_pretrained(root)
     return root
