@@ -250,10 +250,13 @@ def train(out_dir: str | os.PathLike[str], settings: TrainSettings, resume: bool
     params = [p for m in modules for p in m.parameters()] + list(prompt_head.parameters())
     generator = torch.Generator().manual_seed(settings.seed)
     stage1_optimizer = torch.optim.AdamW(params, lr=settings.stage1_lr, weight_decay=0.01)
+
+    def stage1_state() -> dict[str, Any]:
+        return {"modules": [m.state_dict() for m in modules], "prompt_head": prompt_head.state_dict()}
+
     if stage1_from is not None and not (out / STAGE1_FILE).is_file():
         loaded = load_stage1_parts(stage1_from, model, prompt_head)
-        _save(out / STAGE1_FILE, {"modules": [m.state_dict() for m in modules], "prompt_head": prompt_head.state_dict(),
-                                  "optimizer": stage1_optimizer.state_dict(),
+        _save(out / STAGE1_FILE, {**stage1_state(), "optimizer": stage1_optimizer.state_dict(),
                                   "scheduler": _one_cycle(stage1_optimizer, settings.stage1_lr, settings.stage1_steps).state_dict(),
                                   "step": settings.stage1_steps, "done": True, "from": str(stage1_from)})
         say(f"stage 1: taken from {stage1_from} ({loaded} tensors), not trained")
@@ -272,8 +275,7 @@ def train(out_dir: str | os.PathLike[str], settings: TrainSettings, resume: bool
 
     _run_stage(_Stage("stage1", out / STAGE1_FILE, settings.stage1_steps, params,
                       stage1_optimizer, settings.stage1_lr,
-                      stage1_step, stage1_load,
-                      lambda: {"modules": [m.state_dict() for m in modules], "prompt_head": prompt_head.state_dict()},
+                      stage1_step, stage1_load, stage1_state,
                       log_every=50, postfix=("total", "mask_dice")),
                settings, history, out, say, progress, stop_requested)
     seconds["stage1"] = time.monotonic() - mark
