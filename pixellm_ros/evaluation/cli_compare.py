@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from pixellm_ros.evaluation.comparison import load_question_records, paired_bootstrap
+from pixellm_ros.evaluation.comparison import GROUPINGS, load_question_records, paired_bootstrap
 
 HELP = "compare two `eval --out` reports of the same data: paired bootstrap intervals of the differences"
 
@@ -19,6 +19,9 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples of the images (default 2000)")
     parser.add_argument("--confidence", type=float, default=0.95, help="interval level (default 0.95)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the resampling")
+    parser.add_argument("--by", action="append", default=[], choices=sorted(GROUPINGS),
+                        help="also compare within groups of the questions: by question kind, by number of targets "
+                             "(0 / 1 / 2+); repeat for both")
     parser.add_argument("--out", default=None, help="write the comparison as JSON here")
 
 
@@ -29,6 +32,7 @@ def run_compare_cli(args: argparse.Namespace) -> int:
         resamples=args.resamples,
         confidence=args.confidence,
         seed=args.seed,
+        by=tuple(dict.fromkeys(args.by)),
     )
     print(report.table())
     if args.out:

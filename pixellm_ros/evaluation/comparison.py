@@ -11,19 +11,31 @@ cancels in a paired difference.
 Why it exists: on the 60 held-out scenes used for the embedded model, a paired gIoU difference
 has a 95% interval of about +/-0.03; variants closer than that cannot be ranked, and this makes
 checking it one command (``pixellm-ros compare``).
+
+``by`` repeats the comparison within groups of the questions (``GROUPINGS``: the world's question
+kind, the number of targets): each group's interval resamples the images that hold one of its
+questions, so a gain in one kind and a loss in another are both seen, with their own uncertainty.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pixellm_ros.evaluation.metrics import TARGET_COUNT_GROUPS, target_count_group
+
 METRICS: tuple[str, ...] = ("giou", "ciou", "count_accuracy")
+# How questions can be grouped for a comparison within groups: name -> the group of a record (None:
+# the record is in no group of that name, e.g. a question of data that names no kinds).
+GROUPINGS: dict[str, Callable[[Mapping[str, Any]], str | None]] = {
+    "kind": lambda record: record.get("kind"),
+    "targets": lambda record: target_count_group(record["num_gt"]),
+}
 
 
 @dataclass(frozen=True)
@@ -44,15 +56,25 @@ class MetricComparison:
 
 @dataclass(frozen=True)
 class ComparisonReport:
-    """``metrics`` in ``METRICS`` order; ``confidence`` is the interval's level (e.g. 0.95)."""
+    """``metrics`` in ``METRICS`` order; ``confidence`` is the interval's level (e.g. 0.95);
+    ``groups``: per grouping of ``GROUPINGS`` asked for, per group the comparison of its questions."""
 
     metrics: tuple[MetricComparison, ...]
     num_images: int
     num_questions: int
     resamples: int
     confidence: float
+    groups: Mapping[str, Mapping[str, ComparisonReport]] = field(default_factory=dict)
+
+    def metric(self, name: str) -> MetricComparison:
+        """The comparison of metric ``name`` (of ``METRICS``)."""
+        return self.metrics[METRICS.index(name)]
 
     def table(self) -> str:
+        """The overall comparison, then one row per group of each grouping (gIoU and count accuracy)."""
+        return "\n\n".join([self._overall_table()] + [self._group_table(by) for by in self.groups])
+
+    def _overall_table(self) -> str:
         level = f"{self.confidence:.0%} interval"
         header = f"{'metric':<16}{'base':>8}{'new':>8}{'new-base':>10}{level:>22}{'P(new>base)':>13}"
         rows = [header, "-" * len(header)]
@@ -63,6 +85,18 @@ class ComparisonReport:
             f"paired over {self.num_questions} questions on {self.num_images} images, "
             f"{self.resamples} image resamples"
         )
+        return "\n".join(rows)
+
+    def _group_table(self, by: str) -> str:
+        header = (f"{by:<16}{'questions':>10}{'gIoU base':>11}{'new':>7}{'new-base':>10}{'interval':>18}"
+                  f"{'count base':>12}{'new':>7}{'new-base':>11}")
+        rows = [header, "-" * len(header)]
+        for group, report in self.groups[by].items():
+            giou, count = report.metric("giou"), report.metric("count_accuracy")
+            rows.append(
+                f"{group:<16}{report.num_questions:>10}{giou.base:>11.3f}{giou.new:>7.3f}{giou.difference:>+10.3f}"
+                f"{f'[{giou.low:+.3f}, {giou.high:+.3f}]':>18}{count.base:>12.1%}{count.new:>7.1%}{100 * count.difference:>+7.1f} pts"
+            )
         return "\n".join(rows)
 
     def to_dict(self) -> dict[str, Any]:
@@ -82,6 +116,7 @@ class ComparisonReport:
                 }
                 for m in self.metrics
             },
+            "by": {by: {group: report.to_dict() for group, report in groups.items()} for by, groups in self.groups.items()},
         }
 
     def write_json(self, path: str | Path) -> None:
@@ -134,12 +169,18 @@ def paired_bootstrap(
     resamples: int = 2000,
     confidence: float = 0.95,
     seed: int = 0,
+    by: Sequence[str] = (),
 ) -> ComparisonReport:
-    """Compare two models' per-question records of the same questions (see the module docstring).
+    """Compare two models' per-question records of the same questions (see the module docstring),
+    overall and within the groups of each grouping named in ``by`` (``GROUPINGS``).
 
     Records are dicts with "image", "question", "iou", "intersection", "union", "num_pred" and
-    "num_gt" (``QuestionRecord``). Both lists must hold the same (image, question) pairs, each once.
+    "num_gt" (``QuestionRecord``; "kind" for grouping by kind). Both lists must hold the same
+    (image, question) pairs, each once.
     """
+    unknown = [name for name in by if name not in GROUPINGS]
+    if unknown:
+        raise ValueError(f"no grouping {unknown}; the groupings are {sorted(GROUPINGS)}")
     if resamples < 1:
         raise ValueError("resamples must be >= 1")
     if not 0.0 < confidence < 1.0:
@@ -182,4 +223,27 @@ def paired_bootstrap(
                 share_better=float(np.mean(diff > 0)),
             )
         )
-    return ComparisonReport(tuple(comparisons), num_images, len(base_keys), resamples, confidence)
+    groups = {name: _grouped(base, new, GROUPINGS[name], resamples, confidence, seed) for name in by}
+    return ComparisonReport(tuple(comparisons), num_images, len(base_keys), resamples, confidence, groups)
+
+
+def _grouped(
+    base: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]], group_of: Callable[[Mapping[str, Any]], str | None],
+    resamples: int, confidence: float, seed: int,
+) -> dict[str, ComparisonReport]:
+    """Per group (``group_of`` the base's records; target counts in ``TARGET_COUNT_GROUPS`` order,
+    other groups sorted) the paired bootstrap of its questions alone."""
+    members: dict[str, set[tuple[str, str]]] = {}
+    for r in base:
+        group = group_of(r)
+        if group is not None:
+            members.setdefault(str(group), set()).add((r["image"], r["question"]))
+    order = sorted(members, key=lambda g: (TARGET_COUNT_GROUPS.index(g) if g in TARGET_COUNT_GROUPS else len(TARGET_COUNT_GROUPS), g))
+    return {
+        group: paired_bootstrap(
+            [r for r in base if (r["image"], r["question"]) in members[group]],
+            [r for r in new if (r["image"], r["question"]) in members[group]],
+            resamples, confidence, seed,
+        )
+        for group in order
+    }

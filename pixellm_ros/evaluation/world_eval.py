@@ -10,7 +10,8 @@ words the world never uses (``evaluation.paraphrase``, kept apart from training)
 ``evaluate_run`` writes one folder: ``eval_new.json`` (templated), ``eval_paraphrased.json``,
 ``paraphrase_comparison.json`` (paired bootstrap, templated -> paraphrased), and with a base
 report or model ``eval_base.json`` + ``comparison.json`` (paired bootstrap, base -> new), and
-``eval_summary.json`` with the figures against the aims.
+``eval_summary.json`` with the figures against the aims. Both comparisons are also made within each
+question kind and each number of targets (``COMPARISON_GROUPS``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pixellm_ros.world import generate_dataset
 
 EVAL_DATA_SEED = 20_240_601
 FINAL_EVAL_SEED = 1  # the 200 held-out scenes of the README's figures
+COMPARISON_GROUPS: tuple[str, ...] = ("kind", "targets")  # comparison.GROUPINGS the run's comparisons are split by
 
 # What the embedded model is asked to reach (issue 28), on the held-out scenes through the engine:
 # metric -> (where it is read from the report, the least value that meets it).
@@ -125,7 +127,8 @@ def evaluate_run(
     reworded = evaluate_model_folder(model_dir, data, "heldout", num_images, device=device, seed=seed,
                                      progress=progress, paraphrased=True)
     reworded.write_json(out / "eval_paraphrased.json")
-    to_paraphrase = paired_bootstrap([asdict(r) for r in new.records], [asdict(r) for r in reworded.records])
+    to_paraphrase = paired_bootstrap([asdict(r) for r in new.records], [asdict(r) for r in reworded.records],
+                                     by=COMPARISON_GROUPS)
     to_paraphrase.write_json(out / "paraphrase_comparison.json")
     gap = new.overall["giou"] - reworded.overall["giou"]
     summary: dict[str, Any] = {
@@ -147,7 +150,8 @@ def evaluate_run(
         else:
             base_report = EvaluationReport.read_json(base_path)
         base_report.write_json(out / "eval_base.json")
-        comparison = paired_bootstrap([asdict(r) for r in base_report.records], [asdict(r) for r in new.records])
+        comparison = paired_bootstrap([asdict(r) for r in base_report.records], [asdict(r) for r in new.records],
+                                      by=COMPARISON_GROUPS)
         comparison.write_json(out / "comparison.json")
         summary["base"] = {"source": str(base_path), **_figures(base_report)}
         summary["comparison"] = comparison.to_dict()

@@ -103,6 +103,43 @@ def test_a_real_gain_is_found() -> None:
     assert giou.share_better > 0.99
 
 
+def test_groups_are_compared_on_their_own_questions() -> None:
+    # kind "a": the new model is better on every image; kind "b": the same; one question of no kind
+    def rec(image: str, question: str, kind: str | None, iou: float, num_pred: int, num_gt: int) -> dict:
+        inter = int(round(100 * iou))
+        return {"image": image, "question": question, "kind": kind, "iou": iou, "intersection": inter, "union": 100,
+                "num_pred": num_pred, "num_gt": num_gt}
+
+    base, new = [], []
+    for i in range(12):
+        base += [rec(f"i{i}", "qa", "a", 0.4, 1, 1), rec(f"i{i}", "qb", "b", 0.7, 2, 2)]
+        new += [rec(f"i{i}", "qa", "a", 0.6, 1, 1), rec(f"i{i}", "qb", "b", 0.7, 1, 2)]
+    base.append(rec("j", "q", None, 1.0, 0, 0))
+    new.append(rec("j", "q", None, 1.0, 0, 0))
+    report = paired_bootstrap(base, new, resamples=200, by=("kind", "targets"))
+    kinds, targets = report.groups["kind"], report.groups["targets"]
+    assert list(kinds) == ["a", "b"]  # the question of no kind is in no kind's group
+    assert list(targets) == ["0", "1", "2+"]
+    a, b = kinds["a"], kinds["b"]
+    assert (a.num_questions, a.num_images, b.num_questions) == (12, 12, 12)
+    assert a.metric("giou").difference == pytest.approx(0.2)
+    assert a.metric("giou").low == pytest.approx(0.2) and a.metric("giou").share_better == 1.0
+    assert b.metric("giou").difference == pytest.approx(0.0)
+    assert b.metric("count_accuracy").difference == pytest.approx(-1.0)
+    # grouped by targets, "1" is kind a and "2+" kind b: the same figures
+    assert targets["1"].metric("giou").new == pytest.approx(a.metric("giou").new)
+    assert targets["2+"].metric("count_accuracy").new == b.metric("count_accuracy").new == 0.0
+    # overall: 25 questions, the groups are not averaged into it
+    assert report.num_questions == 25
+    assert report.metric("giou").difference == pytest.approx(12 * 0.2 / 25)
+    payload = report.to_dict()
+    assert payload["by"]["kind"]["a"]["metrics"]["giou"]["new"] == pytest.approx(0.6)
+    table = report.table()
+    assert "affordance" not in table and "\na " in table and "\n2+ " in table
+    with pytest.raises(ValueError, match="no grouping"):
+        paired_bootstrap(base, new, by=("colour",))
+
+
 def test_reports_of_different_questions_are_refused() -> None:
     base = [record("a", "q1", [square(3)], [GT]), record("b", "q1", [square(3)], [GT])]
     with pytest.raises(ValueError, match="not of the same questions"):
@@ -127,10 +164,12 @@ def test_cli_compares_two_written_reports(tmp_path: Path, capsys: pytest.Capture
     base = write("base", [[square(3)]] * 8)
     new = write("new", [[square(6)]] * 8)
     out = tmp_path / "cmp.json"
-    assert main(["compare", str(base), str(new), "--resamples", "100", "--out", str(out)]) == 0
+    assert main(["compare", str(base), str(new), "--resamples", "100", "--out", str(out), "--by", "kind"]) == 0
     printed = capsys.readouterr().out
     assert "giou" in printed and "paired over 8 questions on 8 images" in printed
+    assert "\ncolour " in printed  # the one kind's own row
     payload = json.loads(out.read_text())
+    assert payload["by"]["kind"]["colour"]["metrics"]["giou"]["difference"] == pytest.approx(0.75)
     assert payload["metrics"]["giou"]["difference"] == pytest.approx(0.75)
     assert payload["metrics"]["count_accuracy"]["difference"] == 0.0
     assert len(load_question_records(base)) == 8

@@ -7,13 +7,14 @@ same scenes), so a broken export, loader, prompt or decoder path fails here.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
 from pixellm_ros.engine.engine import DEFAULT_MODEL_DIR
-from pixellm_ros.evaluation.world_eval import evaluate_model_folder
+from pixellm_ros.evaluation.world_eval import COMPARISON_GROUPS, evaluate_model_folder, evaluate_run
 from pixellm_ros.training.export import PROMPT_HEAD_FILE
 from pixellm_ros.training.run import new_embedded_model
 from pixellm_ros.training.stage1 import PromptHead, load_stage1_parts
@@ -51,3 +52,24 @@ def test_the_shipped_folder_gives_stage1_to_a_new_run() -> None:
 def test_shipped_model_scores_at_least_the_threshold(report, metric: str) -> None:
     value = report.overall[metric]
     assert value >= THRESHOLDS[metric], f"{metric} {value:.3f} < {THRESHOLDS[metric]} (measured {MEASURED[metric]})"
+
+
+def test_a_run_evaluation_compares_overall_and_within_each_kind(tmp_path: Path) -> None:
+    """``pixellm-ros train --eval-scenes N --compare-with MODEL_DIR``'s evaluation, on 2 scenes: the model
+    against itself differs by nothing, overall and in every kind and target count its questions hold;
+    the reworded questions are compared with the templated ones the same way."""
+    torch.set_num_threads(1)
+    summary = evaluate_run(DEFAULT_MODEL_DIR, tmp_path, 2, base=DEFAULT_MODEL_DIR)
+    new = json.loads((tmp_path / "eval_new.json").read_text())
+    comparison = json.loads((tmp_path / "comparison.json").read_text())
+    kinds = sorted({q["kind"] for q in new["questions"]})
+    assert sorted(comparison["by"]) == sorted(COMPARISON_GROUPS)
+    assert sorted(comparison["by"]["kind"]) == kinds and len(kinds) > 1
+    for groups in comparison["by"].values():
+        for group in groups.values():
+            for metric in group["metrics"].values():
+                assert metric["base"] == metric["new"] and metric["low"] == metric["high"] == 0.0
+    assert sum(g["num_questions"] for g in comparison["by"]["kind"].values()) == comparison["num_questions"]
+    reworded = json.loads((tmp_path / "paraphrase_comparison.json").read_text())
+    assert sorted(reworded["by"]["kind"]) == kinds
+    assert all(f"\n{kind} " in summary["comparison_table"] for kind in kinds)
