@@ -39,13 +39,6 @@ OBJECT_PLACE_AXES = (0, 1)  # an object's place words: the bin of its centre's x
 # The orders the object slots can be written in (config.object_orders): detected left to right, or
 # nearest the camera first (the largest centre y first: the camera looks down at the table from the front).
 OBJECT_ORDERS: tuple[str, ...] = ("left_to_right", "front_to_back")
-# The words a slot can carry after its place words (config.object_rank_words): digits of the place
-# words' vocabulary for "index" its rank left to right ("0" = leftmost), "depth" its rank nearest the
-# camera first ("0" = nearest), "neighbour" the index of the detected object nearest to it; and for
-# NEIGHBOUR_NAME that nearest object's own attribute words (" small blue cup"), so that "the thing
-# closest to the red ball" is the name the red ball's slot carries, copied, not a distance computed.
-NEIGHBOUR_NAME = "neighbour_name"
-OBJECT_RANK_WORDS: tuple[str, ...] = ("index", "depth", "neighbour", NEIGHBOUR_NAME)
 
 # SAM / ImageNet statistics on 0-255 RGB: the released model normalises CLIP's input with these,
 # not with CLIP's own statistics.
@@ -116,10 +109,11 @@ class PixelLMConfig:
     # other: left to right alone, or also front to back, so that "the nearest ..." is "the first ..."
     # of the second list as "the leftmost ..." is of the first.
     object_orders: tuple[str, ...] = ("left_to_right",)
-    # ... and then these words (OBJECT_RANK_WORDS, e.g. "small red ball 3 7 2 0 1": index 2, nearest
-    # the camera, object 1 nearest to it; or "small red ball 3 7 large blue cup": the nearest object's
-    # words), so that a rank or a neighbour is read, not computed.
-    object_rank_words: tuple[str, ...] = ()
+    # ... and then, if set, the attribute words of the detected object nearest to it (centres' pixel
+    # distance, the world's "closest"; "small red ball 3 7 large blue cup"), the embeddings that
+    # object's own slot reads: "the thing closest to the blue cup" is then the name carried by the
+    # slot that reads " blue cup", copied, not a distance computed.
+    object_neighbour_words: bool = False
     object_threshold: float = 0.3  # a heat-map peak above this is an object
     # A peak within this many radii (the larger of the two) of a higher-scoring one is the same
     # object seen again (another class's map, or a ring's body beside its hole) and is dropped; 0 = keep.
@@ -173,7 +167,7 @@ class PixelLMConfig:
         self.object_tag_token_ids = tuple(tuple(int(i) for i in ids) for ids in self.object_tag_token_ids)
         self.object_place_token_ids = tuple(int(i) for i in self.object_place_token_ids)
         self.object_orders = tuple(str(o) for o in self.object_orders)
-        self.object_rank_words = tuple(str(w) for w in self.object_rank_words)
+        self.object_neighbour_words = bool(self.object_neighbour_words)
         self.pixel_mean = tuple(float(v) for v in self.pixel_mean)  # type: ignore[assignment]
         self.pixel_std = tuple(float(v) for v in self.pixel_std)  # type: ignore[assignment]
         self.validate()
@@ -219,9 +213,9 @@ class PixelLMConfig:
     @property
     def object_words(self) -> int:
         """LLM tokens per object slot with a CNN encoder: its token, its attribute words, its two place
-        words, its rank words."""
-        return (1 + len(self.object_tag_groups) + (len(OBJECT_PLACE_AXES) if self.object_place_token_ids else 0)
-                + sum(len(self.object_tag_groups) if word == NEIGHBOUR_NAME else 1 for word in self.object_rank_words))
+        words, its nearest neighbour's attribute words."""
+        return (1 + len(self.object_tag_groups) * (2 if self.object_neighbour_words else 1)
+                + (len(OBJECT_PLACE_AXES) if self.object_place_token_ids else 0))
 
     @property
     def seg_tokens_per_target(self) -> int:
@@ -296,14 +290,8 @@ class PixelLMConfig:
         if not self.object_orders or len(set(self.object_orders)) != len(self.object_orders) or not set(
                 self.object_orders) <= set(OBJECT_ORDERS):
             raise ValueError(f"object_orders must name distinct orders of {OBJECT_ORDERS}, got {self.object_orders}")
-        if len(set(self.object_rank_words)) != len(self.object_rank_words) or not set(
-                self.object_rank_words) <= set(OBJECT_RANK_WORDS):
-            raise ValueError(f"object_rank_words must name distinct words of {OBJECT_RANK_WORDS}, got {self.object_rank_words}")
-        if set(self.object_rank_words) - {NEIGHBOUR_NAME} and len(self.object_place_token_ids) < self.object_tokens:
-            raise ValueError("object_rank_words are written with the place words' digits: object_place_token_ids needs "
-                             f"a word for each of the {self.object_tokens} slots")
-        if NEIGHBOUR_NAME in self.object_rank_words and not self.object_tag_groups:
-            raise ValueError(f"the {NEIGHBOUR_NAME} words are the neighbour's attribute words: object_tag_groups needs a group")
+        if self.object_neighbour_words and not self.object_tag_groups:
+            raise ValueError("object_neighbour_words are the nearest object's attribute words: object_tag_groups needs a group")
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:

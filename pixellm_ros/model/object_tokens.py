@@ -160,29 +160,6 @@ def nearest_other(centres: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return torch.where(alone, torch.arange(valid.shape[1], device=valid.device).expand_as(nearest), nearest)
 
 
-def rank_words(names: Sequence[str], places: torch.Tensor, valid: torch.Tensor, neighbours: torch.Tensor | None
-               ) -> list[torch.Tensor]:
-    """The value of each rank word of ``names`` (config.OBJECT_RANK_WORDS) per slot, (B, K) long each:
-    "index" the slot's rank left to right (the slots are detected so: its position), "depth" its rank
-    nearest the camera first (``order_slots``), "neighbour" the index of ``neighbours`` (B, K)
-    (``nearest_other``). places (B, K, 3) as ``ObjectTokenizer.places``, valid (B, K)."""
-    slots = torch.arange(valid.shape[1], device=valid.device).expand(valid.shape)
-    values = []
-    for name in names:
-        if name == "index":
-            values.append(slots)
-        elif name == "depth":
-            order = order_slots("front_to_back", places, valid)
-            values.append(torch.empty_like(order).scatter_(1, order, slots))
-        elif name == "neighbour":
-            if neighbours is None:
-                raise ValueError('the "neighbour" word needs the slots\' neighbours (nearest_other)')
-            values.append(neighbours.long())
-        else:
-            raise ValueError(f"unknown rank word {name!r}")
-    return values
-
-
 def duplicates(centres: torch.Tensor, radii: torch.Tensor, valid: torch.Tensor, within: float) -> torch.Tensor:
     """(B, K) True where a detection lies within ``within`` radii (the larger of the two) of a valid
     detection before it. centres (B, K, 2), radii (B, K), valid (B, K) bool, the K detections in

@@ -27,13 +27,13 @@ from torch import nn
 from transformers import LlamaForCausalLM
 
 from .codebook import SegTokenFusion, group_seg_embeddings, seg_state_mask
-from .config import CNN_FEATURE_STRIDES, NEIGHBOUR_NAME, OBJECT_PLACE_AXES, PixelLMConfig
+from .config import CNN_FEATURE_STRIDES, OBJECT_PLACE_AXES, PixelLMConfig
 from .constants import IMAGE_TOKEN_INDEX
 from .decoder import MultiScaleMaskDecoder
 from .losses import IGNORE_INDEX, LossWeights, mask_losses, token_cross_entropy
 from .efficientnet import EFFICIENTNET_LITE, EfficientNetLite
 from .mask_resize import low_res_to_original_many
-from .object_tokens import ObjectTokenizer, nearest_other, order_slots, rank_words
+from .object_tokens import ObjectTokenizer, nearest_other, order_slots
 from .outputs import ImageFeatures, ImageSegPrompts, MaskOutput, PixelLMLosses, PixelLMTrainingOutput
 from .projector import build_image_feature_neck, build_mm_projector, build_text_hidden_fcs
 from .prompt_encoder import PromptEncoder
@@ -102,8 +102,7 @@ class PixelLMForCausalLM(nn.Module):
         dtype = self.object_tokenizer.token_projector.net[0].weight.dtype
         tokens, mask, decoder_features, detections = self.object_tokenizer([m.to(dtype) for m in maps], valid_hw)
         places = self.object_tokenizer.places(detections, valid_hw)
-        neighbours = (nearest_other(detections.centres, mask)
-                      if {"neighbour", NEIGHBOUR_NAME} & set(self.config.object_rank_words) else None)
+        neighbours = nearest_other(detections.centres, mask) if self.config.object_neighbour_words else None
         embeds, embeds_mask = self.object_sequence(tokens, detections.attributes, places, mask, neighbours)
         return ImageFeatures(llm_tokens=embeds, llm_mask=embeds_mask, decoder_features=decoder_features)
 
@@ -114,13 +113,12 @@ class PixelLMForCausalLM(nn.Module):
         """What the LLM reads of the objects: per slot its token, then the embeddings of the words of
         its most likely attributes (``config.object_tag_groups``, e.g. " small", " red", " ball") and of
         its place (``config.object_place_token_ids``: the bin of its centre's x, then of its y, e.g. "3", "7")
-        and its rank words (``config.object_rank_words``, ``rank_words``: digits of the same vocabulary;
-        NEIGHBOUR_NAME: the nearest object's attribute words), the slots written once per order of
-        ``config.object_orders`` (``order_slots``).
+        and, with ``config.object_neighbour_words``, the attribute words of the object nearest to it; the
+        slots written once per order of ``config.object_orders`` (``order_slots``).
 
         tokens (B, K, H), attributes (B, K, A) probabilities, places (B, K, 3) centre x / w, y / h and
         radius in [0, 1] (``ObjectTokenizer.places``), valid (B, K) bool, neighbours (B, K) long
-        (``nearest_other``; needed for the "neighbour" and NEIGHBOUR_NAME words only)
+        (``nearest_other``; needed for ``config.object_neighbour_words`` only)
         -> embeddings (B, O * K * W, H) and mask (B, O * K * W) bool, W = ``config.object_words``,
         O = len(``config.object_orders``).
         """
@@ -154,15 +152,10 @@ class PixelLMForCausalLM(nn.Module):
             for axis in OBJECT_PLACE_AXES:
                 index = (places[..., axis].float() * bins).floor().long().clamp(0, bins - 1)
                 word_ids.append(place_ids[index])
-        digit_words = [name for name in cfg.object_rank_words if name != NEIGHBOUR_NAME]
-        digits = dict(zip(digit_words, rank_words(digit_words, places, valid, neighbours)))
-        for name in cfg.object_rank_words:
-            if name == NEIGHBOUR_NAME:
-                if neighbours is None:
-                    raise ValueError(f"the {NEIGHBOUR_NAME} words need the slots' neighbours (nearest_other)")
-                word_ids.extend(ids.gather(1, neighbours.long()) for ids in own)
-            else:
-                word_ids.append(place_ids[digits[name].clamp(0, bins - 1)])
+        if cfg.object_neighbour_words:
+            if neighbours is None:
+                raise ValueError("the neighbour's words need the slots' neighbours (nearest_other)")
+            word_ids.extend(ids.gather(1, neighbours.long()) for ids in own)
         words = self.language_model.get_input_embeddings()(torch.stack(word_ids, dim=-1)).to(tokens.dtype)  # (B, K, W-1, H)
         return torch.cat([tokens[:, :, None], words], dim=2), valid[:, :, None].expand(-1, -1, cfg.object_words)
 

@@ -65,11 +65,11 @@ def place_token_ids(tokenizer: BPETokenizer) -> tuple[int, ...]:
 
 def embedded_config(
     base_llm_config: dict[str, Any], tokenizer: BPETokenizer, object_orders: tuple[str, ...],
-    object_rank_words: tuple[str, ...] = (),
+    object_neighbour_words: bool = False,
 ) -> PixelLMConfig:
     """The embedded PixelLM around the base LLM's config (as cached by ``model.pretrained_llm``);
-    ``object_orders`` / ``object_rank_words``: the training settings of those names
-    (``TrainSettings.orders`` / ``rank_words``, the ``PixelLMConfig`` fields of those names)."""
+    ``object_orders`` / ``object_neighbour_words``: the training settings of those names
+    (``TrainSettings.orders`` / ``object_neighbour_words``, the ``PixelLMConfig`` fields of those names)."""
     base_vocab = tokenizer.base_vocab_size
     text = dict(base_llm_config)
     text["vocab_size"] = base_vocab + len(added_token_names(SEG_TOKENS_PER_SCALE * NUM_SCALES))
@@ -89,7 +89,7 @@ def embedded_config(
         object_tag_token_ids=tag_token_ids(tokenizer),
         object_place_token_ids=place_token_ids(tokenizer),
         object_orders=object_orders,
-        object_rank_words=object_rank_words,
+        object_neighbour_words=object_neighbour_words,
         base_llm=BASE_LLM,
         prompt_template="chatml",
         seg_tokens_per_scale=SEG_TOKENS_PER_SCALE,

@@ -46,10 +46,9 @@ class TrainSettings:
         "left_to_right", "the orders the LLM reads the object slots in, comma-separated (model config OBJECT_ORDERS): "
         "left_to_right, or also front_to_back (nearest the camera first)", "stage2"
     )
-    object_rank_words: str = _knob(
-        "", "the words each object slot carries after its place, comma-separated (model config OBJECT_RANK_WORDS): "
-        "index (its rank left to right), depth (nearest the camera first), neighbour (the index of the object "
-        "nearest to it), neighbour_name (the attribute words of the object nearest to it); empty: none", "stage2"
+    object_neighbour_words: bool = _knob(
+        False, "each object slot carries, after its place, the attribute words of the detected object nearest to it",
+        "stage2"
     )
     # the run
     threads: int = _knob(2, "torch CPU threads", "run")
@@ -60,11 +59,6 @@ class TrainSettings:
     def orders(self) -> tuple[str, ...]:
         """``object_orders`` as the model config's tuple."""
         return tuple(order.strip() for order in self.object_orders.split(","))
-
-    @property
-    def rank_words(self) -> tuple[str, ...]:
-        """``object_rank_words`` as the model config's tuple."""
-        return tuple(word.strip() for word in self.object_rank_words.split(",") if word.strip())
 
 
 SETTING_FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(TrainSettings)}
@@ -90,11 +84,13 @@ def recipe(name: str, **overrides: Any) -> TrainSettings:
 
 
 def add_setting_options(parser: argparse.ArgumentParser) -> None:
-    """One ``--name`` option per setting (default: the recipe's)."""
+    """One ``--name`` option per setting (default: the recipe's); a yes / no setting is ``--name`` /
+    ``--no-name``."""
     for name, spec in SETTING_FIELDS.items():
         kind = type(spec.default)
+        value = {"action": argparse.BooleanOptionalAction} if kind is bool else {"type": kind}
         parser.add_argument(
-            "--" + name.replace("_", "-"), type=kind, default=None,
+            "--" + name.replace("_", "-"), **value, default=None,
             help=f"{spec.metadata['help']} ({spec.metadata['stage']}; default {spec.default})",
         )
 

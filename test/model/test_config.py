@@ -6,7 +6,6 @@ import pytest
 
 from pixellm_ros.engine.engine import DEFAULT_MODEL_DIR
 from pixellm_ros.model import PixelLMConfig
-from pixellm_ros.model.config import NEIGHBOUR_NAME
 from pixellm_ros.training.embedded_config import ATTRIBUTE_CIRCLE, DUPLICATE_RADIUS
 
 @pytest.mark.parametrize("preset", [PixelLMConfig.tiny, PixelLMConfig.released_7b, PixelLMConfig.released_13b])
@@ -118,26 +117,14 @@ def test_the_object_orders_are_checked_and_size_the_image_tokens():
             PixelLMConfig.from_dict({**shipped.to_dict(), "object_orders": wrong})
 
 
-def test_the_rank_words_are_checked_and_lengthen_each_slot():
+def test_the_neighbour_words_add_the_tag_words_and_need_tag_groups():
     shipped = PixelLMConfig.from_dict(json.loads((DEFAULT_MODEL_DIR / "pixellm_config.json").read_text()))
-    assert shipped.object_rank_words == ()  # folders written before the setting read as before
-    ranked = PixelLMConfig.from_dict({**shipped.to_dict(), "object_rank_words": ["index", "depth", "neighbour"]})
-    assert ranked.object_words == shipped.object_words + 3
-    assert ranked.image_token_len == shipped.object_tokens * (shipped.object_words + 3)
-    assert PixelLMConfig.from_dict(ranked.to_dict()).object_rank_words == ("index", "depth", "neighbour")
-    for wrong in (["index", "index"], ["size"]):
-        with pytest.raises(ValueError, match="object_rank_words"):
-            PixelLMConfig.from_dict({**shipped.to_dict(), "object_rank_words": wrong})
-    with pytest.raises(ValueError, match="object_rank_words"):  # a digit word for each slot
-        PixelLMConfig.from_dict({**shipped.to_dict(), "object_rank_words": ["index"],
-                                 "object_place_token_ids": list(shipped.object_place_token_ids[:5])})
-
-
-def test_the_neighbour_name_adds_the_tag_words_and_needs_no_digits():
-    shipped = PixelLMConfig.from_dict(json.loads((DEFAULT_MODEL_DIR / "pixellm_config.json").read_text()))
-    named = PixelLMConfig.from_dict({**shipped.to_dict(), "object_rank_words": [NEIGHBOUR_NAME],
-                                     "object_place_token_ids": []})  # the neighbour's words are words, not digits
-    assert named.object_words == 1 + 2 * len(shipped.object_tag_groups)
-    with pytest.raises(ValueError, match=NEIGHBOUR_NAME):
-        PixelLMConfig.from_dict({**shipped.to_dict(), "object_rank_words": [NEIGHBOUR_NAME], "object_tag_groups": [],
-                                 "object_tag_token_ids": []})
+    assert not shipped.object_neighbour_words  # folders written before the setting read as before
+    named = PixelLMConfig.from_dict({**shipped.to_dict(), "object_neighbour_words": True})
+    assert named.object_words == shipped.object_words + len(shipped.object_tag_groups)
+    assert named.image_token_len == shipped.object_tokens * named.object_words
+    assert PixelLMConfig.from_dict(named.to_dict()).object_neighbour_words
+    wordless = PixelLMConfig.from_dict({**named.to_dict(), "object_place_token_ids": []})  # words, not digits
+    assert wordless.object_words == 1 + 2 * len(shipped.object_tag_groups)
+    with pytest.raises(ValueError, match="object_neighbour_words"):
+        PixelLMConfig.from_dict({**named.to_dict(), "object_tag_groups": [], "object_tag_token_ids": []})

@@ -7,7 +7,7 @@ import torch
 import pytest
 
 from pixellm_ros.model.object_tokens import (
-    ObjectTokenizer, duplicates, fourier_features, nearest_other, order_slots, rank_words, sample_cells,
+    ObjectTokenizer, duplicates, fourier_features, nearest_other, order_slots, sample_cells,
 )
 
 
@@ -152,17 +152,3 @@ def test_each_slots_nearest_other_is_a_valid_slot_or_itself_when_alone() -> None
     # the fourth slot (1 px from the first) is empty: it is nobody's neighbour
     assert nearest_other(centres, valid)[0, :3].tolist() == [1, 0, 1]
     assert nearest_other(centres, valid)[1, 0].item() == 0  # alone: itself
-
-
-def test_rank_words_read_the_index_the_depth_rank_and_the_neighbour() -> None:
-    places = torch.tensor([[[0.1, 0.2, 0.1], [0.5, 0.9, 0.1], [0.8, 0.5, 0.1], [0.0, 0.0, 0.0]]])
-    valid = torch.tensor([[True, True, True, False]])
-    neighbours = torch.tensor([[2, 2, 1, 3]])
-    index, depth, neighbour = rank_words(("index", "depth", "neighbour"), places, valid, neighbours)
-    assert index[0, :3].tolist() == [0, 1, 2]
-    assert depth[0, :3].tolist() == [2, 0, 1]  # slot 1 (y 0.9) is nearest the camera, slot 0 (y 0.2) farthest
-    assert neighbour[0, :3].tolist() == [2, 2, 1]
-    with pytest.raises(ValueError, match="neighbour"):
-        rank_words(("neighbour",), places, valid, None)
-    with pytest.raises(ValueError, match="unknown rank word"):
-        rank_words(("colour",), places, valid, neighbours)

@@ -13,7 +13,6 @@ import torch
 
 from pixellm_ros.engine import BatchRequest, PixelLMEngine, SegmentationResult
 from pixellm_ros.model.base_parts import ADDED_EMBEDDINGS, LORA_A
-from pixellm_ros.model.config import NEIGHBOUR_NAME
 from pixellm_ros.training.export import PROMPT_HEAD_FILE
 from pixellm_ros.training.run import STAGE1_FILE, STAGE2_FILE, new_embedded_model, train
 from pixellm_ros.training.settings import recipe
@@ -108,32 +107,9 @@ def test_each_object_is_read_with_its_attribute_and_place_words(run) -> None:  #
     assert torch.equal(both[0, 12:18], one[0, 6:12]) and torch.equal(both[0, 18:], one[0, :6]) and both_mask.all()
 
 
-def test_rank_words_follow_the_place_words(run) -> None:  # type: ignore[no-untyped-def]
-    """object_rank_words: after its place words each slot carries its index, its depth rank and its
-    nearest object's index, as the place words' digits."""
-    _, result = run
-    model, tokenizer = result.model.eval(), result.tokenizer
-    cfg = model.config
-    tokens, attributes = torch.randn(1, 3, cfg.hidden_size), torch.zeros(1, 3, sum(cfg.object_attributes))
-    places = torch.tensor([[[0.1, 0.5, 0.1], [0.3, 0.8, 0.1], [0.9, 0.2, 0.1]]])
-    valid, neighbours = torch.tensor([[True, True, True]]), torch.tensor([[1, 0, 1]])
-    table = model.language_model.get_input_embeddings()
-    try:
-        model.config = dataclasses.replace(cfg, object_rank_words=("index", "depth", "neighbour"))
-        with torch.no_grad():
-            sequence, mask = model.object_sequence(tokens, attributes, places, valid, neighbours)
-    finally:
-        model.config = cfg
-    words = cfg.object_words + 3
-    assert sequence.shape[1] == 3 * words and mask.all()
-    for slot, (index, depth, neighbour) in enumerate([(0, 1, 1), (1, 0, 0), (2, 2, 1)]):
-        ids = [tokenizer.encode(str(digit))[0] for digit in (index, depth, neighbour)]
-        torch.testing.assert_close(sequence[0, words * slot + cfg.object_words: words * (slot + 1)], table(torch.tensor(ids)))
-
-
-def test_the_neighbour_name_is_the_nearest_objects_own_words(run) -> None:  # type: ignore[no-untyped-def]
-    """object_rank_words with NEIGHBOUR_NAME: after its place words each slot carries the attribute
-    words of its nearest object (" large blue cup"), the very embeddings that object's slot reads."""
+def test_the_neighbour_words_are_the_nearest_objects_own_words(run) -> None:  # type: ignore[no-untyped-def]
+    """object_neighbour_words: after its place words each slot carries the attribute words of its
+    nearest object (" large blue cup"), the very embeddings that object's slot reads."""
     _, result = run
     model = result.model.eval()
     cfg = model.config
@@ -147,7 +123,7 @@ def test_the_neighbour_name_is_the_nearest_objects_own_words(run) -> None:  # ty
     places = torch.tensor([[[0.1, 0.5, 0.1], [0.3, 0.8, 0.1], [0.9, 0.2, 0.1]]])
     valid, neighbours = torch.tensor([[True, True, True]]), torch.tensor([[1, 0, 1]])
     try:
-        model.config = dataclasses.replace(cfg, object_rank_words=(NEIGHBOUR_NAME,))
+        model.config = dataclasses.replace(cfg, object_neighbour_words=True)
         with torch.no_grad():
             sequence, mask = model.object_sequence(tokens, attributes, places, valid, neighbours)
     finally:
@@ -160,22 +136,22 @@ def test_the_neighbour_name_is_the_nearest_objects_own_words(run) -> None:  # ty
     assert not torch.equal(sequence[0, 1: 1 + groups], sequence[0, words + 1: words + 1 + groups])
 
 
-def test_a_model_with_rank_words_answers_through_the_engine(run) -> None:  # type: ignore[no-untyped-def]
-    """The engine's path (detections -> neighbours -> slot words -> LLM) with every rank word: the
-    image tokens are as many as the config says, and the answer comes back."""
+def test_a_model_with_neighbour_words_answers_through_the_engine(run) -> None:  # type: ignore[no-untyped-def]
+    """The engine's path (detections -> neighbours -> slot words -> LLM) with the neighbour's words:
+    the image tokens are as many as the config says, and the answer comes back."""
     _, result = run
     model = result.model.eval()
     cfg = model.config
     image = sample_scene(np.random.default_rng(5), (240, 320)).render()[0]
     try:
-        model.config = dataclasses.replace(cfg, object_rank_words=("index", "depth", "neighbour", NEIGHBOUR_NAME))
+        model.config = dataclasses.replace(cfg, object_neighbour_words=True)
         engine = PixelLMEngine(model, result.tokenizer, max_new_tokens=12)
         with torch.no_grad():
             features = model.encode_images(*_pixels(engine, image))
             outcome = engine.segment(image, "Which object is closest to the red ball?")
     finally:
         model.config = cfg
-    assert features.llm_tokens.shape[1] == model.config.object_tokens * (cfg.object_words + 3 + len(cfg.object_tag_groups))
+    assert features.llm_tokens.shape[1] == model.config.object_tokens * (cfg.object_words + len(cfg.object_tag_groups))
     assert isinstance(outcome, SegmentationResult) and outcome.generated_tokens > 0
 
 
@@ -191,9 +167,9 @@ def test_the_object_orders_setting_builds_the_model_that_reads_them() -> None:
     assert model.config.image_token_len == 2 * model.config.object_tokens * model.config.object_words
     with pytest.raises(ValueError, match="object_orders"):
         new_embedded_model(settings.seed, recipe("tiny", object_orders="sideways").orders, progress=False)
-    ranked = recipe("tiny", object_rank_words="index, neighbour")
-    model, _ = new_embedded_model(ranked.seed, ranked.orders, ranked.rank_words, progress=False)
-    assert model.config.object_rank_words == ("index", "neighbour") and recipe("tiny").rank_words == ()
+    named = recipe("tiny", object_neighbour_words=True)
+    model, _ = new_embedded_model(named.seed, named.orders, named.object_neighbour_words, progress=False)
+    assert model.config.object_neighbour_words and not recipe("tiny").object_neighbour_words
 
 
 def test_a_batch_of_questions_answers_as_each_alone(run) -> None:  # type: ignore[no-untyped-def]

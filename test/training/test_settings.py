@@ -29,6 +29,9 @@ def test_options_override_the_recipe() -> None:
     assert settings.stage2_steps == 7 and settings.stage2_lr == 3e-4
     assert settings.train_scenes == RECIPES["tiny"]["train_scenes"]
     assert settings_from_args(parser.parse_args([])) == TrainSettings()
+    # a yes / no setting is a flag and its --no- form
+    assert settings_from_args(parser.parse_args(["--object-neighbour-words"])).object_neighbour_words is True
+    assert settings_from_args(parser.parse_args(["--no-object-neighbour-words"])).object_neighbour_words is False
 
 
 def test_recipes_name_only_real_settings() -> None:
