@@ -300,7 +300,8 @@ class PixelLMConfig:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if (f.name == "text" or f.name == "vision") and value is not None:
-                value = value.to_dict()
+                # where the sub-config was read from (a path on the machine that trained) is not the model's
+                value = {k: v for k, v in value.to_dict().items() if k != "_name_or_path"}
             elif isinstance(value, tuple):
                 value = list(value)
             payload[f.name] = value

