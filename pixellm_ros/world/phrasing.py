@@ -6,12 +6,7 @@ Answers carry one ``{seg}`` placeholder right after each target's phrase (MUSE's
 
 - no target:  "There is no such object."
 - one:        "The red ball {seg}."
-- several:    "The red ball {seg}, the blue box {seg}, the green star {seg}."
-
-Every target but the last is followed by ", " and the last by ".": what follows a target says only
-whether another one comes, never how many are left. ("..., the blue box {seg} and the green star
-{seg}." would make the word after the FIRST of three targets - "," not " and" - depend on the count
-of all of them: a model that wrote " and" there had committed to two.)
+- several:    "The red ball {seg}, the blue box {seg} and the green star {seg}."
 """
 
 from __future__ import annotations
@@ -33,7 +28,8 @@ def compose_answer(phrases: Sequence[str]) -> str:
     """
     if not phrases:
         return NO_TARGET_ANSWER
-    body = ", ".join(f"the {p} {SEG_PLACEHOLDER}" for p in phrases)
+    parts = [f"the {p} {SEG_PLACEHOLDER}" for p in phrases]
+    body = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
     return body[0].upper() + body[1:] + "."
 
 
