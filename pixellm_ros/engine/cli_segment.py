@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mask-threshold", type=float, default=0.5,
                         help="foreground probability above which a pixel is in a mask, 0 < p < 1 (default 0.5)")
     parser.add_argument("--quiet", action="store_true", help="do not stream the answer to stdout")
+    parser.add_argument("--objects", action="store_true",
+                        help="first print what the model reads of the image: each detected object's words "
+                             "(a model with a CNN encoder, as the embedded one)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
             max_new_tokens=args.max_new_tokens,
             mask_threshold=args.mask_threshold,
         )
+        if args.objects:
+            print("objects read, left to right: " + "; ".join(engine.objects_read(image)))
         on_text = None if args.quiet else (lambda piece: print(piece, end="", flush=True))
         result = engine.segment(image, args.instruction, on_text=on_text)
     except InvalidInputError as exc:

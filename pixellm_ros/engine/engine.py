@@ -350,6 +350,20 @@ class PixelLMEngine:
         answers in one mask-decoder pass, masks at the threshold) or its error (finishing.py)."""
         return finish_answers(self.model, self._tokenizer, answers, self._mask_logit)
 
+    def objects_read(self, image: np.ndarray) -> list[str]:
+        """What the LLM of a model with a CNN encoder reads of ``image`` (the embedded model): per
+        detected object, left to right, the words its slot carries ("small red ball 3 7": size,
+        colour, shape, the tenth of the image across and down), to see why an answer went as it did.
+        InvalidImageError for a bad image; InvalidOptionError for a model that reads no words per
+        object (a released checkpoint's CLIP grid)."""
+        image = validate_image(image)
+        with self._lock:
+            if self.model.config.uses_clip or self.model.config.object_words == 1:
+                raise InvalidOptionError("this model reads the image as a grid of patches, not as words per object")
+            pre = self._preprocess(image)
+            slots = self.model.read_objects(pre.pixel_values, [pre.valid_hw])[0]
+        return [" ".join(self.tokenizer.decode([word]).strip() for word in words) for words in slots]
+
     def encode_image(self, image: np.ndarray) -> tuple[EncodedImage, bool]:
         """The image's features from the cache, or from the vision tower (then cached).
 

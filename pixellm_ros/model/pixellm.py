@@ -139,16 +139,23 @@ class PixelLMForCausalLM(nn.Module):
         neighbours: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per slot its token and words: (B, K, W, H) and the mask (B, K, W)."""
+        word_ids = self.slot_word_ids(attributes, places, neighbours)
+        words = self.language_model.get_input_embeddings()(word_ids).to(tokens.dtype)  # (B, K, W-1, H)
+        return torch.cat([tokens[:, :, None], words], dim=2), valid[:, :, None].expand(-1, -1, self.config.object_words)
+
+    def slot_word_ids(self, attributes: torch.Tensor, places: torch.Tensor, neighbours: torch.Tensor | None) -> torch.Tensor:
+        """(B, K, W-1) long: the LLM token ids of the words each object slot carries after its token
+        (see ``object_sequence``; attributes, places and neighbours as there)."""
         cfg = self.config
         groups = torch.split(attributes, list(cfg.object_attributes), dim=-1)
         word_ids = [
-            torch.tensor(cfg.object_tag_token_ids[g], device=tokens.device)[groups[g].argmax(dim=-1)]
+            torch.tensor(cfg.object_tag_token_ids[g], device=attributes.device)[groups[g].argmax(dim=-1)]
             for g in cfg.object_tag_groups
         ]
         own = list(word_ids)
         if cfg.object_place_token_ids:
             bins = len(cfg.object_place_token_ids)
-            place_ids = torch.tensor(cfg.object_place_token_ids, device=tokens.device)
+            place_ids = torch.tensor(cfg.object_place_token_ids, device=attributes.device)
             for axis in OBJECT_PLACE_AXES:
                 index = (places[..., axis].float() * bins).floor().long().clamp(0, bins - 1)
                 word_ids.append(place_ids[index])
@@ -156,8 +163,20 @@ class PixelLMForCausalLM(nn.Module):
             if neighbours is None:
                 raise ValueError("the neighbour's words need the slots' neighbours (nearest_other)")
             word_ids.extend(ids.gather(1, neighbours.long()) for ids in own)
-        words = self.language_model.get_input_embeddings()(torch.stack(word_ids, dim=-1)).to(tokens.dtype)  # (B, K, W-1, H)
-        return torch.cat([tokens[:, :, None], words], dim=2), valid[:, :, None].expand(-1, -1, cfg.object_words)
+        return torch.stack(word_ids, dim=-1)
+
+    @torch.no_grad()
+    def read_objects(self, pixel_values: torch.Tensor, valid_hw: Sequence[tuple[int, int]]) -> list[list[list[int]]]:
+        """What the LLM reads of each image with a CNN encoder: per image, per detected object (left
+        to right), the token ids of the words its slot carries (``slot_word_ids``; the config must give
+        slots words: ``object_words`` > 1). pixel_values and valid_hw as ``encode_images``."""
+        dtype = self.object_tokenizer.token_projector.net[0].weight.dtype
+        maps = self.encoder_maps(pixel_values)
+        _, valid, _, detections = self.object_tokenizer([m.to(dtype) for m in maps], valid_hw)
+        places = self.object_tokenizer.places(detections, valid_hw)
+        neighbours = nearest_other(detections.centres, valid) if self.config.object_neighbour_words else None
+        ids = self.slot_word_ids(detections.attributes, places, neighbours)
+        return [[ids[b, k].tolist() for k in range(ids.shape[1]) if valid[b, k]] for b in range(ids.shape[0])]
 
     def encode_images(self, pixel_values: torch.Tensor, valid_hw: Sequence[tuple[int, int]]) -> ImageFeatures:
         """pixel_values (B, 3, S, S) normalised and zero-padded bottom/right; valid_hw: B (h, w).

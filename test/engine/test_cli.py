@@ -69,6 +69,9 @@ def test_segment_command_exit_codes(saved_model: Path, tmp_path: Path) -> None:
                  "--out", str(tmp_path), "--quiet"]) == 2
     assert main(["segment", "--model", str(tmp_path / "none"), "--image", str(image_file), "--instruction", "x",
                  "--out", str(tmp_path), "--quiet"]) == 1
+    # --objects on a model that reads a grid of patches (a CLIP tower) is refused, with the reason
+    assert main(["segment", "--model", str(saved_model), "--image", str(image_file), "--instruction", "x",
+                 "--out", str(tmp_path), "--quiet", "--objects"]) == 2
 
 
 def test_python_dash_m_runs_the_dispatcher() -> None:

@@ -10,14 +10,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 
+from pixellm_ros.cli import main
+from pixellm_ros.engine import InvalidInputError, PixelLMEngine
 from pixellm_ros.engine.engine import DEFAULT_MODEL_DIR
 from pixellm_ros.evaluation.world_eval import COMPARISON_GROUPS, evaluate_model_folder, evaluate_run
 from pixellm_ros.training.export import PROMPT_HEAD_FILE
 from pixellm_ros.training.run import new_embedded_model
 from pixellm_ros.training.stage1 import PromptHead, load_stage1_parts
+from pixellm_ros.world.scene import sample_scene
 
 # Measured on these 6 held-out scenes when the model was shipped (see README, "The embedded model").
 MEASURED = {"giou": 0.6879, "ciou": 0.6217, "count_accuracy": 0.767}  # 2026-12-06, attributes read on the body (centre: 0.673 / 0.618 / 0.767); the same with duplicate peaks dropped
@@ -73,3 +78,40 @@ def test_a_run_evaluation_compares_overall_and_within_each_kind(tmp_path: Path) 
     reworded = json.loads((tmp_path / "paraphrase_comparison.json").read_text())
     assert sorted(reworded["by"]["kind"]) == kinds
     assert all(f"\n{kind} " in summary["comparison_table"] for kind in kinds)
+
+
+def test_the_objects_the_model_reads_are_the_scenes_objects() -> None:
+    """``PixelLMEngine.objects_read`` (``pixellm-ros segment --objects``): per detected object, left to
+    right, its size, colour and shape words and its place digits - on train-split scenes, the scene's
+    own objects, where they are."""
+    torch.set_num_threads(1)
+    engine = PixelLMEngine.from_pretrained(DEFAULT_MODEL_DIR)
+    named = total = 0
+    for seed in range(4):
+        scene = sample_scene(np.random.default_rng(100 + seed), (240, 320))
+        image, _ = scene.render()
+        read = engine.objects_read(image)
+        assert 0 < len(read) <= engine.model.config.object_tokens
+        for words in read:
+            size, colour, shape, across, down = words.split()
+            total += 1
+            named += any(  # an object of these words whose centre lies in (or beside) the tenth the digits say
+                (o.size, o.colour, o.shape) == (size, colour, shape)
+                and abs(int(across) + 0.5 - o.center[0] / 32) <= 1.0 and abs(int(down) + 0.5 - o.center[1] / 24) <= 1.0
+                for o in scene.objects
+            )
+        xs = [int(words.split()[3]) for words in read]
+        assert xs == sorted(xs)  # left to right
+    assert named >= 0.8 * total
+    with pytest.raises(InvalidInputError):
+        engine.objects_read(np.zeros((2, 2), dtype=np.uint8))
+
+
+def test_segment_prints_the_objects_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    torch.set_num_threads(1)
+    image, _ = sample_scene(np.random.default_rng(100), (240, 320)).render()
+    cv2.imwrite(str(tmp_path / "scene.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    assert main(["segment", "--image", str(tmp_path / "scene.png"), "--instruction", "Which objects are red?",
+                 "--out", str(tmp_path / "out"), "--quiet", "--objects"]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("objects read, left to right: "))
+    assert line.split(": ", 1)[1].split("; ") == PixelLMEngine.from_pretrained(DEFAULT_MODEL_DIR).objects_read(image)
