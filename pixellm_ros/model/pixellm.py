@@ -33,7 +33,7 @@ from .decoder import MultiScaleMaskDecoder
 from .losses import IGNORE_INDEX, LossWeights, mask_losses, token_cross_entropy
 from .efficientnet import EFFICIENTNET_LITE, EfficientNetLite
 from .mask_resize import low_res_to_original_many
-from .object_tokens import ObjectTokenizer, nearest_other, order_slots
+from .object_tokens import ObjectDetections, ObjectTokenizer, nearest_other, order_slots
 from .outputs import ImageFeatures, ImageSegPrompts, MaskOutput, PixelLMLosses, PixelLMTrainingOutput
 from .projector import build_image_feature_neck, build_mm_projector, build_text_hidden_fcs
 from .prompt_encoder import PromptEncoder
@@ -99,12 +99,19 @@ class PixelLMForCausalLM(nn.Module):
     def features_from_maps(self, maps: Sequence[torch.Tensor], valid_hw: Sequence[tuple[int, int]]) -> ImageFeatures:
         """A CNN encoder's maps (``encoder_maps``) -> ImageFeatures: the K object slots' tokens and
         words (``object_sequence``), and the decoder's scales [(B, D, G, G), (B, D, 2G, 2G)]."""
-        dtype = self.object_tokenizer.token_projector.net[0].weight.dtype
-        tokens, mask, decoder_features, detections = self.object_tokenizer([m.to(dtype) for m in maps], valid_hw)
-        places = self.object_tokenizer.places(detections, valid_hw)
-        neighbours = nearest_other(detections.centres, mask) if self.config.object_neighbour_words else None
+        tokens, mask, decoder_features, detections, places, neighbours = self._detect(maps, valid_hw)
         embeds, embeds_mask = self.object_sequence(tokens, detections.attributes, places, mask, neighbours)
         return ImageFeatures(llm_tokens=embeds, llm_mask=embeds_mask, decoder_features=decoder_features)
+
+    def _detect(self, maps: Sequence[torch.Tensor], valid_hw: Sequence[tuple[int, int]]) -> tuple[
+            torch.Tensor, torch.Tensor, list[torch.Tensor], ObjectDetections, torch.Tensor, torch.Tensor | None]:
+        """The object tokenizer on a CNN encoder's maps: tokens (B, K, H), valid (B, K), the decoder's
+        scales, the detections, their places (B, K, 3) and, when the slots carry them, neighbours (B, K)."""
+        dtype = self.object_tokenizer.token_projector.net[0].weight.dtype
+        tokens, valid, decoder_features, detections = self.object_tokenizer([m.to(dtype) for m in maps], valid_hw)
+        places = self.object_tokenizer.places(detections, valid_hw)
+        neighbours = nearest_other(detections.centres, valid) if self.config.object_neighbour_words else None
+        return tokens, valid, decoder_features, detections, places, neighbours
 
     def object_sequence(
         self, tokens: torch.Tensor, attributes: torch.Tensor, places: torch.Tensor, valid: torch.Tensor,
@@ -170,11 +177,7 @@ class PixelLMForCausalLM(nn.Module):
         """What the LLM reads of each image with a CNN encoder: per image, per detected object (left
         to right), the token ids of the words its slot carries (``slot_word_ids``; the config must give
         slots words: ``object_words`` > 1). pixel_values and valid_hw as ``encode_images``."""
-        dtype = self.object_tokenizer.token_projector.net[0].weight.dtype
-        maps = self.encoder_maps(pixel_values)
-        _, valid, _, detections = self.object_tokenizer([m.to(dtype) for m in maps], valid_hw)
-        places = self.object_tokenizer.places(detections, valid_hw)
-        neighbours = nearest_other(detections.centres, valid) if self.config.object_neighbour_words else None
+        _, valid, _, detections, places, neighbours = self._detect(self.encoder_maps(pixel_values), valid_hw)
         ids = self.slot_word_ids(detections.attributes, places, neighbours)
         return [[ids[b, k].tolist() for k in range(ids.shape[1]) if valid[b, k]] for b in range(ids.shape[0])]
 
