@@ -132,11 +132,19 @@ def check_bench_node(_out: str, figures: dict, _tmp: Path) -> None:
     assert figures["bytes"]["640x480 1 full"] > figures["bytes"]["640x480 1 cropped"]
 
 
+def check_bench_stage2_packing(_out: str, figures: dict, _tmp: Path) -> None:
+    """Two questions of a scene in one sequence read its image tokens once: fewer tokens a step."""
+    alone, packed = figures["layouts"]
+    assert (alone["per_scene"], packed["per_scene"]) == (1, 2) and alone["questions"] == packed["questions"]
+    assert packed["tokens"] < alone["tokens"] and all(row["step_s"] > 0 for row in (alone, packed))
+
+
 CHECKS: dict[str, Callable[[str, dict, Path], None]] = {
     "bench_batching.py": check_bench_batching,
     "bench_embedded_latency.py": check_bench_embedded_latency,
     "bench_engine.py": check_bench_engine,
     "bench_node.py": check_bench_node,
+    "bench_stage2_packing.py": check_bench_stage2_packing,
     "bench_tracking.py": check_bench_tracking,
     "bench_tracking_cost.py": check_bench_tracking_cost,
     "gpu_7b.py": check_gpu_7b,

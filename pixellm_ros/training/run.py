@@ -291,9 +291,9 @@ def train(out_dir: str | os.PathLike[str], settings: TrainSettings, resume: bool
     trainable = {name for name, p in model.named_parameters() if any(p is q for q in params)}
 
     def stage2_step(step: int) -> tuple[torch.Tensor, dict[str, float]]:
-        examples = draw_examples(scenes, pool, settings.stage2_batch, settings.seed, step, settings.phrasing_rate,
-                                 settings.none_rate, settings.typo_rate)
-        losses = stage2_loss(model, tokenizer, scenes, examples, settings.prompt_distillation)
+        groups = draw_examples(scenes, pool, settings.stage2_batch, settings.seed, step, settings.phrasing_rate,
+                               settings.none_rate, settings.typo_rate, settings.questions_per_scene)
+        losses = stage2_loss(model, tokenizer, scenes, groups, settings.prompt_distillation)
         return losses.total, {"token_ce": losses.token_ce, "distillation": losses.distillation}
 
     _run_stage(_Stage("stage2", out / STAGE2_FILE, settings.stage2_steps, params,

@@ -34,6 +34,10 @@ class TrainSettings:
     # stage 2: the LLM (low-rank adapters, added token rows) + token projector + seg codebook
     stage2_steps: int = _knob(1000, "stage 2 optimizer steps", "stage2")
     stage2_batch: int = _knob(16, "stage 2 questions per step", "stage2")
+    questions_per_scene: int = _knob(
+        1, "stage 2 questions asked of one scene in one sequence: they read the scene's tokens once, each sees "
+        "only those and itself", "stage2"
+    )
     stage2_lr: float = _knob(1e-3, "stage 2 peak learning rate (one-cycle)", "stage2")
     lora_rank: int = _knob(16, "rank of the adapters on every Linear of the LLM's layers", "stage2")
     phrasing_rate: float = _knob(0.5, "share of training questions re-worded (training.phrasing)", "stage2")
@@ -66,7 +70,7 @@ SETTING_FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclas
 RECIPES: dict[str, dict[str, Any]] = {
     "cpu": {},  # the shipped model: the defaults above
     "tiny": {  # the whole pipeline in a minute: tests and smoke checks, not a model
-        "train_scenes": 48, "stage1_steps": 6, "stage1_batch": 4, "stage2_steps": 4, "stage2_batch": 4,
+        "train_scenes": 48, "stage1_steps": 6, "stage1_batch": 4, "stage2_steps": 4, "stage2_batch": 4, "questions_per_scene": 2,
         "lora_rank": 2, "eval_questions": 0, "checkpoint_minutes": 0.0,
     },
 }

@@ -24,7 +24,8 @@ from peft import LoraConfig, inject_adapter_in_model
 from pixellm_ros.engine.prompt import build_prompt_ids
 from pixellm_ros.model.bpe_tokenizer import BPETokenizer
 from pixellm_ros.model.codebook import seg_state_mask
-from pixellm_ros.model.constants import seg_group_text
+from pixellm_ros.model.config import PixelLMConfig
+from pixellm_ros.model.constants import IMAGE_TOKEN_INDEX, seg_group_text
 from pixellm_ros.model.losses import IGNORE_INDEX
 from pixellm_ros.model.object_tokens import ObjectDetections, nearest_other
 from pixellm_ros.model.outputs import ImageFeatures
@@ -125,25 +126,30 @@ class Example:
 
 def draw_examples(
     scenes: Stage2Scenes, pool: ScenePool, count: int, seed: int, step: int, phrasing_rate: float, none_rate: float,
-    typo_rate: float = 0.0,
-) -> list[Example]:
-    """``count`` questions for step ``step`` (a function of seed and step): each about a random scene,
-    of a random kind, re-worded with probability ``phrasing_rate`` (a re-worded one given a typo with
-    probability ``typo_rate``); questions whose targets the detector missed are drawn again."""
+    typo_rate: float = 0.0, per_scene: int = 1,
+) -> list[list[Example]]:
+    """``count`` questions for step ``step`` (a function of seed and step), in groups of up to
+    ``per_scene`` distinct questions about one random scene (one sequence of the batch each); a
+    question is of a random kind, re-worded with probability ``phrasing_rate`` (a re-worded one given a
+    typo with probability ``typo_rate``); questions whose targets the detector missed are dropped, a
+    scene left with none is drawn again."""
     rng = np.random.default_rng([seed, 2, step])
-    out: list[Example] = []
-    while len(out) < count:
+    groups: list[list[Example]] = []
+    drawn = 0
+    while drawn < count:
         index = int(rng.integers(len(pool)))
-        questions = make_questions(pool.scenes[index], rng, 1, split="train", none_rate=none_rate)
-        if not questions:
-            continue
-        question = questions[0]
         found = scenes.object_slot[index]
-        if any(t not in found for t in question.target_ids):
-            continue
-        out.append(Example(index, question, augment_instruction(question.sentence, rng, phrasing_rate, typo_rate),
-                           [found[t] for t in question.target_ids]))
-    return out
+        group = []
+        for question in make_questions(pool.scenes[index], rng, min(per_scene, count - drawn), split="train",
+                                       none_rate=none_rate):
+            if any(t not in found for t in question.target_ids):
+                continue
+            group.append(Example(index, question, augment_instruction(question.sentence, rng, phrasing_rate, typo_rate),
+                                 [found[t] for t in question.target_ids]))
+        if group:
+            groups.append(group)
+            drawn += len(group)
+    return groups
 
 
 @dataclass
@@ -153,37 +159,98 @@ class Stage2Losses:
     distillation: float
 
 
-def stage2_loss(
-    model: PixelLMForCausalLM, tokenizer: BPETokenizer, scenes: Stage2Scenes, examples: list[Example],
-    distillation_weight: float,
-) -> Stage2Losses:
-    cfg = model.config
-    seg_text = seg_group_text(cfg.seg_tokens_per_target)
-    rows, labels = [], []
-    for example in examples:
-        prompt = build_prompt_ids(tokenizer, example.instruction, cfg.use_im_start_end, cfg.prompt_template)
-        answer = tokenizer.encode(fill_seg(example.question.answer, seg_text)) + [tokenizer.eos_id]
-        rows.append(prompt + answer)
-        labels.append([IGNORE_INDEX] * len(prompt) + answer)
-    length = max(len(r) for r in rows)
-    input_ids = torch.full((len(rows), length), tokenizer.pad_id)
-    label_ids = torch.full((len(rows), length), IGNORE_INDEX)
-    attention = torch.zeros(len(rows), length, dtype=torch.long)
-    for b, (ids, lab) in enumerate(zip(rows, labels)):
-        input_ids[b, : len(ids)] = torch.tensor(ids)
-        label_ids[b, : len(lab)] = torch.tensor(lab)
-        attention[b, : len(ids)] = 1
+@dataclass
+class PackedRows:
+    """One sequence per scene: the tokens its questions' prompts share, then each question's own
+    prompt tokens and answer (a branch). ``branch`` (B, T): 0 for the shared tokens, i for the i-th
+    question's, -1 for padding; ``attention`` (B, T) 1 where not padding."""
 
-    index = torch.tensor([e.scene for e in examples])
+    input_ids: torch.Tensor
+    labels: torch.Tensor
+    attention: torch.Tensor
+    branch: torch.Tensor
+
+
+def pack_rows(tokenizer: BPETokenizer, cfg: PixelLMConfig, groups: list[list[Example]]) -> PackedRows:
+    """Token rows for ``groups`` (``draw_examples``); the labels are the answers' tokens."""
+    seg_text = seg_group_text(cfg.seg_tokens_per_target)
+    rows: list[tuple[list[int], list[int], list[int]]] = []
+    for group in groups:
+        prompts = [build_prompt_ids(tokenizer, e.instruction, cfg.use_im_start_end, cfg.prompt_template) for e in group]
+        # the shared part stops before each prompt's last token: a branch's first answer token is then
+        # predicted from its own prompt, and the image placeholder (near the start) is always shared
+        shared = min(len(p) for p in prompts) - 1
+        for n in range(shared):
+            if len({p[n] for p in prompts}) > 1:
+                shared = n
+                break
+        if IMAGE_TOKEN_INDEX not in prompts[0][:shared]:
+            raise ValueError("the prompts of one scene share no image placeholder")
+        ids, labels, branch = prompts[0][:shared], [IGNORE_INDEX] * shared, [0] * shared
+        for number, (example, prompt) in enumerate(zip(group, prompts), start=1):
+            answer = tokenizer.encode(fill_seg(example.question.answer, seg_text)) + [tokenizer.eos_id]
+            ids = ids + prompt[shared:] + answer
+            labels = labels + [IGNORE_INDEX] * (len(prompt) - shared) + answer
+            branch = branch + [number] * (len(prompt) - shared + len(answer))
+        rows.append((ids, labels, branch))
+    length = max(len(ids) for ids, _, _ in rows)
+    packed = PackedRows(
+        input_ids=torch.full((len(rows), length), tokenizer.pad_id),
+        labels=torch.full((len(rows), length), IGNORE_INDEX),
+        attention=torch.zeros(len(rows), length, dtype=torch.long),
+        branch=torch.full((len(rows), length), -1),
+    )
+    for b, (ids, labels, branch) in enumerate(rows):
+        packed.input_ids[b, : len(ids)] = torch.tensor(ids)
+        packed.labels[b, : len(ids)] = torch.tensor(labels)
+        packed.attention[b, : len(ids)] = 1
+        packed.branch[b, : len(ids)] = torch.tensor(branch)
+    return packed
+
+
+def branch_attention(branch: torch.Tensor, attention: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T) branch ids and 0/1 attention -> the (B, 1, T, T) bool mask (True: attend) under which each
+    question reads the shared tokens and its own, causally, and never another question's; and the (B, T)
+    positions (each branch continues from the shared tokens' end, as its prompt would alone).
+    A position always attends to itself, so that padding rows stay finite."""
+    length = branch.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    same = (branch[:, None, :] == 0) | (branch[:, None, :] == branch[:, :, None])
+    mask = causal & same & attention.bool()[:, None, :]
+    mask |= torch.eye(length, dtype=torch.bool)
+    shared = (branch == 0).sum(dim=1, keepdim=True)
+    within = torch.zeros_like(branch)
+    for number in range(1, int(branch.max()) + 1):
+        mine = branch == number
+        within = torch.where(mine, mine.long().cumsum(dim=1) - 1, within)
+    positions = torch.where(branch > 0, shared + within, torch.arange(length).expand_as(branch))
+    return mask[:, None], positions
+
+
+def stage2_loss(
+    model: PixelLMForCausalLM, tokenizer: BPETokenizer, scenes: Stage2Scenes, groups: list[list[Example]],
+    distillation_weight: float, dtype: torch.dtype = torch.bfloat16,
+) -> Stage2Losses:
+    """The losses of one step over ``groups`` (``draw_examples``): each group one sequence, its
+    questions reading their scene's tokens once (``pack_rows``, ``branch_attention``). ``dtype``: the
+    CPU autocast type of the LLM's forward (float32: none)."""
+    packed = pack_rows(tokenizer, model.config, groups)
+    index = torch.tensor([group[0].scene for group in groups])
     tokens = model.object_tokenizer.token_projector(
         scenes.embeddings[index], scenes.attributes[index], scenes.places[index]
     )
     embeds, mask = model.object_sequence(tokens, scenes.attributes[index], scenes.places[index], scenes.valid[index],
                                          scenes.neighbours[index])
     feats = ImageFeatures(llm_tokens=embeds, llm_mask=mask, decoder_features=[])
-    spliced = model.splice_image(input_ids, feats, labels=label_ids, attention_mask=attention)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=spliced.embeds.device.type == "cpu"):
-        hidden = model.language_model.model(inputs_embeds=spliced.embeds, attention_mask=spliced.attention_mask).last_hidden_state
+    spliced = model.splice_image(packed.input_ids, feats, labels=packed.labels, attention_mask=packed.attention)
+    image_at = (packed.input_ids == IMAGE_TOKEN_INDEX).int().argmax(dim=1)
+    branch = torch.stack([torch.cat([row[:at], row.new_zeros(embeds.shape[1]), row[at + 1:]])
+                          for row, at in zip(packed.branch, image_at.tolist())])
+    attend, positions = branch_attention(branch, spliced.attention_mask)
+    autocast = dtype != torch.float32 and spliced.embeds.device.type == "cpu"
+    with torch.autocast("cpu", dtype=dtype, enabled=autocast):
+        hidden = model.language_model.model(inputs_embeds=spliced.embeds, attention_mask=attend,
+                                            position_ids=positions).last_hidden_state
         assert spliced.labels is not None
         targets = spliced.labels[:, 1:]
         answer = targets != IGNORE_INDEX
@@ -193,8 +260,8 @@ def stage2_loss(
     before_seg = seg_state_mask(spliced.token_ids, tokenizer.seg_token_ids) & spliced.attention_mask.bool()
     distillation = hidden.new_zeros(()).float()
     if bool(before_seg.any()):
-        prompts = model.seg_prompts(hidden[before_seg].float())  # (T, L, D), examples in order, targets in answer order
-        teacher = torch.cat([scenes.teacher[e.scene, e.slots] for e in examples if e.slots])
+        prompts = model.seg_prompts(hidden[before_seg].float())  # (T, L, D): rows in order, each row's targets in order
+        teacher = torch.cat([scenes.teacher[e.scene, e.slots] for group in groups for e in group if e.slots])
         distillation = F.mse_loss(prompts, teacher) / teacher.pow(2).mean().clamp(min=1e-6)
     total = token_ce + distillation_weight * distillation
     return Stage2Losses(total, float(token_ce.detach()), float(distillation.detach()))

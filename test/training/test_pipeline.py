@@ -15,7 +15,10 @@ from pixellm_ros.engine import BatchRequest, PixelLMEngine, SegmentationResult
 from pixellm_ros.model.base_parts import ADDED_EMBEDDINGS, LORA_A
 from pixellm_ros.training.export import PROMPT_HEAD_FILE
 from pixellm_ros.training.run import STAGE1_FILE, STAGE2_FILE, new_embedded_model, train
+from pixellm_ros.training.scenes import build_pool
 from pixellm_ros.training.settings import recipe
+from pixellm_ros.training.stage1 import PromptHead
+from pixellm_ros.training.stage2 import branch_attention, draw_examples, pack_rows, prepare_scenes, stage2_loss
 from pixellm_ros.world.ontology import COLOUR_NAMES, SHAPE_NAMES, SIZE_NAMES
 from pixellm_ros.world.scene import sample_scene
 
@@ -185,6 +188,52 @@ def test_a_batch_of_questions_answers_as_each_alone(run) -> None:  # type: ignor
     for one, batched in zip(alone, together):
         assert isinstance(batched, SegmentationResult)
         assert batched.text == one.text and len(batched.targets) == len(one.targets)
+
+
+def test_questions_of_one_scene_in_one_sequence_read_only_their_scene_and_themselves() -> None:
+    """Branch ids [shared, shared, q1, q1, q2, q2, pad]: q2 reads the shared tokens and itself, never
+    q1, and its positions continue from the shared tokens' end as if q1 were not there."""
+    branch = torch.tensor([[0, 0, 1, 1, 2, 2, -1]])
+    attend, positions = branch_attention(branch, torch.tensor([[1, 1, 1, 1, 1, 1, 0]]))
+    assert positions.tolist() == [[0, 1, 2, 3, 2, 3, 6]]
+    expected = torch.tensor([
+        [1, 0, 0, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0, 0, 0],
+        [1, 1, 1, 0, 0, 0, 0],
+        [1, 1, 1, 1, 0, 0, 0],
+        [1, 1, 0, 0, 1, 0, 0],
+        [1, 1, 0, 0, 1, 1, 0],
+        [1, 1, 0, 0, 0, 0, 1],  # padding reads only itself among the padding, so its row stays finite
+    ], dtype=torch.bool)
+    assert torch.equal(attend[0, 0], expected)
+
+
+def test_packed_questions_give_the_losses_of_each_question_alone(run) -> None:  # type: ignore[no-untyped-def]
+    """Stage 2's losses over scenes whose questions share one sequence (``questions_per_scene``) equal,
+    in float32, the losses of the same questions one sequence each: packing saves the scene's tokens and
+    changes nothing that is learnt."""
+    out, result = run
+    settings = recipe("tiny")
+    model = result.model
+    pool = build_pool(model, settings.train_scenes, "train", settings.seed, settings.wide_scene_share, out / "scenes",
+                      progress=False)
+    scenes = prepare_scenes(model, PromptHead.for_model(model), pool)
+    # the tiny run's detector finds little; what is tested is the packing, so every object is given a slot
+    slots = scenes.valid.shape[1]
+    scenes.valid[:] = True
+    scenes.object_slot = [{i: i for i in range(min(len(objects), slots))} for objects in pool.objects]
+    groups = draw_examples(scenes, pool, 9, seed=3, step=0, phrasing_rate=0.5, none_rate=0.15, per_scene=3)
+    assert sum(len(g) for g in groups) == 9 and max(len(g) for g in groups) >= 2 and len(groups) < 9
+    packed = pack_rows(result.tokenizer, model.config, groups)
+    assert int(packed.branch.max()) == max(len(g) for g in groups)
+    alone = [[example] for group in groups for example in group]
+    assert pack_rows(result.tokenizer, model.config, alone).input_ids.shape[0] == 9
+    with torch.no_grad():
+        together = stage2_loss(model, result.tokenizer, scenes, groups, 1.0, dtype=torch.float32)
+        separate = stage2_loss(model, result.tokenizer, scenes, alone, 1.0, dtype=torch.float32)
+    assert together.token_ce == pytest.approx(separate.token_ce, rel=1e-4)
+    assert together.distillation == pytest.approx(separate.distillation, rel=1e-4)
+    assert together.token_ce > 0 and together.distillation > 0
 
 
 def test_a_stopped_run_resumes_where_it_was(tmp_path: Path) -> None:

@@ -1,0 +1,101 @@
+"""How much does stage 2 gain by asking several questions of a scene in one sequence?
+
+Stage 2's step (forward, backward, clipped AdamW step) on the embedded model as `pixellm-ros train
+--stage1-from pixellm_ros/assets/default_model` builds it (the package LLM with fresh adapters, the
+shipped object tokenizer and decoder), timed for each layout: ``questions`` per step asked
+``per_scene`` to a sequence (the training settings ``stage2_batch`` and ``questions_per_scene``). The
+first layout is the shipped recipe's (16 questions, one a sequence); the others are printed as its
+multiple in questions per second, with the tokens each step reads.
+
+    python benchmarks/bench_stage2_packing.py [--scenes 96] [--steps 4] [--threads 2]
+    python benchmarks/bench_stage2_packing.py --smoke   # 12 scenes, one step a layout
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from smoke import add_smoke_argument, report  # noqa: E402
+
+from pixellm_ros.engine.engine import DEFAULT_MODEL_DIR  # noqa: E402
+from pixellm_ros.training.run import new_embedded_model  # noqa: E402
+from pixellm_ros.training.scenes import build_pool  # noqa: E402
+from pixellm_ros.training.settings import recipe  # noqa: E402
+from pixellm_ros.training.stage1 import PromptHead, load_stage1_parts  # noqa: E402
+from pixellm_ros.training.stage2 import (  # noqa: E402
+    add_adapters,
+    draw_examples,
+    pack_rows,
+    prepare_scenes,
+    stage2_loss,
+    stage2_parameters,
+)
+
+LAYOUTS = ((16, 1), (16, 4), (32, 4), (24, 3), (48, 4))  # (questions per step, questions per sequence)
+SMOKE_LAYOUTS = ((4, 1), (4, 2))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenes", type=int, default=96)
+    parser.add_argument("--steps", type=int, default=4, help="timed steps per layout (after one untimed)")
+    parser.add_argument("--threads", type=int, default=2)
+    add_smoke_argument(parser)
+    args = parser.parse_args()
+    if args.smoke:
+        args.scenes, args.steps = 12, 1
+    layouts = SMOKE_LAYOUTS if args.smoke else LAYOUTS
+    torch.set_num_threads(args.threads)
+
+    settings = recipe("cpu")
+    model, tokenizer = new_embedded_model(settings.seed, settings.orders, settings.object_neighbour_words, progress=False)
+    prompt_head = PromptHead.for_model(model)
+    load_stage1_parts(DEFAULT_MODEL_DIR, model, prompt_head)
+    add_adapters(model, tokenizer, settings.lora_rank)
+    params = stage2_parameters(model)
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    with tempfile.TemporaryDirectory() as folder:
+        pool = build_pool(model, args.scenes, "train", settings.seed, settings.wide_scene_share, folder, progress=False)
+    scenes = prepare_scenes(model, prompt_head, pool)
+
+    rows = []
+    for questions, per_scene in layouts:
+        times, tokens = [], []
+        for step in range(args.steps + 1):
+            groups = draw_examples(scenes, pool, questions, settings.seed, step, settings.phrasing_rate,
+                                   settings.none_rate, settings.typo_rate, per_scene)
+            packed = pack_rows(tokenizer, model.config, groups)
+            began = time.perf_counter()
+            losses = stage2_loss(model, tokenizer, scenes, groups, settings.prompt_distillation)
+            optimizer.zero_grad(set_to_none=True)
+            losses.total.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            if step > 0:
+                times.append(time.perf_counter() - began)
+                # text tokens plus the image tokens each sequence holds instead of its placeholder
+                tokens.append(int(packed.attention.sum()) + len(groups) * (model.config.image_token_len - 1))
+        rows.append({"questions": questions, "per_scene": per_scene, "step_s": statistics.median(times),
+                     "tokens": statistics.mean(tokens)})
+    base = rows[0]["questions"] / rows[0]["step_s"]
+    print(f"stage-2 steps, {args.threads} threads, median of {args.steps}; base: {layouts[0][0]} questions one a sequence")
+    print("questions | per sequence | tokens a step | s a step | questions/s vs base")
+    for row in rows:
+        row["speedup"] = row["questions"] / row["step_s"] / base
+        print(f"{row['questions']:9d} | {row['per_scene']:12d} | {row['tokens']:13.0f} | {row['step_s']:8.2f} | "
+              f"{row['speedup']:.2f}x")
+    report({"layouts": rows})
+
+
+if __name__ == "__main__":
+    main()
