@@ -60,6 +60,23 @@ class ObjectDetections:
     valid: torch.Tensor
 
 
+@dataclass
+class ObjectReading:
+    """What the object tokenizer makes of B images (``PixelLMForCausalLM.detect_objects``).
+
+    tokens (B, K, H) the LLM tokens of the slots; valid (B, K) bool; decoder_features the pixel
+    decoder's scales; detections; places (B, K, 3) centre x / w, y / h and radius (``places``);
+    neighbours (B, K) long (``nearest_other``) when the slots carry the neighbour's words, else None.
+    """
+
+    tokens: torch.Tensor
+    valid: torch.Tensor
+    decoder_features: list[torch.Tensor]
+    detections: ObjectDetections
+    places: torch.Tensor
+    neighbours: torch.Tensor | None
+
+
 class FeaturePyramid(nn.Module):
     """Maps at strides 8, 16, 32 -> (p8 (B, D, 2G, 2G), p16 (B, D, G, G)), G = S / 16."""
 

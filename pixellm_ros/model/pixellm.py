@@ -33,7 +33,7 @@ from .decoder import MultiScaleMaskDecoder
 from .losses import IGNORE_INDEX, LossWeights, mask_losses, token_cross_entropy
 from .efficientnet import EFFICIENTNET_LITE, EfficientNetLite
 from .mask_resize import low_res_to_original_many
-from .object_tokens import ObjectDetections, ObjectTokenizer, nearest_other, order_slots
+from .object_tokens import ObjectReading, ObjectTokenizer, nearest_other, order_slots
 from .outputs import ImageFeatures, ImageSegPrompts, MaskOutput, PixelLMLosses, PixelLMTrainingOutput
 from .projector import build_image_feature_neck, build_mm_projector, build_text_hidden_fcs
 from .prompt_encoder import PromptEncoder
@@ -99,19 +99,19 @@ class PixelLMForCausalLM(nn.Module):
     def features_from_maps(self, maps: Sequence[torch.Tensor], valid_hw: Sequence[tuple[int, int]]) -> ImageFeatures:
         """A CNN encoder's maps (``encoder_maps``) -> ImageFeatures: the K object slots' tokens and
         words (``object_sequence``), and the decoder's scales [(B, D, G, G), (B, D, 2G, 2G)]."""
-        tokens, mask, decoder_features, detections, places, neighbours = self._detect(maps, valid_hw)
-        embeds, embeds_mask = self.object_sequence(tokens, detections.attributes, places, mask, neighbours)
-        return ImageFeatures(llm_tokens=embeds, llm_mask=embeds_mask, decoder_features=decoder_features)
+        read = self.detect_objects(maps, valid_hw)
+        embeds, embeds_mask = self.object_sequence(read.tokens, read.detections.attributes, read.places, read.valid,
+                                                    read.neighbours)
+        return ImageFeatures(llm_tokens=embeds, llm_mask=embeds_mask, decoder_features=read.decoder_features)
 
-    def _detect(self, maps: Sequence[torch.Tensor], valid_hw: Sequence[tuple[int, int]]) -> tuple[
-            torch.Tensor, torch.Tensor, list[torch.Tensor], ObjectDetections, torch.Tensor, torch.Tensor | None]:
-        """The object tokenizer on a CNN encoder's maps: tokens (B, K, H), valid (B, K), the decoder's
-        scales, the detections, their places (B, K, 3) and, when the slots carry them, neighbours (B, K)."""
+    def detect_objects(self, maps: Sequence[torch.Tensor], valid_hw: Sequence[tuple[int, int]]) -> ObjectReading:
+        """The object tokenizer on a CNN encoder's maps (``encoder_maps``): the slots' tokens, the
+        detections, their places and, when the slots carry them, their neighbours."""
         dtype = self.object_tokenizer.token_projector.net[0].weight.dtype
         tokens, valid, decoder_features, detections = self.object_tokenizer([m.to(dtype) for m in maps], valid_hw)
         places = self.object_tokenizer.places(detections, valid_hw)
         neighbours = nearest_other(detections.centres, valid) if self.config.object_neighbour_words else None
-        return tokens, valid, decoder_features, detections, places, neighbours
+        return ObjectReading(tokens, valid, decoder_features, detections, places, neighbours)
 
     def object_sequence(
         self, tokens: torch.Tensor, attributes: torch.Tensor, places: torch.Tensor, valid: torch.Tensor,
@@ -177,9 +177,9 @@ class PixelLMForCausalLM(nn.Module):
         """What the LLM reads of each image with a CNN encoder: per image, per detected object (left
         to right), the token ids of the words its slot carries (``slot_word_ids``; the config must give
         slots words: ``object_words`` > 1). pixel_values and valid_hw as ``encode_images``."""
-        _, valid, _, detections, places, neighbours = self._detect(self.encoder_maps(pixel_values), valid_hw)
-        ids = self.slot_word_ids(detections.attributes, places, neighbours)
-        return [[ids[b, k].tolist() for k in range(ids.shape[1]) if valid[b, k]] for b in range(ids.shape[0])]
+        read = self.detect_objects(self.encoder_maps(pixel_values), valid_hw)
+        ids = self.slot_word_ids(read.detections.attributes, read.places, read.neighbours)
+        return [[ids[b, k].tolist() for k in range(ids.shape[1]) if read.valid[b, k]] for b in range(ids.shape[0])]
 
     def encode_images(self, pixel_values: torch.Tensor, valid_hw: Sequence[tuple[int, int]]) -> ImageFeatures:
         """pixel_values (B, 3, S, S) normalised and zero-padded bottom/right; valid_hw: B (h, w).

@@ -27,7 +27,7 @@ from pixellm_ros.model.codebook import seg_state_mask
 from pixellm_ros.model.config import PixelLMConfig
 from pixellm_ros.model.constants import IMAGE_TOKEN_INDEX, seg_group_text
 from pixellm_ros.model.losses import IGNORE_INDEX
-from pixellm_ros.model.object_tokens import ObjectDetections, nearest_other
+from pixellm_ros.model.object_tokens import ObjectDetections
 from pixellm_ros.model.outputs import ImageFeatures
 from pixellm_ros.model.pixellm import PixelLMForCausalLM
 from pixellm_ros.world.phrasing import fill_seg
@@ -45,38 +45,39 @@ MATCH_RADIUS = 0.6  # a detection within this many radii of an object's centre i
 class Stage2Scenes:
     """Each scene's image side, computed once by the frozen stage-1 parts (K slots, left to right).
 
-    embeddings (N, K, E), attributes (N, K, A), places (N, K, 3), valid (N, K) bool,
-    neighbours (N, K) long (``nearest_other``), teacher (N, K, L, D) the prompt head's prompts,
-    object_slot: per scene {object id: slot}.
+    embeddings (N, K, E), attributes (N, K, A), places (N, K, 3), valid (N, K) bool, neighbours (N, K)
+    long when the slots carry the neighbour's words (``ObjectReading``), else None, teacher (N, K, L, D)
+    the prompt head's prompts, object_slot: per scene {object id: slot}.
     """
 
     embeddings: torch.Tensor
     attributes: torch.Tensor
     places: torch.Tensor
     valid: torch.Tensor
-    neighbours: torch.Tensor
+    neighbours: torch.Tensor | None
     teacher: torch.Tensor
     object_slot: list[dict[int, int]]
 
 
 @torch.no_grad()
 def prepare_scenes(model: PixelLMForCausalLM, prompt_head: PromptHead, pool: ScenePool, batch: int = 32) -> Stage2Scenes:
-    tokenizer = model.object_tokenizer
-    parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("embeddings", "attributes", "places", "valid", "neighbours", "teacher")}
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("embeddings", "attributes", "places", "valid", "neighbours",
+                                                             "teacher")}
     slots: list[dict[int, int]] = []
     for start in range(0, len(pool), batch):
         indices = list(range(start, min(len(pool), start + batch)))
-        valid_hw = [pool.valid_hw[i] for i in indices]
-        _, _, _, det = tokenizer(pool.batch_maps(indices), valid_hw)
+        read = model.detect_objects(pool.batch_maps(indices), [pool.valid_hw[i] for i in indices])
+        det = read.detections
         parts["embeddings"].append(det.embeddings)
         parts["attributes"].append(det.attributes)
-        parts["places"].append(tokenizer.places(det, valid_hw))
-        parts["valid"].append(det.valid)
-        parts["neighbours"].append(nearest_other(det.centres, det.valid))
+        parts["places"].append(read.places)
+        parts["valid"].append(read.valid)
+        if read.neighbours is not None:
+            parts["neighbours"].append(read.neighbours)
         parts["teacher"].append(prompt_head(det.embeddings))
         for row, i in enumerate(indices):
             slots.append(match_objects(pool.objects[i], det, row))
-    return Stage2Scenes(**{k: torch.cat(v) for k, v in parts.items()}, object_slot=slots)
+    return Stage2Scenes(**{k: torch.cat(v) if v else None for k, v in parts.items()}, object_slot=slots)
 
 
 def match_objects(objects: torch.Tensor, det: ObjectDetections, row: int) -> dict[int, int]:
@@ -239,8 +240,9 @@ def stage2_loss(
     tokens = model.object_tokenizer.token_projector(
         scenes.embeddings[index], scenes.attributes[index], scenes.places[index]
     )
+    neighbours = None if scenes.neighbours is None else scenes.neighbours[index]
     embeds, mask = model.object_sequence(tokens, scenes.attributes[index], scenes.places[index], scenes.valid[index],
-                                         scenes.neighbours[index])
+                                         neighbours)
     feats = ImageFeatures(llm_tokens=embeds, llm_mask=mask, decoder_features=[])
     spliced = model.splice_image(packed.input_ids, feats, labels=packed.labels, attention_mask=packed.attention)
     image_at = (packed.input_ids == IMAGE_TOKEN_INDEX).int().argmax(dim=1)
