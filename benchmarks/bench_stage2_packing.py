@@ -7,7 +7,7 @@ shipped object tokenizer and decoder), timed for each layout: ``questions`` per 
 first layout is the shipped recipe's (16 questions, one a sequence); the others are printed as its
 multiple in questions per second, with the tokens each step reads.
 
-    python benchmarks/bench_stage2_packing.py [--scenes 96] [--steps 4] [--threads 2]
+    python benchmarks/bench_stage2_packing.py [--scenes 96] [--steps 4] [--threads 2] [--object-orders O]
     python benchmarks/bench_stage2_packing.py --smoke   # 12 scenes, one step a layout
 """
 
@@ -50,6 +50,7 @@ def main() -> None:
     parser.add_argument("--scenes", type=int, default=96)
     parser.add_argument("--steps", type=int, default=4, help="timed steps per layout (after one untimed)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--object-orders", default=None, help="the training setting of that name (default the recipe's)")
     add_smoke_argument(parser)
     args = parser.parse_args()
     if args.smoke:
@@ -57,7 +58,7 @@ def main() -> None:
     layouts = SMOKE_LAYOUTS if args.smoke else LAYOUTS
     torch.set_num_threads(args.threads)
 
-    settings = recipe("cpu")
+    settings = recipe("cpu", **({} if args.object_orders is None else {"object_orders": args.object_orders}))
     model, tokenizer = new_embedded_model(settings.seed, settings.orders, settings.object_neighbour_words, progress=False)
     prompt_head = PromptHead.for_model(model)
     load_stage1_parts(DEFAULT_MODEL_DIR, model, prompt_head)
@@ -88,7 +89,8 @@ def main() -> None:
         rows.append({"questions": questions, "per_scene": per_scene, "step_s": statistics.median(times),
                      "tokens": statistics.mean(tokens)})
     base = rows[0]["questions"] / rows[0]["step_s"]
-    print(f"stage-2 steps, {args.threads} threads, median of {args.steps}; base: {layouts[0][0]} questions one a sequence")
+    print(f"stage-2 steps, {args.threads} threads, median of {args.steps}, object orders {settings.object_orders}; "
+          f"base: {layouts[0][0]} questions one a sequence")
     print("questions | per sequence | tokens a step | s a step | questions/s vs base")
     for row in rows:
         row["speedup"] = row["questions"] / row["step_s"] / base
