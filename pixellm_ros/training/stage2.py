@@ -164,12 +164,16 @@ class Stage2Losses:
 class PackedRows:
     """One sequence per scene: the tokens its questions' prompts share, then each question's own
     prompt tokens and answer (a branch). ``branch`` (B, T): 0 for the shared tokens, i for the i-th
-    question's, -1 for padding; ``attention`` (B, T) 1 where not padding."""
+    question's, -1 for padding. The image placeholder is always among the shared tokens."""
 
     input_ids: torch.Tensor
     labels: torch.Tensor
-    attention: torch.Tensor
     branch: torch.Tensor
+
+    @property
+    def attention(self) -> torch.Tensor:
+        """(B, T) long, 1 where not padding."""
+        return (self.branch >= 0).long()
 
 
 def pack_rows(tokenizer: BPETokenizer, cfg: PixelLMConfig, groups: list[list[Example]]) -> PackedRows:
@@ -198,13 +202,11 @@ def pack_rows(tokenizer: BPETokenizer, cfg: PixelLMConfig, groups: list[list[Exa
     packed = PackedRows(
         input_ids=torch.full((len(rows), length), tokenizer.pad_id),
         labels=torch.full((len(rows), length), IGNORE_INDEX),
-        attention=torch.zeros(len(rows), length, dtype=torch.long),
         branch=torch.full((len(rows), length), -1),
     )
     for b, (ids, labels, branch) in enumerate(rows):
         packed.input_ids[b, : len(ids)] = torch.tensor(ids)
         packed.labels[b, : len(ids)] = torch.tensor(labels)
-        packed.attention[b, : len(ids)] = 1
         packed.branch[b, : len(ids)] = torch.tensor(branch)
     return packed
 
@@ -245,9 +247,8 @@ def stage2_loss(
                                          neighbours)
     feats = ImageFeatures(llm_tokens=embeds, llm_mask=mask, decoder_features=[])
     spliced = model.splice_image(packed.input_ids, feats, labels=packed.labels, attention_mask=packed.attention)
-    image_at = (packed.input_ids == IMAGE_TOKEN_INDEX).int().argmax(dim=1)
-    branch = torch.stack([torch.cat([row[:at], row.new_zeros(embeds.shape[1]), row[at + 1:]])
-                          for row, at in zip(packed.branch, image_at.tolist())])
+    # the placeholder sits in each row's leading run of shared tokens (branch 0): its image tokens lengthen that run
+    branch = torch.cat([packed.branch.new_zeros(len(groups), embeds.shape[1] - 1), packed.branch], dim=1)
     attend, positions = branch_attention(branch, spliced.attention_mask)
     autocast = dtype != torch.float32 and spliced.embeds.device.type == "cpu"
     with torch.autocast("cpu", dtype=dtype, enabled=autocast):
