@@ -42,6 +42,10 @@ class TrainSettings:
     lora_rank: int = _knob(16, "rank of the adapters on every Linear of the LLM's layers", "stage2")
     phrasing_rate: float = _knob(0.5, "share of training questions re-worded (training.phrasing)", "stage2")
     none_rate: float = _knob(0.15, "share of questions about something absent", "stage2")
+    list_rate: float = _knob(
+        0.0, "share of stage 2's scenes also asked to list every object they hold (world kind \"everything\"; "
+        "the answer names each object left to right)", "stage2"
+    )
     typo_rate: float = _knob(
         0.0, "share of re-worded questions given one typo (a letter swapped with the next, dropped or doubled)", "stage2"
     )

@@ -31,7 +31,7 @@ from pixellm_ros.model.object_tokens import ObjectDetections
 from pixellm_ros.model.outputs import ImageFeatures
 from pixellm_ros.model.pixellm import PixelLMForCausalLM
 from pixellm_ros.world.phrasing import fill_seg
-from pixellm_ros.world.questions import Question, make_questions
+from pixellm_ros.world.questions import Question, everything_question, make_questions
 
 from .phrasing import augment_instruction
 from .scenes import ScenePool
@@ -127,22 +127,29 @@ class Example:
 
 def draw_examples(
     scenes: Stage2Scenes, pool: ScenePool, count: int, seed: int, step: int, phrasing_rate: float, none_rate: float,
-    typo_rate: float = 0.0, per_scene: int = 1,
+    typo_rate: float = 0.0, per_scene: int = 1, list_rate: float = 0.0,
 ) -> list[list[Example]]:
     """``count`` questions for step ``step`` (a function of seed and step), in groups of up to
     ``per_scene`` distinct questions about one random scene (one sequence of the batch each); a
     question is of a random kind, re-worded with probability ``phrasing_rate`` (a re-worded one given a
-    typo with probability ``typo_rate``); questions whose targets the detector missed are dropped, a
-    scene left with none is drawn again."""
+    typo with probability ``typo_rate``); with probability ``list_rate`` a scene's first question asks
+    for every object it holds (``everything_question``; 0: the draws of a run without it); questions
+    whose targets the detector missed are dropped, a scene left with none is drawn again."""
     rng = np.random.default_rng([seed, 2, step])
     groups: list[list[Example]] = []
     drawn = 0
     while drawn < count:
         index = int(rng.integers(len(pool)))
         found = scenes.object_slot[index]
+        wanted = min(per_scene, count - drawn)
+        questions = []
+        if list_rate > 0.0 and rng.random() < list_rate:
+            questions.append(everything_question(pool.scenes[index], rng))
+        if wanted > len(questions):
+            questions += make_questions(pool.scenes[index], rng, wanted - len(questions), split="train",
+                                        none_rate=none_rate)
         group = []
-        for question in make_questions(pool.scenes[index], rng, min(per_scene, count - drawn), split="train",
-                                       none_rate=none_rate):
+        for question in questions:
             if any(t not in found for t in question.target_ids):
                 continue
             group.append(Example(index, question, augment_instruction(question.sentence, rng, phrasing_rate, typo_rate),

@@ -15,6 +15,8 @@ half         all objects in a half of the table        "Segment everything on th
 affordance   objects that could roll / stack / prick / hold / hang (+ colour); see ``ontology``
 negation     every object except a colour or shape     "Find all objects that are not boxes."
 none         something absent; answer "There is no such object." with no ``{seg}``
+everything   every object on the table (training only: ``everything_question``, never drawn by
+             ``make_questions``, so the evaluation's questions do not change)
 ===========  ===========================================================================
 
 The spatial and comparative definitions, and when such a question is considered clear enough
@@ -123,6 +125,7 @@ _AFFORDANCE_COLOUR_T = {
 }
 _NEGATION_COLOUR_T = ("Segment everything except the {colour} things.", "Find all objects that are not {colour}.")
 _NEGATION_SHAPE_T = ("Find all objects that are not {shapes}.", "Segment everything except the {shapes}.")
+_EVERYTHING_T = ("List every object on the table.", "Segment everything on the table.", "What is on the table?")
 
 
 def _colour(scene: Scene, rng: np.random.Generator) -> list[Question]:
@@ -279,6 +282,11 @@ def _none(scene: Scene, rng: np.random.Generator) -> list[Question]:
         _question("none", _pick(rng, _AFFORDANCE_T[aff]), []) for aff in AFFORDANCES if not any(o.can(aff) for o in objs)
     ]
     return out
+
+
+def everything_question(scene: Scene, rng: np.random.Generator) -> Question:
+    """The question that asks for every object of the scene (kind "everything"), targets left to right."""
+    return _question("everything", _pick(rng, _EVERYTHING_T), scene.objects)
 
 
 QuestionGenerator = Callable[[Scene, np.random.Generator], list[Question]]

@@ -208,20 +208,28 @@ def test_questions_of_one_scene_in_one_sequence_read_only_their_scene_and_themse
     assert torch.equal(attend[0, 0], expected)
 
 
-def test_packed_questions_give_the_losses_of_each_question_alone(run) -> None:  # type: ignore[no-untyped-def]
-    """Stage 2's losses over scenes whose questions share one sequence (``questions_per_scene``) equal,
-    in float32, the losses of the same questions one sequence each: packing saves the scene's tokens and
-    changes nothing that is learnt."""
+@pytest.fixture(scope="module")
+def every_object_scenes(run):  # type: ignore[no-untyped-def]
+    """The tiny run's scene pool and stage-2 scenes, every object given a slot (the slot of object i is
+    i): the tiny run's detector finds little, and what these tests check is how questions are asked."""
     out, result = run
     settings = recipe("tiny")
-    model = result.model
-    pool = build_pool(model, settings.train_scenes, "train", settings.seed, settings.wide_scene_share, out / "scenes",
-                      progress=False)
-    scenes = prepare_scenes(model, PromptHead.for_model(model), pool)
-    # the tiny run's detector finds little; what is tested is the packing, so every object is given a slot
+    pool = build_pool(result.model, settings.train_scenes, "train", settings.seed, settings.wide_scene_share,
+                      out / "scenes", progress=False)
+    scenes = prepare_scenes(result.model, PromptHead.for_model(result.model), pool)
     slots = scenes.valid.shape[1]
     scenes.valid[:] = True
     scenes.object_slot = [{i: i for i in range(min(len(objects), slots))} for objects in pool.objects]
+    return pool, scenes
+
+
+def test_packed_questions_give_the_losses_of_each_question_alone(run, every_object_scenes):  # type: ignore[no-untyped-def]
+    """Stage 2's losses over scenes whose questions share one sequence (``questions_per_scene``) equal,
+    in float32, the losses of the same questions one sequence each: packing saves the scene's tokens and
+    changes nothing that is learnt."""
+    _, result = run
+    model = result.model
+    pool, scenes = every_object_scenes
     groups = draw_examples(scenes, pool, 9, seed=3, step=0, phrasing_rate=0.5, none_rate=0.15, per_scene=3)
     assert sum(len(g) for g in groups) == 9 and max(len(g) for g in groups) >= 2 and len(groups) < 9
     packed = pack_rows(result.tokenizer, model.config, groups)
@@ -234,6 +242,26 @@ def test_packed_questions_give_the_losses_of_each_question_alone(run) -> None:  
     assert together.token_ce == pytest.approx(separate.token_ce, rel=1e-4)
     assert together.distillation == pytest.approx(separate.distillation, rel=1e-4)
     assert together.token_ce > 0 and together.distillation > 0
+
+
+def test_list_rate_asks_scenes_for_every_object_first(run, every_object_scenes):  # type: ignore[no-untyped-def]
+    """``list_rate`` 1: every scene's sequence starts with "list every object", whose answer points at
+    each object's slot left to right, then the scene's other questions; 0: never asked."""
+    _, result = run
+    pool, scenes = every_object_scenes
+    groups = draw_examples(scenes, pool, 9, seed=3, step=0, phrasing_rate=0.5, none_rate=0.15, per_scene=3,
+                           list_rate=1.0)
+    assert sum(len(g) for g in groups) == 9
+    for group in groups:
+        first, objects = group[0], pool.scenes[group[0].scene].objects
+        assert first.question.kind == "everything" and len(first.slots) == len(objects)
+        assert first.slots == sorted(range(len(objects)), key=lambda i: (objects[i].center[0], objects[i].id))
+        assert all(e.question.kind != "everything" for e in group[1:])
+    plain = draw_examples(scenes, pool, 9, seed=3, step=0, phrasing_rate=0.5, none_rate=0.15, per_scene=3)
+    assert not any(e.question.kind == "everything" for g in plain for e in g)
+    with torch.no_grad():
+        losses = stage2_loss(result.model, result.tokenizer, scenes, groups, 1.0, dtype=torch.float32)
+    assert np.isfinite(losses.token_ce) and losses.distillation > 0
 
 
 def test_a_stopped_run_resumes_where_it_was(tmp_path: Path) -> None:

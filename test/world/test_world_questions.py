@@ -17,7 +17,7 @@ from pixellm_ros.world import NO_TARGET_ANSWER, Scene, fill_seg, make_questions,
 from pixellm_ros.world.objects import SceneObject
 from pixellm_ros.world.ontology import HELDOUT_COLOUR_SHAPE
 from pixellm_ros.world.phrasing import mentions_heldout_pair
-from pixellm_ros.world.questions import all_questions
+from pixellm_ros.world.questions import all_questions, everything_question
 
 COLOURS = "red|orange|yellow|green|blue|purple"
 SHAPES = "ball|box|wedge|ring|cylinder|star|cross|cup"
@@ -250,6 +250,19 @@ def test_none_questions_occur_and_name_something_absent() -> None:
 def test_many_targets_questions_exist() -> None:
     counts = [len(q.target_ids) for _, qs in _scenes_and_questions(60, seed0=77) for q in qs]
     assert max(counts) >= 4
+
+
+def test_the_everything_question_names_every_object_left_to_right_and_is_never_drawn() -> None:
+    """Training's "list every object" (kind "everything") targets the whole scene in the answers' order;
+    the question sets (and so the evaluation's questions) never hold it."""
+    for scene, questions in _scenes_and_questions(20, seed0=300):
+        q = everything_question(scene, np.random.default_rng(0))
+        assert q.kind == "everything" and set(q.target_ids) == {o.id for o in scene.objects}
+        xs = [scene.objects[i].center[0] for i in q.target_ids]
+        assert xs == sorted(xs)
+        names = re.findall(r"the (\w+ \w+) \{seg\}", q.answer, flags=re.IGNORECASE)
+        assert names == [scene.objects[i].name for i in q.target_ids]
+        assert all(other.kind != "everything" for other in questions)
 
 
 def test_same_rng_same_questions() -> None:
