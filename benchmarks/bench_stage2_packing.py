@@ -8,41 +8,34 @@ first layout is the shipped recipe's (16 questions, one a sequence); the others 
 multiple in questions per second, with the tokens each step reads.
 
     python benchmarks/bench_stage2_packing.py [--scenes 96] [--steps 4] [--threads 2] [--object-orders O]
+                                              [--layouts 32x4,16x1] [--memory both]
     python benchmarks/bench_stage2_packing.py --smoke   # 12 scenes, one step a layout
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from smoke import add_smoke_argument, report  # noqa: E402
 
-from pixellm_ros.engine.engine import DEFAULT_MODEL_DIR  # noqa: E402
-from pixellm_ros.training.run import new_embedded_model  # noqa: E402
-from pixellm_ros.training.scenes import build_pool  # noqa: E402
-from pixellm_ros.training.settings import recipe  # noqa: E402
-from pixellm_ros.training.stage1 import PromptHead, load_stage1_parts  # noqa: E402
-from pixellm_ros.training.stage2 import (  # noqa: E402
-    add_adapters,
-    draw_examples,
-    pack_rows,
-    prepare_scenes,
-    stage2_loss,
-    stage2_parameters,
-)
+from pixellm_ros.training.memory import MODES, take_memory  # noqa: E402  (imports no torch)
 
 LAYOUTS = ((16, 1), (16, 4), (32, 4), (24, 3), (48, 4))  # (questions per step, questions per sequence)
 SMOKE_LAYOUTS = ((4, 1), (4, 2))
+
+
+def _layouts(text: str) -> tuple[tuple[int, int], ...]:
+    """"32x4,16x1" -> ((32, 4), (16, 1))."""
+    return tuple((int(q), int(n)) for q, n in (item.split("x") for item in text.split(",")))
 
 
 def main() -> None:
@@ -51,11 +44,33 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="timed steps per layout (after one untimed)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--object-orders", default=None, help="the training setting of that name (default the recipe's)")
+    parser.add_argument("--layouts", type=_layouts, default=None,
+                        help="QxN,...: Q questions a step asked N to a sequence (default: the five above)")
+    parser.add_argument("--memory", choices=sorted(MODES), default="default",
+                        help="the process's memory settings (training.memory; `pixellm-ros train` takes both)")
     add_smoke_argument(parser)
     args = parser.parse_args()
     if args.smoke:
         args.scenes, args.steps = 12, 1
-    layouts = SMOKE_LAYOUTS if args.smoke else LAYOUTS
+    layouts = args.layouts or (SMOKE_LAYOUTS if args.smoke else LAYOUTS)
+    taken = take_memory(args.memory)  # before torch is imported
+
+    import torch
+
+    from pixellm_ros.engine.engine import DEFAULT_MODEL_DIR
+    from pixellm_ros.training.run import new_embedded_model
+    from pixellm_ros.training.scenes import build_pool
+    from pixellm_ros.training.settings import recipe
+    from pixellm_ros.training.stage1 import PromptHead, load_stage1_parts
+    from pixellm_ros.training.stage2 import (
+        add_adapters,
+        draw_examples,
+        pack_rows,
+        prepare_scenes,
+        stage2_loss,
+        stage2_parameters,
+    )
+
     torch.set_num_threads(args.threads)
 
     settings = recipe("cpu", **({} if args.object_orders is None else {"object_orders": args.object_orders}))
@@ -71,12 +86,12 @@ def main() -> None:
 
     rows = []
     for questions, per_scene in layouts:
-        times, tokens = [], []
+        times, tokens, faults = [], [], []
         for step in range(args.steps + 1):
             groups = draw_examples(scenes, pool, questions, settings.seed, step, settings.phrasing_rate,
                                    settings.none_rate, settings.typo_rate, per_scene)
             packed = pack_rows(tokenizer, model.config, groups)
-            began = time.perf_counter()
+            began, faulted = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             losses = stage2_loss(model, tokenizer, scenes, groups, settings.prompt_distillation)
             optimizer.zero_grad(set_to_none=True)
             losses.total.backward()
@@ -84,19 +99,21 @@ def main() -> None:
             optimizer.step()
             if step > 0:
                 times.append(time.perf_counter() - began)
+                faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faulted)
                 # text tokens plus the image tokens each sequence holds instead of its placeholder
                 tokens.append(int(packed.attention.sum()) + len(groups) * (model.config.image_token_len - 1))
         rows.append({"questions": questions, "per_scene": per_scene, "step_s": statistics.median(times),
-                     "tokens": statistics.mean(tokens)})
+                     "tokens": statistics.mean(tokens), "page_faults": statistics.median(faults)})
     base = rows[0]["questions"] / rows[0]["step_s"]
-    print(f"stage-2 steps, {args.threads} threads, median of {args.steps}, object orders {settings.object_orders}; "
-          f"base: {layouts[0][0]} questions one a sequence")
-    print("questions | per sequence | tokens a step | s a step | questions/s vs base")
+    print(f"stage-2 steps, {args.threads} threads, median of {args.steps}, object orders {settings.object_orders}, "
+          f"memory {args.memory} (taken: {', '.join(taken) or 'nothing'}); base: {layouts[0][0]} questions "
+          f"{layouts[0][1]} to a sequence")
+    print("questions | per sequence | tokens a step | s a step | page faults a step | questions/s vs base")
     for row in rows:
         row["speedup"] = row["questions"] / row["step_s"] / base
         print(f"{row['questions']:9d} | {row['per_scene']:12d} | {row['tokens']:13.0f} | {row['step_s']:8.2f} | "
-              f"{row['speedup']:.2f}x")
-    report({"layouts": rows})
+              f"{row['page_faults']:18.0f} | {row['speedup']:.2f}x")
+    report({"layouts": rows, "memory": args.memory, "memory_taken": taken})
 
 
 if __name__ == "__main__":

@@ -139,6 +139,13 @@ def check_bench_stage2_packing(_out: str, figures: dict, _tmp: Path) -> None:
     assert packed["tokens"] < alone["tokens"] and all(row["step_s"] > 0 for row in (alone, packed))
 
 
+def check_bench_train_memory(_out: str, figures: dict, _tmp: Path) -> None:
+    """The step's process takes both memory settings, and its page faults a step fall with them."""
+    default, both = figures["modes"]
+    assert (default["mode"], default["taken"], both["mode"], both["taken"]) == ("default", [], "both", ["pages", "keep"])
+    assert both["page_faults"] < default["page_faults"] / 4 and default["step_s"] > 0 and both["step_s"] > 0
+
+
 CHECKS: dict[str, Callable[[str, dict, Path], None]] = {
     "bench_batching.py": check_bench_batching,
     "bench_embedded_latency.py": check_bench_embedded_latency,
@@ -146,6 +153,7 @@ CHECKS: dict[str, Callable[[str, dict, Path], None]] = {
     "bench_node.py": check_bench_node,
     "bench_stage2_packing.py": check_bench_stage2_packing,
     "bench_tracking.py": check_bench_tracking,
+    "bench_train_memory.py": check_bench_train_memory,
     "bench_tracking_cost.py": check_bench_tracking_cost,
     "gpu_7b.py": check_gpu_7b,
     "profile_decode.py": check_profile_decode,

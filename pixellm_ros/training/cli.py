@@ -2,6 +2,7 @@
 
     pixellm-ros train --out runs/embedded [--recipe cpu|tiny] [--resume] [--export pixellm_ros/assets/default_model]
                       [--stage1-from MODEL_DIR] [--eval-scenes 200 [--compare-with REPORT.json | MODEL_DIR]] [--<setting> value ...]
+                      [--memory both|pages|keep|default]
 
 Every setting of ``training.settings.TrainSettings`` is an option (``--stage2-steps 800``); the
 recipe gives the rest (``cpu``: the shipped model's). The run folder is described in
@@ -9,7 +10,8 @@ recipe gives the rest (``cpu``: the shipped model's). The run folder is describe
 win over the recipe); ``--stage1-from`` takes stage 1 from a model folder a run exported (stage 2
 only: its parts and prompt head, ``training.stage1.load_stage1_parts``); ``--export`` copies the model folder there; ``--eval-scenes N`` then scores
 it through the engine on N held-out scenes (``evaluation.world_eval.evaluate_run``: per kind, per target count,
-templated and paraphrased instructions, paired bootstrap against ``--compare-with``).
+templated and paraphrased instructions, paired bootstrap against ``--compare-with``). ``--memory``:
+how the process takes its memory (``training.memory``; default both settings).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import signal
 from dataclasses import asdict
 from pathlib import Path
 
+from .memory import MODES, take_memory
 from .settings import RECIPES, TrainSettings, add_setting_options, recipe, settings_from_args
 
 HELP = "train the embedded PixelLM on the tabletop world (2 CPU cores, about 2 hours)"
@@ -39,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compare-with", default=None,
                         help="with --eval-scenes: a report JSON of the same scenes, or a model folder, to compare with")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (the log still has every line)")
+    parser.add_argument("--memory", choices=sorted(MODES), default="both",
+                        help="the process's memory settings (training.memory: 2 MB pages for torch's large buffers, "
+                             "glibc keeping freed memory; nothing computed changes)")
     add_setting_options(parser)
 
 
@@ -53,6 +59,8 @@ def resolved_settings(args: argparse.Namespace) -> TrainSettings:
 
 
 def run(args: argparse.Namespace) -> int:
+    taken = take_memory(args.memory)  # before torch is imported
+    print(f"memory: {' + '.join(taken) or 'as the C library and torch come'}", flush=True)
     from .run import train
     from .stage1 import stage1_head_file
 
