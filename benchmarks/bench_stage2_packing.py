@@ -103,7 +103,10 @@ def main() -> None:
                 # text tokens plus the image tokens each sequence holds instead of its placeholder
                 tokens.append(int(packed.attention.sum()) + len(groups) * (model.config.image_token_len - 1))
         rows.append({"questions": questions, "per_scene": per_scene, "step_s": statistics.median(times),
-                     "tokens": statistics.mean(tokens), "page_faults": statistics.median(faults)})
+                     "tokens": statistics.mean(tokens), "page_faults": statistics.median(faults),
+                     # the first and the last quarter of the steps: whether a long run's steps slow down
+                     "first_s": statistics.median(times[: max(1, len(times) // 4)]),
+                     "last_s": statistics.median(times[-max(1, len(times) // 4):])})
     base = rows[0]["questions"] / rows[0]["step_s"]
     print(f"stage-2 steps, {args.threads} threads, median of {args.steps}, object orders {settings.object_orders}, "
           f"memory {args.memory} (taken: {', '.join(taken) or 'nothing'}); base: {layouts[0][0]} questions "

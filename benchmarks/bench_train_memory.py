@@ -3,7 +3,8 @@
 Runs stage 2's step (``bench_stage2_packing.py``, one layout) in a fresh process for each memory
 mode: ``default`` (glibc and torch as they come), ``pages`` (2 MB pages for torch's large buffers),
 ``keep`` (glibc keeps what is freed), ``both`` (what `pixellm-ros train` takes); prints each one's
-seconds and page faults a step, and its speed as a multiple of the default's. The settings are
+seconds and page faults a step (the median; and of the first and the last quarter of the steps, to
+see a long run slow down), and its speed as a multiple of the default's. The settings are
 process-wide and the first must precede torch's import, hence a process each.
 
     python benchmarks/bench_train_memory.py [--layout 32x4] [--steps 4] [--scenes 96] [--object-orders O]
@@ -51,14 +52,14 @@ def main() -> None:
         figures = json.loads(done.stdout.strip().splitlines()[-1].removeprefix(RESULT_PREFIX))
         layout = figures["layouts"][0]
         rows.append({"mode": mode, "taken": figures["memory_taken"], "step_s": layout["step_s"],
-                     "page_faults": layout["page_faults"]})
+                     "page_faults": layout["page_faults"], "first_s": layout["first_s"], "last_s": layout["last_s"]})
     base = rows[0]["step_s"]
     print(f"stage-2 step {common[1]} (questions x per sequence), {args.threads} threads, a process per mode")
-    print("mode    | taken        | s a step | page faults a step | speed vs default")
+    print("mode    | taken        | s a step | first / last quarter | page faults a step | speed vs default")
     for row in rows:
         row["speedup"] = base / row["step_s"]
         print(f"{row['mode']:7s} | {'+'.join(row['taken']) or '-':12s} | {row['step_s']:8.2f} | "
-              f"{row['page_faults']:18.0f} | {row['speedup']:.2f}x")
+              f"{row['first_s']:9.2f} / {row['last_s']:<8.2f} | {row['page_faults']:18.0f} | {row['speedup']:.2f}x")
     report({"modes": rows})
 
 
