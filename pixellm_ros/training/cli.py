@@ -11,7 +11,7 @@ win over the recipe); ``--stage1-from`` takes stage 1 from a model folder a run 
 only: its parts and prompt head, ``training.stage1.load_stage1_parts``); ``--export`` copies the model folder there; ``--eval-scenes N`` then scores
 it through the engine on N held-out scenes (``evaluation.world_eval.evaluate_run``: per kind, per target count,
 templated and paraphrased instructions, paired bootstrap against ``--compare-with``). ``--memory``:
-how the process takes its memory (``training.memory``; default both settings).
+how the process takes its memory (``training.memory``; default: as the C library and torch come).
 """
 
 from __future__ import annotations
@@ -42,9 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compare-with", default=None,
                         help="with --eval-scenes: a report JSON of the same scenes, or a model folder, to compare with")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (the log still has every line)")
-    parser.add_argument("--memory", choices=sorted(MODES), default="both",
-                        help="the process's memory settings (training.memory: 2 MB pages for torch's large buffers, "
-                             "glibc keeping freed memory; nothing computed changes)")
+    parser.add_argument("--memory", choices=sorted(MODES), default="default",
+                        help="the process's memory settings (training.memory: both = 2 MB pages for torch's large "
+                             "buffers and glibc keeping freed memory, faster at first, slowing along a long run; "
+                             "nothing computed changes)")
     add_setting_options(parser)
 
 

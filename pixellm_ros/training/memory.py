@@ -13,8 +13,11 @@ number that is computed):
   only past 2 GB, a 512 MB pad when it grows, the largest fixed mmap threshold glibc allows, 32 MB, so that
   buffers up to that size come from the heap and not from fresh mappings).
 
-``benchmarks/bench_train_memory.py`` measures each against the default. ``pixellm-ros train`` takes
-both (``MODES["both"]``) before it imports torch.
+``benchmarks/bench_train_memory.py`` measures each against the default. ``pixellm-ros train
+--memory MODE`` takes them before it imports torch. Both together make a fresh process's steps 1.42x
+faster, but a long run's steps slow down as glibc's heap fills (emb11: 5.2 s a step after a restart,
+8.5-8.7 s some 270 steps on, in one process), so the command's default stays "default" until a
+run-length measurement says otherwise.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ def test_train_takes_its_memory_settings_before_anything_else(tmp_path: Path, ca
     parser = argparse.ArgumentParser()
     train_cli.add_arguments(parser)
     (tmp_path / "settings.json").write_text("{}")  # a run is there: train stops before any work
-    assert train_cli.run(parser.parse_args(["--out", str(tmp_path)])) == 2
+    assert train_cli.run(parser.parse_args(["--out", str(tmp_path), "--memory", "both"])) == 2
     assert capsys.readouterr().out.splitlines()[0] == "memory: keep"
-    assert parser.parse_args(["--out", "x"]).memory == "both"
+    assert parser.parse_args(["--out", "x"]).memory == "default"
     assert take_memory("default") == []
