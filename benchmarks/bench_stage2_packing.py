@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--layouts", type=_layouts, default=None,
                         help="QxN,...: Q questions a step asked N to a sequence (default: the five above)")
     parser.add_argument("--memory", choices=sorted(MODES), default="default",
-                        help="the process's memory settings (training.memory; `pixellm-ros train` takes both)")
+                        help="the process's memory settings (training.memory; `pixellm-ros train --memory`)")
     add_smoke_argument(parser)
     args = parser.parse_args()
     if args.smoke:

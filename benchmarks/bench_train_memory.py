@@ -2,7 +2,7 @@
 
 Runs stage 2's step (``bench_stage2_packing.py``, one layout) in a fresh process for each memory
 mode: ``default`` (glibc and torch as they come), ``pages`` (2 MB pages for torch's large buffers),
-``keep`` (glibc keeps what is freed), ``both`` (what `pixellm-ros train` takes); prints each one's
+``keep`` (glibc keeps what is freed), ``both`` (`pixellm-ros train --memory both`); prints each one's
 seconds and page faults a step (the median; and of the first and the last quarter of the steps, to
 see a long run slow down), and its speed as a multiple of the default's. The settings are
 process-wide and the first must precede torch's import, hence a process each.
@@ -14,7 +14,6 @@ process-wide and the first must precede torch's import, hence a process each.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from smoke import RESULT_PREFIX, add_smoke_argument, report  # noqa: E402
+from smoke import add_smoke_argument, read_result, report  # noqa: E402
 
 from pixellm_ros.training.memory import MODES  # noqa: E402  (the default first)
 
@@ -49,7 +48,7 @@ def main() -> None:
         done = subprocess.run([sys.executable, str(PACKING), *common, "--memory", mode], capture_output=True, text=True)
         if done.returncode != 0:
             sys.exit(f"{mode}: bench_stage2_packing.py failed\n{done.stderr[-3000:]}")
-        figures = json.loads(done.stdout.strip().splitlines()[-1].removeprefix(RESULT_PREFIX))
+        figures = read_result(done.stdout)
         layout = figures["layouts"][0]
         rows.append({"mode": mode, "taken": figures["memory_taken"], "step_s": layout["step_s"],
                      "page_faults": layout["page_faults"], "first_s": layout["first_s"], "last_s": layout["last_s"]})

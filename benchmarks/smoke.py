@@ -3,7 +3,7 @@
 ``--smoke`` runs a script at toy sizes in seconds (test/test_benchmarks.py runs every script of
 this folder that way, so a benchmark that breaks fails the suite); its figures mean nothing then.
 ``report(figures)`` prints the run's figures as the last line of stdout, ``RESULT {json}``, which
-the test parses.
+the test parses (``read_result`` reads it back, for a benchmark that runs another).
 """
 
 from __future__ import annotations
@@ -34,3 +34,11 @@ def report(figures: Mapping[str, Any]) -> None:
         return value
 
     print(RESULT_PREFIX + json.dumps(clean(dict(figures)), allow_nan=False, default=float), flush=True)
+
+
+def read_result(stdout: str) -> dict[str, Any]:
+    """The figures of a benchmark's output (its last line, as ``report`` printed it)."""
+    last = stdout.strip().splitlines()[-1]
+    if not last.startswith(RESULT_PREFIX):
+        raise ValueError(f"no RESULT line at the end of:\n{stdout[-2000:]}")
+    return json.loads(last[len(RESULT_PREFIX):])
