@@ -4,8 +4,8 @@ Stage 2's step (forward, backward, clipped AdamW step) on the embedded model as 
 --stage1-from pixellm_ros/assets/default_model` builds it (the package LLM with fresh adapters, the
 shipped object tokenizer and decoder), timed for each layout: ``questions`` per step asked
 ``per_scene`` to a sequence (the training settings ``stage2_batch`` and ``questions_per_scene``). The
-first layout is the shipped recipe's (16 questions, one a sequence); the others are printed as its
-multiple in questions per second, with the tokens each step reads.
+first layout is the recipe's before packing (16 questions, one a sequence; the shipped recipe's is
+32x4); the others are printed as its multiple in questions per second, with the tokens each step reads.
 
     python benchmarks/bench_stage2_packing.py [--scenes 96] [--steps 4] [--threads 2] [--object-orders O]
                                               [--layouts 32x4,16x1] [--memory both]

@@ -26,7 +26,7 @@ from pathlib import Path
 from .memory import MODES, take_memory
 from .settings import RECIPES, TrainSettings, add_setting_options, recipe, settings_from_args
 
-HELP = "train the embedded PixelLM on the tabletop world (2 CPU cores, about 2 hours)"
+HELP = "train the embedded PixelLM on the tabletop world (2 CPU cores, about 2 hours 40 minutes)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -33,9 +33,9 @@ class TrainSettings:
     stage1_masks_per_scene: int = _knob(2, "stage 1 objects per scene whose masks are decoded each step", "stage1")
     # stage 2: the LLM (low-rank adapters, added token rows) + token projector + seg codebook
     stage2_steps: int = _knob(1000, "stage 2 optimizer steps", "stage2")
-    stage2_batch: int = _knob(16, "stage 2 questions per step", "stage2")
+    stage2_batch: int = _knob(32, "stage 2 questions per step", "stage2")
     questions_per_scene: int = _knob(
-        1, "stage 2 questions asked of one scene in one sequence: they read the scene's tokens once, each sees "
+        4, "stage 2 questions asked of one scene in one sequence: they read the scene's tokens once, each sees "
         "only those and itself", "stage2"
     )
     stage2_lr: float = _knob(1e-3, "stage 2 peak learning rate (one-cycle)", "stage2")
@@ -51,7 +51,7 @@ class TrainSettings:
     )
     prompt_distillation: float = _knob(1.0, "weight of the pull of seg prompts to stage 1's object prompts", "stage2")
     object_orders: str = _knob(
-        "left_to_right", "the orders the LLM reads the object slots in, comma-separated (model config OBJECT_ORDERS): "
+        "left_to_right,front_to_back", "the orders the LLM reads the object slots in, comma-separated (model config OBJECT_ORDERS): "
         "left_to_right, or also front_to_back (nearest the camera first)", "stage2"
     )
     object_neighbour_words: bool = _knob(

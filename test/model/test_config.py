@@ -109,12 +109,10 @@ def test_the_duplicate_radius_is_checked():
 def test_the_object_orders_are_checked_and_size_the_image_tokens():
     saved = json.loads((DEFAULT_MODEL_DIR / "pixellm_config.json").read_text())
     shipped = PixelLMConfig.from_dict(saved)
-    assert shipped.object_orders == ("left_to_right",)
-    assert PixelLMConfig.from_dict({k: v for k, v in saved.items() if k != "object_orders"}
-                                   ).object_orders == ("left_to_right",)  # a folder written before the setting
-    both = PixelLMConfig.from_dict({**shipped.to_dict(), "object_orders": ["left_to_right", "front_to_back"]})
-    assert both.object_orders == ("left_to_right", "front_to_back")
-    assert both.image_token_len == 2 * shipped.image_token_len == 2 * shipped.object_tokens * shipped.object_words
+    assert shipped.object_orders == ("left_to_right", "front_to_back")  # the shipped model reads both
+    one = PixelLMConfig.from_dict({k: v for k, v in saved.items() if k != "object_orders"})
+    assert one.object_orders == ("left_to_right",)  # a folder written before the setting
+    assert shipped.image_token_len == 2 * one.image_token_len == 2 * shipped.object_tokens * shipped.object_words
     for wrong in ([], ["left_to_right", "left_to_right"], ["top_down"]):
         with pytest.raises(ValueError, match="object_orders"):
             PixelLMConfig.from_dict({**shipped.to_dict(), "object_orders": wrong})
@@ -136,7 +134,7 @@ def test_the_neighbour_words_add_the_tag_words_and_need_tag_groups():
                                        ).object_neighbour_words  # a folder written before the setting
     named = PixelLMConfig.from_dict({**shipped.to_dict(), "object_neighbour_words": True})
     assert named.object_words == shipped.object_words + len(shipped.object_tag_groups)
-    assert named.image_token_len == shipped.object_tokens * named.object_words
+    assert named.image_token_len == shipped.object_tokens * named.object_words * len(shipped.object_orders)
     assert PixelLMConfig.from_dict(named.to_dict()).object_neighbour_words
     wordless = PixelLMConfig.from_dict({**named.to_dict(), "object_place_token_ids": []})  # words, not digits
     assert wordless.object_words == 1 + 2 * len(shipped.object_tag_groups)
