@@ -11,7 +11,11 @@ words the world never uses (``evaluation.paraphrase``, kept apart from training)
 ``paraphrase_comparison.json`` (paired bootstrap, templated -> paraphrased), and with a base
 report or model ``eval_base.json`` + ``comparison.json`` (paired bootstrap, base -> new), and
 ``eval_summary.json`` with the figures against the aims. Both comparisons are also made within each
-question kind and each number of targets (``COMPARISON_GROUPS``).
+question kind and each number of targets (``COMPARISON_GROUPS``). The held-out scenes are 224x224;
+with ``camera_images`` N it also asks N other held-out scenes at a camera's 480x640 (``CAMERA_SIZE``,
+templated): ``eval_camera.json``, and against the base ``eval_camera_base.json`` +
+``camera_comparison.json`` (the base's report is the ``eval_camera.json`` beside a base report JSON,
+or the base model asked the same).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from pixellm_ros.evaluation.evaluator import EvaluationReport, evaluate
 from pixellm_ros.evaluation.muse_data import load_muse
 from pixellm_ros.evaluation.paraphrase import paraphrased_instruction
 from pixellm_ros.world import generate_dataset
+from pixellm_ros.world.scene import CAMERA_SIZE
 
 EVAL_DATA_SEED = 20_240_601
 FINAL_EVAL_SEED = 1  # the 200 held-out scenes of the README's figures
@@ -113,10 +118,12 @@ def evaluate_run(
     base: str | os.PathLike[str] | None = None,
     device: str = "cpu",
     progress: bool = False,
+    camera_images: int = 0,
 ) -> dict[str, Any]:
     """The model in ``model_dir`` on ``num_images`` held-out scenes (world export ``seed``), templated
-    and paraphrased; ``base`` (a report JSON of the same scenes, or a model folder) is compared with
-    it. Writes ``out_dir`` (see the module docstring) and returns the summary."""
+    and paraphrased, and on ``camera_images`` held-out scenes at ``CAMERA_SIZE``; ``base`` (a report JSON
+    of the same scenes, or a model folder) is compared with it. Writes ``out_dir`` (see the module
+    docstring) and returns the summary."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = out / "data"
@@ -156,5 +163,36 @@ def evaluate_run(
         summary["base"] = {"source": str(base_path), **_figures(base_report)}
         summary["comparison"] = comparison.to_dict()
         summary["comparison_table"] = comparison.table()
+    if camera_images > 0:
+        summary.update(_camera_evaluation(model_dir, out, camera_images, seed, base, device, progress))
     (out / "eval_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _camera_evaluation(
+    model_dir: str | os.PathLike[str], out: Path, num_images: int, seed: int,
+    base: str | os.PathLike[str] | None, device: str, progress: bool,
+) -> dict[str, Any]:
+    """``evaluate_run``'s scenes at a camera's size (its summary's "camera" entries)."""
+    data = out / "data_camera"
+    world_eval_data(data, "heldout", num_images, seed, image_size=CAMERA_SIZE)
+    camera = evaluate_model_folder(model_dir, data, "heldout", num_images, device=device, seed=seed, progress=progress)
+    camera.write_json(out / "eval_camera.json")
+    summary: dict[str, Any] = {"camera": {"scenes": num_images, "size": list(CAMERA_SIZE), **_figures(camera)}}
+    base_report = None
+    if base is not None and Path(base).is_dir():
+        base_report = evaluate_model_folder(base, data, "heldout", num_images, device=device, seed=seed, progress=progress)
+    elif base is not None and (Path(base).parent / "eval_camera.json").is_file():
+        base_report = EvaluationReport.read_json(Path(base).parent / "eval_camera.json")
+    if base_report is not None:
+        base_report.write_json(out / "eval_camera_base.json")
+        try:
+            comparison = paired_bootstrap([asdict(r) for r in base_report.records], [asdict(r) for r in camera.records],
+                                          by=COMPARISON_GROUPS)
+        except ValueError as error:  # a base report of other camera scenes (another count or seed)
+            summary["camera_comparison_skipped"] = str(error)
+            return summary
+        comparison.write_json(out / "camera_comparison.json")
+        summary["camera_comparison"] = comparison.to_dict()
+        summary["camera_comparison_table"] = comparison.table()
     return summary

@@ -1,7 +1,7 @@
 """`pixellm-ros train`: train the embedded PixelLM on the tabletop world, on the CPU.
 
     pixellm-ros train --out runs/embedded [--recipe cpu|tiny] [--resume] [--export pixellm_ros/assets/default_model]
-                      [--stage1-from MODEL_DIR] [--eval-scenes 200 [--compare-with REPORT.json | MODEL_DIR]] [--<setting> value ...]
+                      [--stage1-from MODEL_DIR] [--eval-scenes 200 [--eval-camera-scenes 100] [--compare-with REPORT.json | MODEL_DIR]] [--<setting> value ...]
                       [--memory both|pages|keep|default]
 
 Every setting of ``training.settings.TrainSettings`` is an option (``--stage2-steps 800``); the
@@ -10,7 +10,9 @@ recipe gives the rest (``cpu``: the shipped model's). The run folder is describe
 win over the recipe); ``--stage1-from`` takes stage 1 from a model folder a run exported (stage 2
 only: its parts and prompt head, ``training.stage1.load_stage1_parts``); ``--export`` copies the model folder there; ``--eval-scenes N`` then scores
 it through the engine on N held-out scenes (``evaluation.world_eval.evaluate_run``: per kind, per target count,
-templated and paraphrased instructions, paired bootstrap against ``--compare-with``). ``--memory``:
+templated and paraphrased instructions, paired bootstrap against ``--compare-with``); what a run's first
+invocation asked for after training (``AFTER_OPTIONS``) is kept in the run folder, and a resumed run
+does it too unless told otherwise. ``--memory``:
 how the process takes its memory (``training.memory``; default: as the C library and torch come).
 """
 
@@ -20,13 +22,27 @@ import argparse
 import json
 import shutil
 import signal
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from .memory import MODES, take_memory
 from .settings import RECIPES, TrainSettings, add_setting_options, recipe, settings_from_args
 
 HELP = "train the embedded PixelLM on the tabletop world (2 CPU cores, about 2 hours 40 minutes)"
+AFTER_FILE = "after_training.json"
+
+
+@dataclass(frozen=True)
+class AfterTraining:
+    """What is done with the trained model: the options of these names (kept in the run folder)."""
+
+    export: str | None = None
+    eval_scenes: int = 0
+    eval_camera_scenes: int = 0
+    compare_with: str | None = None
+
+
+AFTER_OPTIONS = tuple(f.name for f in fields(AfterTraining))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,8 +53,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stage1-from", default=None, metavar="MODEL_DIR",
                         help="take stage 1 (object tokenizer, pixel decoder, prompt head) from a model folder a run "
                              "exported, e.g. pixellm_ros/assets/default_model, and train stage 2 only")
-    parser.add_argument("--eval-scenes", type=int, default=0,
-                        help="after training: held-out scenes for the evaluation against the shipped model (0: none)")
+    parser.add_argument("--eval-scenes", type=int, default=None,
+                        help="after training: held-out scenes for the evaluation against the shipped model (default "
+                             "0: none; with --resume, the run's first invocation's)")
+    parser.add_argument("--eval-camera-scenes", type=int, default=None,
+                        help="with --eval-scenes: also this many other held-out scenes at a camera's 480x640 "
+                             "(templated; default 0; with --resume, the run's first invocation's)")
     parser.add_argument("--compare-with", default=None,
                         help="with --eval-scenes: a report JSON of the same scenes, or a model folder, to compare with")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (the log still has every line)")
@@ -57,6 +77,18 @@ def resolved_settings(args: argparse.Namespace) -> TrainSettings:
         given = {k: v for k, v in asdict(settings_from_args(args)).items() if getattr(args, k, None) is not None}
         return recipe("cpu", **{**base, **given})
     return settings_from_args(args)
+
+
+def after_training(args: argparse.Namespace) -> AfterTraining:
+    """What is done with the trained model (export, evaluation): the options given, else, with
+    ``--resume``, what the run's first invocation asked (``AFTER_FILE`` in the run folder). Records the
+    answer there for the next resume."""
+    path = Path(args.out) / AFTER_FILE
+    saved = json.loads(path.read_text()) if args.resume and path.is_file() else {}
+    given = {name: getattr(args, name) for name in AFTER_OPTIONS if getattr(args, name) is not None}
+    after = AfterTraining(**{**{k: v for k, v in saved.items() if k in AFTER_OPTIONS}, **given})
+    path.write_text(json.dumps(asdict(after), indent=2) + "\n")
+    return after
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"{out} holds a run already: pass --resume to continue it, or use another --out")
         return 2
     (out / "settings.json").write_text(json.dumps(asdict(settings), indent=2) + "\n")
+    after = after_training(args)
+    if args.resume and after != AfterTraining():
+        print(f"after training, as the run asked: {after}", flush=True)
     stop: list[int] = []
 
     def request_stop(signum: int, frame: object) -> None:  # the step under way finishes, then a checkpoint
@@ -99,22 +134,26 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if args.export:
-        target = Path(args.export)
+    if after.export:
+        target = Path(after.export)
         if target.exists():
             shutil.rmtree(target)
         shutil.copytree(result.model_dir, target)
         print(f"exported the model to {target}")
-    if args.eval_scenes > 0:
+    if after.eval_scenes > 0:
         from pixellm_ros.evaluation.world_eval import evaluate_run
 
-        summary = evaluate_run(result.model_dir, out / "eval", args.eval_scenes, base=args.compare_with,
-                               progress=not args.no_progress)
+        summary = evaluate_run(result.model_dir, out / "eval", after.eval_scenes, base=after.compare_with,
+                               progress=not args.no_progress, camera_images=after.eval_camera_scenes)
         print(summary["new"]["table"])
         print(f"paraphrased instructions (gIoU gap {summary['paraphrase_gap_giou']:+.3f}):")
         print(summary["paraphrased"]["table"])
         if "comparison_table" in summary:
             print(summary["comparison_table"])
+        if "camera" in summary:
+            print(f"at a camera's size, {after.eval_camera_scenes} other scenes:")
+            print(summary["camera"]["table"])
+            print(summary.get("camera_comparison_table", summary.get("camera_comparison_skipped", "")))
     return 0
 
 

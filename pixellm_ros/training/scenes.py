@@ -27,10 +27,10 @@ from tqdm.auto import tqdm
 from pixellm_ros.engine.preprocess import preprocess_image
 from pixellm_ros.model.pixellm import PixelLMForCausalLM
 from pixellm_ros.world.ontology import COLOUR_NAMES, SHAPE_NAMES, SIZE_NAMES, Split
-from pixellm_ros.world.scene import Scene, sample_scene
+from pixellm_ros.world.scene import CAMERA_SIZE, Scene, sample_scene
 
 SQUARE_SIZE = (224, 224)
-WIDE_SIZE = (480, 640)
+WIDE_SIZE = CAMERA_SIZE
 _SALT = {"train": 11, "heldout": 29}
 OBJECT_FIELDS = ("x", "y", "radius", "colour", "shape", "size")
 

@@ -18,11 +18,11 @@ import torch
 from pixellm_ros.cli import main
 from pixellm_ros.engine import InvalidInputError, PixelLMEngine
 from pixellm_ros.engine.engine import DEFAULT_MODEL_DIR
-from pixellm_ros.evaluation.world_eval import COMPARISON_GROUPS, evaluate_model_folder, evaluate_run
+from pixellm_ros.evaluation.world_eval import COMPARISON_GROUPS, _camera_evaluation, evaluate_model_folder, evaluate_run
 from pixellm_ros.training.export import PROMPT_HEAD_FILE
 from pixellm_ros.training.run import new_embedded_model
 from pixellm_ros.training.stage1 import PromptHead, load_stage1_parts
-from pixellm_ros.world.scene import sample_scene
+from pixellm_ros.world.scene import CAMERA_SIZE, sample_scene
 
 # Measured on these 6 held-out scenes when the model was shipped (see README, "The embedded model").
 MEASURED = {"giou": 0.7505, "ciou": 0.7049, "count_accuracy": 0.7667}  # 2026-12-07, both orders, 32 questions a step (before: 0.6879 / 0.6217 / 0.767)
@@ -64,7 +64,7 @@ def test_a_run_evaluation_compares_overall_and_within_each_kind(tmp_path: Path) 
     against itself differs by nothing, overall and in every kind and target count its questions hold;
     the reworded questions are compared with the templated ones the same way."""
     torch.set_num_threads(1)
-    summary = evaluate_run(DEFAULT_MODEL_DIR, tmp_path, 2, base=DEFAULT_MODEL_DIR)
+    summary = evaluate_run(DEFAULT_MODEL_DIR, tmp_path, 2, base=DEFAULT_MODEL_DIR, camera_images=1)
     new = json.loads((tmp_path / "eval_new.json").read_text())
     comparison = json.loads((tmp_path / "comparison.json").read_text())
     kinds = sorted({q["kind"] for q in new["questions"]})
@@ -78,6 +78,19 @@ def test_a_run_evaluation_compares_overall_and_within_each_kind(tmp_path: Path) 
     reworded = json.loads((tmp_path / "paraphrase_comparison.json").read_text())
     assert sorted(reworded["by"]["kind"]) == kinds
     assert all(f"\n{kind} " in summary["comparison_table"] for kind in kinds)
+    # the camera's size: held-out scenes at 480x640, the model against itself again
+    camera = json.loads((tmp_path / "eval_camera.json").read_text())
+    image = cv2.imread(str(next((tmp_path / "data_camera" / "heldout" / "images").iterdir())))
+    assert image.shape[:2] == CAMERA_SIZE and summary["camera"]["size"] == list(CAMERA_SIZE)
+    assert all(m["base"] == m["new"] for m in summary["camera_comparison"]["metrics"].values())
+    # a base given as a report JSON is compared on the eval_camera.json beside it, when it holds the same questions
+    again = _camera_evaluation(DEFAULT_MODEL_DIR, tmp_path / "again", 1, 1, tmp_path / "eval_new.json", "cpu", False)
+    assert again["camera_comparison"]["num_questions"] == len(camera["questions"])
+    other = tmp_path / "other_base"
+    other.mkdir()
+    (other / "eval_camera.json").write_text(json.dumps({**camera, "questions": camera["questions"][1:]}))
+    skipped = _camera_evaluation(DEFAULT_MODEL_DIR, tmp_path / "again", 1, 1, other / "eval_new.json", "cpu", False)
+    assert "camera_comparison" not in skipped and "not of the same questions" in skipped["camera_comparison_skipped"]
 
 
 def test_the_objects_the_model_reads_are_the_scenes_objects() -> None:

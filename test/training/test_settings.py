@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
 
+from pixellm_ros.training import cli as train_cli
+from pixellm_ros.training.cli import AFTER_FILE, AfterTraining
 from pixellm_ros.training.settings import RECIPES, SETTING_FIELDS, TrainSettings, add_setting_options, recipe, settings_from_args
 
 
@@ -78,3 +82,22 @@ def test_a_run_resumed_with_another_step_count_follows_the_new_schedule() -> Non
     same, same_schedule = fresh(1300)
     _restore(same, same_schedule, saved)  # the same count: the schedule's own state
     assert same_schedule.state_dict() == first_schedule.state_dict()
+
+
+def test_a_resumed_run_does_after_training_what_its_first_invocation_asked(tmp_path: Path) -> None:
+    """`train --out RUN --eval-scenes 200 --compare-with R`, stopped, then `train --out RUN --resume`:
+    the resumed run still evaluates against R (and exports where it was asked to); an option given on
+    resume wins, and is what the next resume does."""
+    parser = argparse.ArgumentParser()
+    train_cli.add_arguments(parser)
+
+    def after(*options: str) -> AfterTraining:
+        return train_cli.after_training(parser.parse_args(["--out", str(tmp_path), *options]))
+
+    first = after("--eval-scenes", "200", "--compare-with", "base.json", "--export", "exported")
+    assert first == AfterTraining(export="exported", eval_scenes=200, compare_with="base.json")
+    assert json.loads((tmp_path / AFTER_FILE).read_text())["eval_scenes"] == 200
+    assert after("--resume") == first
+    assert after("--resume", "--eval-scenes", "0") == dataclasses.replace(first, eval_scenes=0)
+    assert after("--resume").eval_scenes == 0
+    assert after() == AfterTraining()  # not a resume: nothing is taken from the folder
