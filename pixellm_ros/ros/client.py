@@ -86,11 +86,15 @@ class PixelLMClient:
                  request_depth: int = DEFAULT_REQUEST_DEPTH, ros_node: Any = None) -> None:
         """``ros_node``: an rclpy node of the caller's, spun by the caller's executor, to create the
         client's entities on (its context decides the domain: ``domain_id`` and ``name`` are then
-        unused). None: the client's own node ``name`` on ``domain_id`` (None: ROS_DOMAIN_ID)."""
+        unused); make the client before that executor spins the node (in the node's ``__init__``, as
+        rclpy's examples make their clients): an ActionClient added to a node being spun can raise
+        in the executor (ros2/rclpy#1589). None: the client's own node ``name`` on ``domain_id``
+        (None: ROS_DOMAIN_ID)."""
         self.node_name = node if node.startswith("/") else "/" + node
         if ros_node is not None and domain_id is not None:
             raise ValueError("domain_id is the given ros_node's: its context is already on a domain")
-        self._background = BackgroundNode(name, domain_id, threads=2) if ros_node is None else None
+        # its own node spins once the entities are made (spinning.BackgroundNode's start: rclpy#1589)
+        self._background = BackgroundNode(name, domain_id, threads=2, start=False) if ros_node is None else None
         self._ros_node = ros_node if ros_node is not None else self._background.node
         request_qos = client_request_qos(request_depth)
         # On the caller's node, a group of the client's own: its replies are delivered while one of the
@@ -113,6 +117,8 @@ class PixelLMClient:
         self._spin_hint = "" if ros_node is None else (
             ": is the given ros_node spun by an executor that is free to run the client's callbacks "
             "(another thread, or a MultiThreadedExecutor)?")
+        if self._background is not None:
+            self._background.start()
 
     @property
     def ros_node(self) -> Any:

@@ -234,9 +234,12 @@ class BackgroundNode:
     running); the BackgroundNodes of one domain share it (``_SharedContexts``): one participant,
     each node with its own executor and thread. ``domain_id`` None takes ROS_DOMAIN_ID.
     ``threads`` > 1 gives a multi-threaded executor, so one slow callback does not hold up the others.
+    ``start`` False: the thread starts at ``start()``, so that entities rclpy cannot add to a spinning
+    node safely are made first (an ActionClient joins its node's waitables before it has its lock, and
+    an executor building its wait set in between raises: ros2/rclpy#1589, fixed after Kilted's rclpy).
     """
 
-    def __init__(self, name: str, domain_id: int | None = None, threads: int = 1) -> None:
+    def __init__(self, name: str, domain_id: int | None = None, threads: int = 1, start: bool = True) -> None:
         self.context = _shared_contexts.acquire(domain_id)
         try:
             self.node = rclpy.create_node(name, context=self.context)
@@ -252,7 +255,13 @@ class BackgroundNode:
         self._closed = False
         self.errors: list[str] = []  # tracebacks of callbacks that raised (each also printed)
         self._thread = threading.Thread(target=self._spin, name=f"{name}_spin", daemon=True)
-        self._thread.start()
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Start spinning (once; again: no-op)."""
+        if not self._thread.is_alive() and not self._closed:
+            self._thread.start()
 
     def _spin(self) -> None:
         """Spin until ``close``. An exception out of a callback ends rclpy's ``spin``; it is logged
@@ -277,6 +286,7 @@ class BackgroundNode:
             return
         self._closed = True
         self.executor.shutdown()
-        self._thread.join(join_timeout)
+        if self._thread.ident is not None:  # started
+            self._thread.join(join_timeout)
         self.node.destroy_node()
         _shared_contexts.release(self.context)

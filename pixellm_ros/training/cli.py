@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     (out / "settings.json").write_text(json.dumps(asdict(settings), indent=2) + "\n")
     after = after_training(args)
     if args.resume and after != AfterTraining():
-        print(f"after training, as the run asked: {after}", flush=True)
+        print(f"after training: {after}", flush=True)
     stop: list[int] = []
 
     def request_stop(signum: int, frame: object) -> None:  # the step under way finishes, then a checkpoint

@@ -159,3 +159,29 @@ def test_repeated_signals_through_the_whole_exit_never_kill_the_process(domain_i
         if process.poll() is None:
             process.kill()
         log.close()
+
+
+def test_a_background_node_can_make_its_entities_before_it_spins(lone_domain_id: int) -> None:
+    """``start=False``: nothing spins until ``start()`` (PixelLMClient makes its ActionClient first:
+    rclpy#1589); a node closed unstarted closes cleanly."""
+    unstarted = BackgroundNode("spinning_test_unstarted", lone_domain_id, start=False)
+    unstarted.close()
+    assert unstarted._thread.ident is None  # closed without ever spinning
+    background = BackgroundNode("spinning_test_later", lone_domain_id, threads=2, start=False)
+    heard: list[str] = []
+    try:
+        background.node.create_subscription(String, "spinning_test_later", lambda msg: heard.append(msg.data), 10)
+        publisher = background.node.create_publisher(String, "spinning_test_later", 10)
+        assert not background._thread.is_alive()
+        background.start()
+        background.start()  # again: no-op
+        assert background._thread.is_alive()
+
+        def publish_and_check() -> bool:
+            publisher.publish(String(data="later"))
+            return "later" in heard
+
+        assert wait_until(publish_and_check, timeout=20, interval=0.2)
+    finally:
+        background.close()
+    assert not background._thread.is_alive() and background.errors == []
