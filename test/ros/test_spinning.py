@@ -13,6 +13,16 @@ from pixellm_ros.ros.spinning import BackgroundNode, GroupOutbox, JoiningExecuto
 from support.dds import wait_until
 
 
+def _heard_when_published(publisher, heard: list[str], text: str) -> bool:  # type: ignore[no-untyped-def]
+    """Publish ``text`` until it is in ``heard`` (20 s at most)."""
+
+    def publish_and_check() -> bool:
+        publisher.publish(String(data=text))
+        return text in heard
+
+    return wait_until(publish_and_check, timeout=20, interval=0.2)
+
+
 def test_background_nodes_share_one_participant_talk_over_dds_and_close_cleanly(lone_domain_id: int) -> None:
     # a domain of their own: the session's client (also a BackgroundNode) would hold the context open
     listener = BackgroundNode("spinning_test_listener", lone_domain_id, threads=1)
@@ -24,12 +34,8 @@ def test_background_nodes_share_one_participant_talk_over_dds_and_close_cleanly(
         publisher = talker.node.create_publisher(String, "spinning_test", 10)
         assert wait_until(lambda: publisher.get_subscription_count() > 0, timeout=20), "no match over DDS"
 
-        def publish_and_check() -> bool:
-            publisher.publish(String(data="hello"))
-            return "hello" in heard
-
         # delivered by the listener's own spinning thread while this thread only waits
-        assert wait_until(publish_and_check, timeout=20, interval=0.2)
+        assert _heard_when_published(publisher, heard, "hello")
     finally:
         listener.close()
     assert not listener._thread.is_alive() and talker.context.ok()  # the talker still uses the context
@@ -176,12 +182,7 @@ def test_a_background_node_can_make_its_entities_before_it_spins(lone_domain_id:
         background.start()
         background.start()  # again: no-op
         assert background._thread.is_alive()
-
-        def publish_and_check() -> bool:
-            publisher.publish(String(data="later"))
-            return "later" in heard
-
-        assert wait_until(publish_and_check, timeout=20, interval=0.2)
+        assert _heard_when_published(publisher, heard, "later")
     finally:
         background.close()
     assert not background._thread.is_alive() and background.errors == []
