@@ -82,10 +82,11 @@ def resolved_settings(args: argparse.Namespace) -> TrainSettings:
 def after_training(args: argparse.Namespace) -> AfterTraining:
     """What is done with the trained model (export, evaluation): the options given, else, with
     ``--resume``, what the run's first invocation asked (``AFTER_FILE`` in the run folder). Records the
-    answer there for the next resume."""
+    answer there for the next resume, its paths absolute (a resume may start elsewhere)."""
     path = Path(args.out) / AFTER_FILE
     saved = json.loads(path.read_text()) if args.resume and path.is_file() else {}
     given = {name: getattr(args, name) for name in AFTER_OPTIONS if getattr(args, name) is not None}
+    given.update({name: str(Path(given[name]).absolute()) for name in ("export", "compare_with") if name in given})
     after = AfterTraining(**{**{k: v for k, v in saved.items() if k in AFTER_OPTIONS}, **given})
     path.write_text(json.dumps(asdict(after), indent=2) + "\n")
     return after
