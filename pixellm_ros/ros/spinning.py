@@ -236,7 +236,7 @@ class BackgroundNode:
     ``threads`` > 1 gives a multi-threaded executor, so one slow callback does not hold up the others.
     ``start`` False: the thread starts at ``start()``, so that entities rclpy cannot add to a spinning
     node safely are made first (an ActionClient joins its node's waitables before it has its lock, and
-    an executor building its wait set in between raises: ros2/rclpy#1589, fixed after Kilted's rclpy).
+    an executor building its wait set in between raises: ros2/rclpy#1589, in the rclpy of the Kilted wheels).
     """
 
     def __init__(self, name: str, domain_id: int | None = None, threads: int = 1, start: bool = True) -> None:
@@ -259,8 +259,8 @@ class BackgroundNode:
             self.start()
 
     def start(self) -> None:
-        """Start spinning (once; again: no-op)."""
-        if not self._thread.is_alive() and not self._closed:
+        """Start spinning (once; again, or after ``close``: no-op)."""
+        if self._thread.ident is None and not self._closed:
             self._thread.start()
 
     def _spin(self) -> None:
