@@ -105,6 +105,14 @@ def read_aims(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _compared(base: EvaluationReport, new: EvaluationReport, out: Path, prefix: str) -> dict[str, Any]:
+    """The paired bootstrap base -> new (overall and within ``COMPARISON_GROUPS``), written to
+    ``out/{prefix}comparison.json``; the summary's ``{prefix}comparison`` and ``{prefix}comparison_table``."""
+    comparison = paired_bootstrap([asdict(r) for r in base.records], [asdict(r) for r in new.records], by=COMPARISON_GROUPS)
+    comparison.write_json(out / f"{prefix}comparison.json")
+    return {f"{prefix}comparison": comparison.to_dict(), f"{prefix}comparison_table": comparison.table()}
+
+
 def _figures(report: EvaluationReport) -> dict[str, Any]:
     return {"overall": report.overall, "per_kind": report.per_kind, "per_target_count": report.per_target_count,
             "table": report.table()}
@@ -134,9 +142,6 @@ def evaluate_run(
     reworded = evaluate_model_folder(model_dir, data, "heldout", num_images, device=device, seed=seed,
                                      progress=progress, paraphrased=True)
     reworded.write_json(out / "eval_paraphrased.json")
-    to_paraphrase = paired_bootstrap([asdict(r) for r in new.records], [asdict(r) for r in reworded.records],
-                                     by=COMPARISON_GROUPS)
-    to_paraphrase.write_json(out / "paraphrase_comparison.json")
     gap = new.overall["giou"] - reworded.overall["giou"]
     summary: dict[str, Any] = {
         "scenes": num_images, "seed": seed, "questions": new.overall["num_questions"],
@@ -144,8 +149,7 @@ def evaluate_run(
         "paraphrased": _figures(reworded),
         "paraphrase_gap_giou": gap,
         "paraphrase_aim": {"value": gap, "aim": PARAPHRASE_GAP_AIM, "met": gap <= PARAPHRASE_GAP_AIM},
-        "paraphrase_comparison": to_paraphrase.to_dict(),
-        "paraphrase_comparison_table": to_paraphrase.table(),
+        **_compared(new, reworded, out, "paraphrase_"),
         "new_seconds": new_seconds,
         "seconds_per_question": new_seconds / max(new.overall["num_questions"], 1),
     }
@@ -157,12 +161,8 @@ def evaluate_run(
         else:
             base_report = EvaluationReport.read_json(base_path)
         base_report.write_json(out / "eval_base.json")
-        comparison = paired_bootstrap([asdict(r) for r in base_report.records], [asdict(r) for r in new.records],
-                                      by=COMPARISON_GROUPS)
-        comparison.write_json(out / "comparison.json")
         summary["base"] = {"source": str(base_path), **_figures(base_report)}
-        summary["comparison"] = comparison.to_dict()
-        summary["comparison_table"] = comparison.table()
+        summary.update(_compared(base_report, new, out, ""))
     if camera_images > 0:
         summary.update(_camera_evaluation(model_dir, out, camera_images, seed, base, device, progress))
     (out / "eval_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -187,12 +187,7 @@ def _camera_evaluation(
     if base_report is not None:
         base_report.write_json(out / "eval_camera_base.json")
         try:
-            comparison = paired_bootstrap([asdict(r) for r in base_report.records], [asdict(r) for r in camera.records],
-                                          by=COMPARISON_GROUPS)
+            summary.update(_compared(base_report, camera, out, "camera_"))
         except ValueError as error:  # a base report of other camera scenes (another count or seed)
             summary["camera_comparison_skipped"] = str(error)
-            return summary
-        comparison.write_json(out / "camera_comparison.json")
-        summary["camera_comparison"] = comparison.to_dict()
-        summary["camera_comparison_table"] = comparison.table()
     return summary

@@ -36,7 +36,7 @@ import numpy as np
 
 from pixellm_ros.world.geometry import CameraModel, camera_model
 from pixellm_ros.world.objects import SceneObject
-from pixellm_ros.world.scene import Scene, sample_scene
+from pixellm_ros.world.scene import CAMERA_SIZE, Scene, sample_scene
 from pixellm_ros.world.surfaces import CameraSpec, SurfaceSpec, render_surface
 
 TEXEL_M = 0.0015  # table texture resolution: about one image pixel at the image centre's depth (640x480)
@@ -195,7 +195,7 @@ class MovingWorld:
 
     # ------------------------------------------------------------------ building a world
     @classmethod
-    def sample(cls, rng: np.random.Generator, size: tuple[int, int] = (480, 640), duration_s: float = 30.0,
+    def sample(cls, rng: np.random.Generator, size: tuple[int, int] = CAMERA_SIZE, duration_s: float = 30.0,
                motion: MotionSpec | None = None, min_objects: int = 4, max_objects: int = 7) -> "MovingWorld":
         """A random world: a tabletop scene (``sample_scene``) at the first pose, its objects put on
         the table, and pushes and occlusions drawn over ``duration_s`` seconds."""

@@ -40,7 +40,7 @@ from pixellm_ros.world.surfaces import (
     sensor_noise,
 )
 
-CAMERA_SIZE = (480, 640)  # (height, width) of a camera's frames: the camera simulator's, a quarter of training's scenes
+CAMERA_SIZE = (480, 640)  # (height, width) of a camera's frames: moving worlds', a quarter of training's scenes (ros/camera_sim.py and ros/demo.py restate it as their parameters' defaults)
 MIN_VISIBLE_FRACTION = 0.6  # an object at least this much visible stays recognisable
 MIN_VISIBLE_PIXELS = 12
 MIN_IMAGE_SIDE = 64
