@@ -31,9 +31,12 @@ def smooth(values: Sequence[float], window: int) -> np.ndarray:
     return (cumulative[1:] - cumulative[np.arange(1, data.size + 1) - counts]) / counts
 
 
-def plot_loss_curve(history: Mapping[str, Sequence[Mapping[str, float]]], path: str | os.PathLike[str]) -> Path | None:
+def plot_loss_curve(history: Mapping[str, Sequence[Mapping[str, float]]], path: str | os.PathLike[str],
+                    untrained: Mapping[str, str] | None = None) -> Path | None:
     """One panel per stage of ``history`` ({"stage1": rows, "stage2": rows}, one row per step with
-    "step" and the losses). Writes the PNG and returns its path; None (and a warning) without matplotlib."""
+    "step" and the losses). ``untrained`` says, per stage this run did not train (stage 1 taken from
+    another model), where it came from: its panel says so instead of standing empty. Writes the PNG
+    and returns its path; None (and a warning) without matplotlib."""
     plt = _pyplot()
     if plt is None:
         return None
@@ -50,6 +53,11 @@ def plot_loss_curve(history: Mapping[str, Sequence[Mapping[str, float]]], path: 
                     ax.plot(steps, smooth([row[curve] for row in rows], window), label=curve)
             ax.set_yscale("log")
             ax.legend(fontsize=8)
+        elif untrained and key in untrained:
+            ax.text(0.5, 0.5, f"not trained in this run:\ntaken from {untrained[key]}", ha="center", va="center",
+                    wrap=True, transform=ax.transAxes)
+            ax.set_xticks([])
+            ax.set_yticks([])
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)

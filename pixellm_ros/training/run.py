@@ -152,18 +152,20 @@ class _Stage:
 
 
 def _run_stage(stage: _Stage, settings: TrainSettings, history: dict[str, list[dict[str, float]]], out: Path,
-               say: Callable[[str], None], progress: bool, stop_requested: Callable[[str, int], bool]) -> None:
+               say: Callable[[str], None], progress: bool, stop_requested: Callable[[str, int], bool]) -> str | None:
     """Train ``stage`` to its step count from its checkpoint, if any (a finished stage given more steps goes on):
-    clipped AdamW steps on the one-cycle schedule, a checkpoint every ``checkpoint_minutes`` and at the end."""
+    clipped AdamW steps on the one-cycle schedule, a checkpoint every ``checkpoint_minutes`` and at the end.
+    Returns where the stage was taken from when its checkpoint says it was not trained here ("from"), else None."""
     label = stage.name.replace("stage", "stage ")
     scheduler = _one_cycle(stage.optimizer, stage.lr, stage.steps)
-    step, done = 0, False
+    step, done, origin = 0, False, None
     if stage.path.is_file():
         saved = torch.load(stage.path, weights_only=False)
         stage.load(saved)
         _restore(stage.optimizer, scheduler, saved)
         step = saved["step"]
         done = saved["done"] and step >= stage.steps
+        origin = saved.get("from")
         say(f"{label}: resumed at step {step}{' (done)' if done else ''}")
 
     def save(finished: bool) -> None:
@@ -196,6 +198,7 @@ def _run_stage(stage: _Stage, settings: TrainSettings, history: dict[str, list[d
     bar.close()
     if not done:
         save(True)
+    return origin
 
 
 def engine_report(model: PixelLMForCausalLM, tokenizer: BPETokenizer, data: Path, limit: int | None = None) -> EvaluationReport:
@@ -273,11 +276,11 @@ def train(out_dir: str | os.PathLike[str], settings: TrainSettings, resume: bool
             module.load_state_dict(state)
         prompt_head.load_state_dict(saved["prompt_head"])
 
-    _run_stage(_Stage("stage1", out / STAGE1_FILE, settings.stage1_steps, params,
-                      stage1_optimizer, settings.stage1_lr,
-                      stage1_step, stage1_load, stage1_state,
-                      log_every=50, postfix=("total", "mask_dice")),
-               settings, history, out, say, progress, stop_requested)
+    stage1_origin = _run_stage(_Stage("stage1", out / STAGE1_FILE, settings.stage1_steps, params,
+                                      stage1_optimizer, settings.stage1_lr,
+                                      stage1_step, stage1_load, stage1_state,
+                                      log_every=50, postfix=("total", "mask_dice")),
+                               settings, history, out, say, progress, stop_requested)
     seconds["stage1"] = time.monotonic() - mark
     for module in modules:
         module.requires_grad_(False)
@@ -321,8 +324,8 @@ def train(out_dir: str | os.PathLike[str], settings: TrainSettings, resume: bool
         say("held-out look (engine): " + " ".join(f"{k} {v}" for k, v in report.overall.items()))
     seconds["evaluation"] = time.monotonic() - mark
     (out / "history.json").write_text(json.dumps(history))
-    plot_loss_curve(history, out / "loss_curve.png")
-    summary = {"settings": asdict(settings), "stage1_from": None if stage1_from is None else str(stage1_from),
+    plot_loss_curve(history, out / "loss_curve.png", untrained={} if stage1_origin is None else {"stage1": stage1_origin})
+    summary = {"settings": asdict(settings), "stage1_from": stage1_origin,
                "seconds": seconds, "evaluation": evaluation,
                "model_bytes": sum(p.stat().st_size for p in model_dir.iterdir())}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -298,7 +298,8 @@ def test_a_finished_run_resumed_with_more_steps_goes_on(tmp_path: Path) -> None:
 def test_a_run_takes_stage1_from_an_exported_folder(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """``train(stage1_from=folder)`` (``--stage1-from``): stage 1's parts and prompt head are the folder's
     (float16, as exported), no stage-1 step is trained, stage 2 runs and exports a folder that can
-    seed the next such run; a folder without the prompt head is refused, naming the file."""
+    seed the next such run, and the run's summary names the folder, resumed or not (its loss curve's
+    stage-1 panel says so); a folder without the prompt head is refused, naming the file."""
     from safetensors.torch import load_file
 
     _, first = run
@@ -320,6 +321,9 @@ def test_a_run_takes_stage1_from_an_exported_folder(run, tmp_path: Path) -> None
     for key, value in load_file(str(first.model_dir / PROMPT_HEAD_FILE)).items():
         assert torch.equal(head[key], value.float()), key
     assert (second.model_dir / PROMPT_HEAD_FILE).is_file()
+    assert json.loads((tmp_path / "second" / "summary.json").read_text())["stage1_from"] == str(first.model_dir)
+    train(tmp_path / "second", recipe("tiny", stage2_steps=3), resume=True, progress=False, log=lambda line: None)
+    assert json.loads((tmp_path / "second" / "summary.json").read_text())["stage1_from"] == str(first.model_dir)
 
     bare = tmp_path / "bare"
     bare.mkdir()
