@@ -6,9 +6,12 @@ shipped object tokenizer and decoder), timed for each layout: ``questions`` per 
 ``per_scene`` to a sequence (the training settings ``stage2_batch`` and ``questions_per_scene``). The
 first layout is the recipe's before packing (16 questions, one a sequence; the shipped recipe's is
 32x4); the others are printed as its multiple in questions per second, with the tokens each step reads.
+``--frozen both`` times each layout twice, its steps interleaved: the LLM's frozen weights cast by
+autocast on every forward (``cast``, as before ``stage2.frozen_weights_in``) and held in bfloat16
+(``held``, as `pixellm-ros train` does); the held rows are printed as the cast ones' multiple too.
 
     python benchmarks/bench_stage2_packing.py [--scenes 96] [--steps 4] [--threads 2] [--object-orders O]
-                                              [--layouts 32x4,16x1] [--memory both]
+                                              [--layouts 32x4,16x1] [--memory both] [--frozen held|cast|both]
     python benchmarks/bench_stage2_packing.py --smoke   # 12 scenes, one step a layout
 """
 
@@ -48,6 +51,8 @@ def main() -> None:
                         help="QxN,...: Q questions a step asked N to a sequence (default: the five above)")
     parser.add_argument("--memory", choices=sorted(MODES), default="default",
                         help="the process's memory settings (training.memory; `pixellm-ros train --memory`)")
+    parser.add_argument("--frozen", choices=("held", "cast", "both"), default="held",
+                        help="the frozen LLM weights held in bfloat16 (as training does), cast on every forward, or both")
     add_smoke_argument(parser)
     args = parser.parse_args()
     if args.smoke:
@@ -65,6 +70,7 @@ def main() -> None:
     from pixellm_ros.training.stage2 import (
         add_adapters,
         draw_examples,
+        frozen_weights_in,
         pack_rows,
         prepare_scenes,
         stage2_loss,
@@ -84,39 +90,52 @@ def main() -> None:
         pool = build_pool(model, args.scenes, "train", settings.seed, settings.wide_scene_share, folder, progress=False)
     scenes = prepare_scenes(model, prompt_head, pool)
 
+    modes = ("cast", "held") if args.frozen == "both" else (args.frozen,)
     rows = []
     for questions, per_scene in layouts:
-        times, tokens, faults = [], [], []
+        times: dict[str, list[float]] = {mode: [] for mode in modes}
+        faults: dict[str, list[int]] = {mode: [] for mode in modes}
+        tokens = []
         for step in range(args.steps + 1):
             groups = draw_examples(scenes, pool, questions, settings.seed, step, settings.phrasing_rate,
                                    settings.none_rate, settings.typo_rate, per_scene)
             packed = pack_rows(tokenizer, model.config, groups)
-            began, faulted = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-            losses = stage2_loss(model, tokenizer, scenes, groups, settings.prompt_distillation)
-            optimizer.zero_grad(set_to_none=True)
-            losses.total.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            if step > 0:
-                times.append(time.perf_counter() - began)
-                faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faulted)
-                # text tokens plus the image tokens each sequence holds instead of its placeholder
-                tokens.append(int(packed.attention.sum()) + len(groups) * (model.config.image_token_len - 1))
-        rows.append({"questions": questions, "per_scene": per_scene, "step_s": statistics.median(times),
-                     "tokens": statistics.mean(tokens), "page_faults": statistics.median(faults),
-                     # the first and the last quarter of the steps: whether a long run's steps slow down
-                     "first_s": statistics.median(times[: max(1, len(times) // 4)]),
-                     "last_s": statistics.median(times[-max(1, len(times) // 4):])})
+            # text tokens plus the image tokens each sequence holds instead of its placeholder
+            tokens.append(int(packed.attention.sum()) + len(groups) * (model.config.image_token_len - 1))
+            for mode in modes:  # interleaved: the same steps, the same state of the process
+                with frozen_weights_in(model, torch.bfloat16 if mode == "held" else torch.float32):
+                    began, faulted = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                    losses = stage2_loss(model, tokenizer, scenes, groups, settings.prompt_distillation)
+                    optimizer.zero_grad(set_to_none=True)
+                    losses.total.backward()
+                    torch.nn.utils.clip_grad_norm_(params, 1.0)
+                    optimizer.step()
+                    if step > 0:
+                        times[mode].append(time.perf_counter() - began)
+                        faults[mode].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faulted)
+        for mode in modes:
+            spent = times[mode]
+            rows.append({"questions": questions, "per_scene": per_scene, "frozen": mode,
+                         "step_s": statistics.median(spent), "tokens": statistics.mean(tokens[1:]),
+                         "page_faults": statistics.median(faults[mode]),
+                         # the first and the last quarter of the steps: whether a long run's steps slow down
+                         "first_s": statistics.median(spent[: max(1, len(spent) // 4)]),
+                         "last_s": statistics.median(spent[-max(1, len(spent) // 4):])})
     base = rows[0]["questions"] / rows[0]["step_s"]
     print(f"stage-2 steps, {args.threads} threads, median of {args.steps}, object orders {settings.object_orders}, "
           f"memory {args.memory} (taken: {', '.join(taken) or 'nothing'}); base: {layouts[0][0]} questions "
-          f"{layouts[0][1]} to a sequence")
-    print("questions | per sequence | tokens a step | s a step | page faults a step | questions/s vs base")
-    for row in rows:
+          f"{layouts[0][1]} to a sequence, frozen weights {modes[0]}")
+    print("questions | per sequence | frozen | tokens a step | s a step | page faults a step | questions/s vs base"
+          + (" | held vs cast" if len(modes) == 2 else ""))
+    for index, row in enumerate(rows):
         row["speedup"] = row["questions"] / row["step_s"] / base
-        print(f"{row['questions']:9d} | {row['per_scene']:12d} | {row['tokens']:13.0f} | {row['step_s']:8.2f} | "
-              f"{row['page_faults']:18.0f} | {row['speedup']:.2f}x")
-    report({"layouts": rows, "memory": args.memory, "memory_taken": taken})
+        line = (f"{row['questions']:9d} | {row['per_scene']:12d} | {row['frozen']:6s} | {row['tokens']:13.0f} | "
+                f"{row['step_s']:8.2f} | {row['page_faults']:18.0f} | {row['speedup']:.2f}x")
+        if len(modes) == 2 and row["frozen"] == "held":
+            row["held_vs_cast"] = rows[index - 1]["step_s"] / row["step_s"]
+            line += f" | {row['held_vs_cast']:.2f}x"
+        print(line)
+    report({"layouts": rows, "memory": args.memory, "memory_taken": taken, "frozen": args.frozen})
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ from .plotting import plot_loss_curve
 from .scenes import build_pool
 from .settings import TrainSettings
 from .stage1 import PromptHead, draw_batch, load_stage1_parts, stage1_head_file, stage1_loss, stage1_modules
-from .stage2 import add_adapters, draw_examples, prepare_scenes, stage2_loss, stage2_parameters
+from .stage2 import add_adapters, draw_examples, frozen_weights_in, prepare_scenes, stage2_loss, stage2_parameters
 
 STAGE1_FILE = "stage1.pt"
 STAGE2_FILE = "stage2.pt"
@@ -300,12 +300,13 @@ def train(out_dir: str | os.PathLike[str], settings: TrainSettings, resume: bool
         losses = stage2_loss(model, tokenizer, scenes, groups, settings.prompt_distillation)
         return losses.total, {"token_ce": losses.token_ce, "distillation": losses.distillation}
 
-    _run_stage(_Stage("stage2", out / STAGE2_FILE, settings.stage2_steps, params,
-                      torch.optim.AdamW(params, lr=settings.stage2_lr, weight_decay=0.0), settings.stage2_lr,
-                      stage2_step, lambda saved: model.load_state_dict(saved["trainable"], strict=False),
-                      lambda: {"trainable": {k: v for k, v in model.state_dict().items() if k in trainable}},
-                      log_every=25, postfix=("token_ce", "distillation")),
-               settings, history, out, say, progress, stop_requested)
+    with frozen_weights_in(model):
+        _run_stage(_Stage("stage2", out / STAGE2_FILE, settings.stage2_steps, params,
+                          torch.optim.AdamW(params, lr=settings.stage2_lr, weight_decay=0.0), settings.stage2_lr,
+                          stage2_step, lambda saved: model.load_state_dict(saved["trainable"], strict=False),
+                          lambda: {"trainable": {k: v for k, v in model.state_dict().items() if k in trainable}},
+                          log_every=25, postfix=("token_ce", "distillation")),
+                   settings, history, out, say, progress, stop_requested)
     seconds["stage2"] = time.monotonic() - mark
 
     # ------------------------------------------------------------------ export and a first look

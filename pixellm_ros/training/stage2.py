@@ -14,6 +14,8 @@ LLM's prompts into the masks stage 1 taught it. The image side of every scene is
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +41,7 @@ from .stage1 import PromptHead
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 MATCH_RADIUS = 0.6  # a detection within this many radii of an object's centre is that object
+AUTOCAST_DTYPE = torch.bfloat16  # the LLM's forward in stage 2 (CPU autocast)
 
 
 @dataclass
@@ -108,6 +111,30 @@ def add_adapters(model: PixelLMForCausalLM, tokenizer: BPETokenizer, rank: int) 
     inject_adapter_in_model(config, model.language_model)
     for name, parameter in model.language_model.named_parameters():
         parameter.requires_grad_("lora_" in name or "trainable_tokens" in name)
+
+
+@contextmanager
+def frozen_weights_in(model: PixelLMForCausalLM, dtype: torch.dtype = AUTOCAST_DTYPE) -> Iterator[int]:
+    """Within: the frozen Linear weights of the LLM's layers (the adapters' base layers) held in
+    ``dtype``, the autocast type of ``stage2_loss``; on leaving, their float32 originals back.
+
+    Autocast casts a frozen float32 weight on every forward (it caches only the casts of weights that
+    are trained): 106 M parameters a step, cast and allocated anew, for the same values. Held in the
+    autocast type, the forward reads them as they are and computes exactly what the cast would have
+    given (the same rounding), losses and gradients bit for bit. Yields how many weights it holds."""
+    if dtype == torch.float32:
+        yield 0
+        return
+    originals: dict[torch.nn.Linear, torch.nn.Parameter] = {}
+    for module in model.language_model.model.layers.modules():
+        if isinstance(module, torch.nn.Linear) and not module.weight.requires_grad and module.weight.dtype != dtype:
+            originals[module] = module.weight
+            module.weight = torch.nn.Parameter(module.weight.detach().to(dtype), requires_grad=False)
+    try:
+        yield len(originals)
+    finally:
+        for module, weight in originals.items():
+            module.weight = weight
 
 
 def stage2_parameters(model: PixelLMForCausalLM) -> list[torch.nn.Parameter]:
@@ -239,7 +266,7 @@ def branch_attention(branch: torch.Tensor, attention: torch.Tensor) -> tuple[tor
 
 def stage2_loss(
     model: PixelLMForCausalLM, tokenizer: BPETokenizer, scenes: Stage2Scenes, groups: list[list[Example]],
-    distillation_weight: float, dtype: torch.dtype = torch.bfloat16,
+    distillation_weight: float, dtype: torch.dtype = AUTOCAST_DTYPE,
 ) -> Stage2Losses:
     """The losses of one step over ``groups`` (``draw_examples``): each group one sequence, its
     questions reading their scene's tokens once (``pack_rows``, ``branch_attention``). ``dtype``: the

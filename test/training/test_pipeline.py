@@ -18,7 +18,15 @@ from pixellm_ros.training.run import STAGE1_FILE, STAGE2_FILE, new_embedded_mode
 from pixellm_ros.training.scenes import build_pool
 from pixellm_ros.training.settings import recipe
 from pixellm_ros.training.stage1 import PromptHead
-from pixellm_ros.training.stage2 import branch_attention, draw_examples, pack_rows, prepare_scenes, stage2_loss
+from pixellm_ros.training.stage2 import (
+    branch_attention,
+    draw_examples,
+    frozen_weights_in,
+    pack_rows,
+    prepare_scenes,
+    stage2_loss,
+    stage2_parameters,
+)
 from pixellm_ros.world.ontology import COLOUR_NAMES, SHAPE_NAMES, SIZE_NAMES
 from pixellm_ros.world.scene import sample_scene
 
@@ -242,6 +250,37 @@ def test_packed_questions_give_the_losses_of_each_question_alone(run, every_obje
     assert together.token_ce == pytest.approx(separate.token_ce, rel=1e-4)
     assert together.distillation == pytest.approx(separate.distillation, rel=1e-4)
     assert together.token_ce > 0 and together.distillation > 0
+
+
+def test_frozen_weights_held_in_bfloat16_change_no_loss_and_no_gradient(run, every_object_scenes):  # type: ignore[no-untyped-def]
+    """``frozen_weights_in``: stage 2's frozen Linear weights held in bfloat16 (not cast by autocast
+    on every forward) give the same losses and gradients, bit for bit, as the float32 weights cast
+    each time; on leaving, the float32 originals are back (the same tensors)."""
+    _, result = run
+    model = result.model
+    pool, scenes = every_object_scenes
+    groups = draw_examples(scenes, pool, 6, seed=5, step=0, phrasing_rate=0.5, none_rate=0.15, per_scene=3)
+    params = stage2_parameters(model)
+    originals = {name: p for name, p in model.language_model.named_parameters() if p.dtype == torch.float32}
+
+    def losses_and_gradients() -> tuple[tuple[float, float], list[torch.Tensor]]:
+        for p in params:
+            p.grad = None
+        losses = stage2_loss(model, result.tokenizer, scenes, groups, 1.0)
+        losses.total.backward()
+        return (losses.token_ce, losses.distillation), [p.grad.clone() for p in params if p.grad is not None]
+
+    cast_each_time, cast_gradients = losses_and_gradients()
+    with frozen_weights_in(model) as held:
+        assert held == 7 * len(model.language_model.model.layers)
+        assert model.language_model.model.layers[0].self_attn.q_proj.base_layer.weight.dtype == torch.bfloat16
+        held_losses, held_gradients = losses_and_gradients()
+    assert held_losses == cast_each_time and cast_each_time[0] > 0
+    assert len(held_gradients) == len(cast_gradients) > 0
+    assert all(torch.equal(a, b) for a, b in zip(held_gradients, cast_gradients))
+    assert all(p is originals[name] for name, p in model.language_model.named_parameters() if name in originals)
+    for p in params:
+        p.grad = None
 
 
 def test_list_rate_asks_scenes_for_every_object_first(run, every_object_scenes):  # type: ignore[no-untyped-def]
