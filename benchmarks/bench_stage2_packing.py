@@ -68,6 +68,7 @@ def main() -> None:
     from pixellm_ros.training.settings import recipe
     from pixellm_ros.training.stage1 import PromptHead, load_stage1_parts
     from pixellm_ros.training.stage2 import (
+        AUTOCAST_DTYPE,
         add_adapters,
         draw_examples,
         frozen_weights_in,
@@ -103,7 +104,7 @@ def main() -> None:
             # text tokens plus the image tokens each sequence holds instead of its placeholder
             tokens.append(int(packed.attention.sum()) + len(groups) * (model.config.image_token_len - 1))
             for mode in modes:  # interleaved: the same steps, the same state of the process
-                with frozen_weights_in(model, torch.bfloat16 if mode == "held" else torch.float32):
+                with frozen_weights_in(model, AUTOCAST_DTYPE if mode == "held" else torch.float32):
                     began, faulted = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                     losses = stage2_loss(model, tokenizer, scenes, groups, settings.prompt_distillation)
                     optimizer.zero_grad(set_to_none=True)
