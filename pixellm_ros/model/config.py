@@ -114,6 +114,9 @@ class PixelLMConfig:
     # object's own slot reads: "the thing closest to the blue cup" is then the name carried by the
     # slot that reads " blue cup", copied, not a distance computed.
     object_neighbour_words: bool = False
+    # ... and, if >= 0, this LLM token before the neighbour's words ("small red ball 3 7 near large
+    # blue cup"): the slot's own words and its neighbour's are then told apart by a word, not by place.
+    object_neighbour_marker_token_id: int = -1
     object_threshold: float = 0.3  # a heat-map peak above this is an object
     # A peak within this many radii (the larger of the two) of a higher-scoring one is the same
     # object seen again (another class's map, or a ring's body beside its hole) and is dropped; 0 = keep.
@@ -168,6 +171,7 @@ class PixelLMConfig:
         self.object_place_token_ids = tuple(int(i) for i in self.object_place_token_ids)
         self.object_orders = tuple(str(o) for o in self.object_orders)
         self.object_neighbour_words = bool(self.object_neighbour_words)
+        self.object_neighbour_marker_token_id = int(self.object_neighbour_marker_token_id)
         self.pixel_mean = tuple(float(v) for v in self.pixel_mean)  # type: ignore[assignment]
         self.pixel_std = tuple(float(v) for v in self.pixel_std)  # type: ignore[assignment]
         self.validate()
@@ -213,9 +217,10 @@ class PixelLMConfig:
     @property
     def object_words(self) -> int:
         """LLM tokens per object slot with a CNN encoder: its token, its attribute words, its two place
-        words, its nearest neighbour's attribute words."""
+        words, the neighbour marker, its nearest neighbour's attribute words."""
         return (1 + len(self.object_tag_groups) * (2 if self.object_neighbour_words else 1)
-                + (len(OBJECT_PLACE_AXES) if self.object_place_token_ids else 0))
+                + (len(OBJECT_PLACE_AXES) if self.object_place_token_ids else 0)
+                + (1 if self.object_neighbour_marker_token_id >= 0 else 0))
 
     @property
     def seg_tokens_per_target(self) -> int:
@@ -292,6 +297,12 @@ class PixelLMConfig:
             raise ValueError(f"object_orders must name distinct orders of {OBJECT_ORDERS}, got {self.object_orders}")
         if self.object_neighbour_words and not self.object_tag_groups:
             raise ValueError("object_neighbour_words are the nearest object's attribute words: object_tag_groups needs a group")
+        if self.object_neighbour_marker_token_id >= 0 and not self.object_neighbour_words:
+            raise ValueError("object_neighbour_marker_token_id is written before the neighbour's words: "
+                             "it needs object_neighbour_words")
+        if self.object_neighbour_marker_token_id >= int(self.text.vocab_size):
+            raise ValueError(f"object_neighbour_marker_token_id {self.object_neighbour_marker_token_id} is outside "
+                             f"the vocabulary ({self.text.vocab_size})")
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:

@@ -169,6 +169,8 @@ class PixelLMForCausalLM(nn.Module):
         if cfg.object_neighbour_words:
             if neighbours is None:
                 raise ValueError("the neighbour's words need the slots' neighbours (nearest_other)")
+            if cfg.object_neighbour_marker_token_id >= 0:
+                word_ids.append(torch.full_like(own[0], cfg.object_neighbour_marker_token_id))
             word_ids.extend(ids.gather(1, neighbours.long()) for ids in own)
         return torch.stack(word_ids, dim=-1)
 

@@ -65,11 +65,13 @@ def place_token_ids(tokenizer: BPETokenizer) -> tuple[int, ...]:
 
 def embedded_config(
     base_llm_config: dict[str, Any], tokenizer: BPETokenizer, object_orders: tuple[str, ...],
-    object_neighbour_words: bool = False,
+    object_neighbour_words: bool = False, object_neighbour_marker: str = "",
 ) -> PixelLMConfig:
     """The embedded PixelLM around the base LLM's config (as cached by ``model.pretrained_llm``);
-    ``object_orders`` / ``object_neighbour_words``: the training settings of those names
-    (``TrainSettings.orders`` / ``object_neighbour_words``, the ``PixelLMConfig`` fields of those names)."""
+    ``object_orders`` / ``object_neighbour_words`` / ``object_neighbour_marker``: the training settings
+    of those names (``TrainSettings.orders`` / ...; the ``PixelLMConfig`` fields of those names, the
+    marker as its word's token id)."""
+    marker = word_token_ids(tokenizer, (object_neighbour_marker,), " ")[0] if object_neighbour_marker else -1
     base_vocab = tokenizer.base_vocab_size
     text = dict(base_llm_config)
     text["vocab_size"] = base_vocab + len(added_token_names(SEG_TOKENS_PER_SCALE * NUM_SCALES))
@@ -90,6 +92,7 @@ def embedded_config(
         object_place_token_ids=place_token_ids(tokenizer),
         object_orders=object_orders,
         object_neighbour_words=object_neighbour_words,
+        object_neighbour_marker_token_id=marker,
         base_llm=BASE_LLM,
         prompt_template="chatml",
         seg_tokens_per_scale=SEG_TOKENS_PER_SCALE,

@@ -51,11 +51,13 @@ EVAL_SCENES = 40  # held-out scenes scored through the engine at the end of stag
 
 
 def new_embedded_model(
-    seed: int, object_orders: tuple[str, ...], object_neighbour_words: bool = False, progress: bool = True
+    seed: int, object_orders: tuple[str, ...], object_neighbour_words: bool = False, object_neighbour_marker: str = "",
+    progress: bool = True,
 ) -> tuple[PixelLMForCausalLM, BPETokenizer]:
     """The embedded PixelLM before training: encoder and LLM from their packages, new parts at random
     (``seed``), the object slots written in ``object_orders``, with their nearest neighbour's words if
-    ``object_neighbour_words`` (``TrainSettings.orders`` / ``object_neighbour_words``); the added
+    ``object_neighbour_words``, after ``object_neighbour_marker``'s word if one is named
+    (``TrainSettings.orders`` / ``object_neighbour_words`` / ``object_neighbour_marker``); the added
     tokens' rows start at the mean of the base vocabulary's rows."""
     llm_config, base_state = load_pretrained_llm_state(BASE_LLM, progress)
     tokenizer_path, roles = pretrained_tokenizer_files(BASE_LLM, progress)
@@ -63,7 +65,7 @@ def new_embedded_model(
         Tokenizer.from_file(str(tokenizer_path)), added_token_names(SEG_TOKENS_PER_SCALE * NUM_SCALES),
         bos=roles["bos_token"], eos=roles["eos_token"], pad=roles["pad_token"], unk=roles["unk_token"],
     )
-    config = embedded_config(llm_config, tokenizer, object_orders, object_neighbour_words)
+    config = embedded_config(llm_config, tokenizer, object_orders, object_neighbour_words, object_neighbour_marker)
     torch.manual_seed(seed)
     model = PixelLMForCausalLM(config)
     embeddings = base_state["model.embed_tokens.weight"]
@@ -241,7 +243,8 @@ def train(out_dir: str | os.PathLike[str], settings: TrainSettings, resume: bool
     began = time.monotonic()
     say(f"settings: {json.dumps(asdict(settings))}")
 
-    model, tokenizer = new_embedded_model(settings.seed, settings.orders, settings.object_neighbour_words, progress)
+    model, tokenizer = new_embedded_model(settings.seed, settings.orders, settings.object_neighbour_words,
+                                          settings.object_neighbour_marker, progress)
     prompt_head = PromptHead.for_model(model)
     pool = build_pool(model, settings.train_scenes, "train", settings.seed, settings.wide_scene_share, out / "scenes",
                       progress=progress)

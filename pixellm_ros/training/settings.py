@@ -58,6 +58,10 @@ class TrainSettings:
         False, "each object slot carries, after its place, the attribute words of the detected object nearest to it",
         "stage2"
     )
+    object_neighbour_marker: str = _knob(
+        "", "the word written before the neighbour's words in each slot (one LLM token after a space, e.g. near: "
+        "\"small red ball 3 7 near large blue cup\"); empty: none; needs object_neighbour_words", "stage2"
+    )
     # the run
     threads: int = _knob(2, "torch CPU threads", "run")
     checkpoint_minutes: float = _knob(8.0, "minutes between checkpoints (a stopped run resumes from the last)", "run")

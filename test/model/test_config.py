@@ -140,3 +140,18 @@ def test_the_neighbour_words_add_the_tag_words_and_need_tag_groups():
     assert wordless.object_words == 1 + 2 * len(shipped.object_tag_groups)
     with pytest.raises(ValueError, match="object_neighbour_words"):
         PixelLMConfig.from_dict({**named.to_dict(), "object_tag_groups": [], "object_tag_token_ids": []})
+
+
+def test_the_neighbour_marker_is_one_more_word_and_needs_the_neighbour_words():
+    saved = json.loads((DEFAULT_MODEL_DIR / "pixellm_config.json").read_text())
+    shipped = PixelLMConfig.from_dict(saved)
+    assert shipped.object_neighbour_marker_token_id == -1  # a folder written before the setting: no marker
+    named = PixelLMConfig.from_dict({**shipped.to_dict(), "object_neighbour_words": True})
+    marked = PixelLMConfig.from_dict({**named.to_dict(), "object_neighbour_marker_token_id": 2141})
+    assert marked.object_words == named.object_words + 1
+    assert marked.image_token_len == shipped.object_tokens * marked.object_words * len(shipped.object_orders)
+    assert PixelLMConfig.from_dict(marked.to_dict()).object_neighbour_marker_token_id == 2141
+    with pytest.raises(ValueError, match="needs object_neighbour_words"):
+        PixelLMConfig.from_dict({**shipped.to_dict(), "object_neighbour_marker_token_id": 2141})
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        PixelLMConfig.from_dict({**marked.to_dict(), "object_neighbour_marker_token_id": shipped.text.vocab_size})

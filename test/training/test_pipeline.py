@@ -145,6 +145,20 @@ def test_the_neighbour_words_are_the_nearest_objects_own_words(run) -> None:  # 
         name = sequence[0, words * neighbour + 1: words * neighbour + 1 + groups]  # that object's own words
         torch.testing.assert_close(sequence[0, words * (slot + 1) - groups: words * (slot + 1)], name)
     assert not torch.equal(sequence[0, 1: 1 + groups], sequence[0, words + 1: words + 1 + groups])
+    marker = 2141  # " near" in SmolLM2's vocabulary
+    try:
+        model.config = dataclasses.replace(cfg, object_neighbour_words=True, object_neighbour_marker_token_id=marker)
+        with torch.no_grad():
+            marked, _ = model.object_sequence(tokens, attributes, places, valid, neighbours)
+    finally:
+        model.config = cfg
+    # each slot: its words as before, the marker's own embedding, then the neighbour's words
+    row = model.language_model.get_input_embeddings().weight[marker].to(marked.dtype)
+    for slot in range(3):
+        start = (words + 1) * slot
+        torch.testing.assert_close(marked[0, start: start + words - groups], sequence[0, words * slot: words * (slot + 1) - groups])
+        torch.testing.assert_close(marked[0, start + words - groups], row)
+        torch.testing.assert_close(marked[0, start + words + 1 - groups: start + words + 1], sequence[0, words * (slot + 1) - groups: words * (slot + 1)])
 
 
 def test_a_model_with_neighbour_words_answers_through_the_engine(run) -> None:  # type: ignore[no-untyped-def]
@@ -181,6 +195,12 @@ def test_the_object_orders_setting_builds_the_model_that_reads_them() -> None:
     named = recipe("tiny", object_neighbour_words=True)
     model, _ = new_embedded_model(named.seed, named.orders, named.object_neighbour_words, progress=False)
     assert model.config.object_neighbour_words and not recipe("tiny").object_neighbour_words
+    assert model.config.object_neighbour_marker_token_id == -1
+    marked = recipe("tiny", object_neighbour_words=True, object_neighbour_marker="near")
+    model, tokenizer = new_embedded_model(marked.seed, marked.orders, True, marked.object_neighbour_marker, progress=False)
+    assert tokenizer.decode([model.config.object_neighbour_marker_token_id]) == " near"
+    with pytest.raises(ValueError, match="one"):  # a marker of two tokens
+        new_embedded_model(marked.seed, marked.orders, True, "nearest-neighbour", progress=False)
 
 
 def test_a_batch_of_questions_answers_as_each_alone(run) -> None:  # type: ignore[no-untyped-def]

@@ -36,6 +36,7 @@ def test_options_override_the_recipe() -> None:
     # a yes / no setting is a flag and its --no- form
     assert settings_from_args(parser.parse_args(["--object-neighbour-words"])).object_neighbour_words is True
     assert settings_from_args(parser.parse_args(["--no-object-neighbour-words"])).object_neighbour_words is False
+    assert settings_from_args(parser.parse_args(["--object-neighbour-marker", "near"])).object_neighbour_marker == "near"
 
 
 def test_recipes_name_only_real_settings() -> None:
