@@ -136,6 +136,15 @@ def _restore(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_schedul
 
 
 @dataclass
+class _StageRecord:
+    """What ``_run_stage`` says of a stage: where it was taken from when its checkpoint says it was not
+    trained here ("from"), else None, and the seconds it trained over every invocation of the run."""
+
+    origin: str | None
+    seconds: float
+
+
+@dataclass
 class _Stage:
     """One stage of the run: ``step_losses(step)`` gives the step's loss and its logged parts;
     ``load`` / ``state`` restore / give the stage's own tensors in its checkpoint ``path``."""
@@ -154,13 +163,13 @@ class _Stage:
 
 
 def _run_stage(stage: _Stage, settings: TrainSettings, history: dict[str, list[dict[str, float]]], out: Path,
-               say: Callable[[str], None], progress: bool, stop_requested: Callable[[str, int], bool]) -> str | None:
+               say: Callable[[str], None], progress: bool, stop_requested: Callable[[str, int], bool]) -> _StageRecord:
     """Train ``stage`` to its step count from its checkpoint, if any (a finished stage given more steps goes on):
     clipped AdamW steps on the one-cycle schedule, a checkpoint every ``checkpoint_minutes`` and at the end.
-    Returns where the stage was taken from when its checkpoint says it was not trained here ("from"), else None."""
+    Each checkpoint keeps the seconds the stage has trained, over every invocation of the run."""
     label = stage.name.replace("stage", "stage ")
     scheduler = _one_cycle(stage.optimizer, stage.lr, stage.steps)
-    step, done, origin = 0, False, None
+    step, done, origin, before = 0, False, None, 0.0
     if stage.path.is_file():
         saved = torch.load(stage.path, weights_only=False)
         stage.load(saved)
@@ -168,14 +177,17 @@ def _run_stage(stage: _Stage, settings: TrainSettings, history: dict[str, list[d
         step = saved["step"]
         done = saved["done"] and step >= stage.steps
         origin = saved.get("from")
+        before = float(saved.get("seconds", 0.0))  # a checkpoint written before the count: its own time unknown
         say(f"{label}: resumed at step {step}{' (done)' if done else ''}")
 
     def save(finished: bool) -> None:
         _save(stage.path, {**stage.state(), "optimizer": stage.optimizer.state_dict(),
-                           "scheduler": scheduler.state_dict(), "step": step, "done": finished})
+                           "scheduler": scheduler.state_dict(), "step": step, "done": finished,
+                           "seconds": before + time.monotonic() - began})
         (out / "history.json").write_text(json.dumps(history))
 
     clock = _Clock(settings.checkpoint_minutes)
+    began = time.monotonic()
     bar = tqdm(total=stage.steps, initial=step, desc=label, unit="step", disable=not progress or done)
     while not done and step < stage.steps:
         if stop_requested(stage.name, step):
@@ -198,9 +210,10 @@ def _run_stage(stage: _Stage, settings: TrainSettings, history: dict[str, list[d
             save(False)
             say(f"{label}: checkpoint at step {step}")
     bar.close()
-    if not done:
-        save(True)
-    return origin
+    if done:
+        return _StageRecord(origin, before)
+    save(True)
+    return _StageRecord(origin, before + time.monotonic() - began)
 
 
 def engine_report(model: PixelLMForCausalLM, tokenizer: BPETokenizer, data: Path, limit: int | None = None) -> EvaluationReport:
@@ -251,7 +264,6 @@ def train(out_dir: str | os.PathLike[str], settings: TrainSettings, resume: bool
     seconds["scenes"] = time.monotonic() - began
 
     # ------------------------------------------------------------------ stage 1
-    mark = time.monotonic()
     modules = stage1_modules(model)
     params = [p for m in modules for p in m.parameters()] + list(prompt_head.parameters())
     generator = torch.Generator().manual_seed(settings.seed)
@@ -279,12 +291,12 @@ def train(out_dir: str | os.PathLike[str], settings: TrainSettings, resume: bool
             module.load_state_dict(state)
         prompt_head.load_state_dict(saved["prompt_head"])
 
-    stage1_origin = _run_stage(_Stage("stage1", out / STAGE1_FILE, settings.stage1_steps, params,
+    stage1 = _run_stage(_Stage("stage1", out / STAGE1_FILE, settings.stage1_steps, params,
                                       stage1_optimizer, settings.stage1_lr,
                                       stage1_step, stage1_load, stage1_state,
                                       log_every=50, postfix=("total", "mask_dice")),
                                settings, history, out, say, progress, stop_requested)
-    seconds["stage1"] = time.monotonic() - mark
+    seconds["stage1"] = stage1.seconds
     for module in modules:
         module.requires_grad_(False)
     prompt_head.requires_grad_(False)
@@ -293,6 +305,7 @@ def train(out_dir: str | os.PathLike[str], settings: TrainSettings, resume: bool
     mark = time.monotonic()
     add_adapters(model, tokenizer, settings.lora_rank)
     scenes = prepare_scenes(model, prompt_head, pool)
+    seconds["stage2_setup"] = time.monotonic() - mark
     params = stage2_parameters(model)
     trainable = {name for name, p in model.named_parameters() if any(p is q for q in params)}
 
@@ -304,19 +317,21 @@ def train(out_dir: str | os.PathLike[str], settings: TrainSettings, resume: bool
         return losses.total, {"token_ce": losses.token_ce, "distillation": losses.distillation}
 
     with frozen_weights_in(model):
-        _run_stage(_Stage("stage2", out / STAGE2_FILE, settings.stage2_steps, params,
-                          torch.optim.AdamW(params, lr=settings.stage2_lr, weight_decay=0.0), settings.stage2_lr,
-                          stage2_step, lambda saved: model.load_state_dict(saved["trainable"], strict=False),
-                          lambda: {"trainable": {k: v for k, v in model.state_dict().items() if k in trainable}},
-                          log_every=25, postfix=("token_ce", "distillation")),
-                   settings, history, out, say, progress, stop_requested)
-    seconds["stage2"] = time.monotonic() - mark
+        stage2 = _run_stage(_Stage("stage2", out / STAGE2_FILE, settings.stage2_steps, params,
+                                   torch.optim.AdamW(params, lr=settings.stage2_lr, weight_decay=0.0), settings.stage2_lr,
+                                   stage2_step, lambda saved: model.load_state_dict(saved["trainable"], strict=False),
+                                   lambda: {"trainable": {k: v for k, v in model.state_dict().items() if k in trainable}},
+                                   log_every=25, postfix=("token_ce", "distillation")),
+                            settings, history, out, say, progress, stop_requested)
+    seconds["stage2"] = stage2.seconds
 
     # ------------------------------------------------------------------ export and a first look
     mark = time.monotonic()
     model_dir = export_embedded(model, tokenizer, out / "model", prompt_head=prompt_head)
     seconds["export"] = time.monotonic() - mark
-    seconds["total"] = time.monotonic() - began
+    # the stages' seconds are every invocation's (their checkpoints keep the count), the rest this one's
+    seconds["total"] = sum(seconds[key] for key in ("scenes", "stage1", "stage2_setup", "stage2", "export"))
+    seconds["this_invocation"] = time.monotonic() - began
     mark = time.monotonic()
     evaluation: dict[str, Any] = {}
     if settings.eval_questions > 0:
@@ -328,10 +343,11 @@ def train(out_dir: str | os.PathLike[str], settings: TrainSettings, resume: bool
         say("held-out look (engine): " + " ".join(f"{k} {v}" for k, v in report.overall.items()))
     seconds["evaluation"] = time.monotonic() - mark
     (out / "history.json").write_text(json.dumps(history))
-    plot_loss_curve(history, out / "loss_curve.png", untrained={} if stage1_origin is None else {"stage1": stage1_origin})
-    summary = {"settings": asdict(settings), "stage1_from": stage1_origin,
+    plot_loss_curve(history, out / "loss_curve.png", untrained={} if stage1.origin is None else {"stage1": stage1.origin})
+    summary = {"settings": asdict(settings), "stage1_from": stage1.origin,
                "seconds": seconds, "evaluation": evaluation,
                "model_bytes": sum(p.stat().st_size for p in model_dir.iterdir())}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    say(f"done: {model_dir} in {seconds['total'] / 60:.1f} min of training")
+    say(f"done: {model_dir} in {seconds['total'] / 60:.1f} min of training (stage 1 {seconds['stage1'] / 60:.1f}, "
+        f"stage 2 {seconds['stage2'] / 60:.1f} over every invocation; this invocation {seconds['this_invocation'] / 60:.1f})")
     return RunResult(model_dir, model, tokenizer, seconds, evaluation)

@@ -330,6 +330,9 @@ def test_a_stopped_run_resumes_where_it_was(tmp_path: Path) -> None:
               stop_requested=lambda stage, step: stage == "stage2" and step == 2)
     saved = torch.load(tmp_path / STAGE2_FILE, weights_only=False)
     assert saved["step"] == 2 and not saved["done"]
+    first = {name: torch.load(tmp_path / file, weights_only=False)["seconds"] for name, file in
+             (("stage1", STAGE1_FILE), ("stage2", STAGE2_FILE))}
+    assert first["stage1"] > 0 and first["stage2"] > 0
     with pytest.raises(FileExistsError):
         train(tmp_path, settings, progress=False, log=lambda line: None)
     lines: list[str] = []
@@ -338,6 +341,10 @@ def test_a_stopped_run_resumes_where_it_was(tmp_path: Path) -> None:
     assert any("stage 2: resumed at step 2" in line for line in lines)
     history = json.loads((tmp_path / "history.json").read_text())
     assert [row["step"] for row in history["stage2"]] == [1, 2, 3]
+    # the summary's stage times are both invocations': stage 1 all the first's, stage 2 the first's two steps and more
+    seconds = json.loads((tmp_path / "summary.json").read_text())["seconds"]
+    assert seconds["stage1"] == first["stage1"] and seconds["stage2"] > first["stage2"]
+    assert seconds["total"] > seconds["stage1"] + seconds["stage2"]
 
 
 def test_a_finished_run_resumed_with_more_steps_goes_on(tmp_path: Path) -> None:
