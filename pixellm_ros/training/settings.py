@@ -55,11 +55,11 @@ class TrainSettings:
         "left_to_right, or also front_to_back (nearest the camera first)", "stage2"
     )
     object_neighbour_words: bool = _knob(
-        False, "each object slot carries, after its place, the attribute words of the detected object nearest to it",
+        True, "each object slot carries, after its place, the attribute words of the detected object nearest to it",
         "stage2"
     )
     object_neighbour_marker: str = _knob(
-        "", "the word written before the neighbour's words in each slot (one LLM token after a space, e.g. near: "
+        "near", "the word written before the neighbour's words in each slot (one LLM token after a space, e.g. near: "
         "\"small red ball 3 7 near large blue cup\"); empty: none; needs object_neighbour_words", "stage2"
     )
     # the run
@@ -81,6 +81,8 @@ RECIPES: dict[str, dict[str, Any]] = {
         "train_scenes": 48, "stage1_steps": 6, "stage1_batch": 4, "stage2_steps": 4, "stage2_batch": 4, "questions_per_scene": 2,
         "lora_rank": 2, "eval_questions": 0, "checkpoint_minutes": 0.0,
         "object_orders": "left_to_right",  # half the image tokens; both orders are tested by name
+        # the tests' slot layout: the neighbour's words and their marker are tested by name
+        "object_neighbour_words": False, "object_neighbour_marker": "",
     },
 }
 

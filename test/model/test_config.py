@@ -129,11 +129,13 @@ def test_the_saved_config_names_no_path_of_the_machine_that_wrote_it():
 def test_the_neighbour_words_add_the_tag_words_and_need_tag_groups():
     saved = json.loads((DEFAULT_MODEL_DIR / "pixellm_config.json").read_text())
     shipped = PixelLMConfig.from_dict(saved)
-    assert not shipped.object_neighbour_words
-    assert not PixelLMConfig.from_dict({k: v for k, v in saved.items() if k != "object_neighbour_words"}
+    assert shipped.object_neighbour_words  # the shipped model reads its nearest neighbour's words
+    plain = PixelLMConfig.from_dict({**shipped.to_dict(), "object_neighbour_words": False,
+                                     "object_neighbour_marker_token_id": -1})
+    assert not PixelLMConfig.from_dict({k: v for k, v in plain.to_dict().items() if k != "object_neighbour_words"}
                                        ).object_neighbour_words  # a folder written before the setting
-    named = PixelLMConfig.from_dict({**shipped.to_dict(), "object_neighbour_words": True})
-    assert named.object_words == shipped.object_words + len(shipped.object_tag_groups)
+    named = PixelLMConfig.from_dict({**plain.to_dict(), "object_neighbour_words": True})
+    assert named.object_words == plain.object_words + len(shipped.object_tag_groups)
     assert named.image_token_len == shipped.object_tokens * named.object_words * len(shipped.object_orders)
     assert PixelLMConfig.from_dict(named.to_dict()).object_neighbour_words
     wordless = PixelLMConfig.from_dict({**named.to_dict(), "object_place_token_ids": []})  # words, not digits
@@ -145,13 +147,17 @@ def test_the_neighbour_words_add_the_tag_words_and_need_tag_groups():
 def test_the_neighbour_marker_is_one_more_word_and_needs_the_neighbour_words():
     saved = json.loads((DEFAULT_MODEL_DIR / "pixellm_config.json").read_text())
     shipped = PixelLMConfig.from_dict(saved)
-    assert shipped.object_neighbour_marker_token_id == -1  # a folder written before the setting: no marker
-    named = PixelLMConfig.from_dict({**shipped.to_dict(), "object_neighbour_words": True})
-    marked = PixelLMConfig.from_dict({**named.to_dict(), "object_neighbour_marker_token_id": 2141})
+    assert shipped.object_neighbour_marker_token_id == 2141  # the shipped model's slots: "... 3 7 near large blue cup"
+    assert PixelLMConfig.from_dict({k: v for k, v in saved.items() if k != "object_neighbour_marker_token_id"}
+                                   ).object_neighbour_marker_token_id == -1  # a folder written before the setting
+    plain = PixelLMConfig.from_dict({**shipped.to_dict(), "object_neighbour_words": False,
+                                     "object_neighbour_marker_token_id": -1})
+    named = PixelLMConfig.from_dict({**plain.to_dict(), "object_neighbour_words": True})
+    marked = shipped
     assert marked.object_words == named.object_words + 1
     assert marked.image_token_len == shipped.object_tokens * marked.object_words * len(shipped.object_orders)
     assert PixelLMConfig.from_dict(marked.to_dict()).object_neighbour_marker_token_id == 2141
     with pytest.raises(ValueError, match="needs object_neighbour_words"):
-        PixelLMConfig.from_dict({**shipped.to_dict(), "object_neighbour_marker_token_id": 2141})
+        PixelLMConfig.from_dict({**plain.to_dict(), "object_neighbour_marker_token_id": 2141})
     with pytest.raises(ValueError, match="outside the vocabulary"):
         PixelLMConfig.from_dict({**marked.to_dict(), "object_neighbour_marker_token_id": shipped.text.vocab_size})
