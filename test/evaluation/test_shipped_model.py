@@ -96,7 +96,7 @@ def test_a_run_evaluation_compares_overall_and_within_each_kind(tmp_path: Path) 
 def test_the_objects_the_model_reads_are_the_scenes_objects() -> None:
     """``PixelLMEngine.objects_read`` (``pixellm-ros segment --objects``): per detected object, left to
     right, its size, colour and shape words and its place digits - on train-split scenes, the scene's
-    own objects, where they are."""
+    own objects, where they are - then "near" and the words of another object read (its nearest)."""
     torch.set_num_threads(1)
     engine = PixelLMEngine.from_pretrained(DEFAULT_MODEL_DIR)
     named = total = 0
@@ -105,8 +105,10 @@ def test_the_objects_the_model_reads_are_the_scenes_objects() -> None:
         image, _ = scene.render()
         read = engine.objects_read(image)
         assert 0 < len(read) <= engine.model.config.object_tokens
+        names = [" ".join(words.split()[:3]) for words in read]
         for words in read:
-            size, colour, shape, across, down = words.split()
+            size, colour, shape, across, down, near, *neighbour = words.split()
+            assert near == "near" and " ".join(neighbour) in names
             total += 1
             named += any(  # an object of these words whose centre lies in (or beside) the tenth the digits say
                 (o.size, o.colour, o.shape) == (size, colour, shape)
