@@ -292,10 +292,10 @@ def train(out_dir: str | os.PathLike[str], settings: TrainSettings, resume: bool
         prompt_head.load_state_dict(saved["prompt_head"])
 
     stage1 = _run_stage(_Stage("stage1", out / STAGE1_FILE, settings.stage1_steps, params,
-                                      stage1_optimizer, settings.stage1_lr,
-                                      stage1_step, stage1_load, stage1_state,
-                                      log_every=50, postfix=("total", "mask_dice")),
-                               settings, history, out, say, progress, stop_requested)
+                               stage1_optimizer, settings.stage1_lr,
+                               stage1_step, stage1_load, stage1_state,
+                               log_every=50, postfix=("total", "mask_dice")),
+                        settings, history, out, say, progress, stop_requested)
     seconds["stage1"] = stage1.seconds
     for module in modules:
         module.requires_grad_(False)
