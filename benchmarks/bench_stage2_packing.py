@@ -81,8 +81,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     settings = recipe("cpu", **({} if args.object_orders is None else {"object_orders": args.object_orders}))
-    model, tokenizer = new_embedded_model(settings.seed, settings.orders, settings.object_neighbour_words,
-                                          settings.object_neighbour_marker, progress=False)
+    model, tokenizer = new_embedded_model(settings, progress=False)
     prompt_head = PromptHead.for_model(model)
     load_stage1_parts(DEFAULT_MODEL_DIR, model, prompt_head)
     add_adapters(model, tokenizer, settings.lora_rank)

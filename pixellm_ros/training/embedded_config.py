@@ -23,6 +23,8 @@ from pixellm_ros.model.constants import added_token_names
 from pixellm_ros.model.efficientnet import EFFICIENTNET_PIXEL_MEAN, EFFICIENTNET_PIXEL_STD
 from pixellm_ros.world.ontology import COLOUR_NAMES, SHAPE_NAMES, SIZE_NAMES
 
+from .settings import TrainSettings
+
 IMAGE_ENCODER = "efficientnet_lite0"
 BASE_LLM = "smollm2_135m_instruct"
 SEG_TOKENS_PER_SCALE = 1
@@ -63,15 +65,12 @@ def place_token_ids(tokenizer: BPETokenizer) -> tuple[int, ...]:
     return word_token_ids(tokenizer, PLACE_WORDS)
 
 
-def embedded_config(
-    base_llm_config: dict[str, Any], tokenizer: BPETokenizer, object_orders: tuple[str, ...],
-    object_neighbour_words: bool = False, object_neighbour_marker: str = "",
-) -> PixelLMConfig:
-    """The embedded PixelLM around the base LLM's config (as cached by ``model.pretrained_llm``);
-    ``object_orders`` / ``object_neighbour_words`` / ``object_neighbour_marker``: the training settings
-    of those names (``TrainSettings.orders`` / ...; the ``PixelLMConfig`` fields of those names, the
-    marker as its word's token id)."""
-    marker = word_token_ids(tokenizer, (object_neighbour_marker,), " ")[0] if object_neighbour_marker else -1
+def embedded_config(base_llm_config: dict[str, Any], tokenizer: BPETokenizer, settings: TrainSettings) -> PixelLMConfig:
+    """The embedded PixelLM around the base LLM's config (as cached by ``model.pretrained_llm``), its
+    object slots laid out by ``settings`` (``orders``, ``object_neighbour_words``, ``slot_marker``: the
+    ``PixelLMConfig`` fields ``object_orders``, ``object_neighbour_words`` and
+    ``object_neighbour_marker_token_id``, the marker as its word's token id)."""
+    marker = word_token_ids(tokenizer, (settings.slot_marker,), " ")[0] if settings.slot_marker else -1
     base_vocab = tokenizer.base_vocab_size
     text = dict(base_llm_config)
     text["vocab_size"] = base_vocab + len(added_token_names(SEG_TOKENS_PER_SCALE * NUM_SCALES))
@@ -90,8 +89,8 @@ def embedded_config(
         object_tag_groups=TAG_GROUPS,
         object_tag_token_ids=tag_token_ids(tokenizer),
         object_place_token_ids=place_token_ids(tokenizer),
-        object_orders=object_orders,
-        object_neighbour_words=object_neighbour_words,
+        object_orders=settings.orders,
+        object_neighbour_words=settings.object_neighbour_words,
         object_neighbour_marker_token_id=marker,
         base_llm=BASE_LLM,
         prompt_template="chatml",

@@ -50,14 +50,9 @@ STAGE2_FILE = "stage2.pt"
 EVAL_SCENES = 40  # held-out scenes scored through the engine at the end of stage 2 (and its checkpoints)
 
 
-def new_embedded_model(
-    seed: int, object_orders: tuple[str, ...], object_neighbour_words: bool = False, object_neighbour_marker: str = "",
-    progress: bool = True,
-) -> tuple[PixelLMForCausalLM, BPETokenizer]:
+def new_embedded_model(settings: TrainSettings, progress: bool = True) -> tuple[PixelLMForCausalLM, BPETokenizer]:
     """The embedded PixelLM before training: encoder and LLM from their packages, new parts at random
-    (``seed``), the object slots written in ``object_orders``, with their nearest neighbour's words if
-    ``object_neighbour_words``, after ``object_neighbour_marker``'s word if one is named
-    (``TrainSettings.orders`` / ``object_neighbour_words`` / ``object_neighbour_marker``); the added
+    (``settings.seed``), the object slots laid out as ``settings`` say (``embedded_config``); the added
     tokens' rows start at the mean of the base vocabulary's rows."""
     llm_config, base_state = load_pretrained_llm_state(BASE_LLM, progress)
     tokenizer_path, roles = pretrained_tokenizer_files(BASE_LLM, progress)
@@ -65,11 +60,11 @@ def new_embedded_model(
         Tokenizer.from_file(str(tokenizer_path)), added_token_names(SEG_TOKENS_PER_SCALE * NUM_SCALES),
         bos=roles["bos_token"], eos=roles["eos_token"], pad=roles["pad_token"], unk=roles["unk_token"],
     )
-    config = embedded_config(llm_config, tokenizer, object_orders, object_neighbour_words, object_neighbour_marker)
-    torch.manual_seed(seed)
+    config = embedded_config(llm_config, tokenizer, settings)
+    torch.manual_seed(settings.seed)
     model = PixelLMForCausalLM(config)
     embeddings = base_state["model.embed_tokens.weight"]
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(settings.seed)
     added = embeddings.mean(0) + 0.02 * torch.randn(len(tokenizer.added_tokens), embeddings.shape[1], generator=generator)
     pretrained: dict[str, torch.Tensor] = {}
     for _, source in delta_sources(config, {ADDED_EMBEDDINGS: added}, progress):
@@ -256,8 +251,7 @@ def train(out_dir: str | os.PathLike[str], settings: TrainSettings, resume: bool
     began = time.monotonic()
     say(f"settings: {json.dumps(asdict(settings))}")
 
-    model, tokenizer = new_embedded_model(settings.seed, settings.orders, settings.object_neighbour_words,
-                                          settings.object_neighbour_marker, progress)
+    model, tokenizer = new_embedded_model(settings, progress)
     prompt_head = PromptHead.for_model(model)
     pool = build_pool(model, settings.train_scenes, "train", settings.seed, settings.wide_scene_share, out / "scenes",
                       progress=progress)

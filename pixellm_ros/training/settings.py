@@ -60,7 +60,7 @@ class TrainSettings:
     )
     object_neighbour_marker: str = _knob(
         "near", "the word written before the neighbour's words in each slot (one LLM token after a space, e.g. near: "
-        "\"small red ball 3 7 near large blue cup\"); empty: none; needs object_neighbour_words", "stage2"
+        "\"small red ball 3 7 near large blue cup\"); empty: none; none either without object_neighbour_words", "stage2"
     )
     # the run
     threads: int = _knob(2, "torch CPU threads", "run")
@@ -72,6 +72,12 @@ class TrainSettings:
         """``object_orders`` as the model config's tuple."""
         return tuple(order.strip() for order in self.object_orders.split(","))
 
+    @property
+    def slot_marker(self) -> str:
+        """The word the object slots write before their neighbour's words: ``object_neighbour_marker``
+        where the slots carry them (``object_neighbour_words``), else none."""
+        return self.object_neighbour_marker if self.object_neighbour_words else ""
+
 
 SETTING_FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(TrainSettings)}
 
@@ -81,8 +87,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "train_scenes": 48, "stage1_steps": 6, "stage1_batch": 4, "stage2_steps": 4, "stage2_batch": 4, "questions_per_scene": 2,
         "lora_rank": 2, "eval_questions": 0, "checkpoint_minutes": 0.0,
         "object_orders": "left_to_right",  # half the image tokens; both orders are tested by name
-        # the tests' slot layout: the neighbour's words and their marker are tested by name
-        "object_neighbour_words": False, "object_neighbour_marker": "",
+        "object_neighbour_words": False,  # the tests' slot layout: the neighbour's words are tested by name
     },
 }
 

@@ -21,6 +21,7 @@ from pixellm_ros.engine.engine import DEFAULT_MODEL_DIR
 from pixellm_ros.evaluation.world_eval import COMPARISON_GROUPS, _camera_evaluation, evaluate_model_folder, evaluate_run
 from pixellm_ros.training.export import PROMPT_HEAD_FILE
 from pixellm_ros.training.run import new_embedded_model
+from pixellm_ros.training.settings import recipe
 from pixellm_ros.training.stage1 import PromptHead, load_stage1_parts
 from pixellm_ros.world.scene import CAMERA_SIZE, sample_scene
 
@@ -46,7 +47,7 @@ def test_the_shipped_folder_gives_stage1_to_a_new_run() -> None:
     """``pixellm-ros train --stage1-from pixellm_ros/assets/default_model``: its stage-1 parts and the
     prompt head they were trained with load strictly into a new model (stage 2 only, on the shipped
     object tokenizer and decoder)."""
-    model, _ = new_embedded_model(1, ("left_to_right",), progress=False)
+    model, _ = new_embedded_model(recipe("tiny"), progress=False)
     head = PromptHead.for_model(model)
     before = [p.clone() for p in head.parameters()]
     assert load_stage1_parts(DEFAULT_MODEL_DIR, model, head) > len(before)

@@ -187,20 +187,25 @@ def _pixels(engine: PixelLMEngine, image: np.ndarray) -> tuple[torch.Tensor, lis
 
 def test_the_object_orders_setting_builds_the_model_that_reads_them() -> None:
     settings = recipe("tiny", object_orders="left_to_right, front_to_back")
-    model, _ = new_embedded_model(settings.seed, settings.orders, progress=False)
+    model, _ = new_embedded_model(settings, progress=False)
     assert model.config.object_orders == ("left_to_right", "front_to_back")
     assert model.config.image_token_len == 2 * model.config.object_tokens * model.config.object_words
     with pytest.raises(ValueError, match="object_orders"):
-        new_embedded_model(settings.seed, recipe("tiny", object_orders="sideways").orders, progress=False)
-    named = recipe("tiny", object_neighbour_words=True)
-    model, _ = new_embedded_model(named.seed, named.orders, named.object_neighbour_words, progress=False)
+        new_embedded_model(recipe("tiny", object_orders="sideways"), progress=False)
+    plain = recipe("tiny", object_neighbour_words=True, object_neighbour_marker="")
+    model, _ = new_embedded_model(plain, progress=False)
     assert model.config.object_neighbour_words and not recipe("tiny").object_neighbour_words
     assert model.config.object_neighbour_marker_token_id == -1
     marked = recipe("tiny", object_neighbour_words=True, object_neighbour_marker="near")
-    model, tokenizer = new_embedded_model(marked.seed, marked.orders, True, marked.object_neighbour_marker, progress=False)
+    model, tokenizer = new_embedded_model(marked, progress=False)
     assert tokenizer.decode([model.config.object_neighbour_marker_token_id]) == " near"
     with pytest.raises(ValueError, match="one"):  # a marker of two tokens
-        new_embedded_model(marked.seed, marked.orders, True, "nearest-neighbour", progress=False)
+        new_embedded_model(dataclasses.replace(marked, object_neighbour_marker="nearest-neighbour"), progress=False)
+    # without the neighbour's words the slots carry no marker either, whatever the marker setting says
+    unmarked = recipe("tiny", object_neighbour_words=False, object_neighbour_marker="near")
+    assert unmarked.slot_marker == "" and marked.slot_marker == "near"
+    model, _ = new_embedded_model(unmarked, progress=False)
+    assert not model.config.object_neighbour_words and model.config.object_neighbour_marker_token_id == -1
 
 
 def test_a_batch_of_questions_answers_as_each_alone(run) -> None:  # type: ignore[no-untyped-def]

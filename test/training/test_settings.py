@@ -37,6 +37,8 @@ def test_options_override_the_recipe() -> None:
     assert settings_from_args(parser.parse_args(["--object-neighbour-words"])).object_neighbour_words is True
     assert settings_from_args(parser.parse_args(["--no-object-neighbour-words"])).object_neighbour_words is False
     assert settings_from_args(parser.parse_args(["--object-neighbour-marker", "near"])).object_neighbour_marker == "near"
+    # the default marker goes with the neighbour's words: without them, no marker (and no refusal)
+    assert settings_from_args(parser.parse_args(["--no-object-neighbour-words"])).slot_marker == ""
 
 
 def test_recipes_name_only_real_settings() -> None:
