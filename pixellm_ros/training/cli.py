@@ -14,22 +14,32 @@ templated and paraphrased instructions, paired bootstrap against ``--compare-wit
 invocation asked for after training (``AFTER_OPTIONS``) is kept in the run folder, and a resumed run
 does it too unless told otherwise. ``--memory``:
 how the process takes its memory (``training.memory``; default: as the C library and torch come).
+With ``fresh_process_minutes`` (the recipe's 15) the command trains in child processes that each
+resume the run from its checkpoint and end after that many minutes (``supervise``): a long process's
+heap slows its steps, a fresh one's does not.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import os
 import shutil
 import signal
+import subprocess
+import sys
+import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from .memory import MODES, take_memory
+from .memory import MODES, PAGES_ENV, take_memory
 from .settings import RECIPES, TrainSettings, add_setting_options, recipe, settings_from_args
 
 HELP = "train the embedded PixelLM on the tabletop world (2 CPU cores, about 2 hours 40 minutes)"
 AFTER_FILE = "after_training.json"
+CHILD_ENV = "PIXELLM_TRAIN_PROCESS"  # set in the processes a run's first one starts (their number): they train
+FRESH_PROCESS_EXIT = 75  # a child's exit status when its time is up and a fresh process should go on
 
 
 @dataclass(frozen=True)
@@ -93,13 +103,12 @@ def after_training(args: argparse.Namespace) -> AfterTraining:
 
 
 def run(args: argparse.Namespace) -> int:
-    taken = take_memory(args.memory)  # before torch is imported
+    taken = take_memory(args.memory)  # before torch is imported (a child process inherits the pages' setting)
     print(f"memory: {' + '.join(taken) or 'as the C library and torch come'}", flush=True)
-    from .run import train
-    from .stage1 import stage1_head_file
-
     settings = resolved_settings(args)
     if args.stage1_from is not None:
+        from .stage1 import stage1_head_file
+
         try:
             stage1_head_file(args.stage1_from)
         except FileNotFoundError as error:
@@ -112,9 +121,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
     (out / "settings.json").write_text(json.dumps(asdict(settings), indent=2) + "\n")
     after = after_training(args)
+    if settings.fresh_process_minutes > 0 and os.environ.get(CHILD_ENV) is None:
+        return supervise(args, out, taken)
     if args.resume and after != AfterTraining():
         print(f"after training: {after}", flush=True)
+    from .run import train
+
     stop: list[int] = []
+    fresh = _FreshProcessClock(settings.fresh_process_minutes if os.environ.get(CHILD_ENV) else 0.0)
 
     def request_stop(signum: int, frame: object) -> None:  # the step under way finishes, then a checkpoint
         if stop:
@@ -125,11 +139,14 @@ def run(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         result = train(out, settings, resume=args.resume, progress=not args.no_progress,
-                       stop_requested=lambda stage, step: bool(stop), stage1_from=args.stage1_from)
+                       stop_requested=lambda stage, step: bool(stop) or fresh.due(stage, step),
+                       stage1_from=args.stage1_from)
     except FileExistsError as error:
         print(error)
         return 2
     except KeyboardInterrupt as stopped:
+        if not stop and fresh.expired:
+            return FRESH_PROCESS_EXIT
         print(f"{stopped or 'stopped'}: continue with `pixellm-ros train --out {out} --resume`")
         return 130
     finally:
@@ -156,6 +173,60 @@ def run(args: argparse.Namespace) -> int:
             print(summary["camera"]["table"])
             print(summary.get("camera_comparison_table", summary.get("camera_comparison_skipped", "")))
     return 0
+
+
+class _FreshProcessClock:
+    """When a child process's time is up (``fresh_process_minutes`` since it started; 0: never), and
+    only once it has trained a step itself, so that every process moves the run on."""
+
+    def __init__(self, minutes: float) -> None:
+        self.seconds, self.began, self.first, self.expired = minutes * 60.0, time.monotonic(), None, False
+
+    def due(self, stage: str, step: int) -> bool:
+        if self.first is None:
+            self.first = (stage, step)
+        self.expired = 0 < self.seconds <= time.monotonic() - self.began and (stage, step) != self.first
+        return self.expired
+
+
+def supervise(args: argparse.Namespace, out: Path, taken: list[str]) -> int:
+    """Train in child processes, each ``--resume``-ing the run from its checkpoint (the settings and
+    what to do after training are in the run folder already) and ending itself after
+    ``fresh_process_minutes`` (exit status ``FRESH_PROCESS_EXIT``), until one finishes or stops. A
+    child runs in its own session: SIGINT / SIGTERM reach it once, through this process; then no new
+    child is started. ``taken``: this process's memory settings; each child takes its own (the same
+    ``--memory``). Returns the last child's exit status."""
+    command = [sys.executable, "-m", "pixellm_ros.training", "--out", str(out.absolute()), "--resume", "--memory", args.memory]
+    command += ["--no-progress"] if args.no_progress else []
+    command += ["--stage1-from", str(Path(args.stage1_from).absolute())] if args.stage1_from is not None else []
+    env = {key: value for key, value in os.environ.items() if not (key == PAGES_ENV and "pages" in taken)}
+    stopping: list[int] = []
+    child: subprocess.Popen[bytes] | None = None
+
+    def forward(signum: int, frame: object) -> None:
+        stopping.append(signum)
+        if child is not None and child.poll() is None:
+            child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for number in itertools.count(1):
+            if number > 1:
+                line = f"[{time.strftime('%H:%M:%S')}] process {number}: the run goes on from its checkpoint in a fresh process"
+                print(line, flush=True)
+                with (out / "log.txt").open("a", encoding="utf-8") as log_file:
+                    log_file.write(line + "\n")
+            child = subprocess.Popen(command, env={**env, CHILD_ENV: str(number)}, start_new_session=True)
+            status = child.wait()
+            if status != FRESH_PROCESS_EXIT:
+                return status
+            if stopping:
+                print(f"stopped: continue with `pixellm-ros train --out {out} --resume`")
+                return 130
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    raise AssertionError("unreachable")
 
 
 def main(argv: list[str] | None = None) -> int:

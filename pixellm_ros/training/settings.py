@@ -65,6 +65,10 @@ class TrainSettings:
     # the run
     threads: int = _knob(2, "torch CPU threads", "run")
     checkpoint_minutes: float = _knob(8.0, "minutes between checkpoints (a stopped run resumes from the last)", "run")
+    fresh_process_minutes: float = _knob(
+        15.0, "minutes after which the run goes on from a checkpoint in a fresh process, again and again (0: one "
+        "process throughout): a long process's heap slows its steps (training.memory)", "run"
+    )
     eval_questions: int = _knob(100, "held-out questions the run scores through the engine at its end (0: none)", "run")
 
     @property
@@ -85,7 +89,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "cpu": {},  # the shipped model: the defaults above
     "tiny": {  # the whole pipeline in a minute: tests and smoke checks, not a model
         "train_scenes": 48, "stage1_steps": 6, "stage1_batch": 4, "stage2_steps": 4, "stage2_batch": 4, "questions_per_scene": 2,
-        "lora_rank": 2, "eval_questions": 0, "checkpoint_minutes": 0.0,
+        "lora_rank": 2, "eval_questions": 0, "checkpoint_minutes": 0.0, "fresh_process_minutes": 0.0,
         "object_orders": "left_to_right",  # half the image tokens; both orders are tested by name
         "object_neighbour_words": False,  # the tests' slot layout: the neighbour's words are tested by name
     },
