@@ -6,6 +6,7 @@ The run folder:
     stage2.pt        ``checkpoint_minutes`` and at the end of the stage; a run started again with
                      ``resume`` continues from them, a finished stage is not repeated (a run given
                      ``stage1_from``, an exported model folder, takes stage 1 from it: stage 2 only)
+    stage2_scenes.pt the scenes' object readings by the finished stage 1, computed once for stage 2
     model/           the exported model folder (what ships in pixellm_ros/assets/default_model),
                      with stage 1's prompt head beside it for such later runs
     log.txt          every line the run printed; history.json the losses and evaluations
@@ -15,6 +16,8 @@ The run folder:
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import time
@@ -40,13 +43,22 @@ from .embedded_config import BASE_LLM, NUM_SCALES, SEG_TOKENS_PER_SCALE, embedde
 from .export import export_embedded
 from pixellm_ros.evaluation.world_eval import world_eval_data
 from .plotting import plot_loss_curve
-from .scenes import build_pool
+from .scenes import ScenePool, build_pool
 from .settings import TrainSettings
 from .stage1 import PromptHead, draw_batch, load_stage1_parts, stage1_head_file, stage1_loss, stage1_modules
-from .stage2 import add_adapters, draw_examples, frozen_weights_in, prepare_scenes, stage2_loss, stage2_parameters
+from .stage2 import (
+    Stage2Scenes,
+    add_adapters,
+    draw_examples,
+    frozen_weights_in,
+    prepare_scenes,
+    stage2_loss,
+    stage2_parameters,
+)
 
 STAGE1_FILE = "stage1.pt"
 STAGE2_FILE = "stage2.pt"
+STAGE2_SCENES_FILE = "stage2_scenes.pt"  # the scenes' object readings by the finished stage 1 (prepare_scenes)
 EVAL_SCENES = 40  # held-out scenes scored through the engine at the end of stage 2 (and its checkpoints)
 
 
@@ -103,6 +115,25 @@ def _save(path: Path, payload: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)
+
+
+def _stage2_scenes(out: Path, model: PixelLMForCausalLM, prompt_head: PromptHead, pool: ScenePool,
+                   say: Callable[[str], None]) -> Stage2Scenes:
+    """``prepare_scenes``, computed once a run and kept in ``STAGE2_SCENES_FILE``: every later invocation
+    (a resume, a fresh process) reads it instead of running the detector over every scene again. It is
+    a function of stage 1's finished parts, the model's config and the scenes, so it is kept under a key
+    made of those (another stage 1 or config computes it anew)."""
+    key = hashlib.sha256((out / STAGE1_FILE).read_bytes()
+                         + json.dumps(model.config.to_dict(), sort_keys=True).encode() + str(len(pool)).encode()).hexdigest()
+    path = out / STAGE2_SCENES_FILE
+    if path.is_file():
+        saved = torch.load(path, weights_only=False)
+        if saved["key"] == key:
+            say(f"stage 2: the scenes' object readings read from {STAGE2_SCENES_FILE}")
+            return Stage2Scenes(**saved["scenes"])
+    scenes = prepare_scenes(model, prompt_head, pool)
+    _save(path, {"key": key, "scenes": {f.name: getattr(scenes, f.name) for f in dataclasses.fields(Stage2Scenes)}})
+    return scenes
 
 
 def _one_cycle(optimizer: torch.optim.Optimizer, lr: float, steps: int) -> torch.optim.lr_scheduler.OneCycleLR:
@@ -298,7 +329,7 @@ def train(out_dir: str | os.PathLike[str], settings: TrainSettings, resume: bool
     # ------------------------------------------------------------------ stage 2
     mark = time.monotonic()
     add_adapters(model, tokenizer, settings.lora_rank)
-    scenes = prepare_scenes(model, prompt_head, pool)
+    scenes = _stage2_scenes(out, model, prompt_head, pool, say)
     seconds["stage2_setup"] = time.monotonic() - mark
     params = stage2_parameters(model)
     trainable = {name for name, p in model.named_parameters() if any(p is q for q in params)}

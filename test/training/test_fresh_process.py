@@ -34,6 +34,8 @@ def test_a_run_in_fresh_processes_trains_as_one_process(tmp_path: Path) -> None:
     assert "process 2: the run goes on from its checkpoint in a fresh process" in log
     assert "process 3: the run goes on" in log and "process 4:" not in log, log
     assert "stage 2: resumed at step 1" in log
+    # processes 2 and 3 read the scenes' object readings process 1 computed (their losses below: the same)
+    assert log.count("stage 2: the scenes' object readings read from stage2_scenes.pt") == 2, log
     assert (out / "model" / "model.safetensors").is_file()
     assert json.loads((out / "settings.json").read_text())["fresh_process_minutes"] == 1e-9
 
