@@ -36,7 +36,7 @@ from pathlib import Path
 from .memory import MODES, PAGES_ENV, take_memory
 from .settings import RECIPES, TrainSettings, add_setting_options, recipe, settings_from_args
 
-HELP = "train the embedded PixelLM on the tabletop world (2 CPU cores, about 2 hours 40 minutes)"
+HELP = "train the embedded PixelLM on the tabletop world (2 CPU cores: 2.5 hours or more, by machine; see the README)"
 AFTER_FILE = "after_training.json"
 CHILD_ENV = "PIXELLM_TRAIN_PROCESS"  # set in the processes a run's first one starts (their number): they train
 FRESH_PROCESS_EXIT = 75  # a child's exit status when its time is up and a fresh process should go on

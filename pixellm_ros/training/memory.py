@@ -17,7 +17,9 @@ number that is computed):
 --memory MODE`` takes them before it imports torch. Both together make a fresh process's steps 1.42x
 faster, but a long run's steps slow down as glibc's heap fills (emb11: 5.2 s a step after a restart,
 8.5-8.7 s some 270 steps on, in one process), so the command's default stays "default" until a
-run-length measurement says otherwise.
+run-length measurement says otherwise. Since the command trains in 15-minute fresh processes
+(``fresh_process_minutes``) a process no longer runs long enough to slow much; on another, slower
+machine the three modes' steps differed by less than that machine's drift (README).
 """
 
 from __future__ import annotations

@@ -19,14 +19,15 @@ from pixellm_ros.training.settings import recipe
 
 pytestmark = pytest.mark.timeout(900)  # tiny runs on the real 135M-parameter LLM, four processes in all
 
-STEPS = {"stage1_steps": 1, "stage2_steps": 2}
+STEPS = {"stage1_steps": 1, "stage2_steps": 2}  # a process a step, after stage 1's
 
 
 def test_a_run_in_fresh_processes_trains_as_one_process(tmp_path: Path) -> None:
     out = tmp_path / "fresh"
     env = {key: value for key, value in os.environ.items() if key != CHILD_ENV}
     command = [sys.executable, "-m", "pixellm_ros.training", "--out", str(out), "--recipe", "tiny", "--no-progress",
-               "--stage1-steps", "1", "--stage2-steps", "2", "--fresh-process-minutes", "1e-9"]
+               "--stage1-steps", str(STEPS["stage1_steps"]), "--stage2-steps", str(STEPS["stage2_steps"]),
+               "--fresh-process-minutes", "1e-9"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=800)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     log = (out / "log.txt").read_text()
