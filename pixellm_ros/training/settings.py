@@ -13,6 +13,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from pixellm_ros.world.questions import KIND_WEIGHTS
+
 
 def _knob(default: Any, help: str, stage: str) -> Any:
     return field(default=default, metadata={"help": help, "stage": stage})
@@ -49,6 +51,15 @@ class TrainSettings:
     typo_rate: float = _knob(
         0.0, "share of re-worded questions given one typo (a letter swapped with the next, dropped or doubled)", "stage2"
     )
+    rewrite_rate: float = _knob(
+        0.0, "share of re-worded questions asked in another sentence form of the same meaning (training.phrasing.REWORDINGS)",
+        "stage2"
+    )
+    question_kinds: str = _knob(
+        "", "stage 2's question mix: kind=weight pairs, comma-separated (e.g. affordance=3,half=1.2), replacing the "
+        "world's weights (world.questions.KIND_WEIGHTS) for the kinds named; the evaluation keeps the world's mix",
+        "stage2"
+    )
     prompt_distillation: float = _knob(1.0, "weight of the pull of seg prompts to stage 1's object prompts", "stage2")
     object_orders: str = _knob(
         "left_to_right,front_to_back", "the orders the LLM reads the object slots in, comma-separated (model config OBJECT_ORDERS): "
@@ -70,6 +81,29 @@ class TrainSettings:
         "process throughout): a long process's heap slows its steps (training.memory)", "run"
     )
     eval_questions: int = _knob(100, "held-out questions the run scores through the engine at its end (0: none)", "run")
+
+    def __post_init__(self) -> None:
+        self.kind_weights  # noqa: B018 - a malformed question_kinds is an error at once, not at stage 2
+
+    @property
+    def kind_weights(self) -> dict[str, float]:
+        """Stage 2's weight per question kind: the world's ``KIND_WEIGHTS`` with ``question_kinds``'
+        pairs in their place."""
+        weights = dict(KIND_WEIGHTS)
+        for pair in filter(None, (p.strip() for p in self.question_kinds.split(","))):
+            kind, equals, value = (part.strip() for part in pair.partition("="))
+            try:
+                weight = float(value) if equals else None
+            except ValueError:
+                weight = None
+            if weight is None:
+                raise ValueError(f"question_kinds: {pair!r} is not kind=weight")
+            if kind not in weights:
+                raise ValueError(f"question_kinds: unknown kind {kind!r}; the kinds: {', '.join(weights)}")
+            weights[kind] = weight
+            if weights[kind] < 0:
+                raise ValueError(f"question_kinds: the weight of {kind} is negative")
+        return weights
 
     @property
     def orders(self) -> tuple[str, ...]:

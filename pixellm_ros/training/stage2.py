@@ -154,11 +154,13 @@ class Example:
 
 def draw_examples(
     scenes: Stage2Scenes, pool: ScenePool, count: int, seed: int, step: int, phrasing_rate: float, none_rate: float,
-    typo_rate: float = 0.0, per_scene: int = 1, list_rate: float = 0.0,
+    typo_rate: float = 0.0, per_scene: int = 1, list_rate: float = 0.0, rewrite_rate: float = 0.0,
+    kind_weights: dict[str, float] | None = None,
 ) -> list[list[Example]]:
     """``count`` questions for step ``step`` (a function of seed and step), in groups of up to
     ``per_scene`` distinct questions about one random scene (one sequence of the batch each); a
-    question is of a random kind, re-worded with probability ``phrasing_rate`` (a re-worded one given a
+    question is of a random kind (by ``kind_weights``, default the world's), re-worded with probability
+    ``phrasing_rate`` (a re-worded one in another sentence form with probability ``rewrite_rate``, given a
     typo with probability ``typo_rate``); with probability ``list_rate`` a scene's first question asks
     for every object it holds (``everything_question``; 0: the draws of a run without it); questions
     whose targets the detector missed are dropped, a scene left with none is drawn again."""
@@ -174,13 +176,13 @@ def draw_examples(
             questions.append(everything_question(pool.scenes[index], rng))
         if wanted > len(questions):
             questions += make_questions(pool.scenes[index], rng, wanted - len(questions), split="train",
-                                        none_rate=none_rate)
+                                        none_rate=none_rate, weights=kind_weights)
         group = []
         for question in questions:
             if any(t not in found for t in question.target_ids):
                 continue
-            group.append(Example(index, question, augment_instruction(question.sentence, rng, phrasing_rate, typo_rate),
-                                 [found[t] for t in question.target_ids]))
+            instruction = augment_instruction(question.sentence, rng, phrasing_rate, typo_rate, rewrite_rate)
+            group.append(Example(index, question, instruction, [found[t] for t in question.target_ids]))
         if group:
             groups.append(group)
             drawn += len(group)

@@ -26,6 +26,7 @@ Up to ``MAX_TARGETS`` targets per question.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -126,6 +127,73 @@ _AFFORDANCE_COLOUR_T = {
 _NEGATION_COLOUR_T = ("Segment everything except the {colour} things.", "Find all objects that are not {colour}.")
 _NEGATION_SHAPE_T = ("Find all objects that are not {shapes}.", "Segment everything except the {shapes}.")
 _EVERYTHING_T = ("List every object on the table.", "Segment everything on the table.", "What is on the table?")
+_ADJECTIVES = {True: ("largest", "biggest"), False: ("smallest",)}  # superlative: largest?
+
+# Every template by what it asks (the key: a kind, with the direction / half / affordance where the
+# kind has several), so that a sentence can be read back into its meaning and slots
+# (``read_sentence``) and asked in other words (``training.phrasing``).
+SENTENCE_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "colour": _COLOUR_T,
+    "shape": _SHAPE_T,
+    "colour_shape": _COLOUR_SHAPE_T,
+    "colour_shape_single": _COLOUR_SHAPE_SINGLE_T,
+    "size": _SIZE_T,
+    "size_colour": _SIZE_COLOUR_T,
+    "superlative": _SUPERLATIVE_T,
+    **{f"extreme_{which}": t for which, t in _EXTREME_T.items()},
+    **{f"relation_{direction}": t for direction, t in _RELATION_T.items()},
+    "closest": _CLOSEST_T,
+    **{f"half_{half}": t for half, t in _HALF_T.items()},
+    **{f"affordance_{aff}": t for aff, t in _AFFORDANCE_T.items()},
+    **{f"affordance_colour_{aff}": (t,) for aff, t in _AFFORDANCE_COLOUR_T.items()},
+    "negation_colour": _NEGATION_COLOUR_T,
+    "negation_shape": _NEGATION_SHAPE_T,
+    "everything": _EVERYTHING_T,
+}
+
+
+def _alternatives(words: Sequence[str]) -> str:
+    return "(?:" + "|".join(re.escape(w) for w in words) + ")"
+
+
+_SHAPE_PLURALS = {plural(s): s for s in SHAPE_NAMES}
+# What each template slot can hold (the group / ref phrases: see ``_groups``, ``relations.unique_description``).
+_SLOT_PATTERNS: dict[str, str] = {
+    "colour": _alternatives(COLOUR_NAMES),
+    "shape": _alternatives(SHAPE_NAMES),
+    "shapes": _alternatives(tuple(_SHAPE_PLURALS)),
+    "size": _alternatives(SIZE_NAMES),
+    "adj": _alternatives(_ADJECTIVES[True] + _ADJECTIVES[False]),
+    "group": rf"(?:object|{_alternatives(COLOUR_NAMES)} object|{_alternatives(SHAPE_NAMES)})",
+    "ref": rf"(?:{_alternatives(SIZE_NAMES)} )?(?:{_alternatives(COLOUR_NAMES)} )?{_alternatives(SHAPE_NAMES)}",
+}
+
+
+def _template_pattern(template: str) -> re.Pattern[str]:
+    parts = re.split(r"\{(\w+)\}", template)  # text, slot, text, slot, ..., text
+    body = "".join(re.escape(part) if i % 2 == 0 else f"(?P<{part}>{_SLOT_PATTERNS[part]})" for i, part in enumerate(parts))
+    return re.compile(f"^{body}$")
+
+
+_TEMPLATE_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (meaning, _template_pattern(t)) for meaning, templates in SENTENCE_TEMPLATES.items() for t in templates
+)
+
+
+def read_sentence(sentence: str) -> tuple[str, dict[str, str]] | None:
+    """What a world ``sentence`` asks: its ``SENTENCE_TEMPLATES`` key and the words in its slots
+    ("Where are the balls?" -> ("shape", {"shapes": "balls", "shape": "ball"}); a shape slot comes with
+    its plural and a plural with its singular), or None for a sentence of no template."""
+    for meaning, pattern in _TEMPLATE_PATTERNS:
+        match = pattern.match(sentence)
+        if match is not None:
+            slots = match.groupdict()
+            if "shape" in slots:
+                slots["shapes"] = plural(slots["shape"])
+            elif "shapes" in slots:
+                slots["shape"] = _SHAPE_PLURALS[slots["shapes"]]
+            return meaning, slots
+    return None
 
 
 def _colour(scene: Scene, rng: np.random.Generator) -> list[Question]:
@@ -185,7 +253,7 @@ def _groups(objs: Sequence[SceneObject]) -> list[tuple[str, list[SceneObject]]]:
 def _superlative(scene: Scene, rng: np.random.Generator) -> list[Question]:
     out = []
     for phrase, members in _groups(scene.objects):
-        for largest, adjectives in ((True, ("largest", "biggest")), (False, ("smallest",))):
+        for largest, adjectives in _ADJECTIVES.items():
             winner = rel.size_extreme(members, largest)
             if winner is not None:
                 sentence = _pick(rng, _SUPERLATIVE_T).format(adj=_pick(rng, adjectives), group=phrase)
@@ -348,15 +416,17 @@ def make_questions(
     max_questions: int = 5,
     split: Split = "train",
     none_rate: float = 0.15,
+    weights: dict[str, float] | None = None,
 ) -> list[Question]:
     """Up to ``max_questions`` distinct questions about the scene, of mixed kinds.
 
     Each question is drawn by first picking a kind ("none" with probability ``none_rate``,
-    otherwise by ``KIND_WEIGHTS`` among kinds that still have candidates), then a candidate.
+    otherwise by ``weights``, default ``KIND_WEIGHTS``, among kinds that still have candidates),
+    then a candidate.
     """
     if split not in ("train", "heldout"):
         raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
-    return draw_questions(all_questions(scene, rng, split), rng, max_questions, KIND_WEIGHTS, none_rate)
+    return draw_questions(all_questions(scene, rng, split), rng, max_questions, weights or KIND_WEIGHTS, none_rate)
 
 
 def draw_questions(

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pixellm_ros.evaluation.paraphrase import COLOUR_SYNONYMS, SHAPE_SYNONYMS, paraphrase, paraphrased_instruction
+from pixellm_ros.evaluation.paraphrase import COLOUR_SYNONYMS, REWRITES, SHAPE_SYNONYMS, paraphrase, paraphrased_instruction
 from pixellm_ros.muse.instruction import format_instruction
-from pixellm_ros.training.phrasing import WORD_SWAPS, augment_instruction
-from pixellm_ros.world.questions import all_questions
+from pixellm_ros.training.phrasing import REWORDINGS, WORD_SWAPS, augment_instruction
+from pixellm_ros.world.questions import SENTENCE_TEMPLATES, all_questions, read_sentence
 from pixellm_ros.world.scene import sample_scene
 
 PACKAGE = Path(__file__).resolve().parents[2] / "pixellm_ros"
@@ -27,6 +27,7 @@ def _sentences(count: int = 40) -> list[str]:
 
 
 def test_every_world_sentence_has_a_paraphrase_in_other_words() -> None:
+    assert set(REWRITES) == set(SENTENCE_TEMPLATES) - {"everything"}  # the one kind the evaluation never asks
     sentences = _sentences()
     assert len(sentences) > 300
     rng = np.random.default_rng(0)
@@ -48,7 +49,8 @@ def test_training_never_sees_the_evaluations_words_or_module() -> None:
     evaluation_words = {w for pair in SHAPE_SYNONYMS.values() for w in pair} | set(COLOUR_SYNONYMS.values())
     assert not swapped & evaluation_words
     rng = np.random.default_rng(1)
-    produced = {augment_instruction(s, rng, rate=1.0).lower() for s in _sentences(10) for _ in range(3)}
+    produced = {augment_instruction(s, rng, rate=1.0, rewrite_rate=r).lower() for s in _sentences(10) for r in (0.0, 1.0)
+                for _ in range(3)}
     for text in produced:
         assert not any(word in text for word in ("sphere", "cube", "donut", "mug", "violet", "plus sign", "tube")), text
     for path in (PACKAGE / "training").glob("*.py"):
@@ -56,3 +58,16 @@ def test_training_never_sees_the_evaluations_words_or_module() -> None:
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.module:
                 assert "paraphrase" not in node.module, f"{path.name} imports {node.module}"
+
+
+def test_training_rewordings_are_none_of_the_evaluations_rewrites() -> None:
+    """No sentence form training asks a question in (``REWORDINGS``) is one the evaluation asks it in."""
+
+    def plain(text: str) -> str:
+        return text.lower().replace(format_instruction("").strip().lower(), "").strip(" .?!")
+
+    for sentence in _sentences(10):
+        meaning, slots = read_sentence(sentence)
+        training = {plain(form.format(**slots)) for form in REWORDINGS[meaning]}
+        evaluation = {plain(paraphrase(sentence, np.random.default_rng(seed)) or "") for seed in range(40)}
+        assert not training & evaluation, (sentence, training & evaluation)

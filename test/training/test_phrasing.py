@@ -1,11 +1,12 @@
-"""Training's re-wording: the typo it can add changes one word by one edit, and nothing else."""
+"""Training's re-wording: the typo it can add changes one word by one edit, and nothing else; the
+sentence forms it can ask a meaning in."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from pixellm_ros.training.phrasing import augment_instruction, misspell
-from pixellm_ros.world.questions import make_questions
+from pixellm_ros.training.phrasing import REWORDINGS, augment_instruction, misspell, reword
+from pixellm_ros.world.questions import SENTENCE_TEMPLATES, make_questions, read_sentence
 from pixellm_ros.world.scene import sample_scene
 
 
@@ -48,3 +49,28 @@ def test_typos_come_only_with_their_rate_and_leave_the_rest_as_drawn() -> None:
             assert _one_edit(*words[0]), (a, b)
             changed += 1
     assert changed >= 0.9 * len(sentences)  # every instruction with a word of 4+ letters
+
+
+def test_rewordings_cover_every_meaning_with_its_own_slots() -> None:
+    """``REWORDINGS`` has forms for exactly the world's meanings, each form filled by the slots its
+    meaning's sentences carry; a reworded sentence is one of those forms."""
+    assert set(REWORDINGS) == set(SENTENCE_TEMPLATES)
+    for sentence in set(_sentences(12)):
+        meaning, slots = read_sentence(sentence)
+        for form in REWORDINGS[meaning]:
+            text = form.format(**slots)
+            assert "{" not in text and text.lower() != sentence.lower()
+        reworded = reword(sentence, np.random.default_rng(0))
+        assert reworded[0].isupper()
+        assert reworded[0].lower() + reworded[1:] in {f.format(**slots) for f in REWORDINGS[meaning]}
+
+
+def test_rewrites_come_only_with_their_rate_and_keep_the_other_draws() -> None:
+    sentences = _sentences(6)
+    plain = [augment_instruction(s, np.random.default_rng([i, 2]), rate=1.0) for i, s in enumerate(sentences)]
+    zero = [augment_instruction(s, np.random.default_rng([i, 2]), rate=1.0, rewrite_rate=0.0) for i, s in enumerate(sentences)]
+    rewritten = [augment_instruction(s, np.random.default_rng([i, 2]), rate=1.0, rewrite_rate=1.0) for i, s in enumerate(sentences)]
+    assert zero == plain
+    assert sum(a != b for a, b in zip(plain, rewritten)) >= 0.9 * len(sentences)
+    kept = [augment_instruction(s, np.random.default_rng([i, 2]), rate=0.0, rewrite_rate=1.0) for i, s in enumerate(sentences)]
+    assert all(k.startswith(s) for k, s in zip(kept, sentences))  # not re-worded at all: the world's sentence

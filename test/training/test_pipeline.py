@@ -16,7 +16,7 @@ from pixellm_ros.model.base_parts import ADDED_EMBEDDINGS, LORA_A
 from pixellm_ros.training.export import PROMPT_HEAD_FILE
 from pixellm_ros.training.run import STAGE1_FILE, STAGE2_FILE, new_embedded_model, train
 from pixellm_ros.training.scenes import build_pool
-from pixellm_ros.training.settings import recipe
+from pixellm_ros.training.settings import TrainSettings, recipe
 from pixellm_ros.training.stage1 import PromptHead
 from pixellm_ros.training.stage2 import (
     branch_attention,
@@ -28,6 +28,7 @@ from pixellm_ros.training.stage2 import (
     stage2_parameters,
 )
 from pixellm_ros.world.ontology import COLOUR_NAMES, SHAPE_NAMES, SIZE_NAMES
+from pixellm_ros.world.questions import KIND_WEIGHTS
 from pixellm_ros.world.scene import sample_scene
 
 pytestmark = pytest.mark.timeout(900)  # two tiny runs on the real 135M-parameter LLM
@@ -402,3 +403,19 @@ def test_a_run_takes_stage1_from_an_exported_folder(run, tmp_path: Path) -> None
         (bare / name).write_bytes((first.model_dir / name).read_bytes())
     with pytest.raises(FileNotFoundError, match=PROMPT_HEAD_FILE):
         train(tmp_path / "third", recipe("tiny"), progress=False, log=lambda line: None, stage1_from=bare)
+
+
+def test_question_kinds_set_the_mix_of_stage_2s_questions(every_object_scenes):  # type: ignore[no-untyped-def]
+    """``TrainSettings.kind_weights`` reach the draws: with every kind but affordance weighted 0 (and
+    "none" drawn only where a scene has no affordance question left), the questions are affordance
+    ones; the world's weights draw several kinds."""
+    pool, scenes = every_object_scenes
+    only = TrainSettings(question_kinds=",".join(f"{k}={int(k == 'affordance')}" for k in KIND_WEIGHTS)).kind_weights
+    groups = draw_examples(scenes, pool, 12, seed=3, step=0, phrasing_rate=0.5, none_rate=0.0, per_scene=3,
+                           kind_weights=only)
+    assert sum(len(g) for g in groups) == 12
+    kinds = [e.question.kind for g in groups for e in g]
+    assert set(kinds) <= {"affordance", "none"} and kinds.count("affordance") >= 9
+    mixed = draw_examples(scenes, pool, 12, seed=3, step=0, phrasing_rate=0.5, none_rate=0.0, per_scene=3,
+                          kind_weights=TrainSettings().kind_weights)
+    assert len({e.question.kind for g in mixed for e in g}) >= 4

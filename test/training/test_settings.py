@@ -13,6 +13,7 @@ import torch
 
 from pixellm_ros.training import cli as train_cli
 from pixellm_ros.training.cli import AFTER_FILE, AfterTraining
+from pixellm_ros.world.questions import KIND_WEIGHTS
 from pixellm_ros.training.settings import RECIPES, SETTING_FIELDS, TrainSettings, add_setting_options, recipe, settings_from_args
 
 
@@ -39,6 +40,15 @@ def test_options_override_the_recipe() -> None:
     assert settings_from_args(parser.parse_args(["--object-neighbour-marker", "near"])).object_neighbour_marker == "near"
     # the default marker goes with the neighbour's words: without them, no marker (and no refusal)
     assert settings_from_args(parser.parse_args(["--no-object-neighbour-words"])).slot_marker == ""
+
+
+def test_question_kinds_replace_the_worlds_weights_for_the_kinds_named() -> None:
+    assert TrainSettings().kind_weights == KIND_WEIGHTS
+    weights = TrainSettings(question_kinds="affordance=3, half=1.2").kind_weights
+    assert weights == {**KIND_WEIGHTS, "affordance": 3.0, "half": 1.2} and KIND_WEIGHTS["affordance"] != 3.0
+    for wrong, message in (("rolling=2", "unknown kind 'rolling'"), ("half:2", "not kind=weight"), ("size=-1", "negative")):
+        with pytest.raises(ValueError, match=message):
+            TrainSettings(question_kinds=wrong)
 
 
 def test_recipes_name_only_real_settings() -> None:

@@ -17,7 +17,7 @@ from pixellm_ros.world import NO_TARGET_ANSWER, Scene, fill_seg, make_questions,
 from pixellm_ros.world.objects import SceneObject
 from pixellm_ros.world.ontology import HELDOUT_COLOUR_SHAPE
 from pixellm_ros.world.phrasing import mentions_heldout_pair
-from pixellm_ros.world.questions import all_questions, everything_question
+from pixellm_ros.world.questions import SENTENCE_TEMPLATES, all_questions, everything_question, read_sentence
 
 COLOURS = "red|orange|yellow|green|blue|purple"
 SHAPES = "ball|box|wedge|ring|cylinder|star|cross|cup"
@@ -301,3 +301,37 @@ def test_questions_on_camera_sized_scenes(size) -> None:
     for scene, questions in _scenes_and_questions(5, seed0=4000, size=size):
         for q in questions:
             assert set(q.target_ids) == expected_targets(scene, q.sentence)
+
+
+def test_every_sentence_reads_back_into_one_meaning_and_its_slots() -> None:
+    """``read_sentence``: each world sentence is read by exactly one meaning, of the question's kind
+    (or any kind for "none", which borrows their templates), and one of that meaning's templates
+    filled with the slots read gives the sentence back."""
+    sentences: dict[str, str] = {}
+    for index in range(40):
+        split = "heldout" if index % 2 else "train"
+        scene = sample_scene(np.random.default_rng(5000 + index), (224, 224), split=split)
+        rng = np.random.default_rng(index)
+        for kind, pool in all_questions(scene, rng, split).items():
+            sentences.update({q.sentence: kind for q in pool})
+        sentences[everything_question(scene, rng).sentence] = "everything"
+    assert len(sentences) > 300
+    meanings = set()
+    for sentence, kind in sentences.items():
+        read = read_sentence(sentence)
+        assert read is not None, sentence
+        meaning, slots = read
+        meanings.add(meaning)
+        assert kind == "none" or meaning == kind or meaning.startswith(kind + "_"), (sentence, meaning)
+        matching = {m for m, templates in SENTENCE_TEMPLATES.items() for t in templates if _fills(t, slots) == sentence}
+        assert matching == {meaning}, (sentence, matching)
+    assert meanings == set(SENTENCE_TEMPLATES)
+    assert read_sentence("Where are the spheres?") is None
+    assert read_sentence("Find every ball on the table.") == ("shape", {"shape": "ball", "shapes": "balls"})
+
+
+def _fills(template: str, slots: dict[str, str]) -> str | None:
+    try:
+        return template.format(**slots)
+    except KeyError:
+        return None
