@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import zlib
+
 import numpy as np
 
 from pixellm_ros.muse.instruction import format_instruction

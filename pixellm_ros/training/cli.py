@@ -121,14 +121,15 @@ def run(args: argparse.Namespace) -> int:
         return 2
     (out / "settings.json").write_text(json.dumps(asdict(settings), indent=2) + "\n")
     after = after_training(args)
-    if settings.fresh_process_minutes > 0 and os.environ.get(CHILD_ENV) is None:
+    is_child = CHILD_ENV in os.environ  # started by ``supervise``
+    if settings.fresh_process_minutes > 0 and not is_child:
         return supervise(args, out, taken)
     if args.resume and after != AfterTraining():
         print(f"after training: {after}", flush=True)
     from .run import train
 
     stop: list[int] = []
-    fresh = _FreshProcessClock(settings.fresh_process_minutes if os.environ.get(CHILD_ENV) else 0.0)
+    fresh = _FreshProcessClock(settings.fresh_process_minutes if is_child else 0.0)
 
     def request_stop(signum: int, frame: object) -> None:  # the step under way finishes, then a checkpoint
         if stop:

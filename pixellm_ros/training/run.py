@@ -117,14 +117,28 @@ def _save(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def stage1_digest(path: Path) -> str:
+    """A digest of the finished stage 1 in a stage-1 checkpoint: its parts' and prompt head's tensors,
+    not its bookkeeping (optimizer, step, the folder it was taken from), so two runs that take stage 1
+    from the same model folder, by whatever path, share it."""
+    saved = torch.load(path, weights_only=False)
+    digest = hashlib.sha256()
+    for index, state in enumerate([*saved["modules"], saved["prompt_head"]]):
+        for name in sorted(state):
+            tensor = state[name].detach().cpu().contiguous()
+            digest.update(f"{index}/{name}/{tensor.dtype}/{tuple(tensor.shape)}".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _stage2_scenes(out: Path, model: PixelLMForCausalLM, prompt_head: PromptHead, pool: ScenePool,
                    say: Callable[[str], None]) -> Stage2Scenes:
     """``prepare_scenes``, computed once a run and kept in ``STAGE2_SCENES_FILE``: every later invocation
     (a resume, a fresh process) reads it instead of running the detector over every scene again. It is
     a function of stage 1's finished parts, the model's config and the scenes, so it is kept under a key
-    made of those (another stage 1 or config computes it anew)."""
-    key = hashlib.sha256((out / STAGE1_FILE).read_bytes()
-                         + json.dumps(model.config.to_dict(), sort_keys=True).encode() + str(len(pool)).encode()).hexdigest()
+    made of those (``stage1_digest``; another stage 1 or config computes it anew)."""
+    key = hashlib.sha256((stage1_digest(out / STAGE1_FILE)
+                          + json.dumps(model.config.to_dict(), sort_keys=True) + str(len(pool))).encode()).hexdigest()
     path = out / STAGE2_SCENES_FILE
     if path.is_file():
         saved = torch.load(path, weights_only=False)

@@ -14,7 +14,7 @@ import torch
 from pixellm_ros.engine import BatchRequest, PixelLMEngine, SegmentationResult
 from pixellm_ros.model.base_parts import ADDED_EMBEDDINGS, LORA_A
 from pixellm_ros.training.export import PROMPT_HEAD_FILE
-from pixellm_ros.training.run import STAGE1_FILE, STAGE2_FILE, new_embedded_model, train
+from pixellm_ros.training.run import STAGE1_FILE, STAGE2_FILE, new_embedded_model, stage1_digest, train
 from pixellm_ros.training.scenes import build_pool
 from pixellm_ros.training.settings import TrainSettings, recipe
 from pixellm_ros.training.stage1 import PromptHead
@@ -419,3 +419,17 @@ def test_question_kinds_set_the_mix_of_stage_2s_questions(every_object_scenes): 
     mixed = draw_examples(scenes, pool, 12, seed=3, step=0, phrasing_rate=0.5, none_rate=0.0, per_scene=3,
                           kind_weights=TrainSettings().kind_weights)
     assert len({e.question.kind for g in mixed for e in g}) >= 4
+
+
+def test_stage1_digest_reads_the_parts_not_the_bookkeeping(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The key of stage 2's cached scene readings: a stage-1 checkpoint with the same tensors and other
+    bookkeeping (another source folder, no optimizer) has the same digest; one tensor changed, another."""
+    out, _ = run
+    saved = torch.load(out / STAGE1_FILE, weights_only=False)
+    same = {**saved, "from": "/elsewhere/default_model", "optimizer": {}, "step": 0}
+    torch.save(same, tmp_path / "same.pt")
+    assert stage1_digest(tmp_path / "same.pt") == stage1_digest(out / STAGE1_FILE)
+    name = next(iter(saved["prompt_head"]))
+    changed = {**saved, "prompt_head": {**saved["prompt_head"], name: saved["prompt_head"][name] + 1e-3}}
+    torch.save(changed, tmp_path / "changed.pt")
+    assert stage1_digest(tmp_path / "changed.pt") != stage1_digest(out / STAGE1_FILE)
