@@ -348,10 +348,12 @@ def train(out_dir: str | os.PathLike[str], settings: TrainSettings, resume: bool
     params = stage2_parameters(model)
     trainable = {name for name, p in model.named_parameters() if any(p is q for q in params)}
 
+    kind_weights = settings.kind_weights  # parsed once, not each step
+
     def stage2_step(step: int) -> tuple[torch.Tensor, dict[str, float]]:
         groups = draw_examples(scenes, pool, settings.stage2_batch, settings.seed, step, settings.phrasing_rate,
                                settings.none_rate, settings.typo_rate, settings.questions_per_scene,
-                               settings.list_rate, settings.rewrite_rate, settings.kind_weights)
+                               settings.list_rate, settings.rewrite_rate, kind_weights)
         losses = stage2_loss(model, tokenizer, scenes, groups, settings.prompt_distillation)
         return losses.total, {"token_ce": losses.token_ce, "distillation": losses.distillation}
 
