@@ -117,27 +117,28 @@ def _save(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def stage1_digest(path: Path) -> str:
-    """A digest of the finished stage 1 in a stage-1 checkpoint: its parts' and prompt head's tensors,
-    not its bookkeeping (optimizer, step, the folder it was taken from), so two runs that take stage 1
-    from the same model folder, by whatever path, share it."""
-    saved = torch.load(path, weights_only=False)
+def stage1_digest(state: dict[str, Any]) -> str:
+    """A digest of a finished stage 1 (``{"modules": [state dicts], "prompt_head": state dict}``, as its
+    checkpoint holds them): its parts' and prompt head's tensors only, not the checkpoint's bookkeeping
+    (optimizer, step, the folder it was taken from), so two runs that take stage 1 from the same model
+    folder, by whatever path, share it."""
     digest = hashlib.sha256()
-    for index, state in enumerate([*saved["modules"], saved["prompt_head"]]):
-        for name in sorted(state):
-            tensor = state[name].detach().cpu().contiguous()
+    for index, tensors in enumerate([*state["modules"], state["prompt_head"]]):
+        for name in sorted(tensors):
+            tensor = tensors[name].detach().cpu().contiguous()
             digest.update(f"{index}/{name}/{tensor.dtype}/{tuple(tensor.shape)}".encode())
             digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
-def _stage2_scenes(out: Path, model: PixelLMForCausalLM, prompt_head: PromptHead, pool: ScenePool,
+def _stage2_scenes(out: Path, model: PixelLMForCausalLM, prompt_head: PromptHead, pool: ScenePool, stage1_key: str,
                    say: Callable[[str], None]) -> Stage2Scenes:
     """``prepare_scenes``, computed once a run and kept in ``STAGE2_SCENES_FILE``: every later invocation
     (a resume, a fresh process) reads it instead of running the detector over every scene again. It is
     a function of stage 1's finished parts, the model's config and the scenes, so it is kept under a key
-    made of those (``stage1_digest``; another stage 1 or config computes it anew)."""
-    key = hashlib.sha256((stage1_digest(out / STAGE1_FILE)
+    made of those (``stage1_key``: ``stage1_digest`` of the finished stage 1; another stage 1 or config
+    computes it anew)."""
+    key = hashlib.sha256((stage1_key
                           + json.dumps(model.config.to_dict(), sort_keys=True) + str(len(pool))).encode()).hexdigest()
     path = out / STAGE2_SCENES_FILE
     if path.is_file():
@@ -336,6 +337,7 @@ def train(out_dir: str | os.PathLike[str], settings: TrainSettings, resume: bool
                                log_every=50, postfix=("total", "mask_dice")),
                         settings, history, out, say, progress, stop_requested)
     seconds["stage1"] = stage1.seconds
+    stage1_key = stage1_digest(stage1_state())  # the tensors its checkpoint holds, read from memory
     for module in modules:
         module.requires_grad_(False)
     prompt_head.requires_grad_(False)
@@ -343,7 +345,7 @@ def train(out_dir: str | os.PathLike[str], settings: TrainSettings, resume: bool
     # ------------------------------------------------------------------ stage 2
     mark = time.monotonic()
     add_adapters(model, tokenizer, settings.lora_rank)
-    scenes = _stage2_scenes(out, model, prompt_head, pool, say)
+    scenes = _stage2_scenes(out, model, prompt_head, pool, stage1_key, say)
     seconds["stage2_setup"] = time.monotonic() - mark
     params = stage2_parameters(model)
     trainable = {name for name, p in model.named_parameters() if any(p is q for q in params)}
