@@ -81,7 +81,8 @@ def new_embedded_model(settings: TrainSettings, progress: bool = True) -> tuple[
     pretrained: dict[str, torch.Tensor] = {}
     for _, source in delta_sources(config, {ADDED_EMBEDDINGS: added}, progress):
         pretrained.update({key: tensor for key, tensor, _ in source})
-    missing = [k for k in pretrained if k not in model.state_dict()]
+    places = model.state_dict().keys()  # once: each call walks every module
+    missing = [k for k in pretrained if k not in places]
     if missing:
         raise RuntimeError(f"pretrained tensors with no place in the model: {missing[:5]}")
     model.load_state_dict(pretrained, strict=False)
