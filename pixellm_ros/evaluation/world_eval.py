@@ -23,9 +23,11 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pixellm_ros.evaluation.comparison import paired_bootstrap
 from pixellm_ros.evaluation.evaluator import EvaluationReport, evaluate
@@ -33,6 +35,9 @@ from pixellm_ros.evaluation.muse_data import load_muse
 from pixellm_ros.evaluation.paraphrase import paraphrased_instruction
 from pixellm_ros.world import generate_dataset
 from pixellm_ros.world.scene import CAMERA_SIZE
+
+if TYPE_CHECKING:
+    from pixellm_ros.engine import PixelLMEngine
 
 EVAL_DATA_SEED = 20_240_601
 FINAL_EVAL_SEED = 1  # the 200 held-out scenes of the README's figures
@@ -73,23 +78,47 @@ def evaluate_model_folder(
     paraphrased: bool = False,
 ) -> EvaluationReport:
     """Load ``model_dir`` in the engine and score it on world questions of ``split`` (asked in the
-    world's templates, or ``paraphrased``). The questions of one image are asked as one batch
-    (``segment_batch``: the LLM's weights are read once a token for all of them)."""
-    from pixellm_ros.engine import BatchRequest, PixelLMEngine  # the engine pulls in generation; import on use
+    world's templates, or ``paraphrased``): ``evaluate_engine`` on a freshly loaded engine."""
+    with _loaded(model_dir, device) as engine:
+        return evaluate_engine(engine, data_dir, split, num_images, limit, seed, progress, paraphrased)
+
+
+def evaluate_engine(
+    engine: "PixelLMEngine",
+    data_dir: str | os.PathLike[str],
+    split: str = "heldout",
+    num_images: int = 60,
+    limit: int | None = None,
+    seed: int = EVAL_DATA_SEED,
+    progress: bool = True,
+    paraphrased: bool = False,
+) -> EvaluationReport:
+    """Score a loaded ``engine`` on world questions of ``split``. The questions of one image are asked
+    as one batch (``segment_batch``: the LLM's weights are read once a token for all of them)."""
+    from pixellm_ros.engine import BatchRequest  # the engine pulls in generation; import on use
 
     json_path = world_eval_data(data_dir, split, num_images, seed)
     images = load_muse(json_path, json_path.parent / "images")
+
+    def predict_image(image_rgb, instructions):  # type: ignore[no-untyped-def]
+        outcomes = engine.segment_batch([BatchRequest(image_rgb, text) for text in instructions])
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return [[target.mask for target in outcome.targets] for outcome in outcomes]
+
+    return evaluate(images, None, limit=limit, progress=progress, image_predictor=predict_image,
+                    instruction_for=paraphrased_instruction if paraphrased else None)
+
+
+@contextmanager
+def _loaded(model_dir: str | os.PathLike[str], device: str) -> Iterator["PixelLMEngine"]:
+    """``model_dir`` in the engine, released on leaving."""
+    from pixellm_ros.engine import PixelLMEngine  # the engine pulls in generation; import on use
+
     engine = PixelLMEngine.from_pretrained(str(model_dir), device=device)
     try:
-        def predict_image(image_rgb, instructions):  # type: ignore[no-untyped-def]
-            outcomes = engine.segment_batch([BatchRequest(image_rgb, text) for text in instructions])
-            for outcome in outcomes:
-                if isinstance(outcome, BaseException):
-                    raise outcome
-            return [[target.mask for target in outcome.targets] for outcome in outcomes]
-
-        return evaluate(images, None, limit=limit, progress=progress, image_predictor=predict_image,
-                        instruction_for=paraphrased_instruction if paraphrased else None)
+        yield engine
     finally:
         engine.release()
 
@@ -134,14 +163,19 @@ def evaluate_run(
     docstring) and returns the summary."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    data = out / "data"
-    began = time.monotonic()
-    new = evaluate_model_folder(model_dir, data, "heldout", num_images, device=device, seed=seed, progress=progress)
-    new.write_json(out / "eval_new.json")
-    new_seconds = time.monotonic() - began
-    reworded = evaluate_model_folder(model_dir, data, "heldout", num_images, device=device, seed=seed,
-                                     progress=progress, paraphrased=True)
-    reworded.write_json(out / "eval_paraphrased.json")
+    data, camera_data = out / "data", out / "data_camera"
+    camera = base_camera = None
+    with _loaded(model_dir, device) as engine:  # one load for the templated, reworded and camera questions
+        began = time.monotonic()
+        new = evaluate_engine(engine, data, "heldout", num_images, seed=seed, progress=progress)
+        new.write_json(out / "eval_new.json")
+        new_seconds = time.monotonic() - began
+        reworded = evaluate_engine(engine, data, "heldout", num_images, seed=seed, progress=progress, paraphrased=True)
+        reworded.write_json(out / "eval_paraphrased.json")
+        if camera_images > 0:
+            world_eval_data(camera_data, "heldout", camera_images, seed, image_size=CAMERA_SIZE)
+            camera = evaluate_engine(engine, camera_data, "heldout", camera_images, seed=seed, progress=progress)
+            camera.write_json(out / "eval_camera.json")
     gap = new.overall["giou"] - reworded.overall["giou"]
     summary: dict[str, Any] = {
         "scenes": num_images, "seed": seed, "questions": new.overall["num_questions"],
@@ -154,40 +188,42 @@ def evaluate_run(
         "seconds_per_question": new_seconds / max(new.overall["num_questions"], 1),
     }
     if base is not None:
-        base_path = Path(base)
-        if base_path.is_dir():
-            base_report = evaluate_model_folder(base_path, data, "heldout", num_images, device=device, seed=seed,
-                                                progress=progress)
-        else:
-            base_report = EvaluationReport.read_json(base_path)
+        base_report, base_camera = base_reports(base, data, num_images, None if camera is None else camera_data,
+                                                camera_images, seed, device, progress)
         base_report.write_json(out / "eval_base.json")
-        summary["base"] = {"source": str(base_path), **_figures(base_report)}
+        summary["base"] = {"source": str(base), **_figures(base_report)}
         summary.update(_compared(base_report, new, out, ""))
-    if camera_images > 0:
-        summary.update(_camera_evaluation(model_dir, out, camera_images, seed, base, device, progress))
+    if camera is not None:
+        summary["camera"] = {"scenes": camera_images, "size": list(CAMERA_SIZE), **_figures(camera)}
+        if base_camera is not None:
+            summary.update(camera_comparison(base_camera, camera, out))
     (out / "eval_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
-def _camera_evaluation(
-    model_dir: str | os.PathLike[str], out: Path, num_images: int, seed: int,
-    base: str | os.PathLike[str] | None, device: str, progress: bool,
-) -> dict[str, Any]:
-    """``evaluate_run``'s scenes at a camera's size (its summary's "camera" entries)."""
-    data = out / "data_camera"
-    world_eval_data(data, "heldout", num_images, seed, image_size=CAMERA_SIZE)
-    camera = evaluate_model_folder(model_dir, data, "heldout", num_images, device=device, seed=seed, progress=progress)
-    camera.write_json(out / "eval_camera.json")
-    summary: dict[str, Any] = {"camera": {"scenes": num_images, "size": list(CAMERA_SIZE), **_figures(camera)}}
-    base_report = None
-    if base is not None and Path(base).is_dir():
-        base_report = evaluate_model_folder(base, data, "heldout", num_images, device=device, seed=seed, progress=progress)
-    elif base is not None and (Path(base).parent / "eval_camera.json").is_file():
-        base_report = EvaluationReport.read_json(Path(base).parent / "eval_camera.json")
-    if base_report is not None:
-        base_report.write_json(out / "eval_camera_base.json")
-        try:
-            summary.update(_compared(base_report, camera, out, "camera_"))
-        except ValueError as error:  # a base report of other camera scenes (another count or seed)
-            summary["camera_comparison_skipped"] = str(error)
-    return summary
+def camera_comparison(base: EvaluationReport, camera: EvaluationReport, out: Path) -> dict[str, Any]:
+    """The camera-size questions base -> new (``eval_camera_base.json``, ``camera_comparison.json``), or
+    why not: a base report of other camera scenes (another count or seed) is not compared."""
+    base.write_json(out / "eval_camera_base.json")
+    try:
+        return _compared(base, camera, out, "camera_")
+    except ValueError as error:
+        return {"camera_comparison_skipped": str(error)}
+
+
+def base_reports(
+    base: str | os.PathLike[str], data: Path, num_images: int, camera_data: Path | None, camera_images: int,
+    seed: int, device: str, progress: bool,
+) -> tuple[EvaluationReport, EvaluationReport | None]:
+    """``evaluate_run``'s base: a model folder asked the same scenes (and the camera's, with
+    ``camera_data``) in one load, or a report JSON and the ``eval_camera.json`` beside it when there is one."""
+    base_path = Path(base)
+    if not base_path.is_dir():
+        beside = base_path.parent / "eval_camera.json"
+        camera = EvaluationReport.read_json(beside) if camera_data is not None and beside.is_file() else None
+        return EvaluationReport.read_json(base_path), camera
+    with _loaded(base_path, device) as engine:
+        report = evaluate_engine(engine, data, "heldout", num_images, seed=seed, progress=progress)
+        camera = None if camera_data is None else evaluate_engine(engine, camera_data, "heldout", camera_images,
+                                                                  seed=seed, progress=progress)
+    return report, camera

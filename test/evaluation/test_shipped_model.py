@@ -18,7 +18,10 @@ import torch
 from pixellm_ros.cli import main
 from pixellm_ros.engine import InvalidInputError, PixelLMEngine
 from pixellm_ros.engine.engine import DEFAULT_MODEL_DIR
-from pixellm_ros.evaluation.world_eval import COMPARISON_GROUPS, _camera_evaluation, evaluate_model_folder, evaluate_run
+from pixellm_ros.evaluation.evaluator import EvaluationReport
+from pixellm_ros.evaluation.world_eval import (
+    COMPARISON_GROUPS, FINAL_EVAL_SEED, base_reports, camera_comparison, evaluate_model_folder, evaluate_run,
+)
 from pixellm_ros.training.export import PROMPT_HEAD_FILE
 from pixellm_ros.training.run import new_embedded_model
 from pixellm_ros.training.settings import recipe
@@ -84,13 +87,17 @@ def test_a_run_evaluation_compares_overall_and_within_each_kind(tmp_path: Path) 
     image = cv2.imread(str(next((tmp_path / "data_camera" / "heldout" / "images").iterdir())))
     assert image.shape[:2] == CAMERA_SIZE and summary["camera"]["size"] == list(CAMERA_SIZE)
     assert all(m["base"] == m["new"] for m in summary["camera_comparison"]["metrics"].values())
-    # a base given as a report JSON is compared on the eval_camera.json beside it, when it holds the same questions
-    again = _camera_evaluation(DEFAULT_MODEL_DIR, tmp_path / "again", 1, 1, tmp_path / "eval_new.json", "cpu", False)
-    assert again["camera_comparison"]["num_questions"] == len(camera["questions"])
-    other = tmp_path / "other_base"
-    other.mkdir()
-    (other / "eval_camera.json").write_text(json.dumps({**camera, "questions": camera["questions"][1:]}))
-    skipped = _camera_evaluation(DEFAULT_MODEL_DIR, tmp_path / "again", 1, 1, other / "eval_new.json", "cpu", False)
+    # a base given as a report JSON brings the eval_camera.json beside it (no model is asked)...
+    camera_report = EvaluationReport.read_json(tmp_path / "eval_camera.json")
+    base, base_camera = base_reports(tmp_path / "eval_new.json", tmp_path / "data", 2, tmp_path / "data_camera", 1,
+                                     FINAL_EVAL_SEED, "cpu", False)
+    assert base.records == EvaluationReport.read_json(tmp_path / "eval_new.json").records
+    assert base_camera is not None and base_camera.records == camera_report.records
+    assert base_reports(tmp_path / "eval_new.json", tmp_path / "data", 2, None, 0, FINAL_EVAL_SEED, "cpu", False)[1] is None
+    # ...and a base camera report of other questions is not compared, and says why
+    other = EvaluationReport.from_records(camera_report.records[1:], 1)
+    (tmp_path / "again").mkdir()
+    skipped = camera_comparison(other, camera_report, tmp_path / "again")
     assert "camera_comparison" not in skipped and "not of the same questions" in skipped["camera_comparison_skipped"]
 
 
