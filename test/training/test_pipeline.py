@@ -329,9 +329,12 @@ def test_list_rate_asks_scenes_for_every_object_first(run, every_object_scenes):
     assert np.isfinite(losses.token_ce) and losses.distillation > 0
 
 
-def test_a_stopped_run_resumes_where_it_was(tmp_path: Path) -> None:
+def test_a_stopped_run_resumes_where_it_was_and_a_finished_one_goes_on_with_more_steps(tmp_path: Path) -> None:
+    """Stopped at stage 2's step 2 of 3 (as on SIGINT / SIGTERM in the CLI), ``train --resume`` goes on
+    from there; then ``train --resume --stage2-steps 4`` on the finished run trains stage 2 on to 4
+    (following 4's schedule from the saved step, as test_settings checks), and nothing else again."""
     settings = recipe("tiny", stage2_steps=3)
-    with pytest.raises(KeyboardInterrupt, match="stopped in stage 2 at step 2"):  # as on SIGINT / SIGTERM in the CLI
+    with pytest.raises(KeyboardInterrupt, match="stopped in stage 2 at step 2"):
         train(tmp_path, settings, progress=False, log=lambda line: None,
               stop_requested=lambda stage, step: stage == "stage2" and step == 2)
     saved = torch.load(tmp_path / STAGE2_FILE, weights_only=False)
@@ -351,16 +354,12 @@ def test_a_stopped_run_resumes_where_it_was(tmp_path: Path) -> None:
     seconds = json.loads((tmp_path / "summary.json").read_text())["seconds"]
     assert seconds["stage1"] == first["stage1"] and seconds["stage2"] > first["stage2"]
     assert seconds["total"] > seconds["stage1"] + seconds["stage2"]
+    assert torch.load(tmp_path / STAGE2_FILE, weights_only=False)["done"]
 
-
-def test_a_finished_run_resumed_with_more_steps_goes_on(tmp_path: Path) -> None:
-    """``train --resume --stage2-steps N`` on a finished run trains stage 2 on to N (following N's
-    schedule from the saved step, as test_settings checks), and nothing else again."""
-    train(tmp_path, recipe("tiny", stage2_steps=2), progress=False, log=lambda line: None)
-    lines: list[str] = []
+    lines.clear()
     train(tmp_path, recipe("tiny", stage2_steps=4), resume=True, progress=False, log=lines.append)
     assert any("stage 1: resumed at step" in line and "(done)" in line for line in lines)
-    assert any(line.endswith("stage 2: resumed at step 2") for line in lines), lines
+    assert any(line.endswith("stage 2: resumed at step 3") for line in lines), lines
     saved = torch.load(tmp_path / STAGE2_FILE, weights_only=False)
     assert saved["step"] == 4 and saved["done"]
     history = json.loads((tmp_path / "history.json").read_text())
