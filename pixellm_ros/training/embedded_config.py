@@ -69,11 +69,16 @@ def embedded_config(base_llm_config: dict[str, Any], tokenizer: BPETokenizer, se
     """The embedded PixelLM around the base LLM's config (as cached by ``model.pretrained_llm``), its
     object slots laid out by ``settings`` (``orders``, ``object_neighbour_words``, ``slot_marker``: the
     ``PixelLMConfig`` fields ``object_orders``, ``object_neighbour_words`` and
-    ``object_neighbour_marker_token_id``, the marker as its word's token id)."""
+    ``object_neighbour_marker_token_id``, the marker as its word's token id) and its LLM the base's
+    first ``settings.llm_layers`` layers (all with 0)."""
     marker = word_token_ids(tokenizer, (settings.slot_marker,), " ")[0] if settings.slot_marker else -1
     base_vocab = tokenizer.base_vocab_size
     text = dict(base_llm_config)
     text["vocab_size"] = base_vocab + len(added_token_names(SEG_TOKENS_PER_SCALE * NUM_SCALES))
+    if settings.llm_layers:
+        if settings.llm_layers > text["num_hidden_layers"]:
+            raise ValueError(f"llm_layers: {settings.llm_layers}, but {BASE_LLM} has {text['num_hidden_layers']} layers")
+        text["num_hidden_layers"] = settings.llm_layers
     return PixelLMConfig(
         text=LlamaConfig.from_dict(text),
         vision=None,

@@ -11,14 +11,17 @@ import numpy as np
 import pytest
 import torch
 
-from pixellm_ros.engine import BatchRequest, PixelLMEngine, SegmentationResult
+from pixellm_ros.engine import BatchRequest, EngineError, PixelLMEngine, SegmentationResult
 from pixellm_ros.model.base_parts import ADDED_EMBEDDINGS, LORA_A
-from pixellm_ros.training.export import PROMPT_HEAD_FILE
+from pixellm_ros.model.pretrained_llm import load_pretrained_llm_state
+from pixellm_ros.training.embedded_config import BASE_LLM
+from pixellm_ros.training.export import PROMPT_HEAD_FILE, export_embedded
 from pixellm_ros.training.run import STAGE1_FILE, STAGE2_FILE, new_embedded_model, stage1_digest, train
 from pixellm_ros.training.scenes import build_pool
 from pixellm_ros.training.settings import TrainSettings, recipe
 from pixellm_ros.training.stage1 import PromptHead
 from pixellm_ros.training.stage2 import (
+    add_adapters,
     branch_attention,
     draw_examples,
     frozen_weights_in,
@@ -207,6 +210,33 @@ def test_the_object_orders_setting_builds_the_model_that_reads_them() -> None:
     assert unmarked.slot_marker == "" and marked.slot_marker == "near"
     model, _ = new_embedded_model(unmarked, progress=False)
     assert not model.config.object_neighbour_words and model.config.object_neighbour_marker_token_id == -1
+
+
+def test_llm_layers_keep_the_bases_first_layers_and_the_exported_folder_loads_as_many(tmp_path: Path) -> None:
+    """``llm_layers`` N: the LLM is the package's first N layers (its embedding and final norm too), and
+    a folder exported from it loads those N layers strictly, answering through the engine; a folder
+    asking more layers than the base has is refused, as are the settings."""
+    _, base = load_pretrained_llm_state(BASE_LLM, progress=False)
+    model, tokenizer = new_embedded_model(recipe("tiny", llm_layers=2), progress=False)
+    llm = model.language_model
+    assert len(llm.model.layers) == model.config.text.num_hidden_layers == 2
+    assert torch.equal(llm.model.layers[1].mlp.down_proj.weight, base["model.layers.1.mlp.down_proj.weight"])
+    assert torch.equal(llm.model.norm.weight, base["model.norm.weight"])
+    add_adapters(model, tokenizer, 2)
+    folder = export_embedded(model, tokenizer, tmp_path / "model", dtype=torch.float32)
+    engine = PixelLMEngine.from_pretrained(folder)
+    assert len(engine.model.language_model.model.layers) == 2
+    image, _ = sample_scene(np.random.default_rng(5), (240, 320)).render()
+    assert engine.segment(image, "Find every red ball.", max_new_tokens=4).generated_tokens > 0
+    config = json.loads((folder / "pixellm_config.json").read_text())
+    config["text"]["num_hidden_layers"] = 31
+    (folder / "pixellm_config.json").write_text(json.dumps(config))
+    with pytest.raises(EngineError, match="31 LLM layers asked of"):
+        PixelLMEngine.from_pretrained(folder)
+    with pytest.raises(ValueError, match="has 30 layers"):
+        new_embedded_model(recipe("tiny", llm_layers=31), progress=False)
+    with pytest.raises(ValueError, match="negative"):
+        recipe("tiny", llm_layers=-1)
 
 
 def test_a_batch_of_questions_answers_as_each_alone(run) -> None:  # type: ignore[no-untyped-def]
