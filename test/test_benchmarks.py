@@ -134,8 +134,10 @@ def check_bench_node(_out: str, figures: dict, _tmp: Path) -> None:
 
 def check_bench_stage2_packing(_out: str, figures: dict, _tmp: Path) -> None:
     """Two questions of a scene in one sequence read its image tokens once: fewer tokens a step; with
-    ``--frozen both`` each layout is timed with the frozen weights cast each step and held."""
+    ``--frozen both`` each layout is timed with the frozen weights cast each step and held; with
+    ``--llm-layers 2`` on an LLM of the base's first 2 layers."""
     alone_cast, alone, packed_cast, packed = figures["layouts"]
+    assert [row["llm_layers"] for row in figures["layouts"]] == [2] * 4
     assert [row["frozen"] for row in figures["layouts"]] == ["cast", "held", "cast", "held"]
     assert (alone["per_scene"], packed["per_scene"]) == (1, 2) and alone["questions"] == packed["questions"]
     assert packed["tokens"] < alone["tokens"] and all(row["step_s"] > 0 for row in figures["layouts"])
@@ -167,7 +169,7 @@ EXTRA_ARGS: dict[str, list[str]] = {
     "bench_node.py": ["--domain-id", str(BENCH_DOMAIN_ID)],
     "bench_transport.py": ["--domain-id", str(BENCH_DOMAIN_ID)],
     "bench_tracking.py": ["--quiet", "--json", "{tmp}/r.json", "--picture", "{tmp}/s.jpg"],
-    "bench_stage2_packing.py": ["--frozen", "both"],
+    "bench_stage2_packing.py": ["--frozen", "both", "--llm-layers", "2"],
 }
 
 
