@@ -17,7 +17,7 @@ from pixellm_ros.training.cli import CHILD_ENV
 from pixellm_ros.training.run import train
 from pixellm_ros.training.settings import recipe
 
-pytestmark = pytest.mark.timeout(900)  # tiny runs on the real 135M-parameter LLM, four processes in all
+pytestmark = pytest.mark.timeout(900)  # tiny runs on the real package LLM (its first 4 layers), four processes in all
 
 STEPS = {"stage1_steps": 1, "stage2_steps": 2}  # a process a step, after stage 1's
 

@@ -34,7 +34,7 @@ from pixellm_ros.world.ontology import COLOUR_NAMES, SHAPE_NAMES, SIZE_NAMES
 from pixellm_ros.world.questions import KIND_WEIGHTS
 from pixellm_ros.world.scene import sample_scene
 
-pytestmark = pytest.mark.timeout(900)  # two tiny runs on the real 135M-parameter LLM
+pytestmark = pytest.mark.timeout(900)  # tiny runs on the real package LLM (the tiny recipe: its first 4 layers)
 
 
 @pytest.fixture(scope="module")
