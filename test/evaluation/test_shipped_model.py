@@ -64,11 +64,12 @@ def test_shipped_model_scores_at_least_the_threshold(report, metric: str) -> Non
 
 
 def test_a_run_evaluation_compares_overall_and_within_each_kind(tmp_path: Path) -> None:
-    """``pixellm-ros train --eval-scenes N --compare-with MODEL_DIR``'s evaluation, on 2 scenes: the model
-    against itself differs by nothing, overall and in every kind and target count its questions hold;
-    the reworded questions are compared with the templated ones the same way."""
+    """``pixellm-ros train --eval-scenes N --compare-with MODEL_DIR``'s evaluation, on 1 scene (5 questions
+    of 5 kinds, 0-3 targets): the model against itself differs by nothing, overall and in every kind and
+    target count its questions hold; the reworded questions are compared with the templated ones the
+    same way."""
     torch.set_num_threads(1)
-    summary = evaluate_run(DEFAULT_MODEL_DIR, tmp_path, 2, base=DEFAULT_MODEL_DIR, camera_images=1)
+    summary = evaluate_run(DEFAULT_MODEL_DIR, tmp_path, 1, base=DEFAULT_MODEL_DIR, camera_images=1)
     new = json.loads((tmp_path / "eval_new.json").read_text())
     comparison = json.loads((tmp_path / "comparison.json").read_text())
     kinds = sorted({q["kind"] for q in new["questions"]})
@@ -89,11 +90,11 @@ def test_a_run_evaluation_compares_overall_and_within_each_kind(tmp_path: Path) 
     assert all(m["base"] == m["new"] for m in summary["camera_comparison"]["metrics"].values())
     # a base given as a report JSON brings the eval_camera.json beside it (no model is asked)...
     camera_report = EvaluationReport.read_json(tmp_path / "eval_camera.json")
-    base, base_camera = base_reports(tmp_path / "eval_new.json", tmp_path / "data", 2, tmp_path / "data_camera", 1,
+    base, base_camera = base_reports(tmp_path / "eval_new.json", tmp_path / "data", 1, tmp_path / "data_camera", 1,
                                      FINAL_EVAL_SEED, "cpu", False)
     assert base.records == EvaluationReport.read_json(tmp_path / "eval_new.json").records
     assert base_camera is not None and base_camera.records == camera_report.records
-    assert base_reports(tmp_path / "eval_new.json", tmp_path / "data", 2, None, 0, FINAL_EVAL_SEED, "cpu", False)[1] is None
+    assert base_reports(tmp_path / "eval_new.json", tmp_path / "data", 1, None, 0, FINAL_EVAL_SEED, "cpu", False)[1] is None
     # ...and a base camera report of other questions is not compared, and says why
     other = EvaluationReport.from_records(camera_report.records[1:], 1)
     (tmp_path / "again").mkdir()
