@@ -11,15 +11,15 @@ the new parts whole and the LLM's changes as deltas, so the repository holds a f
 
 ``delta_sources`` turns such a folder plus the packages into the tensor sources of a full model
 (adapters merged, added rows appended to the base vocabulary, the tied output layer sharing the
-embedding; the base's first ``text.num_hidden_layers`` layers, all of them unless the folder's config
-says fewer), which ``checkpoint.load_pixellm`` then fills strictly like any other folder.
+embedding; the base's layers ``base_llm_layers`` renumbered 0.., or its first ``text.num_hidden_layers``
+when that is empty), which ``checkpoint.load_pixellm`` then fills strictly like any other folder.
 ``split_deltas`` goes the other way for saving.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 
@@ -49,19 +49,25 @@ def encoder_source(name: str) -> TensorSource:
 
 
 def llm_source(
-    name: str, deltas: Mapping[str, torch.Tensor], tied: bool, num_layers: int, progress: bool = True
+    name: str, deltas: Mapping[str, torch.Tensor], tied: bool, layers: Sequence[int], progress: bool = True
 ) -> TensorSource:
-    """The base LLM ``name``'s first ``num_layers`` layers (and its embedding and final norm) with
-    ``deltas`` applied, under ``language_model.``; more layers than the base has is an error."""
+    """The base LLM ``name``'s layers ``layers`` (the base's numbers, in the order they become this
+    LLM's layers 0, 1, ...; plus its embedding and final norm) with ``deltas`` applied, under
+    ``language_model.``; a layer the base does not have is an error."""
     base_config, base = load_pretrained_llm_state(name, progress)
-    if num_layers > base_config["num_hidden_layers"]:
-        raise CheckpointError(f"{num_layers} LLM layers asked of {name!r}, which has {base_config['num_hidden_layers']}")
+    count = base_config["num_hidden_layers"]
+    if any(not 0 <= layer < count for layer in layers) or len(set(layers)) != len(layers):
+        raise CheckpointError(f"LLM layers {list(layers)} asked of {name!r}, which has {count} (0..{count - 1}, each once)")
+    ours_of = {base_layer: i for i, base_layer in enumerate(layers)}
     adapters = {key[: -len(LORA_A)] for key in deltas if key.endswith(LORA_A)}
     used: set[str] = set()
-    for key, tensor in base.items():
+    for base_key, tensor in base.items():
+        key = base_key
         layer = _LAYER.match(key)
-        if layer is not None and int(layer.group(1)) >= num_layers:
-            continue
+        if layer is not None:
+            if int(layer.group(1)) not in ours_of:
+                continue
+            key = f"model.layers.{ours_of[int(layer.group(1))]}." + key[layer.end():]
         ours = LLM_PREFIX + key
         path = ours[: -len(".weight")] if ours.endswith(".weight") else None
         if path in adapters:
@@ -72,11 +78,11 @@ def llm_source(
             added = deltas.get(ADDED_EMBEDDINGS)
             if added is not None:
                 tensor = torch.cat([tensor, added.to(tensor.dtype)])
-            yield ours, tensor, f"{name}:{key} (+ added rows)"
+            yield ours, tensor, f"{name}:{base_key} (+ added rows)"
             if tied:
-                yield LM_HEAD_KEY, tensor, f"{name}:{key} (tied output layer)"
+                yield LM_HEAD_KEY, tensor, f"{name}:{base_key} (tied output layer)"
             continue
-        yield ours, tensor, f"{name}:{key}"
+        yield ours, tensor, f"{name}:{base_key}"
     unused = sorted(adapters - used)
     if unused:
         raise CheckpointError(f"adapters for layers the base LLM {name!r} does not have: {unused[:5]}")
@@ -92,8 +98,11 @@ def delta_sources(config: object, deltas: Mapping[str, torch.Tensor], progress: 
     base_llm = getattr(config, "base_llm")
     if base_llm:
         text = getattr(config, "text")
+        layers = tuple(getattr(config, "base_llm_layers")) or tuple(range(int(text.num_hidden_layers)))
+        if len(layers) != int(text.num_hidden_layers):
+            raise CheckpointError(f"base_llm_layers {list(layers)} is not text.num_hidden_layers = {text.num_hidden_layers} layers")
         sources.append((f"{base_llm} (package)",
-                        llm_source(base_llm, deltas, bool(text.tie_word_embeddings), int(text.num_hidden_layers), progress)))
+                        llm_source(base_llm, deltas, bool(text.tie_word_embeddings), layers, progress)))
     elif deltas:
         raise CheckpointError(f"adapter / added-row tensors {sorted(deltas)[:3]} in a folder with no base_llm")
     return sources

@@ -128,6 +128,8 @@ class PixelLMConfig:
     # Where the LLM's base weights come from: "" = this folder; a name of
     # model.pretrained_llm.PRETRAINED_LLMS = that registry package (the folder holds the changes).
     base_llm: str = ""
+    # Which of the base's layers the LLM's are, in order: () = its first text.num_hidden_layers.
+    base_llm_layers: tuple[int, ...] = ()
     prompt_template: str = "llava_v1"  # PROMPT_TEMPLATES
 
     # Image tokens for the LLM: scale 0 resized to llm_image_grid x llm_image_grid.
@@ -169,6 +171,7 @@ class PixelLMConfig:
         self.object_tag_groups = tuple(int(g) for g in self.object_tag_groups)
         self.object_tag_token_ids = tuple(tuple(int(i) for i in ids) for ids in self.object_tag_token_ids)
         self.object_place_token_ids = tuple(int(i) for i in self.object_place_token_ids)
+        self.base_llm_layers = tuple(int(i) for i in self.base_llm_layers)
         self.object_orders = tuple(str(o) for o in self.object_orders)
         self.object_neighbour_words = bool(self.object_neighbour_words)
         self.object_neighbour_marker_token_id = int(self.object_neighbour_marker_token_id)

@@ -69,15 +69,20 @@ def embedded_config(base_llm_config: dict[str, Any], tokenizer: BPETokenizer, se
     """The embedded PixelLM around the base LLM's config (as cached by ``model.pretrained_llm``), its
     object slots laid out by ``settings`` (``orders``, ``object_neighbour_words``, ``slot_marker``: the
     ``PixelLMConfig`` fields ``object_orders``, ``object_neighbour_words`` and
-    ``object_neighbour_marker_token_id``, the marker as its word's token id) and its LLM the base's
-    first ``settings.llm_layers`` layers (all with 0)."""
+    ``object_neighbour_marker_token_id``, the marker as its word's token id) and its LLM
+    ``settings.llm_layers`` of the base's layers (all with 0): its first ones, then its last
+    ``settings.llm_top_layers``."""
     marker = word_token_ids(tokenizer, (settings.slot_marker,), " ")[0] if settings.slot_marker else -1
     base_vocab = tokenizer.base_vocab_size
     text = dict(base_llm_config)
     text["vocab_size"] = base_vocab + len(added_token_names(SEG_TOKENS_PER_SCALE * NUM_SCALES))
+    base_layers: tuple[int, ...] = ()
     if settings.llm_layers:
-        if settings.llm_layers > text["num_hidden_layers"]:
-            raise ValueError(f"llm_layers: {settings.llm_layers}, but {BASE_LLM} has {text['num_hidden_layers']} layers")
+        count = text["num_hidden_layers"]
+        if settings.llm_layers > count:
+            raise ValueError(f"llm_layers: {settings.llm_layers}, but {BASE_LLM} has {count} layers")
+        first = settings.llm_layers - settings.llm_top_layers
+        base_layers = tuple(range(first)) + tuple(range(count - settings.llm_top_layers, count))
         text["num_hidden_layers"] = settings.llm_layers
     return PixelLMConfig(
         text=LlamaConfig.from_dict(text),
@@ -98,6 +103,7 @@ def embedded_config(base_llm_config: dict[str, Any], tokenizer: BPETokenizer, se
         object_neighbour_words=settings.object_neighbour_words,
         object_neighbour_marker_token_id=marker,
         base_llm=BASE_LLM,
+        base_llm_layers=base_layers,
         prompt_template="chatml",
         seg_tokens_per_scale=SEG_TOKENS_PER_SCALE,
         num_scales=NUM_SCALES,

@@ -43,8 +43,12 @@ class TrainSettings:
     stage2_lr: float = _knob(1e-3, "stage 2 peak learning rate (one-cycle)", "stage2")
     lora_rank: int = _knob(16, "rank of the adapters on every Linear of the LLM's layers", "stage2")
     llm_layers: int = _knob(
-        0, "the LLM's layers: the base's first N (0: all of them, 30 for SmolLM2); a stage-2 step costs about N/30 "
+        0, "the LLM's layers: N of the base's (0: all of them, 30 for SmolLM2); a stage-2 step costs about N/30 "
         "of the whole LLM's", "stage2"
+    )
+    llm_top_layers: int = _knob(
+        0, "how many of those N are the base's last layers (the others its first): the layers next to the output "
+        "keep the base's words readable", "stage2"
     )
     phrasing_rate: float = _knob(0.5, "share of training questions re-worded (training.phrasing)", "stage2")
     none_rate: float = _knob(0.15, "share of questions about something absent", "stage2")
@@ -90,6 +94,8 @@ class TrainSettings:
         self.kind_weights  # noqa: B018 - a malformed question_kinds is an error at once, not at stage 2
         if self.llm_layers < 0:
             raise ValueError(f"llm_layers: {self.llm_layers} is negative (0: all the base LLM's layers)")
+        if not 0 <= self.llm_top_layers <= self.llm_layers:
+            raise ValueError(f"llm_top_layers: {self.llm_top_layers} is not within 0..llm_layers ({self.llm_layers})")
 
     @property
     def kind_weights(self) -> dict[str, float]:

@@ -212,31 +212,42 @@ def test_the_object_orders_setting_builds_the_model_that_reads_them() -> None:
     assert not model.config.object_neighbour_words and model.config.object_neighbour_marker_token_id == -1
 
 
-def test_llm_layers_keep_the_bases_first_layers_and_the_exported_folder_loads_as_many(tmp_path: Path) -> None:
-    """``llm_layers`` N: the LLM is the package's first N layers (its embedding and final norm too), and
-    a folder exported from it loads those N layers strictly, answering through the engine; a folder
-    asking more layers than the base has is refused, as are the settings."""
+def test_llm_layers_keep_the_bases_first_and_last_layers_and_the_exported_folder_loads_them(tmp_path: Path) -> None:
+    """``llm_layers`` N with ``llm_top_layers`` k: the LLM is the package's first N - k layers and its
+    last k (its embedding and final norm too), and a folder exported from it loads those layers
+    strictly, answering through the engine; a folder asking layers the base does not have is refused,
+    as are such settings."""
     _, base = load_pretrained_llm_state(BASE_LLM, progress=False)
-    model, tokenizer = new_embedded_model(recipe("tiny", llm_layers=2), progress=False)
+    model, tokenizer = new_embedded_model(recipe("tiny", llm_layers=3, llm_top_layers=1), progress=False)
     llm = model.language_model
-    assert len(llm.model.layers) == model.config.text.num_hidden_layers == 2
+    assert len(llm.model.layers) == model.config.text.num_hidden_layers == 3
+    assert model.config.base_llm_layers == (0, 1, 29)
     assert torch.equal(llm.model.layers[1].mlp.down_proj.weight, base["model.layers.1.mlp.down_proj.weight"])
+    assert torch.equal(llm.model.layers[2].mlp.down_proj.weight, base["model.layers.29.mlp.down_proj.weight"])
     assert torch.equal(llm.model.norm.weight, base["model.norm.weight"])
     add_adapters(model, tokenizer, 2)
     folder = export_embedded(model, tokenizer, tmp_path / "model", dtype=torch.float32)
     engine = PixelLMEngine.from_pretrained(folder)
-    assert len(engine.model.language_model.model.layers) == 2
+    assert torch.equal(engine.model.language_model.model.layers[2].mlp.down_proj.weight,
+                       model.language_model.model.layers[2].mlp.down_proj.weight)
     image, _ = sample_scene(np.random.default_rng(5), (240, 320)).render()
     assert engine.segment(image, "Find every red ball.", max_new_tokens=4).generated_tokens > 0
-    config = json.loads((folder / "pixellm_config.json").read_text())
-    config["text"]["num_hidden_layers"] = 31
-    (folder / "pixellm_config.json").write_text(json.dumps(config))
-    with pytest.raises(EngineError, match="31 LLM layers asked of"):
+    config_file = folder / "pixellm_config.json"
+    config = json.loads(config_file.read_text())
+    config["base_llm_layers"] = [0, 1, 30]
+    config_file.write_text(json.dumps(config))
+    with pytest.raises(EngineError, match=r"LLM layers \[0, 1, 30\] asked of"):
+        PixelLMEngine.from_pretrained(folder)
+    config["base_llm_layers"], config["text"]["num_hidden_layers"] = [], 31  # the first 31
+    config_file.write_text(json.dumps(config))
+    with pytest.raises(EngineError, match="asked of"):
         PixelLMEngine.from_pretrained(folder)
     with pytest.raises(ValueError, match="has 30 layers"):
         new_embedded_model(recipe("tiny", llm_layers=31), progress=False)
     with pytest.raises(ValueError, match="negative"):
         recipe("tiny", llm_layers=-1)
+    with pytest.raises(ValueError, match="llm_top_layers"):
+        recipe("tiny", llm_layers=2, llm_top_layers=3)
 
 
 def test_a_batch_of_questions_answers_as_each_alone(run) -> None:  # type: ignore[no-untyped-def]
