@@ -44,6 +44,47 @@ def _layouts(text: str) -> tuple[tuple[int, int], ...]:
     return tuple((int(q), int(n)) for q, n in (item.split("x") for item in text.split(",")))
 
 
+def _timed_layout(model, tokenizer, pool, scenes, settings, optimizer, questions: int, per_scene: int,
+                  steps: int, modes: tuple[str, ...]) -> list[dict]:
+    """One row per frozen-weights mode: ``steps`` stage-2 steps (after one untimed) of ``questions``
+    questions, ``per_scene`` to a sequence, the modes interleaved on the same steps."""
+    import torch
+
+    from pixellm_ros.training.stage2 import AUTOCAST_DTYPE, draw_examples, frozen_weights_in, pack_rows, stage2_loss
+
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    times: dict[str, list[float]] = {mode: [] for mode in modes}
+    faults: dict[str, list[int]] = {mode: [] for mode in modes}
+    tokens = []
+    for step in range(steps + 1):
+        groups = draw_examples(scenes, pool, questions, settings.seed, step, settings.phrasing_rate,
+                               settings.none_rate, settings.typo_rate, per_scene)
+        packed = pack_rows(tokenizer, model.config, groups)
+        # text tokens plus the image tokens each sequence holds instead of its placeholder
+        tokens.append(int(packed.attention.sum()) + len(groups) * (model.config.image_token_len - 1))
+        for mode in modes:  # interleaved: the same steps, the same state of the process
+            with frozen_weights_in(model, AUTOCAST_DTYPE if mode == "held" else torch.float32):
+                began, faulted = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                losses = stage2_loss(model, tokenizer, scenes, groups, settings.prompt_distillation)
+                optimizer.zero_grad(set_to_none=True)
+                losses.total.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                if step > 0:
+                    times[mode].append(time.perf_counter() - began)
+                    faults[mode].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faulted)
+    rows = []
+    for mode in modes:
+        spent = times[mode]
+        rows.append({"llm_layers": len(model.language_model.model.layers), "questions": questions,
+                     "per_scene": per_scene, "frozen": mode, "step_s": statistics.median(spent),
+                     "tokens": statistics.mean(tokens[1:]), "page_faults": statistics.median(faults[mode]),
+                     # the first and the last quarter of the steps: whether a long run's steps slow down
+                     "first_s": statistics.median(spent[: max(1, len(spent) // 4)]),
+                     "last_s": statistics.median(spent[-max(1, len(spent) // 4):])})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenes", type=int, default=96)
@@ -73,13 +114,8 @@ def main() -> None:
     from pixellm_ros.training.settings import recipe
     from pixellm_ros.training.stage1 import PromptHead, load_stage1_parts
     from pixellm_ros.training.stage2 import (
-        AUTOCAST_DTYPE,
         add_adapters,
-        draw_examples,
-        frozen_weights_in,
-        pack_rows,
         prepare_scenes,
-        stage2_loss,
         stage2_parameters,
     )
 
@@ -90,7 +126,7 @@ def main() -> None:
     pool = scenes = None
     rows: list[dict] = []
     for depth in args.llm_layers:
-        settings = recipe("cpu", llm_layers=depth, **orders)
+        settings = recipe("cpu", llm_layers=f"0-{depth - 1}" if depth else "", **orders)
         model, tokenizer = new_embedded_model(settings, progress=False)
         prompt_head = PromptHead.for_model(model)
         load_stage1_parts(DEFAULT_MODEL_DIR, model, prompt_head)
@@ -100,38 +136,10 @@ def main() -> None:
                 pool = build_pool(model, args.scenes, "train", settings.seed, settings.wide_scene_share, folder,
                                   progress=False)
             scenes = prepare_scenes(model, prompt_head, pool)
-        params = stage2_parameters(model)
-        optimizer = torch.optim.AdamW(params, lr=1e-4)
-        layers = len(model.language_model.model.layers)
+        optimizer = torch.optim.AdamW(stage2_parameters(model), lr=1e-4)
         for questions, per_scene in layouts:
-            times: dict[str, list[float]] = {mode: [] for mode in modes}
-            faults: dict[str, list[int]] = {mode: [] for mode in modes}
-            tokens = []
-            for step in range(args.steps + 1):
-                groups = draw_examples(scenes, pool, questions, settings.seed, step, settings.phrasing_rate,
-                                       settings.none_rate, settings.typo_rate, per_scene)
-                packed = pack_rows(tokenizer, model.config, groups)
-                # text tokens plus the image tokens each sequence holds instead of its placeholder
-                tokens.append(int(packed.attention.sum()) + len(groups) * (model.config.image_token_len - 1))
-                for mode in modes:  # interleaved: the same steps, the same state of the process
-                    with frozen_weights_in(model, AUTOCAST_DTYPE if mode == "held" else torch.float32):
-                        began, faulted = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-                        losses = stage2_loss(model, tokenizer, scenes, groups, settings.prompt_distillation)
-                        optimizer.zero_grad(set_to_none=True)
-                        losses.total.backward()
-                        torch.nn.utils.clip_grad_norm_(params, 1.0)
-                        optimizer.step()
-                        if step > 0:
-                            times[mode].append(time.perf_counter() - began)
-                            faults[mode].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faulted)
-            for mode in modes:
-                spent = times[mode]
-                rows.append({"llm_layers": layers, "questions": questions, "per_scene": per_scene, "frozen": mode,
-                             "step_s": statistics.median(spent), "tokens": statistics.mean(tokens[1:]),
-                             "page_faults": statistics.median(faults[mode]),
-                             # the first and the last quarter of the steps: whether a long run's steps slow down
-                             "first_s": statistics.median(spent[: max(1, len(spent) // 4)]),
-                             "last_s": statistics.median(spent[-max(1, len(spent) // 4):])})
+            rows += _timed_layout(model, tokenizer, pool, scenes, settings, optimizer, questions, per_scene,
+                                  args.steps, modes)
         del model, optimizer
     base = rows[0]["questions"] / rows[0]["step_s"]
     print(f"stage-2 steps, {args.threads} threads, median of {args.steps}, object orders {settings.object_orders}, "

@@ -8,7 +8,7 @@ see a long run slow down), and its speed as a multiple of the default's. The set
 process-wide and the first must precede torch's import, hence a process each.
 
     python benchmarks/bench_train_memory.py [--layout 32x4] [--steps 4] [--scenes 96] [--object-orders O]
-    python benchmarks/bench_train_memory.py --smoke   # toy sizes, default and both only
+    python benchmarks/bench_train_memory.py --smoke   # toy sizes (the LLM's first 2 layers), default and both only
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def main() -> None:
     args = parser.parse_args()
     modes = ("default", "both") if args.smoke else tuple(MODES)
     common = ["--layouts", "4x2" if args.smoke else args.layout, "--threads", str(args.threads)]
-    common += ["--smoke"] if args.smoke else ["--steps", str(args.steps), "--scenes", str(args.scenes)]
+    common += ["--smoke", "--llm-layers", "2"] if args.smoke else ["--steps", str(args.steps), "--scenes", str(args.scenes)]
     if args.object_orders:
         common += ["--object-orders", args.object_orders]
 

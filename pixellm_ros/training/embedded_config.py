@@ -69,21 +69,17 @@ def embedded_config(base_llm_config: dict[str, Any], tokenizer: BPETokenizer, se
     """The embedded PixelLM around the base LLM's config (as cached by ``model.pretrained_llm``), its
     object slots laid out by ``settings`` (``orders``, ``object_neighbour_words``, ``slot_marker``: the
     ``PixelLMConfig`` fields ``object_orders``, ``object_neighbour_words`` and
-    ``object_neighbour_marker_token_id``, the marker as its word's token id) and its LLM
-    ``settings.llm_layers`` of the base's layers (all with 0): its first ones, then its last
-    ``settings.llm_top_layers``."""
+    ``object_neighbour_marker_token_id``, the marker as its word's token id) and its LLM the base's
+    layers ``settings.llm_layers`` (all when empty)."""
     marker = word_token_ids(tokenizer, (settings.slot_marker,), " ")[0] if settings.slot_marker else -1
     base_vocab = tokenizer.base_vocab_size
     text = dict(base_llm_config)
     text["vocab_size"] = base_vocab + len(added_token_names(SEG_TOKENS_PER_SCALE * NUM_SCALES))
-    base_layers: tuple[int, ...] = ()
-    if settings.llm_layers:
-        count = text["num_hidden_layers"]
-        if settings.llm_layers > count:
-            raise ValueError(f"llm_layers: {settings.llm_layers}, but {BASE_LLM} has {count} layers")
-        first = settings.llm_layers - settings.llm_top_layers
-        base_layers = tuple(range(first)) + tuple(range(count - settings.llm_top_layers, count))
-        text["num_hidden_layers"] = settings.llm_layers
+    base_layers = settings.base_layers
+    if base_layers:
+        if base_layers[-1] >= text["num_hidden_layers"]:
+            raise ValueError(f"llm_layers: {settings.llm_layers!r}, but {BASE_LLM} has layers 0-{text['num_hidden_layers'] - 1}")
+        text["num_hidden_layers"] = len(base_layers)
     return PixelLMConfig(
         text=LlamaConfig.from_dict(text),
         vision=None,

@@ -42,13 +42,9 @@ class TrainSettings:
     )
     stage2_lr: float = _knob(1e-3, "stage 2 peak learning rate (one-cycle)", "stage2")
     lora_rank: int = _knob(16, "rank of the adapters on every Linear of the LLM's layers", "stage2")
-    llm_layers: int = _knob(
-        0, "the LLM's layers: N of the base's (0: all of them, 30 for SmolLM2); a stage-2 step costs about N/30 "
-        "of the whole LLM's", "stage2"
-    )
-    llm_top_layers: int = _knob(
-        0, "how many of those N are the base's last layers (the others its first): the layers next to the output "
-        "keep the base's words readable", "stage2"
+    llm_layers: str = _knob(
+        "", "the base LLM's layers the LLM keeps, in order: numbers and ranges (\"0-2,8-11,15\"); empty: all of them "
+        "(30 for SmolLM2). A stage-2 step costs about their count / 30 of the whole LLM's", "stage2"
     )
     phrasing_rate: float = _knob(0.5, "share of training questions re-worded (training.phrasing)", "stage2")
     none_rate: float = _knob(0.15, "share of questions about something absent", "stage2")
@@ -92,10 +88,7 @@ class TrainSettings:
 
     def __post_init__(self) -> None:
         self.kind_weights  # noqa: B018 - a malformed question_kinds is an error at once, not at stage 2
-        if self.llm_layers < 0:
-            raise ValueError(f"llm_layers: {self.llm_layers} is negative (0: all the base LLM's layers)")
-        if not 0 <= self.llm_top_layers <= self.llm_layers:
-            raise ValueError(f"llm_top_layers: {self.llm_top_layers} is not within 0..llm_layers ({self.llm_layers})")
+        self.base_layers  # noqa: B018 - a malformed llm_layers is an error at once, not at stage 2
 
     @property
     def kind_weights(self) -> dict[str, float]:
@@ -118,6 +111,21 @@ class TrainSettings:
         return weights
 
     @property
+    def base_layers(self) -> tuple[int, ...]:
+        """``llm_layers`` as the base's layer numbers, ascending (() = all of them)."""
+        layers: list[int] = []
+        for part in filter(None, (p.strip() for p in self.llm_layers.split(","))):
+            first, dash, last = part.partition("-")
+            try:
+                span = range(int(first), int(last if dash else first) + 1)
+            except ValueError:
+                raise ValueError(f"llm_layers: {part!r} is not a layer number or a range a-b") from None
+            layers.extend(span)
+        if any(later <= earlier for earlier, later in zip(layers, layers[1:])):
+            raise ValueError(f"llm_layers: {self.llm_layers!r} is not ascending layer numbers, each once")
+        return tuple(layers)
+
+    @property
     def orders(self) -> tuple[str, ...]:
         """``object_orders`` as the model config's tuple."""
         return tuple(order.strip() for order in self.object_orders.split(","))
@@ -138,7 +146,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "lora_rank": 2, "eval_questions": 0, "checkpoint_minutes": 0.0, "fresh_process_minutes": 0.0,
         "object_orders": "left_to_right",  # half the image tokens; both orders are tested by name
         "object_neighbour_words": False,  # the tests' slot layout: the neighbour's words are tested by name
-        "llm_layers": 4,  # the package LLM's first 4 layers: a step ~1/7 of the whole's; all 30 are the cpu recipe's
+        "llm_layers": "0-3",  # the package LLM's first 4 layers: a step ~1/7 of the whole's
     },
 }
 

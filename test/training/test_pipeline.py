@@ -212,13 +212,12 @@ def test_the_object_orders_setting_builds_the_model_that_reads_them() -> None:
     assert not model.config.object_neighbour_words and model.config.object_neighbour_marker_token_id == -1
 
 
-def test_llm_layers_keep_the_bases_first_and_last_layers_and_the_exported_folder_loads_them(tmp_path: Path) -> None:
-    """``llm_layers`` N with ``llm_top_layers`` k: the LLM is the package's first N - k layers and its
-    last k (its embedding and final norm too), and a folder exported from it loads those layers
-    strictly, answering through the engine; a folder asking layers the base does not have is refused,
-    as are such settings."""
+def test_llm_layers_keep_those_of_the_base_and_the_exported_folder_loads_them(tmp_path: Path) -> None:
+    """``llm_layers`` "0-1,29": the LLM is the package's layers 0, 1 and 29 (its embedding and final
+    norm too), and a folder exported from it loads those layers strictly, answering through the
+    engine; a folder asking layers the base does not have is refused, as are such settings."""
     _, base = load_pretrained_llm_state(BASE_LLM, progress=False)
-    model, tokenizer = new_embedded_model(recipe("tiny", llm_layers=3, llm_top_layers=1), progress=False)
+    model, tokenizer = new_embedded_model(recipe("tiny", llm_layers="0-1,29"), progress=False)
     llm = model.language_model
     assert len(llm.model.layers) == model.config.text.num_hidden_layers == 3
     assert model.config.base_llm_layers == (0, 1, 29)
@@ -242,12 +241,12 @@ def test_llm_layers_keep_the_bases_first_and_last_layers_and_the_exported_folder
     config_file.write_text(json.dumps(config))
     with pytest.raises(EngineError, match="asked of"):
         PixelLMEngine.from_pretrained(folder)
-    with pytest.raises(ValueError, match="has 30 layers"):
-        new_embedded_model(recipe("tiny", llm_layers=31), progress=False)
-    with pytest.raises(ValueError, match="negative"):
-        recipe("tiny", llm_layers=-1)
-    with pytest.raises(ValueError, match="llm_top_layers"):
-        recipe("tiny", llm_layers=2, llm_top_layers=3)
+    with pytest.raises(ValueError, match="has layers 0-29"):
+        new_embedded_model(recipe("tiny", llm_layers="0-30"), progress=False)
+    for wrong in ("-1", "2,1", "0-2,2", "a"):
+        with pytest.raises(ValueError, match="llm_layers"):
+            recipe("tiny", llm_layers=wrong)
+    assert recipe("tiny", llm_layers=" 0-2, 8 ,28-29").base_layers == (0, 1, 2, 8, 28, 29)
 
 
 def test_a_batch_of_questions_answers_as_each_alone(run) -> None:  # type: ignore[no-untyped-def]
