@@ -167,10 +167,11 @@ def add_setting_options(parser: argparse.ArgumentParser) -> None:
     ``--no-name``."""
     for name, spec in SETTING_FIELDS.items():
         kind = type(spec.default)
+        shown = repr(spec.default) if kind is str else spec.default  # an empty one shows as ''
         value = {"action": argparse.BooleanOptionalAction} if kind is bool else {"type": kind}
         parser.add_argument(
             "--" + name.replace("_", "-"), **value, default=None,
-            help=f"{spec.metadata['help']} ({spec.metadata['stage']}; default {spec.default})",
+            help=f"{spec.metadata['help']} ({spec.metadata['stage']}; default {shown})",
         )
 
 
