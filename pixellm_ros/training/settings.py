@@ -119,7 +119,9 @@ class TrainSettings:
             try:
                 span = range(int(first), int(last if dash else first) + 1)
             except ValueError:
-                raise ValueError(f"llm_layers: {part!r} is not a layer number or a range a-b") from None
+                span = range(0)
+            if not span:
+                raise ValueError(f"llm_layers: {part!r} is not a layer number or a range a-b (a <= b)")
             layers.extend(span)
         if any(later <= earlier for earlier, later in zip(layers, layers[1:])):
             raise ValueError(f"llm_layers: {self.llm_layers!r} is not ascending layer numbers, each once")
