@@ -65,9 +65,10 @@ def llm_source(
         key = base_key
         layer = _LAYER.match(key)
         if layer is not None:
-            if int(layer.group(1)) not in ours_of:
+            ours_number = ours_of.get(int(layer.group(1)))
+            if ours_number is None:
                 continue
-            key = f"model.layers.{ours_of[int(layer.group(1))]}." + key[layer.end():]
+            key = f"model.layers.{ours_number}." + key[layer.end():]
         ours = LLM_PREFIX + key
         path = ours[: -len(".weight")] if ours.endswith(".weight") else None
         if path in adapters:
